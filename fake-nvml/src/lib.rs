@@ -1,0 +1,537 @@
+//! A stand-in for `libnvidia-ml.so.1`: exports the NVML C entry points the
+//! scaler uses, with nvml.h's struct layouts, and answers from a scenario
+//! file that is re-read on every call, so a test or demo can change GPUs
+//! while the scaler runs. Built with `--features v1-only`, it exports no
+//! `_v2` symbols, like drivers before the versioned API.
+//!
+//! The scenario file is `$FAKE_NVML_SCENARIO`, or `fake-nvml.scenario`
+//! beside this library. One directive a line, `#` starts a comment:
+//!
+//! ```text
+//! driver 550.54.15
+//! gpu 0 uuid=GPU-0a name="NVIDIA H100" util=37 mem_util=12 mem_total_mib=81559 mem_used_mib=2048 mem_reserved_mib=512 temp=41 power_mw=71000 mig=0
+//! fail 0 utilization NOT_SUPPORTED   # that call on GPU 0 returns the code; `*` is every call
+//! hang 0 power 30000                 # that call blocks up to 30000 ms, less if the line goes away
+//! init_error DRIVER_NOT_LOADED       # nvmlInit fails
+//! count_error UNKNOWN                # nvmlDeviceGetCount fails
+//! generation 2                       # a change ends the session (calls return UNINITIALIZED until nvmlInit)
+//! ```
+//!
+//! Calls are `handle uuid name memory utilization temperature power mig`.
+//! A missing scenario file makes nvmlInit fail with DRIVER_NOT_LOADED.
+#![allow(non_snake_case, clippy::missing_safety_doc)]
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_uint, c_ulonglong, c_void};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+type Return = c_uint;
+type Device = *mut c_void;
+
+const SUCCESS: Return = 0;
+const UNINITIALIZED: Return = 1;
+const INVALID_ARGUMENT: Return = 2;
+const NOT_SUPPORTED: Return = 3;
+const INSUFFICIENT_SIZE: Return = 7;
+const DRIVER_NOT_LOADED: Return = 9;
+const GPU_IS_LOST: Return = 15;
+const ARGUMENT_VERSION_MISMATCH: Return = 25;
+const UNKNOWN: Return = 999;
+
+const CODE_NAMES: &[(&str, Return)] = &[
+    ("UNINITIALIZED", UNINITIALIZED),
+    ("INVALID_ARGUMENT", INVALID_ARGUMENT),
+    ("NOT_SUPPORTED", NOT_SUPPORTED),
+    ("NO_PERMISSION", 4),
+    ("NOT_FOUND", 6),
+    ("INSUFFICIENT_SIZE", INSUFFICIENT_SIZE),
+    ("DRIVER_NOT_LOADED", DRIVER_NOT_LOADED),
+    ("TIMEOUT", 10),
+    ("LIBRARY_NOT_FOUND", 12),
+    ("GPU_IS_LOST", GPU_IS_LOST),
+    ("RESET_REQUIRED", 16),
+    ("ARGUMENT_VERSION_MISMATCH", ARGUMENT_VERSION_MISMATCH),
+    ("UNKNOWN", UNKNOWN),
+];
+
+/// Handles are small tagged integers; the scaler never dereferences them.
+const HANDLE_BASE: usize = 0x1000;
+const MIB: u64 = 1024 * 1024;
+const MEMORY_V2_VERSION: c_uint = 40 | (2 << 24);
+
+#[repr(C)]
+pub struct Utilization {
+    gpu: c_uint,
+    memory: c_uint,
+}
+
+#[repr(C)]
+pub struct Memory {
+    total: c_ulonglong,
+    free: c_ulonglong,
+    used: c_ulonglong,
+}
+
+#[repr(C)]
+pub struct MemoryV2 {
+    version: c_uint,
+    total: c_ulonglong,
+    reserved: c_ulonglong,
+    free: c_ulonglong,
+    used: c_ulonglong,
+}
+
+#[derive(Clone, Default)]
+struct Gpu {
+    uuid: String,
+    name: String,
+    util: u32,
+    mem_util: u32,
+    mem_total_mib: u64,
+    mem_used_mib: u64,
+    mem_reserved_mib: u64,
+    temp: u32,
+    power_mw: u32,
+    mig: bool,
+}
+
+#[derive(Default)]
+struct Scenario {
+    driver: String,
+    init_error: Option<Return>,
+    count_error: Option<Return>,
+    generation: u64,
+    gpus: Vec<Gpu>,
+    fails: Vec<(u32, String, Return)>,
+    hangs: Vec<(u32, String, u64)>,
+}
+
+/// 0 when not initialised, else 1 + the scenario generation at nvmlInit.
+static SESSION: AtomicU64 = AtomicU64::new(0);
+static INIT_COUNT: Mutex<u32> = Mutex::new(0);
+
+fn scenario_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("FAKE_NVML_SCENARIO") {
+        return PathBuf::from(path);
+    }
+    own_directory().join("fake-nvml.scenario")
+}
+
+#[repr(C)]
+struct DlInfo {
+    fname: *const c_char,
+    fbase: *mut c_void,
+    sname: *const c_char,
+    saddr: *mut c_void,
+}
+
+extern "C" {
+    fn dladdr(addr: *const c_void, info: *mut DlInfo) -> c_int;
+}
+
+/// The directory this shared object was loaded from.
+fn own_directory() -> PathBuf {
+    let mut info = DlInfo {
+        fname: std::ptr::null(),
+        fbase: std::ptr::null_mut(),
+        sname: std::ptr::null(),
+        saddr: std::ptr::null_mut(),
+    };
+    // SAFETY: any address inside this object works; `info` is writable.
+    let found = unsafe { dladdr(own_directory as *const c_void, &mut info) };
+    if found == 0 || info.fname.is_null() {
+        return PathBuf::from(".");
+    }
+    // SAFETY: dladdr returns a NUL-terminated path owned by the loader.
+    let path = unsafe { CStr::from_ptr(info.fname) }.to_string_lossy().into_owned();
+    PathBuf::from(path)
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn load() -> Option<Scenario> {
+    let text = std::fs::read_to_string(scenario_path()).ok()?;
+    Some(parse(&text))
+}
+
+fn parse(text: &str) -> Scenario {
+    let mut scenario = Scenario {
+        driver: "550.54.15".into(),
+        ..Default::default()
+    };
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let words = split_words(line);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["driver", version] => scenario.driver = version.to_string(),
+            ["init_error", code] => scenario.init_error = Some(code_from(code)),
+            ["count_error", code] => scenario.count_error = Some(code_from(code)),
+            ["generation", n] => scenario.generation = n.parse().unwrap_or(0),
+            ["gpu", index, fields @ ..] => {
+                let index: usize = index.parse().unwrap_or(0);
+                if scenario.gpus.len() <= index {
+                    scenario.gpus.resize_with(index + 1, Gpu::default);
+                }
+                scenario.gpus[index] = gpu(index, fields);
+            }
+            ["fail", index, call, code] => {
+                scenario
+                    .fails
+                    .push((index.parse().unwrap_or(0), call.to_string(), code_from(code)))
+            }
+            ["hang", index, call, ms] => {
+                scenario
+                    .hangs
+                    .push((index.parse().unwrap_or(0), call.to_string(), ms.parse().unwrap_or(0)))
+            }
+            _ => {}
+        }
+    }
+    scenario
+}
+
+fn gpu(index: usize, fields: &[&str]) -> Gpu {
+    let mut gpu = Gpu {
+        uuid: format!("GPU-00000000-0000-0000-0000-{index:012}"),
+        name: "Fake NVIDIA GPU".into(),
+        mem_total_mib: 81920,
+        ..Default::default()
+    };
+    for field in fields {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let number = || value.parse::<u64>().unwrap_or(0);
+        match key {
+            "uuid" => gpu.uuid = value.to_string(),
+            "name" => gpu.name = value.to_string(),
+            "util" => gpu.util = number() as u32,
+            "mem_util" => gpu.mem_util = number() as u32,
+            "mem_total_mib" => gpu.mem_total_mib = number(),
+            "mem_used_mib" => gpu.mem_used_mib = number(),
+            "mem_reserved_mib" => gpu.mem_reserved_mib = number(),
+            "temp" => gpu.temp = number() as u32,
+            "power_mw" => gpu.power_mw = number() as u32,
+            "mig" => gpu.mig = number() != 0,
+            _ => {}
+        }
+    }
+    gpu
+}
+
+/// Whitespace-separated words; `key="a b"` keeps its spaces.
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+fn code_from(text: &str) -> Return {
+    text.parse().unwrap_or_else(|_| {
+        CODE_NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map_or(UNKNOWN, |(_, code)| *code)
+    })
+}
+
+/// The scenario for a device call on `device`, after any hang and failure
+/// injected for `call`.
+fn device_call(device: Device, call: &str) -> Result<(Scenario, usize), Return> {
+    let index = (device as usize).wrapping_sub(HANDLE_BASE);
+    let scenario = session_scenario()?;
+    if index >= scenario.gpus.len() {
+        return Err(INVALID_ARGUMENT);
+    }
+    let scenario = hang(scenario, index as u32, call)?;
+    injected(&scenario, index as u32, call)?;
+    Ok((scenario, index))
+}
+
+fn session_scenario() -> Result<Scenario, Return> {
+    let scenario = load().ok_or(UNINITIALIZED)?;
+    if SESSION.load(Ordering::SeqCst) != scenario.generation + 1 {
+        return Err(UNINITIALIZED);
+    }
+    Ok(scenario)
+}
+
+fn matches(entry_index: u32, entry_call: &str, index: u32, call: &str) -> bool {
+    entry_index == index && (entry_call == call || entry_call == "*")
+}
+
+fn injected(scenario: &Scenario, index: u32, call: &str) -> Result<(), Return> {
+    match scenario
+        .fails
+        .iter()
+        .find(|(i, c, _)| matches(*i, c, index, call))
+    {
+        Some((_, _, code)) => Err(*code),
+        None => Ok(()),
+    }
+}
+
+/// Blocks while a matching `hang` line is present, up to its duration.
+fn hang(mut scenario: Scenario, index: u32, call: &str) -> Result<Scenario, Return> {
+    let started = Instant::now();
+    while let Some(ms) = scenario
+        .hangs
+        .iter()
+        .find(|(i, c, _)| matches(*i, c, index, call))
+        .map(|(_, _, ms)| *ms)
+    {
+        if started.elapsed() >= Duration::from_millis(ms) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        scenario = load().ok_or(UNINITIALIZED)?;
+    }
+    Ok(scenario)
+}
+
+fn code(result: Result<(), Return>) -> Return {
+    result.err().unwrap_or(SUCCESS)
+}
+
+/// Copies `text` into a C buffer of `length` bytes, NUL-terminated.
+unsafe fn write_string(text: &str, buffer: *mut c_char, length: c_uint) -> Result<(), Return> {
+    if buffer.is_null() {
+        return Err(INVALID_ARGUMENT);
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() + 1 > length as usize {
+        return Err(INSUFFICIENT_SIZE);
+    }
+    std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer as *mut u8, bytes.len());
+    *buffer.add(bytes.len()) = 0;
+    Ok(())
+}
+
+fn init() -> Return {
+    let Some(scenario) = load() else {
+        return DRIVER_NOT_LOADED;
+    };
+    if let Some(code) = scenario.init_error {
+        return code;
+    }
+    *INIT_COUNT.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    SESSION.store(scenario.generation + 1, Ordering::SeqCst);
+    SUCCESS
+}
+
+#[no_mangle]
+pub extern "C" fn nvmlInit() -> Return {
+    init()
+}
+
+#[cfg(not(feature = "v1-only"))]
+#[no_mangle]
+pub extern "C" fn nvmlInit_v2() -> Return {
+    init()
+}
+
+#[no_mangle]
+pub extern "C" fn nvmlShutdown() -> Return {
+    let mut count = INIT_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    if *count == 0 {
+        return UNINITIALIZED;
+    }
+    *count -= 1;
+    if *count == 0 {
+        SESSION.store(0, Ordering::SeqCst);
+    }
+    SUCCESS
+}
+
+#[no_mangle]
+pub extern "C" fn nvmlErrorString(result: Return) -> *const c_char {
+    let text: &'static CStr = match result {
+        SUCCESS => c"Success",
+        UNINITIALIZED => c"Uninitialized",
+        INVALID_ARGUMENT => c"Invalid Argument",
+        NOT_SUPPORTED => c"Not Supported",
+        INSUFFICIENT_SIZE => c"Insufficient Size",
+        DRIVER_NOT_LOADED => c"Driver Not Loaded",
+        GPU_IS_LOST => c"GPU is lost",
+        ARGUMENT_VERSION_MISMATCH => c"Argument version mismatch",
+        _ => c"Unknown Error",
+    };
+    text.as_ptr()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlSystemGetDriverVersion(version: *mut c_char, length: c_uint) -> Return {
+    code(session_scenario().and_then(|s| write_string(&s.driver, version, length)))
+}
+
+unsafe fn get_count(count: *mut c_uint) -> Return {
+    code(session_scenario().and_then(|scenario| {
+        if let Some(code) = scenario.count_error {
+            return Err(code);
+        }
+        if count.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        *count = scenario.gpus.len() as c_uint;
+        Ok(())
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetCount(count: *mut c_uint) -> Return {
+    get_count(count)
+}
+
+#[cfg(not(feature = "v1-only"))]
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetCount_v2(count: *mut c_uint) -> Return {
+    get_count(count)
+}
+
+unsafe fn get_handle(index: c_uint, device: *mut Device) -> Return {
+    code(device_call((HANDLE_BASE + index as usize) as Device, "handle").and_then(|_| {
+        if device.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        *device = (HANDLE_BASE + index as usize) as Device;
+        Ok(())
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex(index: c_uint, device: *mut Device) -> Return {
+    get_handle(index, device)
+}
+
+#[cfg(not(feature = "v1-only"))]
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(index: c_uint, device: *mut Device) -> Return {
+    get_handle(index, device)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetUUID(device: Device, uuid: *mut c_char, length: c_uint) -> Return {
+    code(device_call(device, "uuid").and_then(|(s, i)| write_string(&s.gpus[i].uuid, uuid, length)))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetName(device: Device, name: *mut c_char, length: c_uint) -> Return {
+    code(device_call(device, "name").and_then(|(s, i)| write_string(&s.gpus[i].name, name, length)))
+}
+
+/// v1 counts reserved memory as used.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(device: Device, memory: *mut Memory) -> Return {
+    code(device_call(device, "memory").and_then(|(s, i)| {
+        let gpu = &s.gpus[i];
+        if memory.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        let total = gpu.mem_total_mib * MIB;
+        let used = (gpu.mem_used_mib + gpu.mem_reserved_mib) * MIB;
+        *memory = Memory {
+            total,
+            free: total.saturating_sub(used),
+            used,
+        };
+        Ok(())
+    }))
+}
+
+#[cfg(not(feature = "v1-only"))]
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: Device, memory: *mut MemoryV2) -> Return {
+    code(device_call(device, "memory").and_then(|(s, i)| {
+        let gpu = &s.gpus[i];
+        if memory.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        if (*memory).version != MEMORY_V2_VERSION {
+            return Err(ARGUMENT_VERSION_MISMATCH);
+        }
+        let total = gpu.mem_total_mib * MIB;
+        let used = gpu.mem_used_mib * MIB;
+        let reserved = gpu.mem_reserved_mib * MIB;
+        *memory = MemoryV2 {
+            version: MEMORY_V2_VERSION,
+            total,
+            reserved,
+            free: total.saturating_sub(used + reserved),
+            used,
+        };
+        Ok(())
+    }))
+}
+
+/// NOT_SUPPORTED on MIG-enabled GPUs, as the real driver answers.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(device: Device, rates: *mut Utilization) -> Return {
+    code(device_call(device, "utilization").and_then(|(s, i)| {
+        let gpu = &s.gpus[i];
+        if gpu.mig {
+            return Err(NOT_SUPPORTED);
+        }
+        if rates.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        *rates = Utilization {
+            gpu: gpu.util,
+            memory: gpu.mem_util,
+        };
+        Ok(())
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetTemperature(device: Device, sensor: c_uint, temp: *mut c_uint) -> Return {
+    code(device_call(device, "temperature").and_then(|(s, i)| {
+        if sensor != 0 || temp.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        *temp = s.gpus[i].temp;
+        Ok(())
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(device: Device, power: *mut c_uint) -> Return {
+    code(device_call(device, "power").and_then(|(s, i)| {
+        if power.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        *power = s.gpus[i].power_mw;
+        Ok(())
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMigMode(device: Device, current: *mut c_uint, pending: *mut c_uint) -> Return {
+    code(device_call(device, "mig").and_then(|(s, i)| {
+        if current.is_null() || pending.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        *current = s.gpus[i].mig as c_uint;
+        *pending = s.gpus[i].mig as c_uint;
+        Ok(())
+    }))
+}

@@ -1,0 +1,337 @@
+//! The command line: subcommands, flags and their environment twins.
+//! Parsing only checks what was typed; commands build what they need.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::duration::parse_duration;
+
+pub const USAGE: &str = "\
+keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML
+
+USAGE:
+    keda-gpu-scaler [serve] [--listen ADDR] [--sample-interval D] [--nvml-library PATH]
+    keda-gpu-scaler devices [--json] [--nvml-library PATH]
+    keda-gpu-scaler query [--address HOST:PORT] [--metadata KEY=VALUE]... [--replicas N]
+                          [--name NAME] [--namespace NS] [--timeout D]
+
+SERVE (the default):
+    --listen ADDR          gRPC address [env KEDA_GPU_SCALER_LISTEN] [default 0.0.0.0:6000]
+    --sample-interval D    NVML sampling period, 100ms to 60s
+                           [env KEDA_GPU_SCALER_SAMPLE_INTERVAL] [default 1s]
+    --nvml-library PATH    libnvidia-ml.so.1 to load instead of searching
+                           [env NVML_LIBRARY_PATH]
+
+DEVICES: one NVML read, printed as a table (or JSON with --json).
+
+QUERY: calls a running scaler the way KEDA does (GetMetricSpec, GetMetrics,
+IsActive) and shows the replica count the HPA would choose.
+    --address HOST:PORT    [default 127.0.0.1:6000]
+    --metadata KEY=VALUE   trigger metadata, repeatable (e.g. profile=vllm-inference)
+    --replicas N           current replicas for the HPA arithmetic [default 1]
+    --name, --namespace    the ScaledObject to claim to be [default query, default]
+    --timeout D            per-call deadline [default 5s]
+
+Logging: RUST_LOG (default info).
+";
+
+pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Serve(ServeArgs),
+    Devices(DevicesArgs),
+    Query(QueryArgs),
+    Help,
+    Version,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeArgs {
+    pub listen: String,
+    pub sample_interval: Duration,
+    pub nvml_library: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevicesArgs {
+    pub json: bool,
+    pub nvml_library: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryArgs {
+    pub address: String,
+    pub metadata: Vec<(String, String)>,
+    pub replicas: u32,
+    pub name: String,
+    pub namespace: String,
+    pub timeout: Duration,
+}
+
+/// A usage mistake; `main` prints it with a pointer to `--help`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (see --help)", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses arguments (without the program name); `env` looks up variables.
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, UsageError> {
+    let (command, rest) = match args.first().map(String::as_str) {
+        Some("serve") => ("serve", &args[1..]),
+        Some("devices") => ("devices", &args[1..]),
+        Some("query") => ("query", &args[1..]),
+        Some("help" | "--help" | "-h") => return Ok(Command::Help),
+        Some("--version" | "-V") => return Ok(Command::Version),
+        Some(other) if !other.starts_with('-') => {
+            return Err(UsageError(format!(
+                "unknown command {other:?}; commands are serve, devices, query"
+            )))
+        }
+        _ => ("serve", args),
+    };
+    let mut flags = Flags::new(rest)?;
+    if flags.take_switch("--help") {
+        return Ok(Command::Help);
+    }
+    let command = match command {
+        "serve" => Command::Serve(serve_args(&mut flags, env)?),
+        "devices" => Command::Devices(DevicesArgs {
+            json: flags.take_switch("--json"),
+            nvml_library: nvml_library(&mut flags, env)?,
+        }),
+        _ => Command::Query(query_args(&mut flags)?),
+    };
+    flags.finish()?;
+    Ok(command)
+}
+
+fn serve_args(flags: &mut Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeArgs, UsageError> {
+    let listen = flags
+        .take_value("--listen")?
+        .or_else(|| env("KEDA_GPU_SCALER_LISTEN"))
+        .unwrap_or_else(|| "0.0.0.0:6000".to_string());
+    if !listen.contains(':') {
+        return Err(UsageError(format!(
+            "invalid --listen {listen:?}: expected HOST:PORT, e.g. 0.0.0.0:6000"
+        )));
+    }
+    let sample_interval = match flags
+        .take_value("--sample-interval")?
+        .or_else(|| env("KEDA_GPU_SCALER_SAMPLE_INTERVAL"))
+    {
+        Some(text) => sample_interval(&text)?,
+        None => Duration::from_secs(1),
+    };
+    Ok(ServeArgs {
+        listen,
+        sample_interval,
+        nvml_library: nvml_library(flags, env)?,
+    })
+}
+
+fn sample_interval(text: &str) -> Result<Duration, UsageError> {
+    let interval = parse_duration(text)
+        .map_err(|e| UsageError(format!("invalid --sample-interval: {e}")))?;
+    if !(MIN_SAMPLE_INTERVAL..=MAX_SAMPLE_INTERVAL).contains(&interval) {
+        return Err(UsageError(format!(
+            "invalid --sample-interval {text:?}: allowed range is 100ms to 60s"
+        )));
+    }
+    Ok(interval)
+}
+
+fn nvml_library(
+    flags: &mut Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<PathBuf>, UsageError> {
+    Ok(flags
+        .take_value("--nvml-library")?
+        .or_else(|| env("NVML_LIBRARY_PATH").filter(|p| !p.is_empty()))
+        .map(PathBuf::from))
+}
+
+fn query_args(flags: &mut Flags) -> Result<QueryArgs, UsageError> {
+    let mut metadata = Vec::new();
+    while let Some(pair) = flags.take_value("--metadata")? {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            UsageError(format!("invalid --metadata {pair:?}: expected KEY=VALUE"))
+        })?;
+        metadata.push((key.to_string(), value.to_string()));
+    }
+    let replicas = match flags.take_value("--replicas")? {
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| UsageError(format!("invalid --replicas {text:?}: expected an integer >= 1")))?,
+        None => 1,
+    };
+    let timeout = match flags.take_value("--timeout")? {
+        Some(text) => parse_duration(&text).map_err(|e| UsageError(format!("invalid --timeout: {e}")))?,
+        None => Duration::from_secs(5),
+    };
+    Ok(QueryArgs {
+        address: flags
+            .take_value("--address")?
+            .unwrap_or_else(|| "127.0.0.1:6000".to_string()),
+        metadata,
+        replicas,
+        name: flags.take_value("--name")?.unwrap_or_else(|| "query".to_string()),
+        namespace: flags
+            .take_value("--namespace")?
+            .unwrap_or_else(|| "default".to_string()),
+        timeout,
+    })
+}
+
+/// `--flag value` and `--flag=value`, taken one by one; leftovers are errors.
+struct Flags {
+    items: Vec<(String, Option<String>)>,
+}
+
+impl Flags {
+    fn new(args: &[String]) -> Result<Self, UsageError> {
+        let mut items = Vec::new();
+        let mut iter = args.iter().peekable();
+        while let Some(arg) = iter.next() {
+            if !arg.starts_with("--") {
+                return Err(UsageError(format!("unexpected argument {arg:?}")));
+            }
+            match arg.split_once('=') {
+                Some((flag, value)) => items.push((flag.to_string(), Some(value.to_string()))),
+                None => {
+                    let value = iter.next_if(|next| !next.starts_with("--")).cloned();
+                    items.push((arg.clone(), value));
+                }
+            }
+        }
+        Ok(Self { items })
+    }
+
+    fn take_switch(&mut self, flag: &str) -> bool {
+        match self.items.iter().position(|(f, v)| f == flag && v.is_none()) {
+            Some(i) => {
+                self.items.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take_value(&mut self, flag: &str) -> Result<Option<String>, UsageError> {
+        let Some(i) = self.items.iter().position(|(f, _)| f == flag) else {
+            return Ok(None);
+        };
+        match self.items.remove(i) {
+            (_, Some(value)) => Ok(Some(value)),
+            (_, None) => Err(UsageError(format!("{flag} needs a value"))),
+        }
+    }
+
+    fn finish(self) -> Result<(), UsageError> {
+        match self.items.first() {
+            None => Ok(()),
+            Some((flag, _)) => Err(UsageError(format!("unknown flag {flag}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn serve_is_the_default_with_defaults() {
+        let expected = Command::Serve(ServeArgs {
+            listen: "0.0.0.0:6000".into(),
+            sample_interval: Duration::from_secs(1),
+            nvml_library: None,
+        });
+        assert_eq!(parse(&[], &no_env), Ok(expected.clone()));
+        assert_eq!(parse(&args("serve"), &no_env), Ok(expected));
+    }
+
+    #[test]
+    fn flags_beat_environment_twins() {
+        let env = |key: &str| match key {
+            "KEDA_GPU_SCALER_LISTEN" => Some("127.0.0.1:7000".to_string()),
+            "KEDA_GPU_SCALER_SAMPLE_INTERVAL" => Some("500ms".to_string()),
+            "NVML_LIBRARY_PATH" => Some("/env/libnvidia-ml.so.1".to_string()),
+            _ => None,
+        };
+        let Ok(Command::Serve(from_env)) = parse(&[], &env) else { panic!() };
+        assert_eq!(from_env.listen, "127.0.0.1:7000");
+        assert_eq!(from_env.sample_interval, Duration::from_millis(500));
+        assert_eq!(from_env.nvml_library, Some(PathBuf::from("/env/libnvidia-ml.so.1")));
+        let Ok(Command::Serve(from_flags)) =
+            parse(&args("--listen=[::]:6001 --sample-interval 2s --nvml-library /x.so"), &env)
+        else {
+            panic!()
+        };
+        assert_eq!(from_flags.listen, "[::]:6001");
+        assert_eq!(from_flags.sample_interval, Duration::from_secs(2));
+        assert_eq!(from_flags.nvml_library, Some(PathBuf::from("/x.so")));
+    }
+
+    #[test]
+    fn sample_interval_range_is_enforced() {
+        for bad in ["50ms", "61s", "10", "fast"] {
+            let err = parse(&args(&format!("serve --sample-interval {bad}")), &no_env).unwrap_err();
+            assert!(err.0.starts_with("invalid --sample-interval"), "{bad}: {err}");
+        }
+        assert!(parse(&args("--sample-interval 100ms"), &no_env).is_ok());
+        assert!(parse(&args("--sample-interval 60s"), &no_env).is_ok());
+    }
+
+    #[test]
+    fn unknown_flags_and_commands_are_errors() {
+        assert_eq!(parse(&args("serve --port 1"), &no_env).unwrap_err().0, "unknown flag --port");
+        assert!(parse(&args("status"), &no_env).unwrap_err().0.contains("unknown command \"status\""));
+        assert_eq!(parse(&args("serve --listen"), &no_env).unwrap_err().0, "--listen needs a value");
+    }
+
+    #[test]
+    fn query_collects_repeated_metadata() {
+        let Ok(Command::Query(query)) = parse(
+            &args("query --address h:1 --metadata profile=batch --metadata targetValue=50 --replicas 3"),
+            &no_env,
+        ) else {
+            panic!()
+        };
+        assert_eq!(query.address, "h:1");
+        assert_eq!(
+            query.metadata,
+            vec![("profile".into(), "batch".into()), ("targetValue".into(), "50".into())]
+        );
+        assert_eq!(query.replicas, 3);
+        assert!(parse(&args("query --metadata novalue"), &no_env).is_err());
+        assert!(parse(&args("query --replicas 0"), &no_env).is_err());
+    }
+
+    #[test]
+    fn devices_takes_json_switch() {
+        assert_eq!(
+            parse(&args("devices --json"), &no_env),
+            Ok(Command::Devices(DevicesArgs {
+                json: true,
+                nvml_library: None
+            }))
+        );
+    }
+}

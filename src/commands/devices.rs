@@ -1,0 +1,145 @@
+//! `devices`: one NVML read of every GPU, as a table or JSON. This is how a
+//! user checks a distroless pod with `kubectl exec`.
+
+use crate::cli::DevicesArgs;
+use crate::collect::read_node;
+use crate::json::{self, JsonObject};
+use crate::metrics::Metric;
+use crate::nvml::Nvml;
+use crate::snapshot::{GpuHealth, GpuSample};
+
+pub fn run(args: &DevicesArgs) -> Result<(), String> {
+    let nvml = Nvml::open(args.nvml_library.as_deref()).map_err(|e| e.to_string())?;
+    let driver_version = nvml.driver_version().map_err(|e| e.to_string())?;
+    let gpus = read_node(&nvml).map_err(|e| e.to_string())?;
+    let library = nvml.library().path().to_string();
+    if args.json {
+        println!("{}", render_json(&library, &driver_version, &gpus));
+    } else {
+        print!("{}", render_table(&library, &driver_version, &gpus));
+    }
+    Ok(())
+}
+
+/// A fixed-width table; absent metrics read `n/a`, never 0.
+pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> String {
+    let mut out = format!(
+        "NVML {library}, driver {driver_version}, {} GPU(s)\n",
+        gpus.len()
+    );
+    out.push_str(&format!(
+        "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8}  {}\n",
+        "IDX", "UUID", "NAME", "GPU%", "MEM%", "USED_MIB", "USED%", "TEMP_C", "POWER_W", "STATUS"
+    ));
+    for gpu in gpus {
+        let cell = |metric: Metric, decimals: usize| match gpu.readings().and_then(|r| r.get(metric)) {
+            Some(value) => format!("{value:.decimals$}"),
+            None => "n/a".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8}  {}\n",
+            gpu.index,
+            gpu.uuid.as_deref().unwrap_or("?"),
+            gpu.name.as_deref().unwrap_or("?"),
+            cell(Metric::GpuUtilization, 0),
+            cell(Metric::MemoryUtilization, 0),
+            cell(Metric::MemoryUsedMib, 0),
+            cell(Metric::MemoryUsedPercent, 1),
+            cell(Metric::Temperature, 0),
+            cell(Metric::PowerDraw, 1),
+            status(gpu),
+        ));
+    }
+    out
+}
+
+fn status(gpu: &GpuSample) -> String {
+    match &gpu.health {
+        GpuHealth::Healthy {
+            mig_enabled: Some(true),
+            ..
+        } => "ok (MIG enabled: utilization not reported)".to_string(),
+        GpuHealth::Healthy { .. } => "ok".to_string(),
+        GpuHealth::Lost { error } => format!("LOST: {error}"),
+        GpuHealth::Failed { error } => format!("ERROR: {error}"),
+    }
+}
+
+/// `{"library":…, "driver_version":…, "gpus":[…]}`; absent metrics are null.
+pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> String {
+    let gpus: Vec<String> = gpus
+        .iter()
+        .map(|gpu| {
+            let mut object = JsonObject::new();
+            object.number("index", Some(f64::from(gpu.index)));
+            object.string("uuid", gpu.uuid.as_deref());
+            object.string("name", gpu.name.as_deref());
+            let (health, error, mig) = match &gpu.health {
+                GpuHealth::Healthy { mig_enabled, .. } => ("healthy", None, *mig_enabled),
+                GpuHealth::Lost { error } => ("lost", Some(error.as_str()), None),
+                GpuHealth::Failed { error } => ("failed", Some(error.as_str()), None),
+            };
+            object.string("health", Some(health));
+            object.string("error", error);
+            object.boolean("mig_enabled", mig);
+            for metric in Metric::ALL {
+                object.number(metric.name(), gpu.readings().and_then(|r| r.get(metric)));
+            }
+            object.finish()
+        })
+        .collect();
+    let mut root = JsonObject::new();
+    root.string("library", Some(library));
+    root.string("driver_version", Some(driver_version));
+    root.raw("gpus", &json::array(&gpus));
+    root.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Readings;
+
+    fn gpus() -> Vec<GpuSample> {
+        let mut readings = Readings::default();
+        readings.set(Metric::GpuUtilization, 37.0);
+        readings.set(Metric::PowerDraw, 71.5);
+        vec![
+            GpuSample {
+                index: 0,
+                uuid: Some("GPU-a".into()),
+                name: Some("NVIDIA H100".into()),
+                health: GpuHealth::Healthy {
+                    readings,
+                    mig_enabled: Some(false),
+                },
+            },
+            GpuSample {
+                index: 1,
+                uuid: None,
+                name: None,
+                health: GpuHealth::Lost {
+                    error: "nvmlDeviceGetHandleByIndex failed: \"lost\"".into(),
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn json_marks_absent_metrics_null() {
+        let json = render_json("/lib/libnvidia-ml.so.1", "550.54", &gpus());
+        assert!(json.starts_with(r#"{"library":"/lib/libnvidia-ml.so.1","driver_version":"550.54","gpus":[{"index":0,"uuid":"GPU-a""#), "{json}");
+        assert!(json.contains(r#""gpu_utilization":37,"memory_utilization":null"#), "{json}");
+        assert!(json.contains(r#""power_draw":71.5}"#), "{json}");
+        assert!(json.contains(r#""health":"lost","error":"nvmlDeviceGetHandleByIndex failed: \"lost\"""#), "{json}");
+    }
+
+    #[test]
+    fn table_shows_na_and_status() {
+        let table = render_table("lib", "550", &gpus());
+        let row0 = table.lines().nth(2).unwrap();
+        assert!(row0.starts_with("0    GPU-a"), "{row0}");
+        assert!(row0.contains("37") && row0.contains("n/a") && row0.ends_with("  ok"), "{row0}");
+        assert!(table.lines().nth(3).unwrap().contains("LOST: "), "{table}");
+    }
+}

@@ -1,0 +1,5 @@
+//! One file per subcommand.
+
+pub mod devices;
+pub mod query;
+pub mod serve;

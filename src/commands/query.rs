@@ -1,0 +1,113 @@
+//! `query`: calls a running scaler exactly as KEDA does (GetMetricSpec,
+//! then GetMetrics, then IsActive) and shows what the HPA would do.
+
+use std::sync::Arc;
+
+use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+
+use crate::cli::QueryArgs;
+use crate::hpa::{desired_replicas, MetricType};
+use crate::proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
+use crate::proto::externalscaler_grpc::ExternalScalerClient;
+
+/// What KEDA would see in one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub metric_name: String,
+    pub target: f64,
+    pub target_size: i64,
+    pub value: f64,
+    pub value_int: i64,
+    pub active: bool,
+}
+
+pub fn run(args: &QueryArgs) -> Result<(), String> {
+    let answer = call(args)?;
+    print!("{}", render(args, &answer));
+    Ok(())
+}
+
+/// The three calls, in KEDA's order; the first failure is the error.
+pub fn call(args: &QueryArgs) -> Result<Answer, String> {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("query").build());
+    let channel = ChannelBuilder::new(env).connect(&args.address);
+    let client = ExternalScalerClient::new(channel);
+    let option = || CallOption::default().timeout(args.timeout);
+
+    let mut scaled_object = ScaledObjectRef::new();
+    scaled_object.set_name(args.name.clone());
+    scaled_object.set_namespace(args.namespace.clone());
+    scaled_object
+        .mut_scalerMetadata()
+        .extend(args.metadata.iter().cloned());
+
+    let spec = client
+        .get_metric_spec_opt(&scaled_object, option())
+        .map_err(|e| format!("GetMetricSpec on {}: {}", args.address, describe(&e)))?;
+    let spec = spec
+        .get_metricSpecs()
+        .first()
+        .ok_or("GetMetricSpec returned no metric spec")?
+        .clone();
+
+    let mut request = GetMetricsRequest::new();
+    request.set_scaledObjectRef(scaled_object.clone());
+    request.set_metricName(spec.get_metricName().to_string());
+    let metrics = client
+        .get_metrics_opt(&request, option())
+        .map_err(|e| format!("GetMetrics: {}", describe(&e)))?;
+    let value = metrics
+        .get_metricValues()
+        .first()
+        .ok_or("GetMetrics returned no metric value")?
+        .clone();
+
+    let active = client
+        .is_active_opt(&scaled_object, option())
+        .map_err(|e| format!("IsActive: {}", describe(&e)))?;
+
+    Ok(Answer {
+        metric_name: spec.get_metricName().to_string(),
+        target: spec.get_targetSizeFloat(),
+        target_size: spec.get_targetSize(),
+        value: value.get_metricValueFloat(),
+        value_int: value.get_metricValue(),
+        active: active.get_result(),
+    })
+}
+
+fn describe(error: &grpcio::Error) -> String {
+    match error {
+        grpcio::Error::RpcFailure(status) => {
+            format!("{:?}: {}", status.code(), status.message())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The report printed for the user.
+pub fn render(args: &QueryArgs, answer: &Answer) -> String {
+    let n = args.replicas;
+    let (value, target) = (answer.value, answer.target);
+    let mut out = String::new();
+    out.push_str(&format!("scaledObject  {}/{}\n", args.namespace, args.name));
+    out.push_str(&format!("metric        {}\n", answer.metric_name));
+    out.push_str(&format!("value         {value:.2} (int {})\n", answer.value_int));
+    out.push_str(&format!("target        {target} (int {})\n", answer.target_size));
+    out.push_str(&format!("active        {}\n", answer.active));
+    if !answer.active {
+        out.push_str("              inactive: KEDA scales to minReplicaCount (0 if set) after cooldownPeriod\n");
+    }
+    out.push_str(&format!(
+        "HPA with {n} current replica(s), 10% tolerance, before min/max bounds:\n"
+    ));
+    out.push_str(&format!(
+        "  metricType: AverageValue (default)  -> {:>3}   ceil({value:.2} / {target})\n",
+        desired_replicas(MetricType::AverageValue, n, value, target)
+    ));
+    out.push_str(&format!(
+        "  metricType: Value                   -> {:>3}   ceil({n} x {value:.2} / {target})\n",
+        desired_replicas(MetricType::Value, n, value, target)
+    ));
+    out
+}

@@ -1,0 +1,29 @@
+//! `serve`: run the scaler until SIGTERM or SIGINT, then stop in order.
+
+use crate::cli::ServeArgs;
+use crate::duration::format_duration;
+use crate::server::{self, ServeConfig};
+use crate::signals;
+
+pub fn run(args: &ServeArgs) -> Result<(), String> {
+    // Before any thread exists, so that every thread inherits the mask and
+    // the signals are only ever taken by `wait_for_termination`.
+    let signals = signals::block_termination().map_err(|e| format!("cannot block signals: {e}"))?;
+    let config = ServeConfig {
+        listen: args.listen.clone(),
+        sample_interval: args.sample_interval,
+        nvml_library: args.nvml_library.clone(),
+    };
+    let running = server::start(&config)?;
+    let host = args.listen.rsplit_once(':').map_or("", |(host, _)| host);
+    log::info!(
+        "serving externalscaler.ExternalScaler on {host}:{} (sample interval {})",
+        running.port(),
+        format_duration(args.sample_interval)
+    );
+    let signal = signals.wait().map_err(|e| format!("waiting for signals: {e}"))?;
+    log::info!("received {signal}; shutting down");
+    running.shutdown();
+    log::info!("stopped");
+    Ok(())
+}

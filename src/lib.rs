@@ -1,0 +1,24 @@
+//! keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML.
+//!
+//! The pipeline, one module each: `nvml` (FFI) → `collect` and `sampler`
+//! (a background thread) → `snapshot` (atomically swapped) → `trigger`
+//! (metadata) and `evaluate` → `service` and `streams` (gRPC) → `server`.
+
+pub mod cli;
+pub mod collect;
+pub mod commands;
+pub mod duration;
+pub mod evaluate;
+pub mod hpa;
+pub mod json;
+pub mod metrics;
+pub mod nvml;
+pub mod proto;
+pub mod sampler;
+pub mod server;
+pub mod service;
+pub mod signals;
+pub mod snapshot;
+pub mod status;
+pub mod streams;
+pub mod trigger;

@@ -1,0 +1,179 @@
+//! Finding and opening `libnvidia-ml.so.1`, and resolving its entry points.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use libloading::Library;
+
+use super::error::LoadError;
+use super::sys::{self, symbols, Api, MemoryInfoFn};
+
+/// The soname the driver installs; the unversioned `.so` is often absent.
+pub const SONAME: &str = "libnvidia-ml.so.1";
+
+/// Driver library directories tried after the dynamic loader's own search:
+/// distro layouts, the GPU Operator's driver root, and NVIDIA's container
+/// images, for both x86_64 and aarch64.
+pub const DRIVER_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/run/nvidia/driver/usr/lib/x86_64-linux-gnu",
+    "/run/nvidia/driver/usr/lib64",
+    "/usr/local/nvidia/lib64",
+    "/usr/lib/aarch64-linux-gnu",
+    "/run/nvidia/driver/usr/lib/aarch64-linux-gnu",
+    "/usr/local/nvidia/lib",
+];
+
+/// The candidates in the order they are tried.
+pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
+    match explicit {
+        Some(path) => vec![path.to_path_buf()],
+        None => std::iter::once(PathBuf::from(SONAME))
+            .chain(DRIVER_DIRS.iter().map(|dir| Path::new(dir).join(SONAME)))
+            .collect(),
+    }
+}
+
+/// An opened NVML library with its required entry points resolved. The
+/// function pointers live beside the `Library` that keeps them valid.
+pub struct NvmlLibrary {
+    api: Api,
+    mig_mode: OnceLock<Option<sys::DeviceGetMigModeFn>>,
+    path: String,
+    library: Library,
+}
+
+impl NvmlLibrary {
+    /// Opens the first candidate that loads. `explicit` (from
+    /// `--nvml-library` or `NVML_LIBRARY_PATH`) replaces the search.
+    pub fn open(explicit: Option<&Path>) -> Result<Self, LoadError> {
+        let mut tried = Vec::new();
+        for path in candidate_paths(explicit) {
+            // SAFETY: loading runs the library's initialisers; NVML's are
+            // sound to run on any thread, and a look-alike is the user's choice.
+            match unsafe { Library::new(&path) } {
+                Ok(library) => return Self::resolve(library, path.display().to_string()),
+                Err(e) => tried.push((path.display().to_string(), e.to_string())),
+            }
+        }
+        Err(LoadError::LibraryNotFound { tried })
+    }
+
+    fn resolve(library: Library, path: String) -> Result<Self, LoadError> {
+        let resolver = Resolver {
+            library: &library,
+            path: &path,
+        };
+        let api = Api {
+            init: resolver.versioned(symbols::INIT)?,
+            shutdown: resolver.required(symbols::SHUTDOWN)?,
+            error_string: resolver.required(symbols::ERROR_STRING)?,
+            system_get_driver_version: resolver.required(symbols::SYSTEM_GET_DRIVER_VERSION)?,
+            device_get_count: resolver.versioned(symbols::DEVICE_GET_COUNT)?,
+            device_get_handle_by_index: resolver.versioned(symbols::DEVICE_GET_HANDLE_BY_INDEX)?,
+            device_get_uuid: resolver.required(symbols::DEVICE_GET_UUID)?,
+            device_get_name: resolver.required(symbols::DEVICE_GET_NAME)?,
+            device_get_memory_info: {
+                let (v2, v1) = symbols::DEVICE_GET_MEMORY_INFO;
+                match resolver.optional(v2) {
+                    Some(f) => MemoryInfoFn::V2(f),
+                    None => MemoryInfoFn::V1(resolver.required(v1)?),
+                }
+            },
+            device_get_utilization_rates: resolver
+                .required(symbols::DEVICE_GET_UTILIZATION_RATES)?,
+            device_get_temperature: resolver.required(symbols::DEVICE_GET_TEMPERATURE)?,
+            device_get_power_usage: resolver.required(symbols::DEVICE_GET_POWER_USAGE)?,
+        };
+        Ok(Self {
+            api,
+            mig_mode: OnceLock::new(),
+            path,
+            library,
+        })
+    }
+
+    /// Where the library was loaded from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether `nvmlDeviceGetMemoryInfo_v2` is used (it excludes reserved memory).
+    pub fn has_memory_info_v2(&self) -> bool {
+        matches!(self.api.device_get_memory_info, MemoryInfoFn::V2(_))
+    }
+
+    pub(super) fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// `nvmlDeviceGetMigMode`, resolved on first use; `None` on drivers before R450.
+    pub(super) fn mig_mode_fn(&self) -> Option<sys::DeviceGetMigModeFn> {
+        *self.mig_mode.get_or_init(|| {
+            Resolver {
+                library: &self.library,
+                path: &self.path,
+            }
+            .optional(symbols::DEVICE_GET_MIG_MODE)
+        })
+    }
+}
+
+struct Resolver<'a> {
+    library: &'a Library,
+    path: &'a str,
+}
+
+impl Resolver<'_> {
+    fn optional<T: Copy>(&self, symbol: &'static str) -> Option<T> {
+        // SAFETY: `T` is the `extern "C"` signature nvml.h declares for
+        // `symbol`, and the pointer is stored beside the library it came from.
+        unsafe { self.library.get::<T>(symbol.as_bytes()) }
+            .ok()
+            .map(|f| *f)
+    }
+
+    fn required<T: Copy>(&self, symbol: &'static str) -> Result<T, LoadError> {
+        // SAFETY: as in `optional`.
+        unsafe { self.library.get::<T>(symbol.as_bytes()) }
+            .map(|f| *f)
+            .map_err(|source| LoadError::MissingEntryPoint {
+                library: self.path.to_string(),
+                symbol,
+                source,
+            })
+    }
+
+    /// The `_v2` symbol when exported, else the unversioned one.
+    fn versioned<T: Copy>(&self, (v2, v1): (&'static str, &'static str)) -> Result<T, LoadError> {
+        match self.optional(v2) {
+            Some(f) => Ok(f),
+            None => self.required(v1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_path_replaces_the_search() {
+        let paths = candidate_paths(Some(Path::new("/opt/nvml/libnvidia-ml.so.1")));
+        assert_eq!(paths, vec![PathBuf::from("/opt/nvml/libnvidia-ml.so.1")]);
+    }
+
+    #[test]
+    fn search_tries_soname_then_driver_roots() {
+        let paths = candidate_paths(None);
+        assert_eq!(paths[0], PathBuf::from("libnvidia-ml.so.1"));
+        assert!(paths.contains(&PathBuf::from(
+            "/run/nvidia/driver/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"
+        )));
+        assert!(paths.contains(&PathBuf::from(
+            "/usr/lib/aarch64-linux-gnu/libnvidia-ml.so.1"
+        )));
+        assert_eq!(paths.len(), DRIVER_DIRS.len() + 1);
+    }
+}

@@ -1,0 +1,276 @@
+//! The background thread that owns NVML. Every interval it reads all GPUs
+//! and publishes a snapshot; when NVML cannot be loaded or initialised it
+//! publishes why and retries with capped backoff. Nothing else calls NVML
+//! while serving, so a hung NVML call only makes snapshots stale.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::collect::read_node;
+use crate::nvml::{Nvml, NvmlLibrary};
+use crate::snapshot::{GpuHealth, GpuSample, NodeState, SnapshotCell};
+
+/// The longest wait between two attempts to load or initialise NVML.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub interval: Duration,
+    /// `--nvml-library`; `None` searches the usual places.
+    pub library: Option<PathBuf>,
+}
+
+/// The running sampler thread. Stopping it (or dropping it) ends the loop.
+pub struct Sampler {
+    stop: Arc<StopSignal>,
+    finished: mpsc::Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    pub fn start(config: SamplerConfig, cell: Arc<SnapshotCell>) -> std::io::Result<Self> {
+        let stop = Arc::new(StopSignal::default());
+        let (done, finished) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("nvml-sampler".into()).spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                run(&config, &cell, &stop);
+                let _ = done.send(());
+            }
+        })?;
+        Ok(Self {
+            stop,
+            finished,
+            thread: Some(thread),
+        })
+    }
+
+    /// Signals the thread and waits up to `grace` for it. A thread stuck in
+    /// an NVML call is left behind (and logged) rather than blocking exit.
+    pub fn stop(mut self, grace: Duration) {
+        self.stop_and_join(grace);
+    }
+
+    fn stop_and_join(&mut self, grace: Duration) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stop.raise();
+        match self.finished.recv_timeout(grace) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                log::warn!(
+                    "the NVML sampler did not stop within {grace:?} (an NVML call is hanging); leaving it"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop_and_join(Duration::from_secs(2));
+    }
+}
+
+#[derive(Default)]
+struct StopSignal {
+    raised: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl StopSignal {
+    fn raise(&self) {
+        *self.raised.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps until `deadline`; true when stop was raised.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let raised = self.raised.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (raised, _) = self
+            .wake
+            .wait_timeout_while(raised, timeout, |raised| !*raised)
+            .unwrap_or_else(|e| e.into_inner());
+        *raised
+    }
+}
+
+/// An initialised NVML and what does not change while it lives.
+struct Session {
+    nvml: Nvml,
+    driver_version: String,
+}
+
+fn run(config: &SamplerConfig, cell: &SnapshotCell, stop: &StopSignal) {
+    let mut library: Option<Arc<NvmlLibrary>> = None;
+    let mut session: Option<Session> = None;
+    let mut retry = Backoff::new(config.interval.min(MAX_RETRY_DELAY), MAX_RETRY_DELAY);
+    let mut health = HealthLog::default();
+    let mut last_failure: Option<String> = None;
+    loop {
+        let started = Instant::now();
+        let next = match sample(config, &mut library, &mut session) {
+            Ok((driver_version, gpus)) => {
+                last_failure = None;
+                retry.reset();
+                health.observe(&gpus);
+                cell.publish(
+                    started,
+                    started.elapsed(),
+                    NodeState::Ready {
+                        driver_version,
+                        gpus,
+                    },
+                );
+                started + config.interval
+            }
+            Err(reason) => {
+                if last_failure.as_ref() != Some(&reason) {
+                    log::warn!("{reason}; retrying with backoff up to {MAX_RETRY_DELAY:?}");
+                    last_failure = Some(reason.clone());
+                }
+                health = HealthLog::default();
+                cell.publish(started, started.elapsed(), NodeState::Unavailable { reason });
+                started + retry.next_delay()
+            }
+        };
+        if stop.wait_until(next) {
+            break;
+        }
+    }
+}
+
+/// One sampling pass: (re)open NVML when needed, then read every GPU.
+fn sample(
+    config: &SamplerConfig,
+    library: &mut Option<Arc<NvmlLibrary>>,
+    session: &mut Option<Session>,
+) -> Result<(String, Vec<GpuSample>), String> {
+    if session.is_none() {
+        *session = Some(open_session(config, library)?);
+    }
+    let current = session.as_ref().expect("opened above");
+    match read_node(&current.nvml) {
+        Ok(gpus) => Ok((current.driver_version.clone(), gpus)),
+        Err(e) => {
+            // Shut this session down; the next pass initialises NVML afresh.
+            *session = None;
+            Err(format!("NVML stopped answering: {e}"))
+        }
+    }
+}
+
+fn open_session(
+    config: &SamplerConfig,
+    library: &mut Option<Arc<NvmlLibrary>>,
+) -> Result<Session, String> {
+    let opened = match library {
+        Some(opened) => Arc::clone(opened),
+        None => {
+            let opened = NvmlLibrary::open(config.library.as_deref())
+                .map_err(|e| format!("NVML is not available: {e}"))?;
+            Arc::clone(library.insert(Arc::new(opened)))
+        }
+    };
+    let nvml = Nvml::init(Arc::clone(&opened))
+        .map_err(|e| format!("NVML is not available: {e} (library {})", opened.path()))?;
+    let driver_version = nvml
+        .driver_version()
+        .map_err(|e| format!("NVML is not available: {e}"))?;
+    log::info!(
+        "NVML initialised from {} (driver {driver_version})",
+        opened.path()
+    );
+    Ok(Session {
+        nvml,
+        driver_version,
+    })
+}
+
+/// Doubling delay, capped.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            current: first,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.current = self.first;
+    }
+}
+
+/// Remembers each GPU's last health so a change is logged once.
+#[derive(Default)]
+struct HealthLog {
+    last: BTreeMap<u32, (Option<String>, String)>,
+}
+
+impl HealthLog {
+    fn observe(&mut self, gpus: &[GpuSample]) {
+        let mut current = BTreeMap::new();
+        for gpu in gpus {
+            let state = match &gpu.health {
+                GpuHealth::Healthy { .. } => String::from("healthy"),
+                GpuHealth::Lost { error } => format!("lost: {error}"),
+                GpuHealth::Failed { error } => format!("failing: {error}"),
+            };
+            let previous = self.last.get(&gpu.index).map(|(_, s)| s.as_str());
+            if previous != Some(state.as_str()) {
+                match (&gpu.health, previous) {
+                    (GpuHealth::Healthy { .. }, None) => {
+                        log::info!("{} {} found", gpu.label(), gpu.name.as_deref().unwrap_or(""))
+                    }
+                    (GpuHealth::Healthy { .. }, Some(_)) => {
+                        log::info!("{} is healthy again; included", gpu.label())
+                    }
+                    _ => log::warn!("{} is {state}; excluded", gpu.label()),
+                }
+            }
+            current.insert(gpu.index, (gpu.uuid.clone(), state));
+        }
+        for (index, (uuid, _)) in &self.last {
+            if !current.contains_key(index) {
+                let uuid = uuid.as_deref().unwrap_or("unknown uuid");
+                log::warn!("GPU {index} ({uuid}) is no longer reported by NVML");
+            }
+        }
+        self.last = current;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_RETRY_DELAY);
+        let delays: Vec<u64> = (0..6).map(|_| backoff.next_delay().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_secs(1));
+    }
+}

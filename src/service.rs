@@ -1,0 +1,211 @@
+//! `externalscaler.ExternalScaler`, the service KEDA calls. Handlers parse
+//! the trigger, read the latest snapshot and answer; they never call NVML
+//! and never block.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags};
+
+use crate::evaluate::evaluate;
+use crate::proto::externalscaler::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
+    MetricValue, ScaledObjectRef,
+};
+use crate::proto::externalscaler_grpc::ExternalScaler;
+use crate::snapshot::SnapshotCell;
+use crate::status::{config_status, eval_status};
+use crate::streams::{StreamHub, StreamItem};
+use crate::trigger::{self, Trigger};
+
+/// The service: a cheap clone over shared state.
+#[derive(Clone)]
+pub struct ScalerService {
+    snapshots: Arc<SnapshotCell>,
+    streams: StreamHub,
+    stale_after: Duration,
+    /// Last trigger (or error) logged per ScaledObject, to log changes once.
+    logged: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl ScalerService {
+    pub fn new(snapshots: Arc<SnapshotCell>, streams: StreamHub, stale_after: Duration) -> Self {
+        Self {
+            snapshots,
+            streams,
+            stale_after,
+            logged: Arc::default(),
+        }
+    }
+
+    fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<Trigger, RpcStatus> {
+        let parsed = trigger::parse(scaled_object.get_scalerMetadata());
+        let described = match &parsed {
+            Ok(trigger) => format!("trigger {trigger}"),
+            Err(e) => format!("rejected metadata: {e}"),
+        };
+        self.log_once(scaled_object, described, parsed.is_ok());
+        parsed.map_err(|e| config_status(&e))
+    }
+
+    fn value(&self, trigger: &Trigger) -> Result<f64, RpcStatus> {
+        let snapshot = self.snapshots.load();
+        evaluate(trigger, &snapshot, Instant::now(), self.stale_after).map_err(|e| eval_status(&e))
+    }
+
+    fn metric_spec(&self, scaled_object: &ScaledObjectRef) -> Result<GetMetricSpecResponse, RpcStatus> {
+        let trigger = self.trigger(scaled_object)?;
+        let mut spec = MetricSpec::new();
+        spec.set_metricName(trigger.metric_name());
+        // KEDA before 2.17 reads the integer; 0 would break the HPA, so at least 1.
+        spec.set_targetSize(round_to_i64(trigger.target).max(1));
+        spec.set_targetSizeFloat(trigger.target);
+        let mut response = GetMetricSpecResponse::new();
+        response.mut_metricSpecs().push(spec);
+        Ok(response)
+    }
+
+    fn metrics(&self, request: &GetMetricsRequest) -> Result<GetMetricsResponse, RpcStatus> {
+        let trigger = self.trigger(request.get_scaledObjectRef())?;
+        let value = self.value(&trigger)?;
+        let mut metric = MetricValue::new();
+        let name = match request.get_metricName() {
+            "" => trigger.metric_name(),
+            requested => requested.to_string(),
+        };
+        metric.set_metricName(name);
+        metric.set_metricValue(round_to_i64(value));
+        metric.set_metricValueFloat(value);
+        let mut response = GetMetricsResponse::new();
+        response.mut_metricValues().push(metric);
+        Ok(response)
+    }
+
+    fn active(&self, scaled_object: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
+        let trigger = self.trigger(scaled_object)?;
+        let value = self.value(&trigger)?;
+        Ok(is_active_response(trigger.is_active(value)))
+    }
+
+    fn log_once(&self, scaled_object: &ScaledObjectRef, described: String, ok: bool) {
+        let key = format!(
+            "{}/{}",
+            scaled_object.get_namespace(),
+            scaled_object.get_name()
+        );
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.get(&key) == Some(&described) {
+            return;
+        }
+        if ok {
+            log::info!("ScaledObject {key}: {described}");
+        } else {
+            log::warn!("ScaledObject {key}: {described}");
+        }
+        logged.insert(key, described);
+    }
+}
+
+impl ExternalScaler for ScalerService {
+    fn is_active(&mut self, ctx: RpcContext, req: ScaledObjectRef, sink: UnarySink<IsActiveResponse>) {
+        reply(&ctx, sink, self.active(&req));
+    }
+
+    fn stream_is_active(
+        &mut self,
+        ctx: RpcContext,
+        req: ScaledObjectRef,
+        sink: ServerStreamingSink<IsActiveResponse>,
+    ) {
+        match self
+            .trigger(&req)
+            .and_then(|trigger| self.streams.subscribe(trigger))
+        {
+            Ok(results) => ctx.spawn(forward(results, sink)),
+            Err(status) => ctx.spawn(async move {
+                let _ = sink.fail(status).await;
+            }),
+        }
+    }
+
+    fn get_metric_spec(
+        &mut self,
+        ctx: RpcContext,
+        req: ScaledObjectRef,
+        sink: UnarySink<GetMetricSpecResponse>,
+    ) {
+        reply(&ctx, sink, self.metric_spec(&req));
+    }
+
+    fn get_metrics(
+        &mut self,
+        ctx: RpcContext,
+        req: GetMetricsRequest,
+        sink: UnarySink<GetMetricsResponse>,
+    ) {
+        reply(&ctx, sink, self.metrics(&req));
+    }
+
+    fn stream_metric_spec(
+        &mut self,
+        ctx: RpcContext,
+        _req: ScaledObjectRef,
+        sink: ServerStreamingSink<GetMetricSpecResponse>,
+    ) {
+        let status = RpcStatus::with_message(
+            RpcStatusCode::UNIMPLEMENTED,
+            "targets are fixed by trigger metadata; KEDA polls GetMetricSpec".to_string(),
+        );
+        ctx.spawn(async move {
+            let _ = sink.fail(status).await;
+        });
+    }
+}
+
+fn reply<T>(ctx: &RpcContext, sink: UnarySink<T>, result: Result<T, RpcStatus>) {
+    let sending = match result {
+        Ok(response) => sink.success(response),
+        Err(status) => sink.fail(status),
+    };
+    ctx.spawn(async move {
+        if let Err(e) = sending.await {
+            log::debug!("reply not delivered: {e}");
+        }
+    });
+}
+
+/// Sends what the notifier queues until the client goes away, an error
+/// ends the stream, or the hub shuts down.
+async fn forward(
+    mut results: futures_channel::mpsc::UnboundedReceiver<StreamItem>,
+    mut sink: ServerStreamingSink<IsActiveResponse>,
+) {
+    while let Some(item) = results.next().await {
+        match item {
+            Ok(active) => {
+                let message = (is_active_response(active), WriteFlags::default());
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Err(status) => {
+                let _ = sink.fail(status).await;
+                return;
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+fn is_active_response(active: bool) -> IsActiveResponse {
+    let mut response = IsActiveResponse::new();
+    response.set_result(active);
+    response
+}
+
+/// Values are finite and non-negative by construction; rounding is to nearest.
+fn round_to_i64(value: f64) -> i64 {
+    value.round() as i64
+}

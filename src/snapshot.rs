@@ -1,0 +1,190 @@
+//! The immutable picture of the node's GPUs that the sampler publishes and
+//! every request reads. Publishing swaps one `Arc`; readers never wait on NVML.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::metrics::Readings;
+
+/// One sample of the whole node.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increases by one per publish.
+    pub sequence: u64,
+    /// When the sample started; age is measured from here.
+    pub taken_at: Instant,
+    /// How long the NVML reads took.
+    pub duration: Duration,
+    pub state: NodeState,
+}
+
+#[derive(Debug, Clone)]
+pub enum NodeState {
+    /// NVML answered; per-GPU results inside.
+    Ready {
+        driver_version: String,
+        gpus: Vec<GpuSample>,
+    },
+    /// NVML is not usable (not loaded, not initialised, or failing as a whole).
+    Unavailable { reason: String },
+}
+
+/// One GPU in one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSample {
+    pub index: u32,
+    pub uuid: Option<String>,
+    pub name: Option<String>,
+    pub health: GpuHealth,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpuHealth {
+    Healthy {
+        readings: Readings,
+        /// `None` where the driver cannot say.
+        mig_enabled: Option<bool>,
+    },
+    /// GPU_IS_LOST: off the bus or needing a reset.
+    Lost { error: String },
+    /// Any other NVML failure; excluded until it reads cleanly again.
+    Failed { error: String },
+}
+
+impl GpuSample {
+    pub fn readings(&self) -> Option<&Readings> {
+        match &self.health {
+            GpuHealth::Healthy { readings, .. } => Some(readings),
+            _ => None,
+        }
+    }
+
+    /// `"GPU 1 (GPU-8c1e…)"`, for messages.
+    pub fn label(&self) -> String {
+        match &self.uuid {
+            Some(uuid) => format!("GPU {} ({uuid})", self.index),
+            None => format!("GPU {}", self.index),
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.taken_at)
+    }
+}
+
+/// Holds the latest snapshot. `load` is a lock, an `Arc` clone and an
+/// unlock; `publish` swaps the `Arc` and wakes anyone waiting for a change.
+pub struct SnapshotCell {
+    state: Mutex<CellState>,
+    changed: Condvar,
+}
+
+struct CellState {
+    latest: Arc<Snapshot>,
+    /// Bumped by `wake_waiters`, so a waiter can be released without a publish.
+    wakeups: u64,
+}
+
+impl SnapshotCell {
+    /// Starts with an `Unavailable` snapshot saying why.
+    pub fn new(reason: &str) -> Self {
+        let latest = Arc::new(Snapshot {
+            sequence: 0,
+            taken_at: Instant::now(),
+            duration: Duration::ZERO,
+            state: NodeState::Unavailable {
+                reason: reason.to_string(),
+            },
+        });
+        Self {
+            state: Mutex::new(CellState { latest, wakeups: 0 }),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.lock().latest)
+    }
+
+    /// Publishes a new snapshot; its sequence is assigned here.
+    pub fn publish(&self, taken_at: Instant, duration: Duration, state: NodeState) {
+        let mut cell = self.lock();
+        let sequence = cell.latest.sequence + 1;
+        cell.latest = Arc::new(Snapshot {
+            sequence,
+            taken_at,
+            duration,
+            state,
+        });
+        drop(cell);
+        self.changed.notify_all();
+    }
+
+    /// Releases every `wait_newer` caller now (used to stop waiters).
+    pub fn wake_waiters(&self) {
+        self.lock().wakeups += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until a snapshot newer than `sequence` is published, `timeout`
+    /// passes, or `wake_waiters` is called; returns the latest snapshot.
+    pub fn wait_newer(&self, sequence: u64, timeout: Duration) -> Arc<Snapshot> {
+        let cell = self.lock();
+        let wakeups = cell.wakeups;
+        let (cell, _) = self
+            .changed
+            .wait_timeout_while(cell, timeout, |c| {
+                c.latest.sequence <= sequence && c.wakeups == wakeups
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        Arc::clone(&cell.latest)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CellState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_swaps_and_numbers_snapshots() {
+        let cell = SnapshotCell::new("starting");
+        let first = cell.load();
+        assert_eq!(first.sequence, 0);
+        assert!(matches!(&first.state, NodeState::Unavailable { reason } if reason == "starting"));
+        cell.publish(
+            Instant::now(),
+            Duration::ZERO,
+            NodeState::Ready {
+                driver_version: "550.1".into(),
+                gpus: vec![],
+            },
+        );
+        assert_eq!(cell.load().sequence, 1);
+        // The reader's old Arc is untouched by the swap.
+        assert_eq!(first.sequence, 0);
+    }
+
+    #[test]
+    fn wait_newer_returns_on_publish_or_timeout() {
+        let cell = Arc::new(SnapshotCell::new("starting"));
+        let unchanged = cell.wait_newer(0, Duration::from_millis(1));
+        assert_eq!(unchanged.sequence, 0);
+        let publisher = Arc::clone(&cell);
+        let thread = std::thread::spawn(move || {
+            publisher.publish(
+                Instant::now(),
+                Duration::ZERO,
+                NodeState::Unavailable { reason: "x".into() },
+            )
+        });
+        let newer = cell.wait_newer(0, Duration::from_secs(10));
+        assert_eq!(newer.sequence, 1);
+        thread.join().unwrap();
+    }
+}

@@ -1,0 +1,637 @@
+//! Trigger configuration: KEDA's `scalerMetadata` map, validated into a
+//! [`Trigger`]. Pure functions only; every rejection names the key, the
+//! value and what is allowed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use crate::metrics::Metric;
+
+/// Keys this scaler reads. Each also accepts a `<key>FromEnv` twin.
+pub const KEYS: [&str; 9] = [
+    "profile",
+    "metricType",
+    "targetValue",
+    "targetGpuUtilization",
+    "targetMemoryUtilization",
+    "activationThreshold",
+    "gpuIndex",
+    "aggregation",
+    "pollIntervalSeconds",
+];
+
+/// Keys KEDA itself reads from the same metadata; passed through, ignored.
+pub const KEDA_KEYS: [&str; 7] = [
+    "scalerAddress",
+    "tlsCertFile",
+    "caCert",
+    "tlsClientCert",
+    "tlsClientKey",
+    "enableTLS",
+    "unsafeSsl",
+];
+
+const FROM_ENV: &str = "FromEnv";
+const DEFAULT_TARGET: f64 = 80.0;
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_POLL_INTERVAL_SECONDS: f64 = 3600.0;
+
+/// A workload profile: defaults for metric, target and activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    pub name: &'static str,
+    pub metric: Metric,
+    pub target: f64,
+    pub activation_threshold: f64,
+}
+
+pub const PROFILES: [Profile; 4] = [
+    // Not VRAM%: vLLM preallocates ~90% of VRAM at start, idle or busy.
+    Profile {
+        name: "vllm-inference",
+        metric: Metric::GpuUtilization,
+        target: 80.0,
+        activation_threshold: 5.0,
+    },
+    Profile {
+        name: "triton-inference",
+        metric: Metric::GpuUtilization,
+        target: 75.0,
+        activation_threshold: 10.0,
+    },
+    // Activation 0 with utilization that never reads exactly 0 under a
+    // running job keeps training at its replicas: no scale-to-zero.
+    Profile {
+        name: "training",
+        metric: Metric::GpuUtilization,
+        target: 90.0,
+        activation_threshold: 0.0,
+    },
+    Profile {
+        name: "batch",
+        metric: Metric::MemoryUsedPercent,
+        target: 70.0,
+        activation_threshold: 1.0,
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    Max,
+    Min,
+    Avg,
+    Sum,
+}
+
+impl Aggregation {
+    pub const ALL: [Aggregation; 4] = [
+        Aggregation::Max,
+        Aggregation::Min,
+        Aggregation::Avg,
+        Aggregation::Sum,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Max => "max",
+            Aggregation::Min => "min",
+            Aggregation::Avg => "avg",
+            Aggregation::Sum => "sum",
+        }
+    }
+
+    /// Aggregates the values; `None` for an empty set.
+    pub fn apply(self, values: &[f64]) -> Option<f64> {
+        let first = *values.first()?;
+        let rest = values[1..].iter().copied();
+        Some(match self {
+            Aggregation::Max => rest.fold(first, f64::max),
+            Aggregation::Min => rest.fold(first, f64::min),
+            Aggregation::Sum => rest.fold(first, |a, b| a + b),
+            Aggregation::Avg => rest.fold(first, |a, b| a + b) / values.len() as f64,
+        })
+    }
+}
+
+/// Which of the node's GPUs a trigger reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuSelector {
+    All,
+    Index(u32),
+}
+
+/// A validated trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub metric: Metric,
+    pub target: f64,
+    pub activation_threshold: f64,
+    pub gpus: GpuSelector,
+    pub aggregation: Aggregation,
+    pub poll_interval: Duration,
+    pub profile: Option<&'static str>,
+}
+
+impl Trigger {
+    /// The metric name in GetMetricSpec: deterministic, `[a-z0-9-]` only.
+    pub fn metric_name(&self) -> String {
+        let metric = self.metric.name().replace('_', "-");
+        match self.gpus {
+            GpuSelector::All => format!("{metric}-{}", self.aggregation.name()),
+            GpuSelector::Index(index) => format!("{metric}-gpu{index}"),
+        }
+    }
+
+    /// Active when the value is strictly above the activation threshold.
+    pub fn is_active(&self, value: f64) -> bool {
+        value > self.activation_threshold
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(profile) = self.profile {
+            write!(f, "profile={profile} ")?;
+        }
+        let gpus = match self.gpus {
+            GpuSelector::All => String::from("all"),
+            GpuSelector::Index(index) => index.to_string(),
+        };
+        write!(
+            f,
+            "metricType={} targetValue={} activationThreshold={} gpuIndex={gpus} aggregation={} pollIntervalSeconds={}",
+            self.metric,
+            self.target,
+            self.activation_threshold,
+            self.aggregation.name(),
+            self.poll_interval.as_secs_f64()
+        )
+    }
+}
+
+/// A metadata problem, reported to KEDA as INVALID_ARGUMENT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A value as given, with the key it came under (`targetValue` or `targetValueFromEnv`).
+struct Given<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+/// Parses KEDA's `scalerMetadata` into a trigger.
+pub fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, ConfigError> {
+    let given = collect(metadata)?;
+    let get = |key: &str| given.get(key);
+
+    let profile = get("profile").map(parse_profile).transpose()?;
+    let metric_type = get("metricType").map(parse_metric).transpose()?;
+    let target_value = get("targetValue").map(parse_target).transpose()?;
+    let shorthand = parse_shorthand(&given)?;
+    let activation = get("activationThreshold")
+        .map(parse_activation)
+        .transpose()?;
+    let gpus = get("gpuIndex").map(parse_gpu_index).transpose()?;
+    let aggregation = get("aggregation").map(parse_aggregation).transpose()?;
+    let poll_interval = get("pollIntervalSeconds")
+        .map(parse_poll_interval)
+        .transpose()?;
+
+    let (metric, target) = match shorthand {
+        Some((short, metric, target)) => {
+            if let (Some(explicit), Some(given)) = (metric_type, get("metricType")) {
+                if explicit != metric {
+                    return Err(ConfigError(format!(
+                        "{} sets metricType {metric}, but {} is {explicit:?}; remove one",
+                        short.key,
+                        given.key,
+                        explicit = explicit.name()
+                    )));
+                }
+            }
+            if let Some(given) = get("targetValue") {
+                return Err(ConfigError(format!(
+                    "{} and {} both set the target; use one",
+                    short.key, given.key
+                )));
+            }
+            (metric, target)
+        }
+        None => {
+            let metric = metric_type
+                .or(profile.map(|p| p.metric))
+                .unwrap_or(Metric::GpuUtilization);
+            let target = match (target_value, profile) {
+                (Some(target), _) => target,
+                (None, Some(p)) if p.metric == metric => p.target,
+                (None, Some(p)) => {
+                    return Err(ConfigError(format!(
+                        "profile {:?} has a target for {}, not for metricType {metric}; set targetValue",
+                        p.name, p.metric
+                    )))
+                }
+                (None, None) => DEFAULT_TARGET,
+            };
+            (metric, target)
+        }
+    };
+
+    Ok(Trigger {
+        metric,
+        target,
+        activation_threshold: activation
+            .or(profile.map(|p| p.activation_threshold))
+            .unwrap_or(0.0),
+        gpus: gpus.unwrap_or(GpuSelector::All),
+        aggregation: aggregation.unwrap_or(Aggregation::Max),
+        poll_interval: poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+        profile: profile.map(|p| p.name),
+    })
+}
+
+/// Maps each known key to its value, folding `<key>FromEnv` twins and
+/// rejecting duplicates, unknown keys and near-miss spellings.
+fn collect(metadata: &HashMap<String, String>) -> Result<BTreeMap<&'static str, Given<'_>>, ConfigError> {
+    let mut given: BTreeMap<&'static str, Given<'_>> = BTreeMap::new();
+    let mut keys: Vec<&String> = metadata.keys().collect();
+    keys.sort();
+    for key in keys {
+        if KEDA_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let base = key.strip_suffix(FROM_ENV).unwrap_or(key);
+        let Some(known) = KEYS.iter().find(|k| **k == base) else {
+            return Err(unknown_key(key));
+        };
+        let value = Given {
+            key,
+            value: metadata[key].trim(),
+        };
+        if let Some(previous) = given.insert(known, value) {
+            return Err(ConfigError(format!(
+                "{} and {key} are both set; use one",
+                previous.key
+            )));
+        }
+    }
+    for value in given.values() {
+        if value.value.is_empty() {
+            return Err(ConfigError(format!(
+                "{} is empty; remove it or give a value",
+                value.key
+            )));
+        }
+    }
+    Ok(given)
+}
+
+fn unknown_key(key: &str) -> ConfigError {
+    let lower = key.to_ascii_lowercase();
+    let twin_lower = FROM_ENV.to_ascii_lowercase();
+    let suggestion = KEYS.iter().find_map(|known| {
+        let known_lower = known.to_ascii_lowercase();
+        if lower == known_lower {
+            Some(known.to_string())
+        } else if lower == format!("{known_lower}{twin_lower}") {
+            Some(format!("{known}{FROM_ENV}"))
+        } else {
+            None
+        }
+    });
+    match suggestion {
+        Some(right) => ConfigError(format!(
+            "unknown metadata key {key:?}: did you mean {right:?}? keys are case-sensitive"
+        )),
+        None => ConfigError(format!(
+            "unknown metadata key {key:?}; known keys: {} (each also as <key>FromEnv)",
+            KEYS.join(", ")
+        )),
+    }
+}
+
+fn parse_profile(given: &Given<'_>) -> Result<Profile, ConfigError> {
+    PROFILES
+        .iter()
+        .find(|p| p.name == given.value)
+        .copied()
+        .ok_or_else(|| {
+            let names: Vec<&str> = PROFILES.iter().map(|p| p.name).collect();
+            invalid(given, &format!("one of {}", names.join(", ")))
+        })
+}
+
+fn parse_metric(given: &Given<'_>) -> Result<Metric, ConfigError> {
+    Metric::from_name(given.value).ok_or_else(|| invalid(given, &format!("one of {}", Metric::names())))
+}
+
+fn parse_aggregation(given: &Given<'_>) -> Result<Aggregation, ConfigError> {
+    Aggregation::ALL
+        .into_iter()
+        .find(|a| a.name() == given.value)
+        .ok_or_else(|| invalid(given, "one of max, min, avg, sum"))
+}
+
+fn parse_target(given: &Given<'_>) -> Result<f64, ConfigError> {
+    number(given, "a finite number > 0", |v| v > 0.0)
+}
+
+fn parse_activation(given: &Given<'_>) -> Result<f64, ConfigError> {
+    number(given, "a finite number >= 0", |v| v >= 0.0)
+}
+
+fn parse_poll_interval(given: &Given<'_>) -> Result<Duration, ConfigError> {
+    let expected = format!("a number of seconds > 0 and <= {MAX_POLL_INTERVAL_SECONDS}");
+    let seconds = number(given, &expected, |v| v > 0.0 && v <= MAX_POLL_INTERVAL_SECONDS)?;
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_gpu_index(given: &Given<'_>) -> Result<GpuSelector, ConfigError> {
+    const EXPECTED: &str = "an integer: -1 for all GPUs, or a GPU index >= 0";
+    match given.value.parse::<i64>() {
+        Ok(-1) => Ok(GpuSelector::All),
+        Ok(index) => u32::try_from(index)
+            .map(GpuSelector::Index)
+            .map_err(|_| invalid(given, EXPECTED)),
+        Err(_) => Err(invalid(given, EXPECTED)),
+    }
+}
+
+/// `targetGpuUtilization` / `targetMemoryUtilization`: (key, metric, target).
+fn parse_shorthand<'a>(
+    given: &'a BTreeMap<&'static str, Given<'a>>,
+) -> Result<Option<(&'a Given<'a>, Metric, f64)>, ConfigError> {
+    let gpu = given.get("targetGpuUtilization");
+    let memory = given.get("targetMemoryUtilization");
+    match (gpu, memory) {
+        (Some(a), Some(b)) => Err(ConfigError(format!(
+            "{} and {} are both set; use one",
+            a.key, b.key
+        ))),
+        (Some(g), None) => Ok(Some((g, Metric::GpuUtilization, parse_target(g)?))),
+        (None, Some(m)) => Ok(Some((m, Metric::MemoryUsedPercent, parse_target(m)?))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn number(given: &Given<'_>, expected: &str, ok: impl Fn(f64) -> bool) -> Result<f64, ConfigError> {
+    match given.value.parse::<f64>() {
+        Ok(v) if v.is_finite() && ok(v) => Ok(v),
+        _ => Err(invalid(given, expected)),
+    }
+}
+
+fn invalid(given: &Given<'_>, expected: &str) -> ConfigError {
+    ConfigError(format!(
+        "invalid {} {:?}: expected {expected}",
+        given.key, given.value
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_pairs(pairs: &[(&str, &str)]) -> Result<Trigger, ConfigError> {
+        let metadata = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(&metadata)
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        parse_pairs(pairs).expect_err("should be rejected").0
+    }
+
+    #[test]
+    fn defaults_without_any_key() {
+        let trigger = parse_pairs(&[("scalerAddress", "keda-gpu-scaler.keda:6000")]).unwrap();
+        assert_eq!(
+            trigger,
+            Trigger {
+                metric: Metric::GpuUtilization,
+                target: 80.0,
+                activation_threshold: 0.0,
+                gpus: GpuSelector::All,
+                aggregation: Aggregation::Max,
+                poll_interval: Duration::from_secs(10),
+                profile: None,
+            }
+        );
+        assert_eq!(trigger.metric_name(), "gpu-utilization-max");
+    }
+
+    #[test]
+    fn keda_owned_keys_are_ignored() {
+        let pairs: Vec<(&str, &str)> = KEDA_KEYS.iter().map(|k| (*k, "x")).collect();
+        assert!(parse_pairs(&pairs).is_ok());
+    }
+
+    #[test]
+    fn every_profile_sets_its_defaults() {
+        let expected = [
+            ("vllm-inference", Metric::GpuUtilization, 80.0, 5.0),
+            ("triton-inference", Metric::GpuUtilization, 75.0, 10.0),
+            ("training", Metric::GpuUtilization, 90.0, 0.0),
+            ("batch", Metric::MemoryUsedPercent, 70.0, 1.0),
+        ];
+        for (name, metric, target, activation) in expected {
+            let trigger = parse_pairs(&[("profile", name)]).unwrap();
+            assert_eq!(trigger.metric, metric, "{name}");
+            assert_eq!(trigger.target, target, "{name}");
+            assert_eq!(trigger.activation_threshold, activation, "{name}");
+            assert_eq!(trigger.profile, Some(name));
+        }
+    }
+
+    #[test]
+    fn explicit_keys_override_profile_defaults() {
+        let trigger = parse_pairs(&[
+            ("profile", "vllm-inference"),
+            ("targetValue", "60"),
+            ("activationThreshold", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!((trigger.target, trigger.activation_threshold), (60.0, 2.5));
+        let trigger = parse_pairs(&[
+            ("profile", "vllm-inference"),
+            ("metricType", "power_draw"),
+            ("targetValue", "300"),
+        ])
+        .unwrap();
+        assert_eq!((trigger.metric, trigger.target), (Metric::PowerDraw, 300.0));
+    }
+
+    #[test]
+    fn overriding_the_profile_metric_needs_a_target() {
+        let message = error(&[("profile", "batch"), ("metricType", "power_draw")]);
+        assert!(message.contains("set targetValue"), "{message}");
+    }
+
+    #[test]
+    fn shorthands_set_metric_and_target() {
+        let trigger = parse_pairs(&[("targetGpuUtilization", "65")]).unwrap();
+        assert_eq!((trigger.metric, trigger.target), (Metric::GpuUtilization, 65.0));
+        let trigger = parse_pairs(&[("targetMemoryUtilization", "50")]).unwrap();
+        assert_eq!((trigger.metric, trigger.target), (Metric::MemoryUsedPercent, 50.0));
+        let trigger = parse_pairs(&[("profile", "batch"), ("targetGpuUtilization", "40")]).unwrap();
+        assert_eq!((trigger.metric, trigger.target), (Metric::GpuUtilization, 40.0));
+        // Agreeing with metricType is fine.
+        assert!(parse_pairs(&[("targetGpuUtilization", "65"), ("metricType", "gpu_utilization")]).is_ok());
+    }
+
+    #[test]
+    fn both_shorthands_are_rejected() {
+        let message = error(&[("targetGpuUtilization", "60"), ("targetMemoryUtilization", "60")]);
+        assert_eq!(message, "targetGpuUtilization and targetMemoryUtilization are both set; use one");
+    }
+
+    #[test]
+    fn shorthand_contradicting_metric_type_is_rejected() {
+        let message = error(&[("targetMemoryUtilization", "60"), ("metricType", "gpu_utilization")]);
+        assert!(message.contains("targetMemoryUtilization sets metricType memory_used_percent"), "{message}");
+    }
+
+    #[test]
+    fn shorthand_with_target_value_is_rejected() {
+        let message = error(&[("targetGpuUtilization", "60"), ("targetValue", "70")]);
+        assert_eq!(message, "targetGpuUtilization and targetValue both set the target; use one");
+    }
+
+    #[test]
+    fn from_env_twins_are_accepted() {
+        let trigger = parse_pairs(&[("targetValueFromEnv", "42"), ("profileFromEnv", "training")]).unwrap();
+        assert_eq!(trigger.target, 42.0);
+        assert_eq!(trigger.profile, Some("training"));
+        let message = error(&[("gpuIndexFromEnv", "x")]);
+        assert!(message.starts_with("invalid gpuIndexFromEnv \"x\""), "{message}");
+    }
+
+    #[test]
+    fn key_with_its_twin_is_rejected() {
+        let message = error(&[("targetValue", "60"), ("targetValueFromEnv", "70")]);
+        assert_eq!(message, "targetValue and targetValueFromEnv are both set; use one");
+    }
+
+    #[test]
+    fn wrong_case_key_suggests_the_spelling() {
+        let message = error(&[("targetvalue", "60")]);
+        assert_eq!(
+            message,
+            "unknown metadata key \"targetvalue\": did you mean \"targetValue\"? keys are case-sensitive"
+        );
+        let message = error(&[("GPUINDEXfromenv", "1")]);
+        assert!(message.contains("did you mean \"gpuIndexFromEnv\""), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_lists_the_known_ones() {
+        let message = error(&[("targetUtil", "60")]);
+        assert!(message.starts_with("unknown metadata key \"targetUtil\"; known keys: profile, metricType"), "{message}");
+    }
+
+    #[test]
+    fn unknown_profile_metric_and_aggregation_name_the_choices() {
+        assert_eq!(
+            error(&[("profile", "sglang")]),
+            "invalid profile \"sglang\": expected one of vllm-inference, triton-inference, training, batch"
+        );
+        assert_eq!(
+            error(&[("metricType", "vram")]),
+            "invalid metricType \"vram\": expected one of gpu_utilization, memory_utilization, memory_used_mib, memory_used_percent, temperature, power_draw"
+        );
+        assert_eq!(
+            error(&[("aggregation", "median")]),
+            "invalid aggregation \"median\": expected one of max, min, avg, sum"
+        );
+    }
+
+    #[test]
+    fn target_value_must_be_finite_and_positive() {
+        for bad in ["abc", "NaN", "inf", "-inf", "0", "-5", "1e400"] {
+            let message = error(&[("targetValue", bad)]);
+            assert!(message.ends_with("expected a finite number > 0"), "{bad}: {message}");
+        }
+        assert_eq!(parse_pairs(&[("targetValue", " 12.5 ")]).unwrap().target, 12.5);
+    }
+
+    #[test]
+    fn shorthand_targets_are_validated() {
+        let message = error(&[("targetGpuUtilization", "-1")]);
+        assert_eq!(message, "invalid targetGpuUtilization \"-1\": expected a finite number > 0");
+    }
+
+    #[test]
+    fn activation_threshold_must_be_finite_and_not_negative() {
+        for bad in ["-0.1", "NaN", "infinity", "five"] {
+            let message = error(&[("activationThreshold", bad)]);
+            assert!(message.ends_with("expected a finite number >= 0"), "{bad}: {message}");
+        }
+        assert_eq!(parse_pairs(&[("activationThreshold", "0")]).unwrap().activation_threshold, 0.0);
+    }
+
+    #[test]
+    fn gpu_index_must_be_an_integer_from_minus_one() {
+        for bad in ["1.0", "-2", "one", "4294967296"] {
+            let message = error(&[("gpuIndex", bad)]);
+            assert!(message.contains("expected an integer: -1 for all GPUs"), "{bad}: {message}");
+        }
+        assert_eq!(parse_pairs(&[("gpuIndex", "-1")]).unwrap().gpus, GpuSelector::All);
+        let trigger = parse_pairs(&[("gpuIndex", "3")]).unwrap();
+        assert_eq!(trigger.gpus, GpuSelector::Index(3));
+        assert_eq!(trigger.metric_name(), "gpu-utilization-gpu3");
+    }
+
+    #[test]
+    fn poll_interval_must_be_positive() {
+        for bad in ["0", "-1", "NaN", "7200"] {
+            let message = error(&[("pollIntervalSeconds", bad)]);
+            assert!(message.contains("expected a number of seconds > 0"), "{bad}: {message}");
+        }
+        let trigger = parse_pairs(&[("pollIntervalSeconds", "2.5")]).unwrap();
+        assert_eq!(trigger.poll_interval, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn empty_value_is_rejected() {
+        assert_eq!(error(&[("aggregation", "  ")]), "aggregation is empty; remove it or give a value");
+    }
+
+    #[test]
+    fn metric_names_are_deterministic_and_kubernetes_safe() {
+        for metric in Metric::ALL {
+            for aggregation in Aggregation::ALL {
+                let trigger = parse_pairs(&[("metricType", metric.name()), ("aggregation", aggregation.name())]).unwrap();
+                let name = trigger.metric_name();
+                assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+                assert_eq!(name, trigger.metric_name());
+            }
+        }
+    }
+
+    #[test]
+    fn aggregations() {
+        let values = [10.0, 40.0, 25.0];
+        assert_eq!(Aggregation::Max.apply(&values), Some(40.0));
+        assert_eq!(Aggregation::Min.apply(&values), Some(10.0));
+        assert_eq!(Aggregation::Sum.apply(&values), Some(75.0));
+        assert_eq!(Aggregation::Avg.apply(&values), Some(25.0));
+        assert_eq!(Aggregation::Max.apply(&[]), None);
+    }
+
+    #[test]
+    fn activation_is_strictly_above_the_threshold() {
+        let trigger = parse_pairs(&[("activationThreshold", "5")]).unwrap();
+        assert!(!trigger.is_active(5.0));
+        assert!(trigger.is_active(5.01));
+    }
+}

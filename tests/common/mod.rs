@@ -1,0 +1,236 @@
+//! Test support: the fake NVML library (built on first use), per-test copies
+//! of it with their own scenario, an in-process server and a loopback client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+use keda_gpu_scaler::proto::externalscaler::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse,
+    ScaledObjectRef,
+};
+use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
+use keda_gpu_scaler::server::{self, RunningServer, ServeConfig};
+
+/// Which build of the fake library.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Variant {
+    /// Exports `_v2` symbols where NVML has them.
+    Full,
+    /// Exports only the unversioned symbols.
+    V1Only,
+}
+
+/// Builds the fake library once per variant and test binary.
+pub fn fake_library_build(variant: Variant) -> PathBuf {
+    static FULL: OnceLock<PathBuf> = OnceLock::new();
+    static V1: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match variant {
+        Variant::Full => &FULL,
+        Variant::V1Only => &V1,
+    };
+    cell.get_or_init(|| build_fake(variant)).clone()
+}
+
+fn build_fake(variant: Variant) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (dir, features): (&str, &[&str]) = match variant {
+        Variant::Full => ("full", &[]),
+        Variant::V1Only => ("v1-only", &["--features", "v1-only"]),
+    };
+    let target_dir = root.join("target").join("fake-nvml").join(dir);
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["build", "--quiet", "--offline", "-p", "fake-nvml", "--target-dir"])
+        .arg(&target_dir)
+        .args(features)
+        .status()
+        .expect("run cargo to build fake-nvml");
+    assert!(status.success(), "building fake-nvml failed");
+    let library = target_dir.join("debug").join("libfake_nvml.so");
+    assert!(library.exists(), "{} missing", library.display());
+    library
+}
+
+/// A private copy of the fake library and its scenario file. A copy at its
+/// own path is a separate dlopen instance, so tests run in parallel.
+pub struct FakeNvml {
+    pub dir: PathBuf,
+    pub library: PathBuf,
+    pub scenario: PathBuf,
+}
+
+impl FakeNvml {
+    pub fn new(scenario: &str) -> Self {
+        Self::with_variant(Variant::Full, scenario)
+    }
+
+    pub fn with_variant(variant: Variant, scenario: &str) -> Self {
+        let fake = Self::unplaced();
+        std::fs::copy(fake_library_build(variant), &fake.library).expect("copy fake library");
+        fake.set(scenario);
+        fake
+    }
+
+    /// A directory with a scenario but no library yet (see `place_library`).
+    pub fn unplaced() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fake-nvml-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        Self {
+            library: dir.join("libnvidia-ml.so.1"),
+            scenario: dir.join("fake-nvml.scenario"),
+            dir,
+        }
+    }
+
+    pub fn place_library(&self, variant: Variant) {
+        let staging = self.dir.join("staging.so");
+        std::fs::copy(fake_library_build(variant), &staging).expect("copy fake library");
+        std::fs::rename(staging, &self.library).expect("place fake library");
+    }
+
+    /// Replaces the scenario atomically (write, then rename).
+    pub fn set(&self, scenario: &str) {
+        let staging = self.dir.join("scenario.tmp");
+        std::fs::write(&staging, scenario).expect("write scenario");
+        std::fs::rename(staging, &self.scenario).expect("replace scenario");
+    }
+}
+
+impl Drop for FakeNvml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Test servers sample every 100 ms, the shortest allowed interval.
+pub const INTERVAL: Duration = Duration::from_millis(100);
+/// Generous bound for conditions that should hold within a few intervals.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn start_server(fake: &FakeNvml) -> RunningServer {
+    start_server_at(&fake.library)
+}
+
+pub fn start_server_at(library: &Path) -> RunningServer {
+    server::start(&ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        sample_interval: INTERVAL,
+        nvml_library: Some(library.to_path_buf()),
+    })
+    .expect("start server")
+}
+
+pub fn client(port: u16) -> ExternalScalerClient {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let channel = ChannelBuilder::new(env).connect(&format!("127.0.0.1:{port}"));
+    ExternalScalerClient::new(channel)
+}
+
+pub fn scaled_object(pairs: &[(&str, &str)]) -> ScaledObjectRef {
+    let mut so = ScaledObjectRef::new();
+    so.set_name("app".into());
+    so.set_namespace("default".into());
+    let metadata: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    so.set_scalerMetadata(metadata);
+    so
+}
+
+pub fn call_option() -> CallOption {
+    CallOption::default().timeout(Duration::from_secs(5))
+}
+
+pub fn metric_spec(client: &ExternalScalerClient, so: &ScaledObjectRef) -> Result<GetMetricSpecResponse, grpcio::Error> {
+    client.get_metric_spec_opt(so, call_option())
+}
+
+pub fn metrics(client: &ExternalScalerClient, so: &ScaledObjectRef, name: &str) -> Result<GetMetricsResponse, grpcio::Error> {
+    let mut request = GetMetricsRequest::new();
+    request.set_scaledObjectRef(so.clone());
+    request.set_metricName(name.to_string());
+    client.get_metrics_opt(&request, call_option())
+}
+
+/// GetMetrics' float value, or the failure status.
+pub fn value(client: &ExternalScalerClient, pairs: &[(&str, &str)]) -> Result<f64, (grpcio::RpcStatusCode, String)> {
+    metrics(client, &scaled_object(pairs), "m")
+        .map(|r| r.get_metricValues()[0].get_metricValueFloat())
+        .map_err(status_of)
+}
+
+pub fn is_active(client: &ExternalScalerClient, pairs: &[(&str, &str)]) -> Result<IsActiveResponse, grpcio::Error> {
+    client.is_active_opt(&scaled_object(pairs), call_option())
+}
+
+pub fn status_of(error: grpcio::Error) -> (grpcio::RpcStatusCode, String) {
+    match error {
+        grpcio::Error::RpcFailure(status) => (status.code(), status.message().to_string()),
+        other => panic!("expected an RPC status, got {other:?}"),
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until GetMetrics answers `expected` for `pairs`; panics with the last answer.
+pub fn wait_for_value(client: &ExternalScalerClient, pairs: &[(&str, &str)], expected: f64) {
+    let mut last = None;
+    let reached = wait_until(PATIENCE, || {
+        let answer = value(client, pairs);
+        let done = answer == Ok(expected);
+        last = Some(answer);
+        done
+    });
+    assert!(reached, "value never became {expected}; last answer {last:?}");
+}
+
+/// Waits until GetMetrics fails with `code` and a message containing `needle`.
+pub fn wait_for_error(
+    client: &ExternalScalerClient,
+    pairs: &[(&str, &str)],
+    code: grpcio::RpcStatusCode,
+    needle: &str,
+) -> String {
+    let mut last = None;
+    let reached = wait_until(PATIENCE, || {
+        let answer = value(client, pairs);
+        let done = matches!(&answer, Err((c, m)) if *c == code && m.contains(needle));
+        last = Some(answer);
+        done
+    });
+    assert!(reached, "never failed with {code:?} containing {needle:?}; last answer {last:?}");
+    match last {
+        Some(Err((_, message))) => message,
+        _ => unreachable!(),
+    }
+}
+
+/// A scenario line for one healthy GPU.
+pub fn gpu_line(index: u32, util: u32) -> String {
+    format!(
+        "gpu {index} util={util} mem_util=10 mem_total_mib=81920 mem_used_mib=8192 temp=40 power_mw=100000\n"
+    )
+}
