@@ -75,7 +75,10 @@ fn link_cpp_runtime_statically(out_dir: &Path) {
     }
     let dir = out_dir.join("static-runtime");
     fs::create_dir_all(&dir).expect("create static-runtime dir");
-    for (archive, link_as) in [("libstdc++.a", "libstdc++.a"), ("libgcc_eh.a", "libgcc_s.a")] {
+    for (archive, link_as) in [
+        ("libstdc++.a", "libstdc++.a"),
+        ("libgcc_eh.a", "libgcc_s.a"),
+    ] {
         let source = compiler_file(archive);
         fs::copy(&source, dir.join(link_as))
             .unwrap_or_else(|e| panic!("cannot copy {}: {e}", source.display()));

@@ -113,7 +113,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     Ok(command)
 }
 
-fn serve_args(flags: &mut Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeArgs, UsageError> {
+fn serve_args(
+    flags: &mut Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServeArgs, UsageError> {
     let listen = flags
         .take_value("--listen")?
         .or_else(|| env("KEDA_GPU_SCALER_LISTEN"))
@@ -138,8 +141,8 @@ fn serve_args(flags: &mut Flags, env: &dyn Fn(&str) -> Option<String>) -> Result
 }
 
 fn sample_interval(text: &str) -> Result<Duration, UsageError> {
-    let interval = parse_duration(text)
-        .map_err(|e| UsageError(format!("invalid --sample-interval: {e}")))?;
+    let interval =
+        parse_duration(text).map_err(|e| UsageError(format!("invalid --sample-interval: {e}")))?;
     if !(MIN_SAMPLE_INTERVAL..=MAX_SAMPLE_INTERVAL).contains(&interval) {
         return Err(UsageError(format!(
             "invalid --sample-interval {text:?}: allowed range is 100ms to 60s"
@@ -171,11 +174,17 @@ fn query_args(flags: &mut Flags) -> Result<QueryArgs, UsageError> {
             .parse::<u32>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| UsageError(format!("invalid --replicas {text:?}: expected an integer >= 1")))?,
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "invalid --replicas {text:?}: expected an integer >= 1"
+                ))
+            })?,
         None => 1,
     };
     let timeout = match flags.take_value("--timeout")? {
-        Some(text) => parse_duration(&text).map_err(|e| UsageError(format!("invalid --timeout: {e}")))?,
+        Some(text) => {
+            parse_duration(&text).map_err(|e| UsageError(format!("invalid --timeout: {e}")))?
+        }
         None => Duration::from_secs(5),
     };
     Ok(QueryArgs {
@@ -184,7 +193,9 @@ fn query_args(flags: &mut Flags) -> Result<QueryArgs, UsageError> {
             .unwrap_or_else(|| "127.0.0.1:6000".to_string()),
         metadata,
         replicas,
-        name: flags.take_value("--name")?.unwrap_or_else(|| "query".to_string()),
+        name: flags
+            .take_value("--name")?
+            .unwrap_or_else(|| "query".to_string()),
         namespace: flags
             .take_value("--namespace")?
             .unwrap_or_else(|| "default".to_string()),
@@ -217,7 +228,11 @@ impl Flags {
     }
 
     fn take_switch(&mut self, flag: &str) -> bool {
-        match self.items.iter().position(|(f, v)| f == flag && v.is_none()) {
+        match self
+            .items
+            .iter()
+            .position(|(f, v)| f == flag && v.is_none())
+        {
             Some(i) => {
                 self.items.remove(i);
                 true
@@ -275,13 +290,19 @@ mod tests {
             "NVML_LIBRARY_PATH" => Some("/env/libnvidia-ml.so.1".to_string()),
             _ => None,
         };
-        let Ok(Command::Serve(from_env)) = parse(&[], &env) else { panic!() };
+        let Ok(Command::Serve(from_env)) = parse(&[], &env) else {
+            panic!()
+        };
         assert_eq!(from_env.listen, "127.0.0.1:7000");
         assert_eq!(from_env.sample_interval, Duration::from_millis(500));
-        assert_eq!(from_env.nvml_library, Some(PathBuf::from("/env/libnvidia-ml.so.1")));
-        let Ok(Command::Serve(from_flags)) =
-            parse(&args("--listen=[::]:6001 --sample-interval 2s --nvml-library /x.so"), &env)
-        else {
+        assert_eq!(
+            from_env.nvml_library,
+            Some(PathBuf::from("/env/libnvidia-ml.so.1"))
+        );
+        let Ok(Command::Serve(from_flags)) = parse(
+            &args("--listen=[::]:6001 --sample-interval 2s --nvml-library /x.so"),
+            &env,
+        ) else {
             panic!()
         };
         assert_eq!(from_flags.listen, "[::]:6001");
@@ -293,7 +314,10 @@ mod tests {
     fn sample_interval_range_is_enforced() {
         for bad in ["50ms", "61s", "10", "fast"] {
             let err = parse(&args(&format!("serve --sample-interval {bad}")), &no_env).unwrap_err();
-            assert!(err.0.starts_with("invalid --sample-interval"), "{bad}: {err}");
+            assert!(
+                err.0.starts_with("invalid --sample-interval"),
+                "{bad}: {err}"
+            );
         }
         assert!(parse(&args("--sample-interval 100ms"), &no_env).is_ok());
         assert!(parse(&args("--sample-interval 60s"), &no_env).is_ok());
@@ -301,9 +325,18 @@ mod tests {
 
     #[test]
     fn unknown_flags_and_commands_are_errors() {
-        assert_eq!(parse(&args("serve --port 1"), &no_env).unwrap_err().0, "unknown flag --port");
-        assert!(parse(&args("status"), &no_env).unwrap_err().0.contains("unknown command \"status\""));
-        assert_eq!(parse(&args("serve --listen"), &no_env).unwrap_err().0, "--listen needs a value");
+        assert_eq!(
+            parse(&args("serve --port 1"), &no_env).unwrap_err().0,
+            "unknown flag --port"
+        );
+        assert!(parse(&args("status"), &no_env)
+            .unwrap_err()
+            .0
+            .contains("unknown command \"status\""));
+        assert_eq!(
+            parse(&args("serve --listen"), &no_env).unwrap_err().0,
+            "--listen needs a value"
+        );
     }
 
     #[test]
@@ -317,7 +350,10 @@ mod tests {
         assert_eq!(query.address, "h:1");
         assert_eq!(
             query.metadata,
-            vec![("profile".into(), "batch".into()), ("targetValue".into(), "50".into())]
+            vec![
+                ("profile".into(), "batch".into()),
+                ("targetValue".into(), "50".into())
+            ]
         );
         assert_eq!(query.replicas, 3);
         assert!(parse(&args("query --metadata novalue"), &no_env).is_err());

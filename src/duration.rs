@@ -45,7 +45,9 @@ mod tests {
     #[test]
     fn rejects_missing_or_unknown_units() {
         assert!(parse_duration("250").unwrap_err().contains("no unit"));
-        assert!(parse_duration("1h").unwrap_err().contains("unknown unit \"h\""));
+        assert!(parse_duration("1h")
+            .unwrap_err()
+            .contains("unknown unit \"h\""));
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("-1s").is_err());
     }

@@ -74,11 +74,17 @@ pub fn evaluate(
                     "{} does not report {}{}",
                     gpu.label(),
                     trigger.metric,
-                    if *mig_enabled == Some(true) { " (MIG is enabled)" } else { "" }
+                    if *mig_enabled == Some(true) {
+                        " (MIG is enabled)"
+                    } else {
+                        ""
+                    }
                 )),
             },
             GpuHealth::Lost { error } => excluded.push(format!("{} is lost: {error}", gpu.label())),
-            GpuHealth::Failed { error } => excluded.push(format!("{} is failing: {error}", gpu.label())),
+            GpuHealth::Failed { error } => {
+                excluded.push(format!("{} is failing: {error}", gpu.label()))
+            }
         }
     }
     let value = trigger.aggregation.apply(&values).ok_or_else(|| {
@@ -152,8 +158,14 @@ mod tests {
             ..healthy(1, 0.0)
         };
         let (snap, now) = snapshot(vec![healthy(0, 30.0), lost, healthy(2, 50.0)], FRESH);
-        assert_eq!(evaluate(&trigger(&[("aggregation", "min")]), &snap, now, LIMIT), Ok(30.0));
-        assert_eq!(evaluate(&trigger(&[("aggregation", "avg")]), &snap, now, LIMIT), Ok(40.0));
+        assert_eq!(
+            evaluate(&trigger(&[("aggregation", "min")]), &snap, now, LIMIT),
+            Ok(30.0)
+        );
+        assert_eq!(
+            evaluate(&trigger(&[("aggregation", "avg")]), &snap, now, LIMIT),
+            Ok(40.0)
+        );
     }
 
     #[test]
@@ -166,7 +178,10 @@ mod tests {
         };
         let (snap, now) = snapshot(vec![healthy(0, 30.0), lost], FRESH);
         let err = evaluate(&trigger(&[("gpuIndex", "1")]), &snap, now, LIMIT).unwrap_err();
-        assert!(matches!(&err, EvalError::Unavailable(m) if m.contains("GPU 1 (GPU-1) is lost")), "{err:?}");
+        assert!(
+            matches!(&err, EvalError::Unavailable(m) if m.contains("GPU 1 (GPU-1) is lost")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -175,7 +190,9 @@ mod tests {
         let err = evaluate(&trigger(&[("gpuIndex", "2")]), &snap, now, LIMIT).unwrap_err();
         assert_eq!(
             err,
-            EvalError::InvalidArgument("invalid gpuIndex \"2\": this node has GPU indexes 0 to 1".into())
+            EvalError::InvalidArgument(
+                "invalid gpuIndex \"2\": this node has GPU indexes 0 to 1".into()
+            )
         );
     }
 
@@ -183,17 +200,28 @@ mod tests {
     fn stale_snapshot_is_unavailable() {
         let (snap, now) = snapshot(vec![healthy(0, 30.0)], Duration::from_secs(4));
         let err = evaluate(&trigger(&[]), &snap, now, LIMIT).unwrap_err();
-        assert!(err.message().starts_with("GPU readings are stale"), "{err:?}");
+        assert!(
+            err.message().starts_with("GPU readings are stale"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn unsupported_metric_everywhere_is_unavailable() {
         let (snap, now) = snapshot(vec![healthy(0, 30.0)], FRESH);
-        let err = evaluate(&trigger(&[("metricType", "power_draw"), ("targetValue", "300")]), &snap, now, LIMIT)
-            .unwrap_err();
+        let err = evaluate(
+            &trigger(&[("metricType", "power_draw"), ("targetValue", "300")]),
+            &snap,
+            now,
+            LIMIT,
+        )
+        .unwrap_err();
         assert_eq!(
             err,
-            EvalError::Unavailable("no healthy GPU reports power_draw: GPU 0 (GPU-0) does not report power_draw".into())
+            EvalError::Unavailable(
+                "no healthy GPU reports power_draw: GPU 0 (GPU-0) does not report power_draw"
+                    .into()
+            )
         );
     }
 
@@ -209,12 +237,18 @@ mod tests {
             },
         };
         let err = evaluate(&trigger(&[]), &snap, now, LIMIT).unwrap_err();
-        assert_eq!(err, EvalError::Unavailable("NVML is not available: driver not loaded".into()));
+        assert_eq!(
+            err,
+            EvalError::Unavailable("NVML is not available: driver not loaded".into())
+        );
     }
 
     #[test]
     fn node_without_gpus_is_unavailable() {
         let (snap, now) = snapshot(vec![], FRESH);
-        assert!(matches!(evaluate(&trigger(&[]), &snap, now, LIMIT), Err(EvalError::Unavailable(_))));
+        assert!(matches!(
+            evaluate(&trigger(&[]), &snap, now, LIMIT),
+            Err(EvalError::Unavailable(_))
+        ));
     }
 }

@@ -39,14 +39,24 @@ mod tests {
     fn value_scales_with_current_replicas() {
         assert_eq!(desired_replicas(MetricType::Value, 3, 100.0, 80.0), 4);
         assert_eq!(desired_replicas(MetricType::Value, 4, 20.0, 80.0), 1);
-        assert_eq!(desired_replicas(MetricType::Value, 10, 85.0, 80.0), 10, "within tolerance");
+        assert_eq!(
+            desired_replicas(MetricType::Value, 10, 85.0, 80.0),
+            10,
+            "within tolerance"
+        );
     }
 
     #[test]
     fn average_value_caps_percentages_at_two_replicas() {
         // 100% against an 80% target can never ask for more than 2.
-        assert_eq!(desired_replicas(MetricType::AverageValue, 1, 100.0, 80.0), 2);
-        assert_eq!(desired_replicas(MetricType::AverageValue, 8, 100.0, 80.0), 2);
+        assert_eq!(
+            desired_replicas(MetricType::AverageValue, 1, 100.0, 80.0),
+            2
+        );
+        assert_eq!(
+            desired_replicas(MetricType::AverageValue, 8, 100.0, 80.0),
+            2
+        );
         assert_eq!(desired_replicas(MetricType::AverageValue, 2, 20.0, 80.0), 1);
     }
 

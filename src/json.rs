@@ -21,7 +21,9 @@ impl JsonObject {
     /// Integers print without a fraction; `None` and non-finite values print null.
     pub fn number(&mut self, key: &str, value: Option<f64>) {
         let value = match value {
-            Some(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+            Some(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 => {
+                format!("{}", v as i64)
+            }
             Some(v) if v.is_finite() => format!("{v}"),
             _ => "null".to_string(),
         };
@@ -96,6 +98,9 @@ mod tests {
         object.number("c", None);
         object.boolean("d", Some(true));
         object.raw("e", &array(&["1".into(), "2".into()]));
-        assert_eq!(object.finish(), r#"{"a":1,"b":2.5,"c":null,"d":true,"e":[1,2]}"#);
+        assert_eq!(
+            object.finish(),
+            r#"{"a":1,"b":2.5,"c":null,"d":true,"e":[1,2]}"#
+        );
     }
 }

@@ -35,13 +35,15 @@ impl Sampler {
     pub fn start(config: SamplerConfig, cell: Arc<SnapshotCell>) -> std::io::Result<Self> {
         let stop = Arc::new(StopSignal::default());
         let (done, finished) = mpsc::channel();
-        let thread = std::thread::Builder::new().name("nvml-sampler".into()).spawn({
-            let stop = Arc::clone(&stop);
-            move || {
-                run(&config, &cell, &stop);
-                let _ = done.send(());
-            }
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("nvml-sampler".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || {
+                    run(&config, &cell, &stop);
+                    let _ = done.send(());
+                }
+            })?;
         Ok(Self {
             stop,
             finished,
@@ -138,7 +140,11 @@ fn run(config: &SamplerConfig, cell: &SnapshotCell, stop: &StopSignal) {
                     last_failure = Some(reason.clone());
                 }
                 health = HealthLog::default();
-                cell.publish(started, started.elapsed(), NodeState::Unavailable { reason });
+                cell.publish(
+                    started,
+                    started.elapsed(),
+                    NodeState::Unavailable { reason },
+                );
                 started + retry.next_delay()
             }
         };
@@ -241,7 +247,11 @@ impl HealthLog {
             if previous != Some(state.as_str()) {
                 match (&gpu.health, previous) {
                     (GpuHealth::Healthy { .. }, None) => {
-                        log::info!("{} {} found", gpu.label(), gpu.name.as_deref().unwrap_or(""))
+                        log::info!(
+                            "{} {} found",
+                            gpu.label(),
+                            gpu.name.as_deref().unwrap_or("")
+                        )
                     }
                     (GpuHealth::Healthy { .. }, Some(_)) => {
                         log::info!("{} is healthy again; included", gpu.label())

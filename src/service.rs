@@ -55,7 +55,10 @@ impl ScalerService {
         evaluate(trigger, &snapshot, Instant::now(), self.stale_after).map_err(|e| eval_status(&e))
     }
 
-    fn metric_spec(&self, scaled_object: &ScaledObjectRef) -> Result<GetMetricSpecResponse, RpcStatus> {
+    fn metric_spec(
+        &self,
+        scaled_object: &ScaledObjectRef,
+    ) -> Result<GetMetricSpecResponse, RpcStatus> {
         let trigger = self.trigger(scaled_object)?;
         let mut spec = MetricSpec::new();
         spec.set_metricName(trigger.metric_name());
@@ -109,7 +112,12 @@ impl ScalerService {
 }
 
 impl ExternalScaler for ScalerService {
-    fn is_active(&mut self, ctx: RpcContext, req: ScaledObjectRef, sink: UnarySink<IsActiveResponse>) {
+    fn is_active(
+        &mut self,
+        ctx: RpcContext,
+        req: ScaledObjectRef,
+        sink: UnarySink<IsActiveResponse>,
+    ) {
         reply(&ctx, sink, self.active(&req));
     }
 

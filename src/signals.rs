@@ -48,6 +48,10 @@ impl TerminationSignals {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        Ok(if signal == SIGTERM { "SIGTERM" } else { "SIGINT" })
+        Ok(if signal == SIGTERM {
+            "SIGTERM"
+        } else {
+            "SIGINT"
+        })
     }
 }

@@ -69,7 +69,8 @@ impl StreamHub {
     pub fn subscribe(&self, trigger: Trigger) -> Result<UnboundedReceiver<StreamItem>, RpcStatus> {
         let now = Instant::now();
         let snapshot = self.inner.snapshots.load();
-        let value = evaluate(&trigger, &snapshot, now, self.inner.stale_after).map_err(|e| eval_status(&e))?;
+        let value = evaluate(&trigger, &snapshot, now, self.inner.stale_after)
+            .map_err(|e| eval_status(&e))?;
         let active = trigger.is_active(value);
         let (sender, receiver) = unbounded();
         let mut streams = self.inner.lock_streams();
@@ -101,7 +102,12 @@ impl StreamHub {
             }
         }
         self.inner.snapshots.wake_waiters();
-        let thread = self.inner.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }

@@ -260,7 +260,9 @@ pub fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, ConfigError>
 
 /// Maps each known key to its value, folding `<key>FromEnv` twins and
 /// rejecting duplicates, unknown keys and near-miss spellings.
-fn collect(metadata: &HashMap<String, String>) -> Result<BTreeMap<&'static str, Given<'_>>, ConfigError> {
+fn collect(
+    metadata: &HashMap<String, String>,
+) -> Result<BTreeMap<&'static str, Given<'_>>, ConfigError> {
     let mut given: BTreeMap<&'static str, Given<'_>> = BTreeMap::new();
     let mut keys: Vec<&String> = metadata.keys().collect();
     keys.sort();
@@ -330,7 +332,8 @@ fn parse_profile(given: &Given<'_>) -> Result<Profile, ConfigError> {
 }
 
 fn parse_metric(given: &Given<'_>) -> Result<Metric, ConfigError> {
-    Metric::from_name(given.value).ok_or_else(|| invalid(given, &format!("one of {}", Metric::names())))
+    Metric::from_name(given.value)
+        .ok_or_else(|| invalid(given, &format!("one of {}", Metric::names())))
 }
 
 fn parse_aggregation(given: &Given<'_>) -> Result<Aggregation, ConfigError> {
@@ -350,7 +353,9 @@ fn parse_activation(given: &Given<'_>) -> Result<f64, ConfigError> {
 
 fn parse_poll_interval(given: &Given<'_>) -> Result<Duration, ConfigError> {
     let expected = format!("a number of seconds > 0 and <= {MAX_POLL_INTERVAL_SECONDS}");
-    let seconds = number(given, &expected, |v| v > 0.0 && v <= MAX_POLL_INTERVAL_SECONDS)?;
+    let seconds = number(given, &expected, |v| {
+        v > 0.0 && v <= MAX_POLL_INTERVAL_SECONDS
+    })?;
     Ok(Duration::from_secs_f64(seconds))
 }
 
@@ -480,46 +485,81 @@ mod tests {
     #[test]
     fn shorthands_set_metric_and_target() {
         let trigger = parse_pairs(&[("targetGpuUtilization", "65")]).unwrap();
-        assert_eq!((trigger.metric, trigger.target), (Metric::GpuUtilization, 65.0));
+        assert_eq!(
+            (trigger.metric, trigger.target),
+            (Metric::GpuUtilization, 65.0)
+        );
         let trigger = parse_pairs(&[("targetMemoryUtilization", "50")]).unwrap();
-        assert_eq!((trigger.metric, trigger.target), (Metric::MemoryUsedPercent, 50.0));
+        assert_eq!(
+            (trigger.metric, trigger.target),
+            (Metric::MemoryUsedPercent, 50.0)
+        );
         let trigger = parse_pairs(&[("profile", "batch"), ("targetGpuUtilization", "40")]).unwrap();
-        assert_eq!((trigger.metric, trigger.target), (Metric::GpuUtilization, 40.0));
+        assert_eq!(
+            (trigger.metric, trigger.target),
+            (Metric::GpuUtilization, 40.0)
+        );
         // Agreeing with metricType is fine.
-        assert!(parse_pairs(&[("targetGpuUtilization", "65"), ("metricType", "gpu_utilization")]).is_ok());
+        assert!(parse_pairs(&[
+            ("targetGpuUtilization", "65"),
+            ("metricType", "gpu_utilization")
+        ])
+        .is_ok());
     }
 
     #[test]
     fn both_shorthands_are_rejected() {
-        let message = error(&[("targetGpuUtilization", "60"), ("targetMemoryUtilization", "60")]);
-        assert_eq!(message, "targetGpuUtilization and targetMemoryUtilization are both set; use one");
+        let message = error(&[
+            ("targetGpuUtilization", "60"),
+            ("targetMemoryUtilization", "60"),
+        ]);
+        assert_eq!(
+            message,
+            "targetGpuUtilization and targetMemoryUtilization are both set; use one"
+        );
     }
 
     #[test]
     fn shorthand_contradicting_metric_type_is_rejected() {
-        let message = error(&[("targetMemoryUtilization", "60"), ("metricType", "gpu_utilization")]);
-        assert!(message.contains("targetMemoryUtilization sets metricType memory_used_percent"), "{message}");
+        let message = error(&[
+            ("targetMemoryUtilization", "60"),
+            ("metricType", "gpu_utilization"),
+        ]);
+        assert!(
+            message.contains("targetMemoryUtilization sets metricType memory_used_percent"),
+            "{message}"
+        );
     }
 
     #[test]
     fn shorthand_with_target_value_is_rejected() {
         let message = error(&[("targetGpuUtilization", "60"), ("targetValue", "70")]);
-        assert_eq!(message, "targetGpuUtilization and targetValue both set the target; use one");
+        assert_eq!(
+            message,
+            "targetGpuUtilization and targetValue both set the target; use one"
+        );
     }
 
     #[test]
     fn from_env_twins_are_accepted() {
-        let trigger = parse_pairs(&[("targetValueFromEnv", "42"), ("profileFromEnv", "training")]).unwrap();
+        let trigger =
+            parse_pairs(&[("targetValueFromEnv", "42"), ("profileFromEnv", "training")]).unwrap();
         assert_eq!(trigger.target, 42.0);
         assert_eq!(trigger.profile, Some("training"));
         let message = error(&[("gpuIndexFromEnv", "x")]);
-        assert!(message.starts_with("invalid gpuIndexFromEnv \"x\""), "{message}");
+        assert!(
+            message.starts_with("invalid gpuIndexFromEnv \"x\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn key_with_its_twin_is_rejected() {
         let message = error(&[("targetValue", "60"), ("targetValueFromEnv", "70")]);
-        assert_eq!(message, "targetValue and targetValueFromEnv are both set; use one");
+        assert_eq!(
+            message,
+            "targetValue and targetValueFromEnv are both set; use one"
+        );
     }
 
     #[test]
@@ -530,13 +570,21 @@ mod tests {
             "unknown metadata key \"targetvalue\": did you mean \"targetValue\"? keys are case-sensitive"
         );
         let message = error(&[("GPUINDEXfromenv", "1")]);
-        assert!(message.contains("did you mean \"gpuIndexFromEnv\""), "{message}");
+        assert!(
+            message.contains("did you mean \"gpuIndexFromEnv\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn unknown_key_lists_the_known_ones() {
         let message = error(&[("targetUtil", "60")]);
-        assert!(message.starts_with("unknown metadata key \"targetUtil\"; known keys: profile, metricType"), "{message}");
+        assert!(
+            message.starts_with(
+                "unknown metadata key \"targetUtil\"; known keys: profile, metricType"
+            ),
+            "{message}"
+        );
     }
 
     #[test]
@@ -559,33 +607,56 @@ mod tests {
     fn target_value_must_be_finite_and_positive() {
         for bad in ["abc", "NaN", "inf", "-inf", "0", "-5", "1e400"] {
             let message = error(&[("targetValue", bad)]);
-            assert!(message.ends_with("expected a finite number > 0"), "{bad}: {message}");
+            assert!(
+                message.ends_with("expected a finite number > 0"),
+                "{bad}: {message}"
+            );
         }
-        assert_eq!(parse_pairs(&[("targetValue", " 12.5 ")]).unwrap().target, 12.5);
+        assert_eq!(
+            parse_pairs(&[("targetValue", " 12.5 ")]).unwrap().target,
+            12.5
+        );
     }
 
     #[test]
     fn shorthand_targets_are_validated() {
         let message = error(&[("targetGpuUtilization", "-1")]);
-        assert_eq!(message, "invalid targetGpuUtilization \"-1\": expected a finite number > 0");
+        assert_eq!(
+            message,
+            "invalid targetGpuUtilization \"-1\": expected a finite number > 0"
+        );
     }
 
     #[test]
     fn activation_threshold_must_be_finite_and_not_negative() {
         for bad in ["-0.1", "NaN", "infinity", "five"] {
             let message = error(&[("activationThreshold", bad)]);
-            assert!(message.ends_with("expected a finite number >= 0"), "{bad}: {message}");
+            assert!(
+                message.ends_with("expected a finite number >= 0"),
+                "{bad}: {message}"
+            );
         }
-        assert_eq!(parse_pairs(&[("activationThreshold", "0")]).unwrap().activation_threshold, 0.0);
+        assert_eq!(
+            parse_pairs(&[("activationThreshold", "0")])
+                .unwrap()
+                .activation_threshold,
+            0.0
+        );
     }
 
     #[test]
     fn gpu_index_must_be_an_integer_from_minus_one() {
         for bad in ["1.0", "-2", "one", "4294967296"] {
             let message = error(&[("gpuIndex", bad)]);
-            assert!(message.contains("expected an integer: -1 for all GPUs"), "{bad}: {message}");
+            assert!(
+                message.contains("expected an integer: -1 for all GPUs"),
+                "{bad}: {message}"
+            );
         }
-        assert_eq!(parse_pairs(&[("gpuIndex", "-1")]).unwrap().gpus, GpuSelector::All);
+        assert_eq!(
+            parse_pairs(&[("gpuIndex", "-1")]).unwrap().gpus,
+            GpuSelector::All
+        );
         let trigger = parse_pairs(&[("gpuIndex", "3")]).unwrap();
         assert_eq!(trigger.gpus, GpuSelector::Index(3));
         assert_eq!(trigger.metric_name(), "gpu-utilization-gpu3");
@@ -595,7 +666,10 @@ mod tests {
     fn poll_interval_must_be_positive() {
         for bad in ["0", "-1", "NaN", "7200"] {
             let message = error(&[("pollIntervalSeconds", bad)]);
-            assert!(message.contains("expected a number of seconds > 0"), "{bad}: {message}");
+            assert!(
+                message.contains("expected a number of seconds > 0"),
+                "{bad}: {message}"
+            );
         }
         let trigger = parse_pairs(&[("pollIntervalSeconds", "2.5")]).unwrap();
         assert_eq!(trigger.poll_interval, Duration::from_millis(2500));
@@ -603,16 +677,27 @@ mod tests {
 
     #[test]
     fn empty_value_is_rejected() {
-        assert_eq!(error(&[("aggregation", "  ")]), "aggregation is empty; remove it or give a value");
+        assert_eq!(
+            error(&[("aggregation", "  ")]),
+            "aggregation is empty; remove it or give a value"
+        );
     }
 
     #[test]
     fn metric_names_are_deterministic_and_kubernetes_safe() {
         for metric in Metric::ALL {
             for aggregation in Aggregation::ALL {
-                let trigger = parse_pairs(&[("metricType", metric.name()), ("aggregation", aggregation.name())]).unwrap();
+                let trigger = parse_pairs(&[
+                    ("metricType", metric.name()),
+                    ("aggregation", aggregation.name()),
+                ])
+                .unwrap();
                 let name = trigger.metric_name();
-                assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+                assert!(
+                    name.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                    "{name}"
+                );
                 assert_eq!(name, trigger.metric_name());
             }
         }

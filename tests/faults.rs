@@ -22,7 +22,10 @@ fn one_lost_gpu_is_excluded_and_reported() {
     // Selecting the lost GPU is an error, never a 0.
     let (code, message) = value(&client, &[("gpuIndex", "1")]).unwrap_err();
     assert_eq!(code, RpcStatusCode::UNAVAILABLE);
-    assert!(message.contains("GPU 1") && message.contains("GPU_IS_LOST"), "{message}");
+    assert!(
+        message.contains("GPU 1") && message.contains("GPU_IS_LOST"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -32,9 +35,20 @@ fn all_gpus_lost_is_unavailable() {
     let client = client(server.port());
     wait_for_value(&client, &[], 90.0);
 
-    fake.set(&format!("{}fail 0 * GPU_IS_LOST\nfail 1 * GPU_IS_LOST\n", two_gpus(30, 90)));
-    let message = wait_for_error(&client, &[], RpcStatusCode::UNAVAILABLE, "no healthy GPU reports gpu_utilization");
-    assert!(message.contains("GPU 0") && message.contains("GPU 1"), "{message}");
+    fake.set(&format!(
+        "{}fail 0 * GPU_IS_LOST\nfail 1 * GPU_IS_LOST\n",
+        two_gpus(30, 90)
+    ));
+    let message = wait_for_error(
+        &client,
+        &[],
+        RpcStatusCode::UNAVAILABLE,
+        "no healthy GPU reports gpu_utilization",
+    );
+    assert!(
+        message.contains("GPU 0") && message.contains("GPU 1"),
+        "{message}"
+    );
     let active = is_active(&client, &[]).map_err(status_of).unwrap_err();
     assert_eq!(active.0, RpcStatusCode::UNAVAILABLE);
 }
@@ -59,7 +73,12 @@ fn hang_makes_readings_stale_then_recovers() {
     fake.set(&format!("{}hang 0 power 60000\n", two_gpus(40, 20)));
     // The call deadline is 5 s: an answer of UNAVAILABLE (not DEADLINE_EXCEEDED)
     // proves the handler answered from the snapshot while NVML hangs.
-    let message = wait_for_error(&client, &[], RpcStatusCode::UNAVAILABLE, "GPU readings are stale");
+    let message = wait_for_error(
+        &client,
+        &[],
+        RpcStatusCode::UNAVAILABLE,
+        "GPU readings are stale",
+    );
     assert!(message.contains("limit 0.3s"), "{message}");
     let active = is_active(&client, &[]).map_err(status_of).unwrap_err();
     assert_eq!(active.0, RpcStatusCode::UNAVAILABLE);
@@ -73,8 +92,16 @@ fn late_driver_is_picked_up_by_retry() {
     let fake = FakeNvml::new("init_error DRIVER_NOT_LOADED\n");
     let server = start_server(&fake);
     let client = client(server.port());
-    let message = wait_for_error(&client, &[], RpcStatusCode::UNAVAILABLE, "NVML_ERROR_DRIVER_NOT_LOADED");
-    assert!(message.starts_with("NVML is not available: nvmlInit failed"), "{message}");
+    let message = wait_for_error(
+        &client,
+        &[],
+        RpcStatusCode::UNAVAILABLE,
+        "NVML_ERROR_DRIVER_NOT_LOADED",
+    );
+    assert!(
+        message.starts_with("NVML is not available: nvmlInit failed"),
+        "{message}"
+    );
 
     fake.set(&gpu_line(0, 63));
     wait_for_value(&client, &[], 63.0);
@@ -86,8 +113,16 @@ fn library_installed_after_start_is_loaded() {
     fake.set(&gpu_line(0, 12));
     let server = start_server_at(&fake.library);
     let client = client(server.port());
-    let message = wait_for_error(&client, &[], RpcStatusCode::UNAVAILABLE, "cannot load the NVML library");
-    assert!(message.contains(&fake.library.display().to_string()), "{message}");
+    let message = wait_for_error(
+        &client,
+        &[],
+        RpcStatusCode::UNAVAILABLE,
+        "cannot load the NVML library",
+    );
+    assert!(
+        message.contains(&fake.library.display().to_string()),
+        "{message}"
+    );
 
     fake.place_library(Variant::Full);
     wait_for_value(&client, &[], 12.0);
@@ -112,7 +147,12 @@ fn whole_nvml_failure_is_unavailable() {
     let client = client(server.port());
     wait_for_value(&client, &[], 10.0);
     fake.set(&format!("count_error UNKNOWN\n{}", gpu_line(0, 10)));
-    let message = wait_for_error(&client, &[], RpcStatusCode::UNAVAILABLE, "NVML stopped answering");
+    let message = wait_for_error(
+        &client,
+        &[],
+        RpcStatusCode::UNAVAILABLE,
+        "NVML stopped answering",
+    );
     assert!(message.contains("nvmlDeviceGetCount failed"), "{message}");
     fake.set(&gpu_line(0, 11));
     wait_for_value(&client, &[], 11.0);
@@ -123,5 +163,10 @@ fn node_with_no_gpus_is_unavailable() {
     let fake = FakeNvml::new("driver 550.1\n");
     let server = start_server(&fake);
     let client = client(server.port());
-    wait_for_error(&client, &[], RpcStatusCode::UNAVAILABLE, "NVML reports no GPUs");
+    wait_for_error(
+        &client,
+        &[],
+        RpcStatusCode::UNAVAILABLE,
+        "NVML reports no GPUs",
+    );
 }

@@ -21,7 +21,10 @@ fn every_metric_is_read_and_converted() {
     let gpus = read_node(&nvml).unwrap();
     assert_eq!(gpus.len(), 1);
     let gpu = &gpus[0];
-    assert_eq!((gpu.index, gpu.uuid.as_deref(), gpu.name.as_deref()), (0, Some("GPU-4f2a"), Some("NVIDIA H100 80GB HBM3")));
+    assert_eq!(
+        (gpu.index, gpu.uuid.as_deref(), gpu.name.as_deref()),
+        (0, Some("GPU-4f2a"), Some("NVIDIA H100 80GB HBM3"))
+    );
     let readings = gpu.readings().expect("healthy");
     assert_eq!(readings.get(Metric::GpuUtilization), Some(37.0));
     assert_eq!(readings.get(Metric::MemoryUtilization), Some(12.0));
@@ -31,7 +34,13 @@ fn every_metric_is_read_and_converted() {
     assert_eq!(readings.get(Metric::Temperature), Some(41.0));
     // Milliwatts to watts.
     assert_eq!(readings.get(Metric::PowerDraw), Some(71.5));
-    assert!(matches!(gpu.health, GpuHealth::Healthy { mig_enabled: Some(false), .. }));
+    assert!(matches!(
+        gpu.health,
+        GpuHealth::Healthy {
+            mig_enabled: Some(false),
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -44,7 +53,8 @@ fn versioned_symbols_are_preferred() {
 #[test]
 fn library_without_v2_symbols_falls_back_to_v1() {
     let fake = FakeNvml::with_variant(Variant::V1Only, ONE_GPU);
-    let library = std::sync::Arc::new(NvmlLibrary::open(Some(&fake.library)).expect("v1 library loads"));
+    let library =
+        std::sync::Arc::new(NvmlLibrary::open(Some(&fake.library)).expect("v1 library loads"));
     assert!(!library.has_memory_info_v2());
     let nvml = Nvml::init(library).expect("nvmlInit");
     let gpus = read_node(&nvml).unwrap();
@@ -56,9 +66,14 @@ fn library_without_v2_symbols_falls_back_to_v1() {
 
 #[test]
 fn missing_library_error_lists_the_path_tried() {
-    let err = NvmlLibrary::open(Some(Path::new("/nonexistent/libnvidia-ml.so.1"))).err().unwrap();
+    let err = NvmlLibrary::open(Some(Path::new("/nonexistent/libnvidia-ml.so.1")))
+        .err()
+        .unwrap();
     let message = err.to_string();
-    assert!(matches!(err, LoadError::LibraryNotFound { ref tried } if tried.len() == 1), "{message}");
+    assert!(
+        matches!(err, LoadError::LibraryNotFound { ref tried } if tried.len() == 1),
+        "{message}"
+    );
     assert!(message.starts_with("cannot load the NVML library (libnvidia-ml.so.1); tried /nonexistent/libnvidia-ml.so.1 ("), "{message}");
 }
 
@@ -70,7 +85,10 @@ fn default_search_lists_every_path_tried() {
         Err(err) => {
             let message = err.to_string();
             for path in keda_gpu_scaler::nvml::candidate_paths(None) {
-                assert!(message.contains(&path.display().to_string()), "{path:?} not in {message}");
+                assert!(
+                    message.contains(&path.display().to_string()),
+                    "{path:?} not in {message}"
+                );
             }
         }
     }
@@ -78,8 +96,19 @@ fn default_search_lists_every_path_tried() {
 
 #[test]
 fn library_without_required_symbol_is_a_load_error() {
-    let err = NvmlLibrary::open(Some(Path::new("libc.so.6"))).err().unwrap();
-    assert!(matches!(err, LoadError::MissingEntryPoint { symbol: "nvmlInit", .. }), "{err}");
+    let err = NvmlLibrary::open(Some(Path::new("libc.so.6")))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            LoadError::MissingEntryPoint {
+                symbol: "nvmlInit",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(std::error::Error::source(&err).is_some());
 }
 
@@ -89,7 +118,10 @@ fn init_failure_is_typed() {
     match Nvml::open(Some(&fake.library)) {
         Err(OpenError::Init(e)) => {
             assert_eq!(e.code(), Some(ReturnCode::DriverNotLoaded));
-            assert_eq!(e.to_string(), "nvmlInit failed: NVML_ERROR_DRIVER_NOT_LOADED (9): Driver Not Loaded");
+            assert_eq!(
+                e.to_string(),
+                "nvmlInit failed: NVML_ERROR_DRIVER_NOT_LOADED (9): Driver Not Loaded"
+            );
         }
         Err(e) => panic!("expected an init error, got {e}"),
         Ok(_) => panic!("init should fail"),
@@ -98,7 +130,9 @@ fn init_failure_is_typed() {
 
 #[test]
 fn not_supported_metric_is_absent_not_zero() {
-    let fake = FakeNvml::new(&format!("{ONE_GPU}fail 0 power NOT_SUPPORTED\nfail 0 temperature NOT_SUPPORTED\n"));
+    let fake = FakeNvml::new(&format!(
+        "{ONE_GPU}fail 0 power NOT_SUPPORTED\nfail 0 temperature NOT_SUPPORTED\n"
+    ));
     let nvml = Nvml::open(Some(&fake.library)).unwrap();
     let gpus = read_node(&nvml).unwrap();
     let readings = gpus[0].readings().expect("still healthy");
@@ -113,7 +147,10 @@ fn mig_gpu_reports_no_utilization() {
     let nvml = Nvml::open(Some(&fake.library)).unwrap();
     let gpus = read_node(&nvml).unwrap();
     match &gpus[0].health {
-        GpuHealth::Healthy { readings, mig_enabled } => {
+        GpuHealth::Healthy {
+            readings,
+            mig_enabled,
+        } => {
             assert_eq!(*mig_enabled, Some(true));
             assert_eq!(readings.get(Metric::GpuUtilization), None);
             assert_eq!(readings.get(Metric::MemoryUsedMib), Some(1024.0));
@@ -124,7 +161,9 @@ fn mig_gpu_reports_no_utilization() {
 
 #[test]
 fn lost_gpu_is_marked_lost_and_others_still_read() {
-    let fake = FakeNvml::new(&format!("{ONE_GPU}gpu 1 util=80\nfail 1 utilization GPU_IS_LOST\n"));
+    let fake = FakeNvml::new(&format!(
+        "{ONE_GPU}gpu 1 util=80\nfail 1 utilization GPU_IS_LOST\n"
+    ));
     let nvml = Nvml::open(Some(&fake.library)).unwrap();
     let gpus = read_node(&nvml).unwrap();
     assert!(gpus[0].readings().is_some());
@@ -142,5 +181,9 @@ fn other_gpu_errors_mark_it_failed() {
     let fake = FakeNvml::new(&format!("{ONE_GPU}fail 0 handle UNKNOWN\n"));
     let nvml = Nvml::open(Some(&fake.library)).unwrap();
     let gpus = read_node(&nvml).unwrap();
-    assert!(matches!(&gpus[0].health, GpuHealth::Failed { error } if error.contains("NVML_ERROR_UNKNOWN (999)")), "{:?}", gpus[0]);
+    assert!(
+        matches!(&gpus[0].health, GpuHealth::Failed { error } if error.contains("NVML_ERROR_UNKNOWN (999)")),
+        "{:?}",
+        gpus[0]
+    );
 }

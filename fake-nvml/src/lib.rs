@@ -60,6 +60,7 @@ const CODE_NAMES: &[(&str, Return)] = &[
 /// Handles are small tagged integers; the scaler never dereferences them.
 const HANDLE_BASE: usize = 0x1000;
 const MIB: u64 = 1024 * 1024;
+#[cfg(not(feature = "v1-only"))]
 const MEMORY_V2_VERSION: c_uint = 40 | (2 << 24);
 
 #[repr(C)]
@@ -146,7 +147,9 @@ fn own_directory() -> PathBuf {
         return PathBuf::from(".");
     }
     // SAFETY: dladdr returns a NUL-terminated path owned by the loader.
-    let path = unsafe { CStr::from_ptr(info.fname) }.to_string_lossy().into_owned();
+    let path = unsafe { CStr::from_ptr(info.fname) }
+        .to_string_lossy()
+        .into_owned();
     PathBuf::from(path)
         .parent()
         .map(PathBuf::from)
@@ -179,16 +182,16 @@ fn parse(text: &str) -> Scenario {
                 }
                 scenario.gpus[index] = gpu(index, fields);
             }
-            ["fail", index, call, code] => {
-                scenario
-                    .fails
-                    .push((index.parse().unwrap_or(0), call.to_string(), code_from(code)))
-            }
-            ["hang", index, call, ms] => {
-                scenario
-                    .hangs
-                    .push((index.parse().unwrap_or(0), call.to_string(), ms.parse().unwrap_or(0)))
-            }
+            ["fail", index, call, code] => scenario.fails.push((
+                index.parse().unwrap_or(0),
+                call.to_string(),
+                code_from(code),
+            )),
+            ["hang", index, call, ms] => scenario.hangs.push((
+                index.parse().unwrap_or(0),
+                call.to_string(),
+                ms.parse().unwrap_or(0),
+            )),
             _ => {}
         }
     }
@@ -380,7 +383,10 @@ pub extern "C" fn nvmlErrorString(result: Return) -> *const c_char {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlSystemGetDriverVersion(version: *mut c_char, length: c_uint) -> Return {
+pub unsafe extern "C" fn nvmlSystemGetDriverVersion(
+    version: *mut c_char,
+    length: c_uint,
+) -> Return {
     code(session_scenario().and_then(|s| write_string(&s.driver, version, length)))
 }
 
@@ -409,13 +415,15 @@ pub unsafe extern "C" fn nvmlDeviceGetCount_v2(count: *mut c_uint) -> Return {
 }
 
 unsafe fn get_handle(index: c_uint, device: *mut Device) -> Return {
-    code(device_call((HANDLE_BASE + index as usize) as Device, "handle").and_then(|_| {
-        if device.is_null() {
-            return Err(INVALID_ARGUMENT);
-        }
-        *device = (HANDLE_BASE + index as usize) as Device;
-        Ok(())
-    }))
+    code(
+        device_call((HANDLE_BASE + index as usize) as Device, "handle").and_then(|_| {
+            if device.is_null() {
+                return Err(INVALID_ARGUMENT);
+            }
+            *device = (HANDLE_BASE + index as usize) as Device;
+            Ok(())
+        }),
+    )
 }
 
 #[no_mangle]
@@ -425,17 +433,28 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex(index: c_uint, device: *mut 
 
 #[cfg(not(feature = "v1-only"))]
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(index: c_uint, device: *mut Device) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
+    index: c_uint,
+    device: *mut Device,
+) -> Return {
     get_handle(index, device)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetUUID(device: Device, uuid: *mut c_char, length: c_uint) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetUUID(
+    device: Device,
+    uuid: *mut c_char,
+    length: c_uint,
+) -> Return {
     code(device_call(device, "uuid").and_then(|(s, i)| write_string(&s.gpus[i].uuid, uuid, length)))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetName(device: Device, name: *mut c_char, length: c_uint) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetName(
+    device: Device,
+    name: *mut c_char,
+    length: c_uint,
+) -> Return {
     code(device_call(device, "name").and_then(|(s, i)| write_string(&s.gpus[i].name, name, length)))
 }
 
@@ -460,7 +479,10 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(device: Device, memory: *mut Me
 
 #[cfg(not(feature = "v1-only"))]
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: Device, memory: *mut MemoryV2) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
+    device: Device,
+    memory: *mut MemoryV2,
+) -> Return {
     code(device_call(device, "memory").and_then(|(s, i)| {
         let gpu = &s.gpus[i];
         if memory.is_null() {
@@ -485,7 +507,10 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: Device, memory: *mut
 
 /// NOT_SUPPORTED on MIG-enabled GPUs, as the real driver answers.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(device: Device, rates: *mut Utilization) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
+    device: Device,
+    rates: *mut Utilization,
+) -> Return {
     code(device_call(device, "utilization").and_then(|(s, i)| {
         let gpu = &s.gpus[i];
         if gpu.mig {
@@ -503,7 +528,11 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(device: Device, rates: *m
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetTemperature(device: Device, sensor: c_uint, temp: *mut c_uint) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetTemperature(
+    device: Device,
+    sensor: c_uint,
+    temp: *mut c_uint,
+) -> Return {
     code(device_call(device, "temperature").and_then(|(s, i)| {
         if sensor != 0 || temp.is_null() {
             return Err(INVALID_ARGUMENT);
@@ -525,7 +554,11 @@ pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(device: Device, power: *mut c_u
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMigMode(device: Device, current: *mut c_uint, pending: *mut c_uint) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetMigMode(
+    device: Device,
+    current: *mut c_uint,
+    pending: *mut c_uint,
+) -> Return {
     code(device_call(device, "mig").and_then(|(s, i)| {
         if current.is_null() || pending.is_null() {
             return Err(INVALID_ARGUMENT);

@@ -32,10 +32,11 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
         "IDX", "UUID", "NAME", "GPU%", "MEM%", "USED_MIB", "USED%", "TEMP_C", "POWER_W", "STATUS"
     ));
     for gpu in gpus {
-        let cell = |metric: Metric, decimals: usize| match gpu.readings().and_then(|r| r.get(metric)) {
-            Some(value) => format!("{value:.decimals$}"),
-            None => "n/a".to_string(),
-        };
+        let cell =
+            |metric: Metric, decimals: usize| match gpu.readings().and_then(|r| r.get(metric)) {
+                Some(value) => format!("{value:.decimals$}"),
+                None => "n/a".to_string(),
+            };
         out.push_str(&format!(
             "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8}  {}\n",
             gpu.index,
@@ -129,9 +130,17 @@ mod tests {
     fn json_marks_absent_metrics_null() {
         let json = render_json("/lib/libnvidia-ml.so.1", "550.54", &gpus());
         assert!(json.starts_with(r#"{"library":"/lib/libnvidia-ml.so.1","driver_version":"550.54","gpus":[{"index":0,"uuid":"GPU-a""#), "{json}");
-        assert!(json.contains(r#""gpu_utilization":37,"memory_utilization":null"#), "{json}");
+        assert!(
+            json.contains(r#""gpu_utilization":37,"memory_utilization":null"#),
+            "{json}"
+        );
         assert!(json.contains(r#""power_draw":71.5}"#), "{json}");
-        assert!(json.contains(r#""health":"lost","error":"nvmlDeviceGetHandleByIndex failed: \"lost\"""#), "{json}");
+        assert!(
+            json.contains(
+                r#""health":"lost","error":"nvmlDeviceGetHandleByIndex failed: \"lost\"""#
+            ),
+            "{json}"
+        );
     }
 
     #[test]
@@ -139,7 +148,10 @@ mod tests {
         let table = render_table("lib", "550", &gpus());
         let row0 = table.lines().nth(2).unwrap();
         assert!(row0.starts_with("0    GPU-a"), "{row0}");
-        assert!(row0.contains("37") && row0.contains("n/a") && row0.ends_with("  ok"), "{row0}");
+        assert!(
+            row0.contains("37") && row0.contains("n/a") && row0.ends_with("  ok"),
+            "{row0}"
+        );
         assert!(table.lines().nth(3).unwrap().contains("LOST: "), "{table}");
     }
 }

@@ -79,7 +79,10 @@ pub fn call(args: &QueryArgs) -> Result<Answer, String> {
 fn describe(error: &grpcio::Error) -> String {
     match error {
         grpcio::Error::RpcFailure(status) => {
-            format!("{:?}: {}", status.code(), status.message())
+            // The code's Debug form is "3-INVALID_ARGUMENT"; show the name.
+            let code = format!("{:?}", status.code());
+            let name = code.split_once('-').map_or(code.as_str(), |(_, name)| name);
+            format!("{name}: {}", status.message())
         }
         other => other.to_string(),
     }
@@ -92,8 +95,14 @@ pub fn render(args: &QueryArgs, answer: &Answer) -> String {
     let mut out = String::new();
     out.push_str(&format!("scaledObject  {}/{}\n", args.namespace, args.name));
     out.push_str(&format!("metric        {}\n", answer.metric_name));
-    out.push_str(&format!("value         {value:.2} (int {})\n", answer.value_int));
-    out.push_str(&format!("target        {target} (int {})\n", answer.target_size));
+    out.push_str(&format!(
+        "value         {value:.2} (int {})\n",
+        answer.value_int
+    ));
+    out.push_str(&format!(
+        "target        {target} (int {})\n",
+        answer.target_size
+    ));
     out.push_str(&format!("active        {}\n", answer.active));
     if !answer.active {
         out.push_str("              inactive: KEDA scales to minReplicaCount (0 if set) after cooldownPeriod\n");

@@ -21,7 +21,9 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         running.port(),
         format_duration(args.sample_interval)
     );
-    let signal = signals.wait().map_err(|e| format!("waiting for signals: {e}"))?;
+    let signal = signals
+        .wait()
+        .map_err(|e| format!("waiting for signals: {e}"))?;
     log::info!("received {signal}; shutting down");
     running.shutdown();
     log::info!("stopped");

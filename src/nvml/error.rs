@@ -179,7 +179,8 @@ impl NvmlError {
 
     /// The device or driver does not offer this reading; not a fault.
     pub fn is_not_supported(&self) -> bool {
-        matches!(self.code(), Some(ReturnCode::NotSupported)) || matches!(self, Self::MissingSymbol(_))
+        matches!(self.code(), Some(ReturnCode::NotSupported))
+            || matches!(self, Self::MissingSymbol(_))
     }
 }
 

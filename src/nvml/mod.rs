@@ -147,7 +147,8 @@ impl Device<'_> {
     pub fn utilization(&self) -> Result<Utilization, NvmlError> {
         let mut rates = sys::nvmlUtilization_t::default();
         // SAFETY: `rates` is a valid out-pointer.
-        let code = unsafe { (self.nvml.api().device_get_utilization_rates)(self.handle, &mut rates) };
+        let code =
+            unsafe { (self.nvml.api().device_get_utilization_rates)(self.handle, &mut rates) };
         self.nvml.check("nvmlDeviceGetUtilizationRates", code)?;
         Ok(Utilization {
             gpu: rates.gpu,
@@ -174,7 +175,8 @@ impl Device<'_> {
     pub fn power_usage_milliwatts(&self) -> Result<u32, NvmlError> {
         let mut milliwatts: c_uint = 0;
         // SAFETY: `milliwatts` is a valid out-pointer.
-        let code = unsafe { (self.nvml.api().device_get_power_usage)(self.handle, &mut milliwatts) };
+        let code =
+            unsafe { (self.nvml.api().device_get_power_usage)(self.handle, &mut milliwatts) };
         self.nvml.check("nvmlDeviceGetPowerUsage", code)?;
         Ok(milliwatts)
     }
@@ -234,7 +236,11 @@ impl std::error::Error for OpenError {
 }
 
 /// The one place return codes become errors.
-fn check(library: &NvmlLibrary, function: &'static str, code: nvmlReturn_t) -> Result<(), NvmlError> {
+fn check(
+    library: &NvmlLibrary,
+    function: &'static str,
+    code: nvmlReturn_t,
+) -> Result<(), NvmlError> {
     if code == NVML_SUCCESS {
         return Ok(());
     }

@@ -91,8 +91,10 @@ pub type ErrorStringFn = unsafe extern "C" fn(nvmlReturn_t) -> *const c_char;
 pub type SystemGetDriverVersionFn = unsafe extern "C" fn(*mut c_char, c_uint) -> nvmlReturn_t;
 pub type DeviceGetCountFn = unsafe extern "C" fn(*mut c_uint) -> nvmlReturn_t;
 pub type DeviceGetHandleByIndexFn = unsafe extern "C" fn(c_uint, *mut nvmlDevice_t) -> nvmlReturn_t;
-pub type DeviceGetStringFn = unsafe extern "C" fn(nvmlDevice_t, *mut c_char, c_uint) -> nvmlReturn_t;
-pub type DeviceGetMemoryInfoFn = unsafe extern "C" fn(nvmlDevice_t, *mut nvmlMemory_t) -> nvmlReturn_t;
+pub type DeviceGetStringFn =
+    unsafe extern "C" fn(nvmlDevice_t, *mut c_char, c_uint) -> nvmlReturn_t;
+pub type DeviceGetMemoryInfoFn =
+    unsafe extern "C" fn(nvmlDevice_t, *mut nvmlMemory_t) -> nvmlReturn_t;
 pub type DeviceGetMemoryInfoV2Fn =
     unsafe extern "C" fn(nvmlDevice_t, *mut nvmlMemory_v2_t) -> nvmlReturn_t;
 pub type DeviceGetUtilizationRatesFn =
@@ -135,8 +137,10 @@ pub mod symbols {
     pub const ERROR_STRING: &str = "nvmlErrorString";
     pub const SYSTEM_GET_DRIVER_VERSION: &str = "nvmlSystemGetDriverVersion";
     pub const DEVICE_GET_COUNT: (&str, &str) = ("nvmlDeviceGetCount_v2", "nvmlDeviceGetCount");
-    pub const DEVICE_GET_HANDLE_BY_INDEX: (&str, &str) =
-        ("nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex");
+    pub const DEVICE_GET_HANDLE_BY_INDEX: (&str, &str) = (
+        "nvmlDeviceGetHandleByIndex_v2",
+        "nvmlDeviceGetHandleByIndex",
+    );
     pub const DEVICE_GET_UUID: &str = "nvmlDeviceGetUUID";
     pub const DEVICE_GET_NAME: &str = "nvmlDeviceGetName";
     pub const DEVICE_GET_MEMORY_INFO: (&str, &str) =

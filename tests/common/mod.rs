@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
 use keda_gpu_scaler::proto::externalscaler::{
-    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse,
-    ScaledObjectRef,
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, ScaledObjectRef,
 };
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
 use keda_gpu_scaler::server::{self, RunningServer, ServeConfig};
@@ -46,7 +45,14 @@ fn build_fake(variant: Variant) -> PathBuf {
     let target_dir = root.join("target").join("fake-nvml").join(dir);
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
-        .args(["build", "--quiet", "--offline", "-p", "fake-nvml", "--target-dir"])
+        .args([
+            "build",
+            "--quiet",
+            "--offline",
+            "-p",
+            "fake-nvml",
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .args(features)
         .status()
@@ -152,11 +158,18 @@ pub fn call_option() -> CallOption {
     CallOption::default().timeout(Duration::from_secs(5))
 }
 
-pub fn metric_spec(client: &ExternalScalerClient, so: &ScaledObjectRef) -> Result<GetMetricSpecResponse, grpcio::Error> {
+pub fn metric_spec(
+    client: &ExternalScalerClient,
+    so: &ScaledObjectRef,
+) -> Result<GetMetricSpecResponse, grpcio::Error> {
     client.get_metric_spec_opt(so, call_option())
 }
 
-pub fn metrics(client: &ExternalScalerClient, so: &ScaledObjectRef, name: &str) -> Result<GetMetricsResponse, grpcio::Error> {
+pub fn metrics(
+    client: &ExternalScalerClient,
+    so: &ScaledObjectRef,
+    name: &str,
+) -> Result<GetMetricsResponse, grpcio::Error> {
     let mut request = GetMetricsRequest::new();
     request.set_scaledObjectRef(so.clone());
     request.set_metricName(name.to_string());
@@ -164,13 +177,19 @@ pub fn metrics(client: &ExternalScalerClient, so: &ScaledObjectRef, name: &str) 
 }
 
 /// GetMetrics' float value, or the failure status.
-pub fn value(client: &ExternalScalerClient, pairs: &[(&str, &str)]) -> Result<f64, (grpcio::RpcStatusCode, String)> {
+pub fn value(
+    client: &ExternalScalerClient,
+    pairs: &[(&str, &str)],
+) -> Result<f64, (grpcio::RpcStatusCode, String)> {
     metrics(client, &scaled_object(pairs), "m")
         .map(|r| r.get_metricValues()[0].get_metricValueFloat())
         .map_err(status_of)
 }
 
-pub fn is_active(client: &ExternalScalerClient, pairs: &[(&str, &str)]) -> Result<IsActiveResponse, grpcio::Error> {
+pub fn is_active(
+    client: &ExternalScalerClient,
+    pairs: &[(&str, &str)],
+) -> Result<IsActiveResponse, grpcio::Error> {
     client.is_active_opt(&scaled_object(pairs), call_option())
 }
 
@@ -204,7 +223,10 @@ pub fn wait_for_value(client: &ExternalScalerClient, pairs: &[(&str, &str)], exp
         last = Some(answer);
         done
     });
-    assert!(reached, "value never became {expected}; last answer {last:?}");
+    assert!(
+        reached,
+        "value never became {expected}; last answer {last:?}"
+    );
 }
 
 /// Waits until GetMetrics fails with `code` and a message containing `needle`.
@@ -221,7 +243,10 @@ pub fn wait_for_error(
         last = Some(answer);
         done
     });
-    assert!(reached, "never failed with {code:?} containing {needle:?}; last answer {last:?}");
+    assert!(
+        reached,
+        "never failed with {code:?} containing {needle:?}; last answer {last:?}"
+    );
     match last {
         Some(Err((_, message))) => message,
         _ => unreachable!(),
