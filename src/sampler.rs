@@ -120,9 +120,10 @@ fn run(config: &SamplerConfig, cell: &SnapshotCell, stop: &StopSignal) {
     loop {
         let started = Instant::now();
         let next = match sample(config, &mut library, &mut session) {
-            Ok((driver_version, gpus)) => {
+            Ok((driver_version, mut gpus)) => {
                 last_failure = None;
                 retry.reset();
+                health.fill_identity(&mut gpus);
                 health.observe(&gpus);
                 cell.publish(
                     started,
@@ -228,13 +229,34 @@ impl Backoff {
     }
 }
 
-/// Remembers each GPU's last health so a change is logged once.
+/// Remembers each GPU's identity and last health, so a change is logged
+/// once and a lost GPU keeps the UUID it had.
 #[derive(Default)]
 struct HealthLog {
-    last: BTreeMap<u32, (Option<String>, String)>,
+    last: BTreeMap<u32, Known>,
+}
+
+struct Known {
+    uuid: Option<String>,
+    name: Option<String>,
+    state: String,
 }
 
 impl HealthLog {
+    /// A lost GPU often cannot say its UUID; use the one it last reported.
+    fn fill_identity(&self, gpus: &mut [GpuSample]) {
+        for gpu in gpus {
+            if let Some(known) = self.last.get(&gpu.index) {
+                if gpu.uuid.is_none() {
+                    gpu.uuid.clone_from(&known.uuid);
+                }
+                if gpu.name.is_none() {
+                    gpu.name.clone_from(&known.name);
+                }
+            }
+        }
+    }
+
     fn observe(&mut self, gpus: &[GpuSample]) {
         let mut current = BTreeMap::new();
         for gpu in gpus {
@@ -243,7 +265,7 @@ impl HealthLog {
                 GpuHealth::Lost { error } => format!("lost: {error}"),
                 GpuHealth::Failed { error } => format!("failing: {error}"),
             };
-            let previous = self.last.get(&gpu.index).map(|(_, s)| s.as_str());
+            let previous = self.last.get(&gpu.index).map(|known| known.state.as_str());
             if previous != Some(state.as_str()) {
                 match (&gpu.health, previous) {
                     (GpuHealth::Healthy { .. }, None) => {
@@ -259,11 +281,16 @@ impl HealthLog {
                     _ => log::warn!("{} is {state}; excluded", gpu.label()),
                 }
             }
-            current.insert(gpu.index, (gpu.uuid.clone(), state));
+            let known = Known {
+                uuid: gpu.uuid.clone(),
+                name: gpu.name.clone(),
+                state,
+            };
+            current.insert(gpu.index, known);
         }
-        for (index, (uuid, _)) in &self.last {
+        for (index, known) in &self.last {
             if !current.contains_key(index) {
-                let uuid = uuid.as_deref().unwrap_or("unknown uuid");
+                let uuid = known.uuid.as_deref().unwrap_or("unknown uuid");
                 log::warn!("GPU {index} ({uuid}) is no longer reported by NVML");
             }
         }

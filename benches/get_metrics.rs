@@ -1,0 +1,241 @@
+//! GetMetrics latency against the real server (fake NVML, real binary) and
+//! against a grpcio server on the same proto that returns a constant (the
+//! floor), at 1 and 64 concurrent clients; plus the server's peak RSS.
+//!
+//! Run: `cargo bench --bench get_metrics`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grpcio::{ChannelBuilder, EnvBuilder, RpcContext, ServerBuilder, ServerCredentials, UnarySink};
+use keda_gpu_scaler::proto::externalscaler::{GetMetricsRequest, GetMetricsResponse, MetricValue};
+use keda_gpu_scaler::proto::externalscaler_grpc::{
+    create_external_scaler, ExternalScaler, ExternalScalerClient,
+};
+
+const FLOOR_FLAG: &str = "--floor-server";
+const CALLS_ALONE: usize = 5_000;
+const CALLS_EACH_OF_64: usize = 300;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == FLOOR_FLAG) {
+        return run_floor_server();
+    }
+    let fake = common::FakeNvml::new(&format!(
+        "{}{}{}{}",
+        common::gpu_line(0, 35),
+        common::gpu_line(1, 70),
+        common::gpu_line(2, 55),
+        common::gpu_line(3, 10)
+    ));
+    let scaler = Command::new(env!("CARGO_BIN_EXE_keda-gpu-scaler"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--sample-interval",
+            "1s",
+        ])
+        .env("NVML_LIBRARY_PATH", &fake.library)
+        .env("RUST_LOG", "warn,keda_gpu_scaler::commands=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keda-gpu-scaler");
+    let floor = Command::new(&args[0])
+        .arg(FLOOR_FLAG)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start floor server");
+    let mut scaler = Served::new(
+        scaler,
+        |line| line.split("127.0.0.1:").nth(1).map(str::to_string),
+        true,
+    );
+    let mut floor = Served::new(
+        floor,
+        |line| line.strip_prefix("port ").map(str::to_string),
+        false,
+    );
+
+    println!("GetMetrics latency over loopback (µs)");
+    println!(
+        "{:<34} {:>8} {:>8} {:>8}",
+        "server / clients", "calls", "p50", "p99"
+    );
+    let mut p99 = Vec::new();
+    for clients in [1, 64] {
+        let calls = if clients == 1 {
+            CALLS_ALONE
+        } else {
+            CALLS_EACH_OF_64
+        };
+        // Interleave a warm-up of each so neither benefits from going second.
+        measure(floor.port, 1, 200);
+        measure(scaler.port, 1, 200);
+        let floor_latency = measure(floor.port, clients, calls);
+        let scaler_latency = measure(scaler.port, clients, calls);
+        for (name, latency) in [
+            ("keda-gpu-scaler", &scaler_latency),
+            ("constant floor", &floor_latency),
+        ] {
+            println!(
+                "{:<34} {:>8} {:>8.0} {:>8.0}",
+                format!("{name} / {clients}"),
+                latency.len(),
+                percentile(latency, 0.50),
+                percentile(latency, 0.99)
+            );
+        }
+        p99.push((
+            clients,
+            percentile(&scaler_latency, 0.99) / percentile(&floor_latency, 0.99),
+        ));
+    }
+    for (clients, ratio) in p99 {
+        println!("p99 ratio scaler/floor at {clients} client(s): {ratio:.2} (goal <= 1.2)");
+    }
+    println!(
+        "keda-gpu-scaler peak RSS: {:.1} MiB (goal <= 10 MiB)",
+        peak_rss_mib(scaler.child.id())
+    );
+    println!(
+        "constant floor peak RSS:  {:.1} MiB",
+        peak_rss_mib(floor.child.id())
+    );
+    scaler.stop();
+    floor.stop();
+}
+
+/// A child server and the port it printed.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Served {
+    fn new(mut child: Child, port_in: impl Fn(&str) -> Option<String>, stderr: bool) -> Self {
+        let lines: Box<dyn std::io::Read + Send> = if stderr {
+            Box::new(child.stderr.take().unwrap())
+        } else {
+            Box::new(child.stdout.take().unwrap())
+        };
+        let mut reader = BufReader::new(lines);
+        let mut line = String::new();
+        let port = loop {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "server exited before reporting its port"
+            );
+            if let Some(rest) = port_in(&line) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Self { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Per-call latencies in µs from `clients` threads making `calls` each.
+fn measure(port: u16, clients: usize, calls: usize) -> Vec<f64> {
+    let env = Arc::new(EnvBuilder::new().cq_count(2).build());
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let env = Arc::clone(&env);
+            std::thread::spawn(move || {
+                let channel = ChannelBuilder::new(env).connect(&format!("127.0.0.1:{port}"));
+                let client = ExternalScalerClient::new(channel);
+                let request = request();
+                (0..calls)
+                    .map(|_| {
+                        let started = Instant::now();
+                        let response = client.get_metrics(&request).expect("GetMetrics");
+                        assert_eq!(response.get_metricValues().len(), 1);
+                        started.elapsed().as_secs_f64() * 1e6
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect()
+}
+
+fn request() -> GetMetricsRequest {
+    let mut request = GetMetricsRequest::new();
+    request.set_scaledObjectRef(common::scaled_object(&[
+        ("profile", "vllm-inference"),
+        ("scalerAddress", "x:6000"),
+    ]));
+    request.set_metricName("s0-gpu-utilization-max".into());
+    request
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// The floor: same proto and server setup, no trigger parsing, no snapshot.
+#[derive(Clone)]
+struct ConstantScaler;
+
+impl ExternalScaler for ConstantScaler {
+    fn get_metrics(
+        &mut self,
+        ctx: RpcContext,
+        req: GetMetricsRequest,
+        sink: UnarySink<GetMetricsResponse>,
+    ) {
+        let mut value = MetricValue::new();
+        value.set_metricName(req.get_metricName().to_string());
+        value.set_metricValue(70);
+        value.set_metricValueFloat(70.0);
+        let mut response = GetMetricsResponse::new();
+        response.mut_metricValues().push(value);
+        ctx.spawn(async move {
+            let _ = sink.success(response).await;
+        });
+    }
+}
+
+fn run_floor_server() {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let mut server = ServerBuilder::new(env)
+        .register_service(create_external_scaler(ConstantScaler))
+        .build()
+        .expect("build floor server");
+    let port = server
+        .add_listening_port("127.0.0.1:0", ServerCredentials::insecure())
+        .expect("bind floor server");
+    server.start();
+    println!("port {port}");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The scaler doing its job on a machine without a GPU: it serves two
+# simulated GPUs from the fake NVML library and shows, with `query`, what
+# KEDA sees and what the HPA would do as the load changes and a GPU fails.
+# Installs cmake (needed to build gRPC's C core) when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v c++ >/dev/null || missing+=(g++)
+if ((${#missing[@]})); then
+    echo "== installing ${missing[*]} (needed to build gRPC's C core)"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "== building (the first build compiles gRPC and BoringSSL: about 6-10 minutes on 2 cores)"
+cargo build --quiet
+cargo build --quiet -p fake-nvml
+bin=target/debug/keda-gpu-scaler
+work=$(mktemp -d)
+export NVML_LIBRARY_PATH=$PWD/target/debug/libfake_nvml.so
+export FAKE_NVML_SCENARIO=$work/scenario
+
+scenario() { # util0 util1 [extra lines]
+    cat > "$work/next" <<SCENARIO
+driver 550.54.15
+gpu 0 uuid=GPU-5e2c8a3b-0000-4000-8000-000000000000 name="Simulated H100" util=$1 mem_util=$(( $1 / 2 )) mem_total_mib=81559 mem_used_mib=73400 temp=$(( 35 + $1 / 3 )) power_mw=$(( 70000 + $1 * 6000 ))
+gpu 1 uuid=GPU-9d41f07e-0000-4000-8000-000000000001 name="Simulated H100" util=$2 mem_util=$(( $2 / 2 )) mem_total_mib=81559 mem_used_mib=73400 temp=$(( 35 + $2 / 3 )) power_mw=$(( 70000 + $2 * 6000 ))
+${3:-}
+SCENARIO
+    mv "$work/next" "$FAKE_NVML_SCENARIO"
+}
+
+scenario 95 70
+"$bin" serve --listen 127.0.0.1:0 --sample-interval 250ms 2> "$work/serve.log" &
+server=$!
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do
+    port=$(sed -n 's/.*serving externalscaler.ExternalScaler on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/serve.log")
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+[ -n "${port:-}" ] || { cat "$work/serve.log"; exit 1; }
+settle() { sleep 0.6; }  # a little over two 250 ms samples
+query() { "$bin" query --address "127.0.0.1:$port" --metadata profile=vllm-inference --replicas 3 "$@"; }
+settle
+
+echo; echo "== what NVML reports on this node (simulated GPUs): keda-gpu-scaler devices"
+"$bin" devices
+echo; echo "== busy: 3 replicas, hottest GPU at 95% (profile vllm-inference: gpu_utilization, target 80)"
+query
+echo "   -> with trigger metricType: Value the HPA goes from 3 to 4 replicas."
+
+scenario 2 1; settle
+echo; echo "== idle: 2% is below the profile's activation threshold of 5"
+query
+echo "   -> inactive: KEDA scales the deployment to zero (minReplicaCount: 0)."
+
+scenario 60 50 "fail 1 * GPU_IS_LOST"; settle
+echo; echo "== GPU 1 falls off the bus: it is excluded, GPU 0 still counts"
+query
+scenario 60 50 "fail 0 * GPU_IS_LOST
+fail 1 * GPU_IS_LOST"; settle
+echo; echo "== every GPU lost: an error, never a 0, so KEDA applies the ScaledObject's fallback"
+query || echo "   -> query exited $? as KEDA would see an error"
+
+echo; echo "== SIGTERM: graceful shutdown"
+kill -TERM "$server"; wait "$server" && echo "server exited 0"
+echo; echo "== server log"; cat "$work/serve.log"
