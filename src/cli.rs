@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::parse_duration;
+use crate::tls::TlsFiles;
 
 pub const USAGE: &str = "\
 keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML
 
 USAGE:
     keda-gpu-scaler [serve] [--listen ADDR] [--sample-interval D] [--nvml-library PATH]
+                            [--tls-cert PATH --tls-key PATH [--tls-client-ca PATH]]
+                            [--probe-listen ADDR]
     keda-gpu-scaler devices [--json] [--nvml-library PATH]
     keda-gpu-scaler query [--address HOST:PORT] [--metadata KEY=VALUE]... [--replicas N]
                           [--name NAME] [--namespace NS] [--timeout D]
+                          [--ca PATH [--cert PATH --key PATH] [--server-name NAME]]
 
 SERVE (the default):
     --listen ADDR          gRPC address [env KEDA_GPU_SCALER_LISTEN] [default 0.0.0.0:6000]
@@ -21,6 +25,14 @@ SERVE (the default):
                            [env KEDA_GPU_SCALER_SAMPLE_INTERVAL] [default 1s]
     --nvml-library PATH    libnvidia-ml.so.1 to load instead of searching
                            [env NVML_LIBRARY_PATH]
+    --tls-cert PATH        serve TLS with this PEM certificate chain
+                           [env KEDA_GPU_SCALER_TLS_CERT]
+    --tls-key PATH         and this PEM private key [env KEDA_GPU_SCALER_TLS_KEY]
+    --tls-client-ca PATH   require client certificates signed by this CA (mTLS)
+                           [env KEDA_GPU_SCALER_TLS_CLIENT_CA]
+    --probe-listen ADDR    also serve grpc.health.v1 alone, in plaintext, here:
+                           kubelet's gRPC probes cannot speak TLS
+                           [env KEDA_GPU_SCALER_PROBE_LISTEN]
 
 DEVICES: one NVML read, printed as a table (or JSON with --json).
 
@@ -31,6 +43,9 @@ IsActive) and shows the replica count the HPA would choose.
     --replicas N           current replicas for the HPA arithmetic [default 1]
     --name, --namespace    the ScaledObject to claim to be [default query, default]
     --timeout D            per-call deadline [default 5s]
+    --ca PATH              connect with TLS, trusting this CA
+    --cert, --key PATH     client certificate and key, for mTLS
+    --server-name NAME     name to verify in the server certificate [default: the host]
 
 Logging: RUST_LOG (default info).
 ";
@@ -52,6 +67,8 @@ pub struct ServeArgs {
     pub listen: String,
     pub sample_interval: Duration,
     pub nvml_library: Option<PathBuf>,
+    pub tls: Option<TlsFiles>,
+    pub probe_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +85,15 @@ pub struct QueryArgs {
     pub name: String,
     pub namespace: String,
     pub timeout: Duration,
+    pub tls: Option<ClientTls>,
+}
+
+/// `query`'s TLS: the CA to trust, and a client certificate for mTLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    pub server_name: Option<String>,
 }
 
 /// A usage mistake; `main` prints it with a pointer to `--help`.
@@ -121,10 +147,12 @@ fn serve_args(
         .take_value("--listen")?
         .or_else(|| env("KEDA_GPU_SCALER_LISTEN"))
         .unwrap_or_else(|| "0.0.0.0:6000".to_string());
-    if !listen.contains(':') {
-        return Err(UsageError(format!(
-            "invalid --listen {listen:?}: expected HOST:PORT, e.g. 0.0.0.0:6000"
-        )));
+    check_address("--listen", &listen)?;
+    let probe_listen = flags
+        .take_value("--probe-listen")?
+        .or_else(|| env("KEDA_GPU_SCALER_PROBE_LISTEN").filter(|v| !v.is_empty()));
+    if let Some(address) = &probe_listen {
+        check_address("--probe-listen", address)?;
     }
     let sample_interval = match flags
         .take_value("--sample-interval")?
@@ -137,7 +165,47 @@ fn serve_args(
         listen,
         sample_interval,
         nvml_library: nvml_library(flags, env)?,
+        tls: server_tls(flags, env)?,
+        probe_listen,
     })
+}
+
+fn check_address(flag: &str, address: &str) -> Result<(), UsageError> {
+    match address.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(UsageError(format!(
+            "invalid {flag} {address:?}: expected HOST:PORT, e.g. 0.0.0.0:6000"
+        ))),
+    }
+}
+
+fn server_tls(
+    flags: &mut Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<TlsFiles>, UsageError> {
+    let mut path = |flag: &str, var: &str| -> Result<Option<PathBuf>, UsageError> {
+        Ok(flags
+            .take_value(flag)?
+            .or_else(|| env(var).filter(|v| !v.is_empty()))
+            .map(PathBuf::from))
+    };
+    let cert = path("--tls-cert", "KEDA_GPU_SCALER_TLS_CERT")?;
+    let key = path("--tls-key", "KEDA_GPU_SCALER_TLS_KEY")?;
+    let client_ca = path("--tls-client-ca", "KEDA_GPU_SCALER_TLS_CLIENT_CA")?;
+    match (cert, key, client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), client_ca) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None, Some(_)) => Err(UsageError(
+            "--tls-client-ca needs --tls-cert and --tls-key".to_string(),
+        )),
+        _ => Err(UsageError(
+            "--tls-cert and --tls-key go together; give both or neither".to_string(),
+        )),
+    }
 }
 
 fn sample_interval(text: &str) -> Result<Duration, UsageError> {
@@ -187,7 +255,31 @@ fn query_args(flags: &mut Flags) -> Result<QueryArgs, UsageError> {
         }
         None => Duration::from_secs(5),
     };
+    let ca = flags.take_value("--ca")?.map(PathBuf::from);
+    let cert = flags.take_value("--cert")?.map(PathBuf::from);
+    let key = flags.take_value("--key")?.map(PathBuf::from);
+    let server_name = flags.take_value("--server-name")?;
+    let tls = match (ca, cert, key) {
+        (None, None, None) if server_name.is_none() => None,
+        (Some(ca), None, None) => Some(ClientTls {
+            ca,
+            cert_and_key: None,
+            server_name,
+        }),
+        (Some(ca), Some(cert), Some(key)) => Some(ClientTls {
+            ca,
+            cert_and_key: Some((cert, key)),
+            server_name,
+        }),
+        (None, _, _) => {
+            return Err(UsageError(
+                "--cert, --key and --server-name need --ca".to_string(),
+            ))
+        }
+        _ => return Err(UsageError("--cert and --key go together".to_string())),
+    };
     Ok(QueryArgs {
+        tls,
         address: flags
             .take_value("--address")?
             .unwrap_or_else(|| "127.0.0.1:6000".to_string()),
@@ -277,6 +369,8 @@ mod tests {
             listen: "0.0.0.0:6000".into(),
             sample_interval: Duration::from_secs(1),
             nvml_library: None,
+            tls: None,
+            probe_listen: None,
         });
         assert_eq!(parse(&[], &no_env), Ok(expected.clone()));
         assert_eq!(parse(&args("serve"), &no_env), Ok(expected));
@@ -358,6 +452,55 @@ mod tests {
         assert_eq!(query.replicas, 3);
         assert!(parse(&args("query --metadata novalue"), &no_env).is_err());
         assert!(parse(&args("query --replicas 0"), &no_env).is_err());
+    }
+
+    #[test]
+    fn tls_flags_come_as_a_set() {
+        let Ok(Command::Serve(serve)) = parse(
+            &args("--tls-cert c.pem --tls-key k.pem --tls-client-ca ca.pem"),
+            &no_env,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            serve.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+                client_ca: Some("ca.pem".into())
+            })
+        );
+        let env = |key: &str| (key == "KEDA_GPU_SCALER_TLS_KEY").then(|| "k.pem".to_string());
+        assert_eq!(
+            parse(&args("--tls-cert c.pem"), &no_env).unwrap_err().0,
+            "--tls-cert and --tls-key go together; give both or neither"
+        );
+        assert!(matches!(
+            parse(&args("--tls-cert c.pem"), &env),
+            Ok(Command::Serve(ServeArgs { tls: Some(_), .. }))
+        ));
+        assert_eq!(
+            parse(&args("--tls-client-ca ca.pem"), &no_env)
+                .unwrap_err()
+                .0,
+            "--tls-client-ca needs --tls-cert and --tls-key"
+        );
+        assert!(parse(&args("query --cert c --key k"), &no_env).is_err());
+        assert!(parse(&args("query --ca ca --cert c"), &no_env).is_err());
+        let Ok(Command::Query(query)) = parse(
+            &args("query --ca ca --cert c --key k --server-name s"),
+            &no_env,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            query.tls,
+            Some(ClientTls {
+                ca: "ca".into(),
+                cert_and_key: Some(("c".into(), "k".into())),
+                server_name: Some("s".into())
+            })
+        );
     }
 
     #[test]

@@ -22,3 +22,11 @@ pub mod externalscaler {
 pub mod externalscaler_grpc {
     include!(concat!(env!("OUT_DIR"), "/externalscaler_grpc.rs"));
 }
+
+pub mod health {
+    include!(concat!(env!("OUT_DIR"), "/health.rs"));
+}
+
+pub mod health_grpc {
+    include!(concat!(env!("OUT_DIR"), "/health_grpc.rs"));
+}

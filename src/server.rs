@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use grpcio::{EnvBuilder, ServerBuilder, ServerCredentials};
 
+use crate::health::HealthService;
 use crate::proto::externalscaler_grpc::create_external_scaler;
+use crate::proto::health_grpc::create_health;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::service::ScalerService;
 use crate::snapshot::SnapshotCell;
 use crate::streams::StreamHub;
+use crate::tls::{self, TlsFiles};
 
 /// A snapshot older than this many sample intervals is stale.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
@@ -25,11 +28,17 @@ pub struct ServeConfig {
     pub listen: String,
     pub sample_interval: Duration,
     pub nvml_library: Option<PathBuf>,
+    /// Plaintext when `None`.
+    pub tls: Option<TlsFiles>,
+    /// A plaintext listener serving only grpc.health.v1, for kubelet probes
+    /// when the main port speaks TLS.
+    pub probe_listen: Option<String>,
 }
 
 /// The running scaler. `shutdown` (or drop) stops it in order.
 pub struct RunningServer {
     server: Option<grpcio::Server>,
+    probes: Option<(grpcio::Server, u16)>,
     streams: StreamHub,
     sampler: Option<Sampler>,
     snapshots: Arc<SnapshotCell>,
@@ -50,21 +59,32 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         Arc::clone(&snapshots),
     )
     .map_err(|e| format!("cannot start the sampler thread: {e}"))?;
-    let streams = StreamHub::start(Arc::clone(&snapshots), config.sample_interval, stale_after)
+    let streams = StreamHub::start(Arc::clone(&snapshots), config.sample_interval)
         .map_err(|e| format!("cannot start the stream notifier thread: {e}"))?;
-    let service = ScalerService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
+    let scaler = ScalerService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
+    let health = HealthService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
 
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
-    let mut server = ServerBuilder::new(env)
-        .register_service(create_external_scaler(service))
+    let mut server = ServerBuilder::new(Arc::clone(&env))
+        .register_service(create_external_scaler(scaler))
+        .register_service(create_health(health.clone()))
         .build()
         .map_err(|e| format!("cannot build the gRPC server: {e}"))?;
+    let credentials = match &config.tls {
+        Some(files) => tls::server_credentials(files)?,
+        None => ServerCredentials::insecure(),
+    };
     let port = server
-        .add_listening_port(config.listen.as_str(), ServerCredentials::insecure())
+        .add_listening_port(config.listen.as_str(), credentials)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let probes = match &config.probe_listen {
+        Some(address) => Some(start_probes(env, health, address)?),
+        None => None,
+    };
     server.start();
     Ok(RunningServer {
         server: Some(server),
+        probes,
         streams,
         sampler: Some(sampler),
         snapshots,
@@ -72,10 +92,32 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
     })
 }
 
+/// The health service alone, in plaintext, on its own port.
+fn start_probes(
+    env: Arc<grpcio::Environment>,
+    health: HealthService,
+    address: &str,
+) -> Result<(grpcio::Server, u16), String> {
+    let mut server = ServerBuilder::new(env)
+        .register_service(create_health(health))
+        .build()
+        .map_err(|e| format!("cannot build the probe server: {e}"))?;
+    let port = server
+        .add_listening_port(address, ServerCredentials::insecure())
+        .map_err(|e| format!("cannot listen on --probe-listen {address}: {e}"))?;
+    server.start();
+    Ok((server, port))
+}
+
 impl RunningServer {
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The bound probe port, when `probe_listen` was given.
+    pub fn probe_port(&self) -> Option<u16> {
+        self.probes.as_ref().map(|(_, port)| *port)
     }
 
     pub fn snapshots(&self) -> &Arc<SnapshotCell> {
@@ -97,6 +139,9 @@ impl RunningServer {
             if let Err(e) = futures_executor::block_on(server.shutdown()) {
                 log::warn!("gRPC server shutdown: {e}");
             }
+        }
+        if let Some((mut probes, _)) = self.probes.take() {
+            let _ = futures_executor::block_on(probes.shutdown());
         }
         if let Some(sampler) = self.sampler.take() {
             sampler.stop(SAMPLER_STOP_GRACE);

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags};
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
 use crate::evaluate::evaluate;
 use crate::proto::externalscaler::{
@@ -16,8 +15,8 @@ use crate::proto::externalscaler::{
 };
 use crate::proto::externalscaler_grpc::ExternalScaler;
 use crate::snapshot::SnapshotCell;
-use crate::status::{config_status, eval_status};
-use crate::streams::{StreamHub, StreamItem};
+use crate::status::{config_status, eval_status, reply};
+use crate::streams::{forward, ActiveWatch, StreamHub};
 use crate::trigger::{self, Trigger};
 
 /// The service: a cheap clone over shared state.
@@ -127,11 +126,14 @@ impl ExternalScaler for ScalerService {
         req: ScaledObjectRef,
         sink: ServerStreamingSink<IsActiveResponse>,
     ) {
-        match self
-            .trigger(&req)
-            .and_then(|trigger| self.streams.subscribe(trigger))
-        {
-            Ok(results) => ctx.spawn(forward(results, sink)),
+        let opened = self.trigger(&req).and_then(|trigger| {
+            ActiveWatch::open(trigger, &self.snapshots.load(), self.stale_after)
+        });
+        match opened {
+            Ok((watch, pushed)) => {
+                self.streams.add(Box::new(watch));
+                ctx.spawn(forward(pushed, sink, is_active_response));
+            }
             Err(status) => ctx.spawn(async move {
                 let _ = sink.fail(status).await;
             }),
@@ -170,41 +172,6 @@ impl ExternalScaler for ScalerService {
             let _ = sink.fail(status).await;
         });
     }
-}
-
-fn reply<T>(ctx: &RpcContext, sink: UnarySink<T>, result: Result<T, RpcStatus>) {
-    let sending = match result {
-        Ok(response) => sink.success(response),
-        Err(status) => sink.fail(status),
-    };
-    ctx.spawn(async move {
-        if let Err(e) = sending.await {
-            log::debug!("reply not delivered: {e}");
-        }
-    });
-}
-
-/// Sends what the notifier queues until the client goes away, an error
-/// ends the stream, or the hub shuts down.
-async fn forward(
-    mut results: futures_channel::mpsc::UnboundedReceiver<StreamItem>,
-    mut sink: ServerStreamingSink<IsActiveResponse>,
-) {
-    while let Some(item) = results.next().await {
-        match item {
-            Ok(active) => {
-                let message = (is_active_response(active), WriteFlags::default());
-                if sink.send(message).await.is_err() {
-                    return;
-                }
-            }
-            Err(status) => {
-                let _ = sink.fail(status).await;
-                return;
-            }
-        }
-    }
-    let _ = sink.close().await;
 }
 
 fn is_active_response(active: bool) -> IsActiveResponse {

@@ -1,6 +1,7 @@
-//! How this scaler's errors become gRPC statuses for KEDA.
+//! How answers and errors reach gRPC: status codes for this scaler's
+//! errors, and the one way a unary handler replies.
 
-use grpcio::{RpcStatus, RpcStatusCode};
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
 
 use crate::evaluate::EvalError;
 use crate::trigger::ConfigError;
@@ -15,4 +16,17 @@ pub fn eval_status(error: &EvalError) -> RpcStatus {
 
 pub fn config_status(error: &ConfigError) -> RpcStatus {
     RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, error.to_string())
+}
+
+/// Sends a unary answer or failure without blocking the handler.
+pub fn reply<T>(ctx: &RpcContext, sink: UnarySink<T>, result: Result<T, RpcStatus>) {
+    let sending = match result {
+        Ok(response) => sink.success(response),
+        Err(status) => sink.fail(status),
+    };
+    ctx.spawn(async move {
+        if let Err(e) = sending.await {
+            log::debug!("reply not delivered: {e}");
+        }
+    });
 }

@@ -1,22 +1,33 @@
-//! StreamIsActive without a thread per stream: one notifier thread wakes on
-//! every published snapshot (and at least once per sample interval, to see
-//! staleness), re-evaluates each open stream and pushes a result when it
-//! changed or its heartbeat is due. Streams are futures fed by channels.
+//! Server-streaming RPCs without a thread per stream. One notifier thread
+//! wakes on every published snapshot (and at least once per sample
+//! interval, to notice staleness), re-evaluates each open stream and pushes
+//! what is due. Each stream is a future fed by a channel.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
-use grpcio::{RpcStatus, RpcStatusCode};
+use futures_util::{SinkExt, StreamExt};
+use grpcio::{RpcStatus, RpcStatusCode, ServerStreamingSink, WriteFlags};
 
 use crate::evaluate::evaluate;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::status::eval_status;
 use crate::trigger::Trigger;
 
-/// What a stream's future receives: a result to send, or the status that ends it.
-pub type StreamItem = Result<bool, RpcStatus>;
+/// What a stream's future receives: a message to send, or the status that ends it.
+pub type Pushed<T> = Result<T, RpcStatus>;
+
+/// One open stream as the notifier sees it.
+pub trait Watch: Send {
+    /// Re-evaluates against `snapshot` and pushes what is due; false drops it.
+    fn update(&mut self, snapshot: &Snapshot, now: Instant) -> bool;
+    /// When it needs a look even without a new snapshot (a heartbeat).
+    fn next_due(&self) -> Option<Instant>;
+    /// Ends the stream with `status`.
+    fn end(&mut self, status: RpcStatus);
+}
 
 /// Shared handle to the notifier; cheap to clone.
 #[derive(Clone)]
@@ -27,31 +38,18 @@ pub struct StreamHub {
 struct HubInner {
     snapshots: Arc<SnapshotCell>,
     interval: Duration,
-    stale_after: Duration,
     /// `None` once shut down.
-    streams: Mutex<Option<Vec<Stream>>>,
+    watches: Mutex<Option<Vec<Box<dyn Watch>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-struct Stream {
-    trigger: Trigger,
-    sender: UnboundedSender<StreamItem>,
-    last: bool,
-    next_heartbeat: Instant,
 }
 
 impl StreamHub {
     /// Starts the notifier thread.
-    pub fn start(
-        snapshots: Arc<SnapshotCell>,
-        interval: Duration,
-        stale_after: Duration,
-    ) -> std::io::Result<Self> {
+    pub fn start(snapshots: Arc<SnapshotCell>, interval: Duration) -> std::io::Result<Self> {
         let inner = Arc::new(HubInner {
             snapshots,
             interval,
-            stale_after,
-            streams: Mutex::new(Some(Vec::new())),
+            watches: Mutex::new(Some(Vec::new())),
             thread: Mutex::new(None),
         });
         let thread = std::thread::Builder::new()
@@ -64,41 +62,25 @@ impl StreamHub {
         Ok(Self { inner })
     }
 
-    /// Opens a stream: evaluates at once and queues that first result, so the
-    /// client hears immediately. An error ends the stream before it starts.
-    pub fn subscribe(&self, trigger: Trigger) -> Result<UnboundedReceiver<StreamItem>, RpcStatus> {
-        let now = Instant::now();
-        let snapshot = self.inner.snapshots.load();
-        let value = evaluate(&trigger, &snapshot, now, self.inner.stale_after)
-            .map_err(|e| eval_status(&e))?;
-        let active = trigger.is_active(value);
-        let (sender, receiver) = unbounded();
-        let mut streams = self.inner.lock_streams();
-        let Some(streams) = streams.as_mut() else {
-            return Err(shutting_down());
-        };
-        sender
-            .unbounded_send(Ok(active))
-            .expect("receiver is still held here");
-        streams.push(Stream {
-            next_heartbeat: now + trigger.poll_interval,
-            trigger,
-            sender,
-            last: active,
-        });
-        Ok(receiver)
+    /// Adds a stream whose first message is already queued. After shutdown
+    /// the stream is ended at once.
+    pub fn add(&self, mut watch: Box<dyn Watch>) {
+        match self.inner.lock_watches().as_mut() {
+            Some(watches) => watches.push(watch),
+            None => watch.end(shutting_down()),
+        }
     }
 
     /// Open streams, for logs and tests.
     pub fn open_streams(&self) -> usize {
-        self.inner.lock_streams().as_ref().map_or(0, Vec::len)
+        self.inner.lock_watches().as_ref().map_or(0, Vec::len)
     }
 
     /// Ends every stream with UNAVAILABLE, refuses new ones and stops the thread.
     pub fn shutdown(&self) {
-        if let Some(streams) = self.inner.lock_streams().take() {
-            for stream in streams {
-                let _ = stream.sender.unbounded_send(Err(shutting_down()));
+        if let Some(watches) = self.inner.lock_watches().take() {
+            for mut watch in watches {
+                watch.end(shutting_down());
             }
         }
         self.inner.snapshots.wake_waiters();
@@ -115,8 +97,8 @@ impl StreamHub {
 }
 
 impl HubInner {
-    fn lock_streams(&self) -> std::sync::MutexGuard<'_, Option<Vec<Stream>>> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_watches(&self) -> std::sync::MutexGuard<'_, Option<Vec<Box<dyn Watch>>>> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -126,36 +108,72 @@ fn notify_loop(hub: &HubInner) {
         let wait = next_wait(hub, Instant::now());
         let snapshot = hub.snapshots.wait_newer(seen, wait);
         seen = snapshot.sequence;
-        let mut streams = hub.lock_streams();
-        let Some(streams) = streams.as_mut() else {
+        let mut watches = hub.lock_watches();
+        let Some(watches) = watches.as_mut() else {
             return;
         };
         let now = Instant::now();
-        streams.retain_mut(|stream| stream.update(&snapshot, now, hub.stale_after));
+        watches.retain_mut(|watch| watch.update(&snapshot, now));
     }
 }
 
 /// Until the next due heartbeat, but never longer than one sample interval
 /// (a hung sampler publishes nothing, and staleness must still be pushed).
 fn next_wait(hub: &HubInner, now: Instant) -> Duration {
-    let streams = hub.lock_streams();
-    let earliest = streams
+    let watches = hub.lock_watches();
+    let earliest = watches
         .iter()
         .flatten()
-        .map(|s| s.next_heartbeat.saturating_duration_since(now))
+        .filter_map(|w| w.next_due())
+        .map(|due| due.saturating_duration_since(now))
         .min();
     earliest.map_or(hub.interval, |d| d.min(hub.interval))
 }
 
-impl Stream {
-    /// Pushes a change, a due heartbeat or an error; false drops the stream.
-    fn update(&mut self, snapshot: &Snapshot, now: Instant, stale_after: Duration) -> bool {
+/// StreamIsActive: the trigger's active state, on change and every
+/// `pollIntervalSeconds`.
+pub struct ActiveWatch {
+    trigger: Trigger,
+    stale_after: Duration,
+    sender: UnboundedSender<Pushed<bool>>,
+    last: bool,
+    next_heartbeat: Instant,
+}
+
+impl ActiveWatch {
+    /// Evaluates at once and queues that first result, so the client hears
+    /// immediately. An error ends the stream before it starts.
+    pub fn open(
+        trigger: Trigger,
+        snapshot: &Snapshot,
+        stale_after: Duration,
+    ) -> Result<(Self, UnboundedReceiver<Pushed<bool>>), RpcStatus> {
+        let now = Instant::now();
+        let value = evaluate(&trigger, snapshot, now, stale_after).map_err(|e| eval_status(&e))?;
+        let active = trigger.is_active(value);
+        let (sender, receiver) = unbounded();
+        sender
+            .unbounded_send(Ok(active))
+            .expect("receiver is held here");
+        let watch = Self {
+            next_heartbeat: now + trigger.poll_interval,
+            trigger,
+            stale_after,
+            sender,
+            last: active,
+        };
+        Ok((watch, receiver))
+    }
+}
+
+impl Watch for ActiveWatch {
+    fn update(&mut self, snapshot: &Snapshot, now: Instant) -> bool {
         if self.sender.is_closed() {
             return false;
         }
-        match evaluate(&self.trigger, snapshot, now, stale_after) {
+        match evaluate(&self.trigger, snapshot, now, self.stale_after) {
             Err(e) => {
-                let _ = self.sender.unbounded_send(Err(eval_status(&e)));
+                self.end(eval_status(&e));
                 false
             }
             Ok(value) => {
@@ -169,6 +187,41 @@ impl Stream {
             }
         }
     }
+
+    fn next_due(&self) -> Option<Instant> {
+        Some(self.next_heartbeat)
+    }
+
+    fn end(&mut self, status: RpcStatus) {
+        let _ = self.sender.unbounded_send(Err(status));
+    }
+}
+
+/// Sends what the notifier queues until the client goes away, an error
+/// ends the stream, or the hub drops the sender.
+pub async fn forward<T, M>(
+    mut pushed: UnboundedReceiver<Pushed<T>>,
+    mut sink: ServerStreamingSink<M>,
+    message: impl Fn(T) -> M,
+) {
+    while let Some(item) = pushed.next().await {
+        match item {
+            Ok(value) => {
+                if sink
+                    .send((message(value), WriteFlags::default()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(status) => {
+                let _ = sink.fail(status).await;
+                return;
+            }
+        }
+    }
+    let _ = sink.close().await;
 }
 
 fn shutting_down() -> RpcStatus {

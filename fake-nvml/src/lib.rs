@@ -5,7 +5,9 @@
 //! `_v2` symbols, like drivers before the versioned API.
 //!
 //! The scenario file is `$FAKE_NVML_SCENARIO`, or `fake-nvml.scenario`
-//! beside this library. One directive a line, `#` starts a comment:
+//! beside this library. It is read at nvmlInit and at every
+//! nvmlDeviceGetCount, which starts each pass over the GPUs, so one pass
+//! sees one scenario. One directive a line, `#` starts a comment:
 //!
 //! ```text
 //! driver 550.54.15
@@ -25,7 +27,7 @@ use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_uint, c_ulonglong, c_void};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type Return = c_uint;
@@ -110,6 +112,9 @@ struct Scenario {
     hangs: Vec<(u32, String, u64)>,
 }
 
+/// The scenario read at the last nvmlInit or nvmlDeviceGetCount.
+static CURRENT: Mutex<Option<Arc<Scenario>>> = Mutex::new(None);
+
 /// 0 when not initialised, else 1 + the scenario generation at nvmlInit.
 static SESSION: AtomicU64 = AtomicU64::new(0);
 static INIT_COUNT: Mutex<u32> = Mutex::new(0);
@@ -156,9 +161,16 @@ fn own_directory() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn load() -> Option<Scenario> {
+/// Reads the scenario file and makes it current.
+fn load() -> Option<Arc<Scenario>> {
     let text = std::fs::read_to_string(scenario_path()).ok()?;
-    Some(parse(&text))
+    let scenario = Arc::new(parse(&text));
+    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&scenario));
+    Some(scenario)
+}
+
+fn current() -> Option<Arc<Scenario>> {
+    CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 fn parse(text: &str) -> Scenario {
@@ -260,9 +272,9 @@ fn code_from(text: &str) -> Return {
 
 /// The scenario for a device call on `device`, after any hang and failure
 /// injected for `call`.
-fn device_call(device: Device, call: &str) -> Result<(Scenario, usize), Return> {
+fn device_call(device: Device, call: &str) -> Result<(Arc<Scenario>, usize), Return> {
     let index = (device as usize).wrapping_sub(HANDLE_BASE);
-    let scenario = session_scenario()?;
+    let scenario = session_scenario(current())?;
     if index >= scenario.gpus.len() {
         return Err(INVALID_ARGUMENT);
     }
@@ -271,8 +283,8 @@ fn device_call(device: Device, call: &str) -> Result<(Scenario, usize), Return> 
     Ok((scenario, index))
 }
 
-fn session_scenario() -> Result<Scenario, Return> {
-    let scenario = load().ok_or(UNINITIALIZED)?;
+fn session_scenario(scenario: Option<Arc<Scenario>>) -> Result<Arc<Scenario>, Return> {
+    let scenario = scenario.ok_or(UNINITIALIZED)?;
     if SESSION.load(Ordering::SeqCst) != scenario.generation + 1 {
         return Err(UNINITIALIZED);
     }
@@ -295,7 +307,7 @@ fn injected(scenario: &Scenario, index: u32, call: &str) -> Result<(), Return> {
 }
 
 /// Blocks while a matching `hang` line is present, up to its duration.
-fn hang(mut scenario: Scenario, index: u32, call: &str) -> Result<Scenario, Return> {
+fn hang(mut scenario: Arc<Scenario>, index: u32, call: &str) -> Result<Arc<Scenario>, Return> {
     let started = Instant::now();
     while let Some(ms) = scenario
         .hangs
@@ -387,11 +399,11 @@ pub unsafe extern "C" fn nvmlSystemGetDriverVersion(
     version: *mut c_char,
     length: c_uint,
 ) -> Return {
-    code(session_scenario().and_then(|s| write_string(&s.driver, version, length)))
+    code(session_scenario(current()).and_then(|s| write_string(&s.driver, version, length)))
 }
 
 unsafe fn get_count(count: *mut c_uint) -> Return {
-    code(session_scenario().and_then(|scenario| {
+    code(session_scenario(load()).and_then(|scenario| {
         if let Some(code) = scenario.count_error {
             return Err(code);
         }

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+use grpcio::{
+    CallOption, ChannelBuilder, ChannelCredentials, ChannelCredentialsBuilder, EnvBuilder,
+};
 
-use crate::cli::QueryArgs;
+use crate::cli::{ClientTls, QueryArgs};
 use crate::hpa::{desired_replicas, MetricType};
 use crate::proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
 use crate::proto::externalscaler_grpc::ExternalScalerClient;
@@ -30,7 +32,18 @@ pub fn run(args: &QueryArgs) -> Result<(), String> {
 /// The three calls, in KEDA's order; the first failure is the error.
 pub fn call(args: &QueryArgs) -> Result<Answer, String> {
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("query").build());
-    let channel = ChannelBuilder::new(env).connect(&args.address);
+    let channel = match &args.tls {
+        None => ChannelBuilder::new(env).connect(&args.address),
+        Some(tls) => {
+            let mut builder = ChannelBuilder::new(env);
+            if let Some(name) = &tls.server_name {
+                builder = builder.override_ssl_target(name.clone());
+            }
+            builder
+                .set_credentials(client_credentials(tls)?)
+                .connect(&args.address)
+        }
+    };
     let client = ExternalScalerClient::new(channel);
     let option = || CallOption::default().timeout(args.timeout);
 
@@ -74,6 +87,17 @@ pub fn call(args: &QueryArgs) -> Result<Answer, String> {
         value_int: value.get_metricValue(),
         active: active.get_result(),
     })
+}
+
+fn client_credentials(tls: &ClientTls) -> Result<ChannelCredentials, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut builder = ChannelCredentialsBuilder::new().root_cert(read(&tls.ca)?);
+    if let Some((cert, key)) = &tls.cert_and_key {
+        builder = builder.cert(read(cert)?, read(key)?);
+    }
+    Ok(builder.build())
 }
 
 fn describe(error: &grpcio::Error) -> String {

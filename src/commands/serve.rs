@@ -13,11 +13,18 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         listen: args.listen.clone(),
         sample_interval: args.sample_interval,
         nvml_library: args.nvml_library.clone(),
+        tls: args.tls.clone(),
+        probe_listen: args.probe_listen.clone(),
     };
     let running = server::start(&config)?;
     let host = args.listen.rsplit_once(':').map_or("", |(host, _)| host);
+    let transport = match &args.tls {
+        None => "plaintext",
+        Some(tls) if tls.client_ca.is_some() => "mutual TLS",
+        Some(_) => "TLS",
+    };
     log::info!(
-        "serving externalscaler.ExternalScaler on {host}:{} (sample interval {})",
+        "serving externalscaler.ExternalScaler on {host}:{} ({transport}, sample interval {})",
         running.port(),
         format_duration(args.sample_interval)
     );

@@ -132,6 +132,8 @@ pub fn start_server_at(library: &Path) -> RunningServer {
         listen: "127.0.0.1:0".into(),
         sample_interval: INTERVAL,
         nvml_library: Some(library.to_path_buf()),
+        tls: None,
+        probe_listen: None,
     })
     .expect("start server")
 }

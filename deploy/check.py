@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Checks what CI can check of the deployment without a cluster or Docker.
+
+- the Helm chart lints, and with default values renders the same objects as
+  deploy/manifests.yaml (less the Namespace); with TLS values it renders too;
+- deploy/manifests.yaml and the rendered charts validate against the
+  Kubernetes schemas (kubernetes-validate, strict);
+- every example validates against KEDA's ScaledObject/TriggerAuthentication
+  CRD schemas (../shared/keda), percent triggers use metricType Value, and
+  the real scaler accepts every external trigger's metadata;
+- the Dockerfile: hadolint, a nonroot distroless final stage, an entrypoint
+  naming the binary, and a release binary that needs nothing but glibc.
+
+Usage: check.py --helm HELM --binary BIN --release-binary BIN --fake-nvml LIB
+"""
+
+import argparse
+import copy
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import jsonschema
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHART = os.path.join(ROOT, "deploy", "helm", "keda-gpu-scaler")
+MANIFESTS = os.path.join(ROOT, "deploy", "manifests.yaml")
+KEDA_CRDS = os.path.join(ROOT, "..", "shared", "keda")
+PERCENT_METRICS = {"gpu_utilization", "memory_utilization", "memory_used_percent"}
+PROFILE_METRICS = {
+    "vllm-inference": "gpu_utilization",
+    "triton-inference": "gpu_utilization",
+    "training": "gpu_utilization",
+    "batch": "memory_used_percent",
+}
+GLIBC = {"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
+
+failures = []
+
+
+def check(condition, message):
+    print(("ok    " if condition else "FAIL  ") + message)
+    if not condition:
+        failures.append(message)
+
+
+def load_all(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def helm(args, helm_bin):
+    return subprocess.run([helm_bin] + args, check=True, capture_output=True, text=True).stdout
+
+
+def key(obj):
+    return (obj["kind"], obj["metadata"]["name"])
+
+
+def check_chart(helm_bin, tmp):
+    helm(["lint", CHART], helm_bin)
+    check(True, "helm lint passes")
+    rendered = helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda"], helm_bin)
+    with open(MANIFESTS) as f:
+        plain = [o for o in load_all(f.read()) if o["kind"] != "Namespace"]
+    chart = load_all(rendered)
+    same = sorted(plain, key=key) == sorted(chart, key=key)
+    check(same, "chart defaults render the objects of deploy/manifests.yaml")
+    if not same:
+        for a, b in zip(sorted(plain, key=key), sorted(chart, key=key)):
+            if a != b:
+                print(yaml.safe_dump(a), "--- differs from chart ---\n", yaml.safe_dump(b))
+    tls = helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
+                "--set", "tls.secretName=scaler-tls", "--set", "tls.requireClientCert=true",
+                "--set", "image.digest=sha256:" + "0" * 64], helm_bin)
+    daemonset = next(o for o in load_all(tls) if o["kind"] == "DaemonSet")
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    check(env.get("KEDA_GPU_SCALER_TLS_CLIENT_CA") == "/etc/keda-gpu-scaler/tls/ca.crt"
+          and container["readinessProbe"]["grpc"]["port"] == 6001
+          and container["image"].endswith("@sha256:" + "0" * 64),
+          "chart with TLS mounts the secret, probes the plaintext probe port, pins the digest")
+    paths = []
+    for name, text in [("rendered-default.yaml", rendered), ("rendered-tls.yaml", tls)]:
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        paths.append(path)
+    return paths
+
+
+def check_kubernetes_schemas(paths):
+    result = subprocess.run(["kubernetes-validate", "--strict", "--quiet", *paths],
+                            capture_output=True, text=True)
+    check(result.returncode == 0, "manifests validate against Kubernetes schemas: "
+          + ", ".join(os.path.basename(p) for p in paths))
+    if result.returncode != 0:
+        print(result.stdout, result.stderr)
+
+
+def strict(schema):
+    """CRD schemas allow unknown fields (the API server prunes them); forbid
+    them here so that a misspelt field fails the check."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def crd_schemas():
+    schemas = {}
+    for path in glob.glob(os.path.join(KEDA_CRDS, "*.yaml")):
+        with open(path) as f:
+            crd = yaml.safe_load(f)
+        for version in crd["spec"]["versions"]:
+            if version["name"] == "v1alpha1":
+                schemas[crd["spec"]["names"]["kind"]] = strict(version["schema"]["openAPIV3Schema"])
+    return schemas
+
+
+def external_triggers():
+    for path in sorted(glob.glob(os.path.join(ROOT, "deploy", "examples", "*.yaml"))):
+        with open(path) as f:
+            for obj in load_all(f.read()):
+                if obj["kind"] != "ScaledObject":
+                    continue
+                for trigger in obj["spec"]["triggers"]:
+                    if trigger["type"] in ("external", "external-push"):
+                        yield os.path.basename(path), trigger
+
+
+def check_examples(schemas):
+    for path in sorted(glob.glob(os.path.join(ROOT, "deploy", "examples", "*.yaml"))):
+        name = os.path.basename(path)
+        with open(path) as f:
+            text = f.read()
+        check(re.search(r"^# Behaviour: ", text, re.M) is not None, f"{name} states its behaviour")
+        for obj in load_all(text):
+            try:
+                jsonschema.validate(obj, schemas[obj["kind"]])
+                check(True, f"{name}: {obj['kind']} {obj['metadata']['name']} matches KEDA's CRD")
+            except jsonschema.ValidationError as e:
+                check(False, f"{name}: {obj['kind']} {obj['metadata']['name']}: {e.message}")
+    for name, trigger in external_triggers():
+        meta = trigger["metadata"]
+        metric = meta.get("metricType") or PROFILE_METRICS.get(meta.get("profile"), "gpu_utilization")
+        if "targetGpuUtilization" in meta:
+            metric = "gpu_utilization"
+        if "targetMemoryUtilization" in meta:
+            metric = "memory_used_percent"
+        if metric in PERCENT_METRICS:
+            check(trigger.get("metricType") == "Value", f"{name}: percent metric {metric} uses metricType Value")
+        check(meta.get("scalerAddress") == "keda-gpu-scaler.keda.svc.cluster.local:6000",
+              f"{name}: scalerAddress is the Service's address")
+
+
+def check_metadata_accepted(binary, fake_nvml, tmp):
+    scenario = os.path.join(tmp, "scenario")
+    with open(scenario, "w") as f:
+        for i in range(4):
+            f.write(f"gpu {i} util=50 mem_total_mib=81920 mem_used_mib=40960 temp=50 power_mw=300000\n")
+    env = dict(os.environ, NVML_LIBRARY_PATH=fake_nvml, FAKE_NVML_SCENARIO=scenario, RUST_LOG="info")
+    log_path = os.path.join(tmp, "serve.log")
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0"], env=env, stderr=log)
+    try:
+        port = None
+        deadline = time.time() + 20
+        while port is None and time.time() < deadline:
+            with open(log_path) as f:
+                found = re.search(r"ExternalScaler on 127\.0\.0\.1:(\d+)", f.read())
+            port = found and found.group(1)
+            time.sleep(0.1)
+        check(port is not None, "scaler started on the fake NVML")
+        for name, trigger in external_triggers():
+            args = [binary, "query", "--address", f"127.0.0.1:{port}"]
+            for k, v in trigger["metadata"].items():
+                args += ["--metadata", f"{k}={v}"]
+            result = None
+            for _ in range(50):  # until the first sample is in
+                result = subprocess.run(args, capture_output=True, text=True)
+                if result.returncode == 0 or "INVALID_ARGUMENT" in result.stderr:
+                    break
+                time.sleep(0.1)
+            check(result.returncode == 0, f"{name}: the scaler accepts the {trigger['type']} metadata"
+                  + ("" if result.returncode == 0 else ": " + result.stderr.strip()))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def check_dockerfile(release_binary):
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        lines = f.read()
+    instructions = [l for l in re.sub(r"\\\n", " ", lines).splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    known = {"FROM", "RUN", "COPY", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "ENV", "ARG", "LABEL"}
+    words = [l.split()[0].upper() for l in instructions]
+    check(all(w in known for w in words), "Dockerfile parses: " + " ".join(words))
+    froms = [l.split()[1] for l in instructions if l.upper().startswith("FROM ")]
+    check(len(froms) >= 2 and all("@sha256:" in f or re.search(r":\d+\.\d+\.\d+", f) for f in froms),
+          "Dockerfile base images are pinned by digest or exact version: " + ", ".join(froms))
+    check(froms[-1].startswith("gcr.io/distroless/") and ":nonroot@" in froms[-1],
+          "final stage is distroless nonroot")
+    check("USER 65532:65532" in instructions, "runs as UID 65532")
+    check("EXPOSE 6000" in instructions, "exposes the gRPC port")
+    entry = re.search(r'^ENTRYPOINT \["([^"]+)"\]', "\n".join(instructions), re.M)
+    with open(os.path.join(ROOT, "Cargo.toml")) as f:
+        bin_name = re.search(r'\[\[bin\]\]\s*name = "([^"]+)"', f.read()).group(1)
+    check(entry is not None and os.path.basename(entry.group(1)) == bin_name,
+          f"ENTRYPOINT runs the {bin_name} binary")
+    copied = re.search(r"^COPY --from=builder \S+ (\S+)$", "\n".join(instructions), re.M)
+    check(copied is not None and entry is not None and copied.group(1) == entry.group(1),
+          "the binary is copied where ENTRYPOINT looks")
+    hadolint = shutil.which("hadolint")
+    if hadolint:
+        result = subprocess.run([hadolint, os.path.join(ROOT, "Dockerfile")], capture_output=True, text=True)
+        check(result.returncode == 0, "hadolint passes" + ("" if result.returncode == 0 else ": " + result.stdout))
+    else:
+        print("skip  hadolint is not installed")
+    dynamic = subprocess.run(["readelf", "-d", release_binary], check=True, capture_output=True, text=True).stdout
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic))
+    check(needed and needed <= GLIBC, f"release binary needs only glibc: {sorted(needed)}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--helm", required=True)
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--release-binary", required=True)
+    parser.add_argument("--fake-nvml", required=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rendered = check_chart(args.helm, tmp)
+        check_kubernetes_schemas([MANIFESTS, *rendered])
+        check_examples(crd_schemas())
+        check_metadata_accepted(args.binary, args.fake_nvml, tmp)
+        check_dockerfile(args.release_binary)
+    print(f"{len(failures)} failed" if failures else "all deployment checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+//! TLS and mutual TLS with certificates made at test time by `openssl`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use grpcio::{ChannelBuilder, ChannelCredentialsBuilder, EnvBuilder, RpcStatusCode};
+use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
+use keda_gpu_scaler::server::{self, RunningServer, ServeConfig};
+use keda_gpu_scaler::tls::TlsFiles;
+
+/// Two CAs and certificates signed by them, in a temporary directory.
+struct Pki {
+    dir: FakeNvml,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let pki = Self {
+            dir: FakeNvml::unplaced(),
+        };
+        std::fs::write(
+            pki.path("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        for ca in ["ca1", "ca2"] {
+            pki.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=test {ca}"),
+            ]);
+        }
+        pki.sign("server1", "ca1");
+        pki.sign("server2", "ca2");
+        pki.sign("client1", "ca1");
+        pki.sign("client2", "ca2");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.dir.join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir.dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `<name>.crt` and `<name>.key`, signed by `ca`, valid for localhost.
+    fn sign(&self, name: &str, ca: &str) {
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            "/CN=localhost",
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+}
+
+fn serve_tls(fake: &FakeNvml, pki: &Pki, client_ca: Option<&str>) -> RunningServer {
+    // The server reads copies, so a test can rotate them.
+    for name in ["tls.crt", "tls.key"] {
+        let source = if name == "tls.crt" {
+            "server1.crt"
+        } else {
+            "server1.key"
+        };
+        std::fs::copy(pki.path(source), pki.path(name)).unwrap();
+    }
+    server::start(&ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        sample_interval: INTERVAL,
+        nvml_library: Some(fake.library.clone()),
+        tls: Some(TlsFiles {
+            cert: pki.path("tls.crt"),
+            key: pki.path("tls.key"),
+            client_ca: client_ca.map(|ca| pki.path(ca)),
+        }),
+        probe_listen: Some("127.0.0.1:0".into()),
+    })
+    .expect("start TLS server")
+}
+
+/// A fresh channel (so a fresh handshake) trusting `ca`, optionally with a client certificate.
+fn tls_client(port: u16, pki: &Pki, ca: &str, client: Option<&str>) -> ExternalScalerClient {
+    let mut credentials = ChannelCredentialsBuilder::new().root_cert(pki.read(ca));
+    if let Some(name) = client {
+        credentials = credentials.cert(
+            pki.read(&format!("{name}.crt")),
+            pki.read(&format!("{name}.key")),
+        );
+    }
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let channel = ChannelBuilder::new(env)
+        .override_ssl_target("localhost")
+        .set_credentials(credentials.build())
+        .connect(&format!("127.0.0.1:{port}"));
+    ExternalScalerClient::new(channel)
+}
+
+fn answer(client: &ExternalScalerClient) -> Result<f64, (RpcStatusCode, String)> {
+    value(client, &[])
+}
+
+#[test]
+fn tls_client_succeeds_and_plaintext_fails() {
+    let fake = FakeNvml::new(&gpu_line(0, 33));
+    let pki = Pki::new();
+    let server = serve_tls(&fake, &pki, None);
+    wait_for_value(&tls_client(server.port(), &pki, "ca1.crt", None), &[], 33.0);
+    let plaintext = answer(&client(server.port())).unwrap_err();
+    assert_eq!(plaintext.0, RpcStatusCode::UNAVAILABLE, "{plaintext:?}");
+}
+
+#[test]
+fn mutual_tls_requires_a_certificate_from_the_client_ca() {
+    let fake = FakeNvml::new(&gpu_line(0, 44));
+    let pki = Pki::new();
+    let server = serve_tls(&fake, &pki, Some("ca1.crt"));
+    let port = server.port();
+    wait_for_value(
+        &tls_client(port, &pki, "ca1.crt", Some("client1")),
+        &[],
+        44.0,
+    );
+    let without = answer(&tls_client(port, &pki, "ca1.crt", None)).unwrap_err();
+    assert_eq!(without.0, RpcStatusCode::UNAVAILABLE, "{without:?}");
+    let other_ca = answer(&tls_client(port, &pki, "ca1.crt", Some("client2"))).unwrap_err();
+    assert_eq!(other_ca.0, RpcStatusCode::UNAVAILABLE, "{other_ca:?}");
+}
+
+#[test]
+fn rotated_certificate_is_used_for_new_connections() {
+    let fake = FakeNvml::new(&gpu_line(0, 55));
+    let pki = Pki::new();
+    let server = serve_tls(&fake, &pki, None);
+    let port = server.port();
+    wait_for_value(&tls_client(port, &pki, "ca1.crt", None), &[], 55.0);
+    // Rotate to a certificate from another CA, as cert-manager would: write, then rename.
+    for (source, target) in [("server2.key", "tls.key"), ("server2.crt", "tls.crt")] {
+        let staging = pki.path("staging");
+        std::fs::copy(pki.path(source), &staging).unwrap();
+        std::fs::rename(&staging, pki.path(target)).unwrap();
+    }
+    assert!(
+        wait_until(PATIENCE, || answer(&tls_client(
+            port, &pki, "ca2.crt", None
+        )) == Ok(55.0)),
+        "new connections never got the rotated certificate"
+    );
+    assert!(answer(&tls_client(port, &pki, "ca1.crt", None)).is_err());
+}
+
+#[test]
+fn unreadable_certificate_fails_startup_naming_it() {
+    let fake = FakeNvml::new(&gpu_line(0, 1));
+    let error = server::start(&ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        sample_interval: INTERVAL,
+        nvml_library: Some(fake.library.clone()),
+        tls: Some(TlsFiles {
+            cert: Path::new("/nonexistent/tls.crt").into(),
+            key: Path::new("/nonexistent/tls.key").into(),
+            client_ca: None,
+        }),
+        probe_listen: None,
+    })
+    .err()
+    .expect("startup fails");
+    assert!(
+        error.starts_with("cannot read --tls-cert /nonexistent/tls.crt"),
+        "{error}"
+    );
+}
+
+#[test]
+fn probes_are_served_in_plaintext_beside_a_tls_port() {
+    let fake = FakeNvml::new(&gpu_line(0, 66));
+    let pki = Pki::new();
+    let server = serve_tls(&fake, &pki, Some("ca1.crt"));
+    let probe_port = server.probe_port().expect("probe listener");
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let channel = ChannelBuilder::new(env).connect(&format!("127.0.0.1:{probe_port}"));
+    let health = keda_gpu_scaler::proto::health_grpc::HealthClient::new(channel);
+    let request = keda_gpu_scaler::proto::health::HealthCheckRequest::new();
+    let serving = keda_gpu_scaler::proto::health::HealthCheckResponse_ServingStatus::SERVING;
+    assert!(wait_until(PATIENCE, || health
+        .check(&request)
+        .map(|r| r.get_status())
+        .ok()
+        == Some(serving)));
+    // The probe port serves health only: no metrics without mTLS.
+    let scaler = ExternalScalerClient::new(
+        ChannelBuilder::new(Arc::new(EnvBuilder::new().cq_count(1).build()))
+            .connect(&format!("127.0.0.1:{probe_port}")),
+    );
+    assert_eq!(answer(&scaler).unwrap_err().0, RpcStatusCode::UNIMPLEMENTED);
+}
