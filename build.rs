@@ -9,7 +9,12 @@ use std::process::Command;
 
 use protobuf::Message as _;
 
-const PROTOS: &[&str] = &["externalscaler.proto", "health.proto"];
+const PROTOS: &[&str] = &[
+    "externalscaler.proto",
+    "health.proto",
+    "podresources.proto",
+    "node.proto",
+];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -42,12 +42,12 @@ PROFILE_METRICS = {
 GLIBC = {"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
 
 failures = []
+passes = []
 
 
 def check(condition, message):
     print(("ok    " if condition else "FAIL  ") + message)
-    if not condition:
-        failures.append(message)
+    (passes if condition else failures).append(message)
 
 
 def load_all(text):
@@ -251,7 +251,7 @@ def main():
         check_examples(crd_schemas())
         check_metadata_accepted(args.binary, args.fake_nvml, tmp)
         check_dockerfile(args.release_binary)
-    print(f"{len(failures)} failed" if failures else "all deployment checks passed")
+    print(f"deployment checks: {len(passes)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

@@ -13,11 +13,14 @@ keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML
 USAGE:
     keda-gpu-scaler [serve] [--listen ADDR] [--sample-interval D] [--nvml-library PATH]
                             [--tls-cert PATH --tls-key PATH [--tls-client-ca PATH]]
-                            [--probe-listen ADDR]
+                            [--probe-listen ADDR] [--node-name NAME] [--peers LIST]
+                            [--peer-timeout D] [--pod-resources-socket PATH]
+                            [--gpu-resource-names LIST]
     keda-gpu-scaler devices [--json] [--nvml-library PATH]
     keda-gpu-scaler query [--address HOST:PORT] [--metadata KEY=VALUE]... [--replicas N]
                           [--name NAME] [--namespace NS] [--timeout D]
                           [--ca PATH [--cert PATH --key PATH] [--server-name NAME]]
+                          [--explain]
 
 SERVE (the default):
     --listen ADDR          gRPC address [env KEDA_GPU_SCALER_LISTEN] [default 0.0.0.0:6000]
@@ -33,6 +36,20 @@ SERVE (the default):
     --probe-listen ADDR    also serve grpc.health.v1 alone, in plaintext, here:
                            kubelet's gRPC probes cannot speak TLS
                            [env KEDA_GPU_SCALER_PROBE_LISTEN]
+    --node-name NAME       this node's name [env NODE_NAME] [default: hostname]
+    --peers LIST           peer scaler pods, comma-separated HOST:PORT, each
+                           resolved to all its addresses on every sweep (a
+                           headless Service); enables the cluster-wide view
+                           [env KEDA_GPU_SCALER_PEERS]
+    --peer-timeout D       deadline for each peer call [env KEDA_GPU_SCALER_PEER_TIMEOUT]
+                           [default 1s]
+    --pod-resources-socket PATH
+                           the kubelet's PodResources socket
+                           [env KEDA_GPU_SCALER_POD_RESOURCES_SOCKET]
+                           [default /var/lib/kubelet/pod-resources/kubelet.sock]
+    --gpu-resource-names LIST
+                           resource names that are GPUs besides nvidia.com/gpu
+                           and nvidia.com/mig-* [env KEDA_GPU_SCALER_GPU_RESOURCE_NAMES]
 
 DEVICES: one NVML read, printed as a table (or JSON with --json).
 
@@ -46,6 +63,8 @@ IsActive) and shows the replica count the HPA would choose.
     --ca PATH              connect with TLS, trusting this CA
     --cert, --key PATH     client certificate and key, for mTLS
     --server-name NAME     name to verify in the server certificate [default: the host]
+    --explain              also list, per node and GPU, the value, the pods, and
+                           whether it counted and why
 
 Logging: RUST_LOG (default info).
 ";
@@ -69,6 +88,12 @@ pub struct ServeArgs {
     pub nvml_library: Option<PathBuf>,
     pub tls: Option<TlsFiles>,
     pub probe_listen: Option<String>,
+    /// `None`: the hostname.
+    pub node_name: Option<String>,
+    pub peers: Vec<String>,
+    pub peer_timeout: Duration,
+    pub pod_resources_socket: PathBuf,
+    pub gpu_resource_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +111,7 @@ pub struct QueryArgs {
     pub namespace: String,
     pub timeout: Duration,
     pub tls: Option<ClientTls>,
+    pub explain: bool,
 }
 
 /// `query`'s TLS: the CA to trust, and a client certificate for mTLS.
@@ -167,7 +193,56 @@ fn serve_args(
         nvml_library: nvml_library(flags, env)?,
         tls: server_tls(flags, env)?,
         probe_listen,
+        node_name: flags
+            .take_value("--node-name")?
+            .or_else(|| env("NODE_NAME").filter(|v| !v.is_empty())),
+        peers: list(
+            flags
+                .take_value("--peers")?
+                .or_else(|| env("KEDA_GPU_SCALER_PEERS")),
+        )
+        .into_iter()
+        .map(|peer| check_address("--peers", &peer).map(|()| peer))
+        .collect::<Result<_, _>>()?,
+        peer_timeout: match flags
+            .take_value("--peer-timeout")?
+            .or_else(|| env("KEDA_GPU_SCALER_PEER_TIMEOUT"))
+        {
+            Some(text) => parse_duration(&text)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30))
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "invalid --peer-timeout {text:?}: allowed range is 1ms to 30s"
+                    ))
+                })?,
+            None => Duration::from_secs(1),
+        },
+        pod_resources_socket: flags
+            .take_value("--pod-resources-socket")?
+            .or_else(|| env("KEDA_GPU_SCALER_POD_RESOURCES_SOCKET").filter(|v| !v.is_empty()))
+            .map_or_else(
+                || PathBuf::from(crate::podresources::DEFAULT_SOCKET),
+                PathBuf::from,
+            ),
+        gpu_resource_names: list(
+            flags
+                .take_value("--gpu-resource-names")?
+                .or_else(|| env("KEDA_GPU_SCALER_GPU_RESOURCE_NAMES")),
+        ),
     })
+}
+
+/// A comma-separated list, blanks dropped.
+fn list(text: Option<String>) -> Vec<String> {
+    text.map(|t| {
+        t.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn check_address(flag: &str, address: &str) -> Result<(), UsageError> {
@@ -280,6 +355,7 @@ fn query_args(flags: &mut Flags) -> Result<QueryArgs, UsageError> {
     };
     Ok(QueryArgs {
         tls,
+        explain: flags.take_switch("--explain"),
         address: flags
             .take_value("--address")?
             .unwrap_or_else(|| "127.0.0.1:6000".to_string()),
@@ -371,6 +447,11 @@ mod tests {
             nvml_library: None,
             tls: None,
             probe_listen: None,
+            node_name: None,
+            peers: vec![],
+            peer_timeout: Duration::from_secs(1),
+            pod_resources_socket: PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock"),
+            gpu_resource_names: vec![],
         });
         assert_eq!(parse(&[], &no_env), Ok(expected.clone()));
         assert_eq!(parse(&args("serve"), &no_env), Ok(expected));
@@ -452,6 +533,37 @@ mod tests {
         assert_eq!(query.replicas, 3);
         assert!(parse(&args("query --metadata novalue"), &no_env).is_err());
         assert!(parse(&args("query --replicas 0"), &no_env).is_err());
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let env = |key: &str| match key {
+            "NODE_NAME" => Some("gpu-node-7".to_string()),
+            "KEDA_GPU_SCALER_PEERS" => Some("keda-gpu-scaler-peers.keda.svc:6000".to_string()),
+            _ => None,
+        };
+        let Ok(Command::Serve(serve)) = parse(
+            &args("--peer-timeout 250ms --gpu-resource-names a/b,,c/d"),
+            &env,
+        ) else {
+            panic!()
+        };
+        assert_eq!(serve.node_name.as_deref(), Some("gpu-node-7"));
+        assert_eq!(serve.peers, ["keda-gpu-scaler-peers.keda.svc:6000"]);
+        assert_eq!(serve.peer_timeout, Duration::from_millis(250));
+        assert_eq!(serve.gpu_resource_names, ["a/b", "c/d"]);
+        let Ok(Command::Serve(serve)) =
+            parse(&args("--peers 127.0.0.1:7001,127.0.0.1:7002"), &no_env)
+        else {
+            panic!()
+        };
+        assert_eq!(serve.peers, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert!(parse(&args("--peers host-without-port"), &no_env).is_err());
+        assert!(parse(&args("--peer-timeout 0s"), &no_env).is_err());
+        let Ok(Command::Query(query)) = parse(&args("query --explain"), &no_env) else {
+            panic!()
+        };
+        assert!(query.explain);
     }
 
     #[test]

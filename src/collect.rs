@@ -20,11 +20,21 @@ fn read_gpu(nvml: &Nvml, index: u32) -> GpuSample {
         health: GpuHealth::Failed {
             error: String::new(),
         },
+        mig_devices: Vec::new(),
+        allocations: Vec::new(),
     };
     let result = nvml.device(index).and_then(|device| {
         sample.uuid = Some(device.uuid()?);
         sample.name = Some(device.name()?);
-        read_metrics(&device)
+        let health = read_metrics(&device)?;
+        if let GpuHealth::Healthy {
+            mig_enabled: Some(true),
+            ..
+        } = health
+        {
+            sample.mig_devices = supported(device.mig_device_uuids())?.unwrap_or_default();
+        }
+        Ok(health)
     });
     sample.health = match result {
         Ok(health) => health,

@@ -1,15 +1,17 @@
-//! Applies a trigger to a snapshot: selects GPUs, aggregates, and turns
-//! every fault into an error. No path here turns a fault into 0.
+//! Applies a trigger to GPU readings: selects GPUs (by index, by the pods
+//! holding them, across nodes), aggregates, and turns every fault into an
+//! error. No path here turns a fault into 0. Each GPU's part is explained
+//! for `query --explain`.
 
 use std::time::{Duration, Instant};
 
-use crate::snapshot::{GpuHealth, NodeState, Snapshot};
+use crate::snapshot::{GpuHealth, GpuSample, NodeState, Snapshot};
 use crate::trigger::{GpuSelector, Trigger};
 
 /// Why a trigger has no value; maps to a gRPC status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EvalError {
-    /// The request asks for something this node does not have.
+    /// The request asks for something this node (or cluster) does not have.
     InvalidArgument(String),
     /// The data is missing, stale or faulty right now.
     Unavailable(String),
@@ -23,7 +25,37 @@ impl EvalError {
     }
 }
 
-/// The trigger's value over the snapshot. `stale_after` is the oldest a
+/// One node's GPUs as evaluation sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    /// Empty for the node-local view (messages then say just "GPU 1").
+    pub name: &'a str,
+    pub gpus: &'a [GpuSample],
+    /// `Err` when the node's GPUs cannot be attributed to pods.
+    pub attribution: Result<(), &'a str>,
+}
+
+/// One GPU's part in a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    pub node: String,
+    pub index: u32,
+    pub uuid: String,
+    /// `namespace/pod` of each container holding it.
+    pub pods: Vec<String>,
+    pub value: Option<f64>,
+    pub counted: bool,
+    pub reason: String,
+}
+
+/// A trigger's value (or why there is none) and how it came about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub value: Result<f64, EvalError>,
+    pub explained: Vec<Explained>,
+}
+
+/// The trigger over this node's snapshot. `stale_after` is the oldest a
 /// snapshot may be (three sample intervals).
 pub fn evaluate(
     trigger: &Trigger,
@@ -31,61 +63,162 @@ pub fn evaluate(
     now: Instant,
     stale_after: Duration,
 ) -> Result<f64, EvalError> {
-    let gpus = match &snapshot.state {
-        NodeState::Unavailable { reason } => return Err(EvalError::Unavailable(reason.clone())),
-        NodeState::Ready { gpus, .. } => gpus,
+    local_outcome(trigger, snapshot, now, stale_after).value
+}
+
+/// As `evaluate`, with the explanation.
+pub fn local_outcome(
+    trigger: &Trigger,
+    snapshot: &Snapshot,
+    now: Instant,
+    stale_after: Duration,
+) -> Outcome {
+    match local_view(snapshot, now, stale_after, "") {
+        Ok(node) => evaluate_nodes(trigger, &[node]),
+        Err(e) => Outcome {
+            value: Err(EvalError::Unavailable(e)),
+            explained: Vec::new(),
+        },
+    }
+}
+
+/// The node's GPUs from a snapshot, or why they cannot be used.
+pub fn local_view<'a>(
+    snapshot: &'a Snapshot,
+    now: Instant,
+    stale_after: Duration,
+    name: &'a str,
+) -> Result<NodeView<'a>, String> {
+    let (gpus, attribution) = match &snapshot.state {
+        NodeState::Unavailable { reason } => return Err(reason.clone()),
+        NodeState::Ready {
+            gpus, attribution, ..
+        } => (gpus, attribution),
     };
     let age = snapshot.age(now);
     if age > stale_after {
-        return Err(EvalError::Unavailable(format!(
+        return Err(format!(
             "GPU readings are stale: the last NVML sample started {:.1}s ago (limit {:.1}s); an NVML call may be hanging on a failing GPU",
             age.as_secs_f64(),
             stale_after.as_secs_f64()
-        )));
-    }
-    if gpus.is_empty() {
-        return Err(EvalError::Unavailable(
-            "NVML reports no GPUs on this node".to_string(),
         ));
     }
-    let selected: Vec<_> = match trigger.gpus {
-        GpuSelector::All => gpus.iter().collect(),
-        GpuSelector::Index(index) => {
-            let gpu = gpus.iter().find(|g| g.index == index).ok_or_else(|| {
-                EvalError::InvalidArgument(format!(
-                    "invalid gpuIndex \"{index}\": this node has GPU indexes 0 to {}",
-                    gpus.len() - 1
-                ))
-            })?;
-            vec![gpu]
-        }
-    };
+    Ok(NodeView {
+        name,
+        gpus,
+        attribution: match attribution {
+            crate::snapshot::Attribution::Known => Ok(()),
+            crate::snapshot::Attribution::Unavailable(reason) => Err(reason),
+        },
+    })
+}
 
-    let mut values = Vec::with_capacity(selected.len());
-    let mut excluded = Vec::new();
-    for gpu in &selected {
-        match &gpu.health {
-            GpuHealth::Healthy {
-                readings,
-                mig_enabled,
-            } => match readings.get(trigger.metric) {
-                Some(value) => values.push(value),
-                None => excluded.push(format!(
-                    "{} does not report {}{}",
-                    gpu.label(),
-                    trigger.metric,
-                    if *mig_enabled == Some(true) {
-                        " (MIG is enabled)"
-                    } else {
-                        ""
-                    }
-                )),
-            },
-            GpuHealth::Lost { error } => excluded.push(format!("{} is lost: {error}", gpu.label())),
-            GpuHealth::Failed { error } => {
-                excluded.push(format!("{} is failing: {error}", gpu.label()))
-            }
+/// The trigger over several nodes' GPUs (one, for the node-local view).
+pub fn evaluate_nodes(trigger: &Trigger, nodes: &[NodeView<'_>]) -> Outcome {
+    let mut explained = Vec::new();
+    let value = select_and_aggregate(trigger, nodes, &mut explained);
+    Outcome { value, explained }
+}
+
+fn select_and_aggregate(
+    trigger: &Trigger,
+    nodes: &[NodeView<'_>],
+    explained: &mut Vec<Explained>,
+) -> Result<f64, EvalError> {
+    if let Some(selector) = &trigger.selector {
+        if let Some(node) = nodes.iter().find(|n| n.attribution.is_err()) {
+            return Err(EvalError::Unavailable(format!(
+                "cannot tell which GPUs {selector} holds: pod attribution is unavailable{}: {}",
+                on(node.name),
+                node.attribution.unwrap_err()
+            )));
         }
+    }
+    let total: usize = nodes.iter().map(|n| n.gpus.len()).sum();
+    if total == 0 && trigger.selector.is_none() {
+        return Err(EvalError::Unavailable(format!(
+            "NVML reports no GPUs{}",
+            if nodes.len() == 1 {
+                on(nodes[0].name)
+            } else {
+                String::from(" on any node")
+            }
+        )));
+    }
+    if let GpuSelector::Index(index) = trigger.gpus {
+        if total > 0
+            && !nodes
+                .iter()
+                .any(|n| n.gpus.iter().any(|g| g.index == index))
+        {
+            let message = match nodes {
+                [node] if !node.gpus.is_empty() => format!(
+                    "invalid gpuIndex \"{index}\": this node has GPU indexes 0 to {}",
+                    node.gpus.len() - 1
+                ),
+                _ => format!("invalid gpuIndex \"{index}\": no node has a GPU with that index"),
+            };
+            return Err(EvalError::InvalidArgument(message));
+        }
+    }
+
+    let mut values = Vec::new();
+    let mut excluded = Vec::new();
+    let mut selected = 0;
+    for node in nodes {
+        for gpu in node.gpus {
+            let pods: Vec<String> = gpu
+                .allocations
+                .iter()
+                .map(|a| format!("{}/{}", a.namespace, a.pod))
+                .collect();
+            let mut line = Explained {
+                node: node.name.to_string(),
+                index: gpu.index,
+                uuid: gpu.uuid.clone().unwrap_or_default(),
+                pods,
+                value: gpu.readings().and_then(|r| r.get(trigger.metric)),
+                counted: false,
+                reason: String::new(),
+            };
+            line.reason = match why_not_selected(trigger, gpu) {
+                Some(reason) => reason,
+                None => {
+                    selected += 1;
+                    match (&gpu.health, line.value) {
+                        (GpuHealth::Healthy { .. }, Some(value)) => {
+                            values.push(value);
+                            line.counted = true;
+                            String::from("counted")
+                        }
+                        (GpuHealth::Healthy { mig_enabled, .. }, None) => {
+                            let mig = if *mig_enabled == Some(true) {
+                                " (MIG is enabled)"
+                            } else {
+                                ""
+                            };
+                            let reason = format!("does not report {}{mig}", trigger.metric);
+                            excluded.push(format!("{} {reason}", label(node.name, gpu)));
+                            reason
+                        }
+                        (GpuHealth::Lost { error }, _) => {
+                            excluded.push(format!("{} is lost: {error}", label(node.name, gpu)));
+                            format!("lost: {error}")
+                        }
+                        (GpuHealth::Failed { error }, _) => {
+                            excluded.push(format!("{} is failing: {error}", label(node.name, gpu)));
+                            format!("failing: {error}")
+                        }
+                    }
+                }
+            };
+            explained.push(line);
+        }
+    }
+    if selected == 0 && trigger.selector.is_some() {
+        // Attribution works everywhere and no pod matches: the workload is
+        // at zero replicas. That is a 0, not a fault.
+        return Ok(0.0);
     }
     let value = trigger.aggregation.apply(&values).ok_or_else(|| {
         EvalError::Unavailable(format!(
@@ -103,11 +236,48 @@ pub fn evaluate(
     Ok(value)
 }
 
+/// `None` when the GPU is selected; otherwise why not.
+fn why_not_selected(trigger: &Trigger, gpu: &GpuSample) -> Option<String> {
+    if let GpuSelector::Index(index) = trigger.gpus {
+        if gpu.index != index {
+            return Some(format!("not gpuIndex {index}"));
+        }
+    }
+    let selector = trigger.selector.as_ref()?;
+    if gpu
+        .allocations
+        .iter()
+        .any(|a| selector.matches(&a.namespace, &a.pod))
+    {
+        None
+    } else if gpu.allocations.is_empty() {
+        Some(String::from("not allocated to any pod"))
+    } else {
+        Some(format!("held by other pods, not {selector}"))
+    }
+}
+
+fn on(node: &str) -> String {
+    if node.is_empty() {
+        String::new()
+    } else {
+        format!(" on node {node}")
+    }
+}
+
+fn label(node: &str, gpu: &GpuSample) -> String {
+    if node.is_empty() {
+        gpu.label()
+    } else {
+        format!("node {node} {}", gpu.label())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::{Metric, Readings};
-    use crate::snapshot::GpuSample;
+    use crate::snapshot::{Allocation, Attribution};
     use std::collections::HashMap;
 
     fn healthy(index: u32, utilization: f64) -> GpuSample {
@@ -121,6 +291,27 @@ mod tests {
                 readings,
                 mig_enabled: Some(false),
             },
+            mig_devices: vec![],
+            allocations: vec![],
+        }
+    }
+
+    fn held_by(mut gpu: GpuSample, namespace: &str, pod: &str) -> GpuSample {
+        gpu.allocations.push(Allocation {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: "main".into(),
+            device_id: gpu.uuid.clone().unwrap(),
+        });
+        gpu
+    }
+
+    fn lost(index: u32) -> GpuSample {
+        GpuSample {
+            health: GpuHealth::Lost {
+                error: "GPU_IS_LOST".into(),
+            },
+            ..healthy(index, 0.0)
         }
     }
 
@@ -133,6 +324,7 @@ mod tests {
             state: NodeState::Ready {
                 driver_version: "550".into(),
                 gpus,
+                attribution: Attribution::Known,
             },
         };
         (snapshot, now)
@@ -143,7 +335,15 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        crate::trigger::parse(&metadata).unwrap()
+        crate::trigger::parse(&metadata, "ml").unwrap()
+    }
+
+    fn node<'a>(name: &'a str, gpus: &'a [GpuSample]) -> NodeView<'a> {
+        NodeView {
+            name,
+            gpus,
+            attribution: Ok(()),
+        }
     }
 
     const FRESH: Duration = Duration::from_millis(10);
@@ -151,13 +351,7 @@ mod tests {
 
     #[test]
     fn aggregates_over_healthy_gpus_only() {
-        let lost = GpuSample {
-            health: GpuHealth::Lost {
-                error: "GPU_IS_LOST".into(),
-            },
-            ..healthy(1, 0.0)
-        };
-        let (snap, now) = snapshot(vec![healthy(0, 30.0), lost, healthy(2, 50.0)], FRESH);
+        let (snap, now) = snapshot(vec![healthy(0, 30.0), lost(1), healthy(2, 50.0)], FRESH);
         assert_eq!(
             evaluate(&trigger(&[("aggregation", "min")]), &snap, now, LIMIT),
             Ok(30.0)
@@ -170,13 +364,7 @@ mod tests {
 
     #[test]
     fn a_selected_lost_gpu_is_unavailable_not_zero() {
-        let lost = GpuSample {
-            health: GpuHealth::Lost {
-                error: "GPU_IS_LOST".into(),
-            },
-            ..healthy(1, 0.0)
-        };
-        let (snap, now) = snapshot(vec![healthy(0, 30.0), lost], FRESH);
+        let (snap, now) = snapshot(vec![healthy(0, 30.0), lost(1)], FRESH);
         let err = evaluate(&trigger(&[("gpuIndex", "1")]), &snap, now, LIMIT).unwrap_err();
         assert!(
             matches!(&err, EvalError::Unavailable(m) if m.contains("GPU 1 (GPU-1) is lost")),
@@ -209,13 +397,8 @@ mod tests {
     #[test]
     fn unsupported_metric_everywhere_is_unavailable() {
         let (snap, now) = snapshot(vec![healthy(0, 30.0)], FRESH);
-        let err = evaluate(
-            &trigger(&[("metricType", "power_draw"), ("targetValue", "300")]),
-            &snap,
-            now,
-            LIMIT,
-        )
-        .unwrap_err();
+        let pairs = [("metricType", "power_draw"), ("targetValue", "300")];
+        let err = evaluate(&trigger(&pairs), &snap, now, LIMIT).unwrap_err();
         assert_eq!(
             err,
             EvalError::Unavailable(
@@ -250,5 +433,102 @@ mod tests {
             evaluate(&trigger(&[]), &snap, now, LIMIT),
             Err(EvalError::Unavailable(_))
         ));
+    }
+
+    #[test]
+    fn workload_counts_only_its_gpus_across_nodes() {
+        let a = [
+            held_by(healthy(0, 60.0), "ml", "vllm-7d9f8b6c5d-x2k4p"),
+            held_by(healthy(1, 100.0), "ml", "other-0"),
+        ];
+        let b = [
+            held_by(healthy(0, 80.0), "ml", "vllm-7d9f8b6c5d-q8w2e"),
+            healthy(1, 99.0),
+        ];
+        let outcome = evaluate_nodes(
+            &trigger(&[("workload", "vllm"), ("aggregation", "avg")]),
+            &[node("a", &a), node("b", &b)],
+        );
+        assert_eq!(outcome.value, Ok(70.0));
+        let counted: Vec<(&str, u32)> = outcome
+            .explained
+            .iter()
+            .filter(|e| e.counted)
+            .map(|e| (e.node.as_str(), e.index))
+            .collect();
+        assert_eq!(counted, [("a", 0), ("b", 0)]);
+        let other = outcome
+            .explained
+            .iter()
+            .find(|e| e.node == "a" && e.index == 1)
+            .unwrap();
+        assert_eq!(other.reason, "held by other pods, not workload ml/vllm");
+        assert_eq!(other.pods, ["ml/other-0"]);
+    }
+
+    #[test]
+    fn a_gpu_shared_by_two_matching_pods_counts_once() {
+        let shared = held_by(held_by(healthy(0, 50.0), "ml", "vllm-0"), "ml", "vllm-1");
+        let gpus = [shared];
+        let outcome = evaluate_nodes(
+            &trigger(&[("workload", "vllm"), ("aggregation", "sum")]),
+            &[node("a", &gpus)],
+        );
+        assert_eq!(outcome.value, Ok(50.0));
+    }
+
+    #[test]
+    fn workload_with_no_pods_is_zero_while_attribution_works() {
+        let gpus = [held_by(healthy(0, 90.0), "ml", "other-0")];
+        let trigger = trigger(&[("workload", "vllm")]);
+        let outcome = evaluate_nodes(&trigger, &[node("a", &gpus)]);
+        assert_eq!(outcome.value, Ok(0.0));
+        assert!(!trigger.is_active(0.0));
+    }
+
+    #[test]
+    fn workload_without_attribution_is_unavailable() {
+        let gpus = [healthy(0, 90.0)];
+        let broken = NodeView {
+            name: "b",
+            gpus: &gpus,
+            attribution: Err("socket missing"),
+        };
+        let outcome = evaluate_nodes(
+            &trigger(&[("workload", "vllm")]),
+            &[node("a", &gpus), broken],
+        );
+        assert_eq!(
+            outcome.value,
+            Err(EvalError::Unavailable(
+                "cannot tell which GPUs workload ml/vllm holds: pod attribution is unavailable on node b: socket missing".into()
+            ))
+        );
+        // Node-wide triggers do not need attribution.
+        assert_eq!(
+            evaluate_nodes(&trigger(&[]), &[node("a", &gpus), broken]).value,
+            Ok(90.0)
+        );
+    }
+
+    #[test]
+    fn gpu_index_narrows_per_node_in_the_fleet() {
+        let a = [healthy(0, 10.0), healthy(1, 20.0)];
+        let b = [healthy(0, 30.0), healthy(1, 40.0)];
+        let nodes = [node("a", &a), node("b", &b)];
+        assert_eq!(
+            evaluate_nodes(
+                &trigger(&[("gpuIndex", "1"), ("aggregation", "sum")]),
+                &nodes
+            )
+            .value,
+            Ok(60.0)
+        );
+        assert_eq!(
+            evaluate_nodes(&trigger(&[("gpuIndex", "5")]), &nodes).value,
+            Err(EvalError::InvalidArgument(
+                "invalid gpuIndex \"5\": no node has a GPU with that index".into()
+            ))
+        );
     }
 }

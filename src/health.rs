@@ -170,6 +170,7 @@ mod tests {
         NodeState::Ready {
             driver_version: "550".into(),
             gpus: vec![],
+            attribution: crate::snapshot::Attribution::Known,
         }
     }
 

@@ -4,7 +4,9 @@
 //! (a background thread) → `snapshot` (atomically swapped) → `trigger`
 //! (metadata) and `evaluate` → `service` and `streams` (gRPC) → `server`.
 
+pub mod attribution;
 pub mod cli;
+pub mod cluster;
 pub mod collect;
 pub mod commands;
 pub mod duration;
@@ -13,13 +15,17 @@ pub mod health;
 pub mod hpa;
 pub mod json;
 pub mod metrics;
+pub mod node_report;
+pub mod node_service;
 pub mod nvml;
+pub mod podresources;
 pub mod proto;
 pub mod sampler;
 pub mod server;
 pub mod service;
 pub mod signals;
 pub mod snapshot;
+pub mod source;
 pub mod status;
 pub mod streams;
 pub mod tls;

@@ -30,3 +30,19 @@ pub mod health {
 pub mod health_grpc {
     include!(concat!(env!("OUT_DIR"), "/health_grpc.rs"));
 }
+
+pub mod podresources {
+    include!(concat!(env!("OUT_DIR"), "/podresources.rs"));
+}
+
+pub mod podresources_grpc {
+    include!(concat!(env!("OUT_DIR"), "/podresources_grpc.rs"));
+}
+
+pub mod node {
+    include!(concat!(env!("OUT_DIR"), "/node.rs"));
+}
+
+pub mod node_grpc {
+    include!(concat!(env!("OUT_DIR"), "/node_grpc.rs"));
+}

@@ -3,25 +3,35 @@
 //! publishes why and retries with capped backoff. Nothing else calls NVML
 //! while serving, so a hung NVML call only makes snapshots stale.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use grpcio::Environment;
+
+use crate::attribution::{attribute, GpuResources};
 use crate::collect::read_node;
 use crate::nvml::{Nvml, NvmlLibrary};
-use crate::snapshot::{GpuHealth, GpuSample, NodeState, SnapshotCell};
+use crate::podresources::PodResourcesClient;
+use crate::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell};
 
 /// The longest wait between two attempts to load or initialise NVML.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// How long one kubelet PodResources call may take.
+const POD_RESOURCES_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
     pub interval: Duration,
     /// `--nvml-library`; `None` searches the usual places.
     pub library: Option<PathBuf>,
+    /// The kubelet's PodResources socket.
+    pub pod_resources_socket: PathBuf,
+    pub gpu_resources: GpuResources,
 }
 
 /// The running sampler thread. Stopping it (or dropping it) ends the loop.
@@ -32,7 +42,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn start(config: SamplerConfig, cell: Arc<SnapshotCell>) -> std::io::Result<Self> {
+    pub fn start(
+        config: SamplerConfig,
+        cell: Arc<SnapshotCell>,
+        env: Arc<Environment>,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(StopSignal::default());
         let (done, finished) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -40,7 +54,8 @@ impl Sampler {
             .spawn({
                 let stop = Arc::clone(&stop);
                 move || {
-                    run(&config, &cell, &stop);
+                    let pods = PodResourcesClient::new(config.pod_resources_socket.clone(), env);
+                    run(&config, &cell, &stop, pods);
                     let _ = done.send(());
                 }
             })?;
@@ -111,7 +126,13 @@ struct Session {
     driver_version: String,
 }
 
-fn run(config: &SamplerConfig, cell: &SnapshotCell, stop: &StopSignal) {
+fn run(
+    config: &SamplerConfig,
+    cell: &SnapshotCell,
+    stop: &StopSignal,
+    mut pods: PodResourcesClient,
+) {
+    let mut attribution_log = AttributionLog::default();
     let mut library: Option<Arc<NvmlLibrary>> = None;
     let mut session: Option<Session> = None;
     let mut retry = Backoff::new(config.interval.min(MAX_RETRY_DELAY), MAX_RETRY_DELAY);
@@ -125,12 +146,24 @@ fn run(config: &SamplerConfig, cell: &SnapshotCell, stop: &StopSignal) {
                 retry.reset();
                 health.fill_identity(&mut gpus);
                 health.observe(&gpus);
+                let attribution = match pods.list(POD_RESOURCES_TIMEOUT) {
+                    Ok(devices) => {
+                        let problems = attribute(&mut gpus, &devices, &config.gpu_resources);
+                        attribution_log.known(problems);
+                        Attribution::Known
+                    }
+                    Err(reason) => {
+                        attribution_log.unavailable(&reason);
+                        Attribution::Unavailable(reason)
+                    }
+                };
                 cell.publish(
                     started,
                     started.elapsed(),
                     NodeState::Ready {
                         driver_version,
                         gpus,
+                        attribution,
                     },
                 );
                 started + config.interval
@@ -200,6 +233,35 @@ fn open_session(
         nvml,
         driver_version,
     })
+}
+
+/// Logs attribution state changes, and each odd device id, once.
+#[derive(Default)]
+struct AttributionLog {
+    unavailable: Option<String>,
+    known_once: bool,
+    problems_seen: HashSet<String>,
+}
+
+impl AttributionLog {
+    fn known(&mut self, problems: Vec<String>) {
+        if self.unavailable.take().is_some() || !self.known_once {
+            log::info!("pod attribution is working (kubelet PodResources)");
+        }
+        self.known_once = true;
+        for problem in problems {
+            if self.problems_seen.insert(problem.clone()) {
+                log::warn!("{problem}");
+            }
+        }
+    }
+
+    fn unavailable(&mut self, reason: &str) {
+        if self.unavailable.as_deref() != Some(reason) {
+            log::warn!("pod attribution is unavailable, so workload triggers fail (node-wide ones work): {reason}");
+            self.unavailable = Some(reason.to_string());
+        }
+    }
 }
 
 /// Doubling delay, capped.

@@ -1,18 +1,24 @@
-//! Starting and stopping the whole scaler: sampler thread, stream notifier
-//! and gRPC server, in one straight line each way.
+//! Starting and stopping the whole scaler: sampler thread, stream notifier,
+//! cluster sweeper and gRPC servers, in one straight line each way.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{EnvBuilder, ServerBuilder, ServerCredentials};
+use grpcio::{EnvBuilder, Environment, ServerBuilder, ServerCredentials};
 
+use crate::attribution::GpuResources;
+use crate::cluster::{Cluster, ClusterConfig, PeerTls};
 use crate::health::HealthService;
+use crate::node_service::NodeService;
+use crate::podresources::DEFAULT_SOCKET;
 use crate::proto::externalscaler_grpc::create_external_scaler;
 use crate::proto::health_grpc::create_health;
+use crate::proto::node_grpc::create_node;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::service::ScalerService;
 use crate::snapshot::SnapshotCell;
+use crate::source::Source;
 use crate::streams::StreamHub;
 use crate::tls::{self, TlsFiles};
 
@@ -33,6 +39,32 @@ pub struct ServeConfig {
     /// A plaintext listener serving only grpc.health.v1, for kubelet probes
     /// when the main port speaks TLS.
     pub probe_listen: Option<String>,
+    /// This node's name, as peers and `query --explain` show it.
+    pub node_name: String,
+    /// Peer scaler pods (`host:port`, each resolved to all addresses); empty
+    /// for the node-local view.
+    pub peers: Vec<String>,
+    pub peer_timeout: Duration,
+    pub pod_resources_socket: PathBuf,
+    pub gpu_resources: GpuResources,
+}
+
+impl ServeConfig {
+    /// Defaults for everything but the address.
+    pub fn new(listen: &str) -> Self {
+        Self {
+            listen: listen.to_string(),
+            sample_interval: Duration::from_secs(1),
+            nvml_library: None,
+            tls: None,
+            probe_listen: None,
+            node_name: String::new(),
+            peers: Vec::new(),
+            peer_timeout: Duration::from_secs(1),
+            pod_resources_socket: PathBuf::from(DEFAULT_SOCKET),
+            gpu_resources: GpuResources::default(),
+        }
+    }
 }
 
 /// The running scaler. `shutdown` (or drop) stops it in order.
@@ -40,13 +72,16 @@ pub struct RunningServer {
     server: Option<grpcio::Server>,
     probes: Option<(grpcio::Server, u16)>,
     streams: StreamHub,
+    cluster: Option<Arc<Cluster>>,
     sampler: Option<Sampler>,
     snapshots: Arc<SnapshotCell>,
     port: u16,
 }
 
-/// Starts sampling and serving. Errors if the address cannot be bound.
+/// Starts sampling and serving. Errors if an address cannot be bound or a
+/// TLS file cannot be read.
 pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let snapshots = Arc::new(SnapshotCell::new(
         "NVML has not been read yet (the scaler is starting)",
     ));
@@ -55,19 +90,34 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         SamplerConfig {
             interval: config.sample_interval,
             library: config.nvml_library.clone(),
+            pod_resources_socket: config.pod_resources_socket.clone(),
+            gpu_resources: config.gpu_resources.clone(),
         },
         Arc::clone(&snapshots),
+        Arc::clone(&env),
     )
     .map_err(|e| format!("cannot start the sampler thread: {e}"))?;
+    let cluster = match config.peers.is_empty() {
+        true => None,
+        false => Some(start_cluster(config, &snapshots, &env, stale_after)?),
+    };
+    let source = match &cluster {
+        Some(cluster) => Source::Cluster(Arc::clone(cluster)),
+        None => Source::Local {
+            snapshots: Arc::clone(&snapshots),
+            stale_after,
+        },
+    };
     let streams = StreamHub::start(Arc::clone(&snapshots), config.sample_interval)
         .map_err(|e| format!("cannot start the stream notifier thread: {e}"))?;
-    let scaler = ScalerService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
+    let scaler = ScalerService::new(source.clone(), streams.clone());
     let health = HealthService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
+    let node = NodeService::new(config.node_name.clone(), Arc::clone(&snapshots), source);
 
-    let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let mut server = ServerBuilder::new(Arc::clone(&env))
         .register_service(create_external_scaler(scaler))
         .register_service(create_health(health.clone()))
+        .register_service(create_node(node))
         .build()
         .map_err(|e| format!("cannot build the gRPC server: {e}"))?;
     let credentials = match &config.tls {
@@ -78,7 +128,7 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         .add_listening_port(config.listen.as_str(), credentials)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let probes = match &config.probe_listen {
-        Some(address) => Some(start_probes(env, health, address)?),
+        Some(address) => Some(start_probes(Arc::clone(&env), health, address)?),
         None => None,
     };
     server.start();
@@ -86,15 +136,62 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         server: Some(server),
         probes,
         streams,
+        cluster,
         sampler: Some(sampler),
         snapshots,
         port,
     })
 }
 
+fn start_cluster(
+    config: &ServeConfig,
+    snapshots: &Arc<SnapshotCell>,
+    env: &Arc<Environment>,
+    stale_after: Duration,
+) -> Result<Arc<Cluster>, String> {
+    let tls = match &config.tls {
+        None => None,
+        Some(TlsFiles {
+            client_ca: None, ..
+        }) => {
+            return Err(
+                "--peers with TLS needs --tls-client-ca: pods call each other with mutual TLS under one CA"
+                    .to_string(),
+            )
+        }
+        Some(TlsFiles {
+            cert,
+            key,
+            client_ca: Some(ca),
+        }) => {
+            let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+            let first = &config.peers[0];
+            Some(PeerTls {
+                ca: read(ca)?,
+                cert: read(cert)?,
+                key: read(key)?,
+                server_name: first.rsplit_once(':').map_or(first.as_str(), |(host, _)| host).to_string(),
+            })
+        }
+    };
+    Cluster::start(
+        ClusterConfig {
+            node_name: config.node_name.clone(),
+            peers: config.peers.clone(),
+            peer_timeout: config.peer_timeout,
+            interval: config.sample_interval,
+            stale_after,
+            tls,
+        },
+        Arc::clone(snapshots),
+        Arc::clone(env),
+    )
+    .map_err(|e| format!("cannot start the cluster sweeper thread: {e}"))
+}
+
 /// The health service alone, in plaintext, on its own port.
 fn start_probes(
-    env: Arc<grpcio::Environment>,
+    env: Arc<Environment>,
     health: HealthService,
     address: &str,
 ) -> Result<(grpcio::Server, u16), String> {
@@ -128,7 +225,13 @@ impl RunningServer {
         &self.streams
     }
 
-    /// Ends streams, stops accepting and drains calls, then stops the sampler.
+    /// The cluster sweeper, when peers are configured.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Ends streams and sweeps, stops accepting and drains calls, then
+    /// stops the sampler.
     pub fn shutdown(mut self) {
         self.shutdown_in_order();
     }
@@ -136,6 +239,9 @@ impl RunningServer {
     fn shutdown_in_order(&mut self) {
         if let Some(mut server) = self.server.take() {
             self.streams.shutdown();
+            if let Some(cluster) = &self.cluster {
+                cluster.shutdown();
+            }
             if let Err(e) = futures_executor::block_on(server.shutdown()) {
                 log::warn!("gRPC server shutdown: {e}");
             }

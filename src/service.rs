@@ -1,57 +1,51 @@
 //! `externalscaler.ExternalScaler`, the service KEDA calls. Handlers parse
-//! the trigger, read the latest snapshot and answer; they never call NVML
-//! and never block.
+//! the trigger and answer from the latest snapshot (or the cluster view);
+//! they never call NVML and never block.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
-use crate::evaluate::evaluate;
 use crate::proto::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
 use crate::proto::externalscaler_grpc::ExternalScaler;
-use crate::snapshot::SnapshotCell;
-use crate::status::{config_status, eval_status, reply};
+use crate::source::Source;
+use crate::status::{answer, config_status, eval_status, reply};
 use crate::streams::{forward, ActiveWatch, StreamHub};
 use crate::trigger::{self, Trigger};
 
 /// The service: a cheap clone over shared state.
 #[derive(Clone)]
 pub struct ScalerService {
-    snapshots: Arc<SnapshotCell>,
+    source: Source,
     streams: StreamHub,
-    stale_after: Duration,
     /// Last trigger (or error) logged per ScaledObject, to log changes once.
     logged: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl ScalerService {
-    pub fn new(snapshots: Arc<SnapshotCell>, streams: StreamHub, stale_after: Duration) -> Self {
+    pub fn new(source: Source, streams: StreamHub) -> Self {
         Self {
-            snapshots,
+            source,
             streams,
-            stale_after,
             logged: Arc::default(),
         }
     }
 
     fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<Trigger, RpcStatus> {
-        let parsed = trigger::parse(scaled_object.get_scalerMetadata());
+        let parsed = trigger::parse(
+            scaled_object.get_scalerMetadata(),
+            scaled_object.get_namespace(),
+        );
         let described = match &parsed {
             Ok(trigger) => format!("trigger {trigger}"),
             Err(e) => format!("rejected metadata: {e}"),
         };
         self.log_once(scaled_object, described, parsed.is_ok());
         parsed.map_err(|e| config_status(&e))
-    }
-
-    fn value(&self, trigger: &Trigger) -> Result<f64, RpcStatus> {
-        let snapshot = self.snapshots.load();
-        evaluate(trigger, &snapshot, Instant::now(), self.stale_after).map_err(|e| eval_status(&e))
     }
 
     fn metric_spec(
@@ -67,28 +61,6 @@ impl ScalerService {
         let mut response = GetMetricSpecResponse::new();
         response.mut_metricSpecs().push(spec);
         Ok(response)
-    }
-
-    fn metrics(&self, request: &GetMetricsRequest) -> Result<GetMetricsResponse, RpcStatus> {
-        let trigger = self.trigger(request.get_scaledObjectRef())?;
-        let value = self.value(&trigger)?;
-        let mut metric = MetricValue::new();
-        let name = match request.get_metricName() {
-            "" => trigger.metric_name(),
-            requested => requested.to_string(),
-        };
-        metric.set_metricName(name);
-        metric.set_metricValue(round_to_i64(value));
-        metric.set_metricValueFloat(value);
-        let mut response = GetMetricsResponse::new();
-        response.mut_metricValues().push(metric);
-        Ok(response)
-    }
-
-    fn active(&self, scaled_object: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
-        let trigger = self.trigger(scaled_object)?;
-        let value = self.value(&trigger)?;
-        Ok(is_active_response(trigger.is_active(value)))
     }
 
     fn log_once(&self, scaled_object: &ScaledObjectRef, described: String, ok: bool) {
@@ -117,7 +89,18 @@ impl ExternalScaler for ScalerService {
         req: ScaledObjectRef,
         sink: UnarySink<IsActiveResponse>,
     ) {
-        reply(&ctx, sink, self.active(&req));
+        let trigger = match self.trigger(&req) {
+            Ok(trigger) => trigger,
+            Err(status) => return reply(&ctx, sink, Err(status)),
+        };
+        let outcome = self.source.outcome(&trigger);
+        ctx.spawn(async move {
+            let value = outcome.await.value;
+            let result = value
+                .map(|value| is_active_response(trigger.is_active(value)))
+                .map_err(|e| eval_status(&e));
+            answer(sink, result).await;
+        });
     }
 
     fn stream_is_active(
@@ -126,18 +109,28 @@ impl ExternalScaler for ScalerService {
         req: ScaledObjectRef,
         sink: ServerStreamingSink<IsActiveResponse>,
     ) {
-        let opened = self.trigger(&req).and_then(|trigger| {
-            ActiveWatch::open(trigger, &self.snapshots.load(), self.stale_after)
-        });
-        match opened {
-            Ok((watch, pushed)) => {
-                self.streams.add(Box::new(watch));
-                ctx.spawn(forward(pushed, sink, is_active_response));
+        let trigger = match self.trigger(&req) {
+            Ok(trigger) => trigger,
+            Err(status) => {
+                return ctx.spawn(async move {
+                    let _ = sink.fail(status).await;
+                })
             }
-            Err(status) => ctx.spawn(async move {
-                let _ = sink.fail(status).await;
-            }),
-        }
+        };
+        let outcome = self.source.outcome(&trigger);
+        let (source, streams) = (self.source.clone(), self.streams.clone());
+        ctx.spawn(async move {
+            let first = outcome.await.value;
+            match ActiveWatch::open(trigger, first, source) {
+                Ok((watch, pushed)) => {
+                    streams.add(Box::new(watch));
+                    forward(pushed, sink, is_active_response).await;
+                }
+                Err(status) => {
+                    let _ = sink.fail(status).await;
+                }
+            }
+        });
     }
 
     fn get_metric_spec(
@@ -155,7 +148,22 @@ impl ExternalScaler for ScalerService {
         req: GetMetricsRequest,
         sink: UnarySink<GetMetricsResponse>,
     ) {
-        reply(&ctx, sink, self.metrics(&req));
+        let trigger = match self.trigger(req.get_scaledObjectRef()) {
+            Ok(trigger) => trigger,
+            Err(status) => return reply(&ctx, sink, Err(status)),
+        };
+        let name = match req.get_metricName() {
+            "" => trigger.metric_name(),
+            requested => requested.to_string(),
+        };
+        let outcome = self.source.outcome(&trigger);
+        ctx.spawn(async move {
+            let result = outcome
+                .await
+                .value
+                .map(|value| metrics_response(name, value));
+            answer(sink, result.map_err(|e| eval_status(&e))).await;
+        });
     }
 
     fn stream_metric_spec(
@@ -172,6 +180,16 @@ impl ExternalScaler for ScalerService {
             let _ = sink.fail(status).await;
         });
     }
+}
+
+fn metrics_response(name: String, value: f64) -> GetMetricsResponse {
+    let mut metric = MetricValue::new();
+    metric.set_metricName(name);
+    metric.set_metricValue(round_to_i64(value));
+    metric.set_metricValueFloat(value);
+    let mut response = GetMetricsResponse::new();
+    response.mut_metricValues().push(metric);
+    response
 }
 
 fn is_active_response(active: bool) -> IsActiveResponse {

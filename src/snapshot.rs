@@ -24,9 +24,18 @@ pub enum NodeState {
     Ready {
         driver_version: String,
         gpus: Vec<GpuSample>,
+        /// Whether the kubelet said which pods hold which GPUs.
+        attribution: Attribution,
     },
     /// NVML is not usable (not loaded, not initialised, or failing as a whole).
     Unavailable { reason: String },
+}
+
+/// Whether GPUs could be attributed to pods (kubelet PodResources).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attribution {
+    Known,
+    Unavailable(String),
 }
 
 /// One GPU in one sample.
@@ -36,6 +45,20 @@ pub struct GpuSample {
     pub uuid: Option<String>,
     pub name: Option<String>,
     pub health: GpuHealth,
+    /// MIG device UUIDs on this GPU (`MIG-…`), when MIG is on.
+    pub mig_devices: Vec<String>,
+    /// Containers the kubelet gave this GPU (or one of its MIG devices) to.
+    pub allocations: Vec<Allocation>,
+}
+
+/// One container holding a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Allocation {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// As the kubelet reported it (`GPU-…`, `MIG-…`, with any `::N`).
+    pub device_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +186,7 @@ mod tests {
             NodeState::Ready {
                 driver_version: "550.1".into(),
                 gpus: vec![],
+                attribution: Attribution::Known,
             },
         );
         assert_eq!(cell.load().sequence, 1);

@@ -19,14 +19,21 @@ pub fn config_status(error: &ConfigError) -> RpcStatus {
 }
 
 /// Sends a unary answer or failure without blocking the handler.
-pub fn reply<T>(ctx: &RpcContext, sink: UnarySink<T>, result: Result<T, RpcStatus>) {
+pub fn reply<T: Send + 'static>(
+    ctx: &RpcContext,
+    sink: UnarySink<T>,
+    result: Result<T, RpcStatus>,
+) {
+    ctx.spawn(answer(sink, result));
+}
+
+/// Sends a unary answer or failure; for handlers that await something first.
+pub async fn answer<T: Send>(sink: UnarySink<T>, result: Result<T, RpcStatus>) {
     let sending = match result {
         Ok(response) => sink.success(response),
         Err(status) => sink.fail(status),
     };
-    ctx.spawn(async move {
-        if let Err(e) = sending.await {
-            log::debug!("reply not delivered: {e}");
-        }
-    });
+    if let Err(e) = sending.await {
+        log::debug!("reply not delivered: {e}");
+    }
 }

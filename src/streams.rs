@@ -11,8 +11,9 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::{SinkExt, StreamExt};
 use grpcio::{RpcStatus, RpcStatusCode, ServerStreamingSink, WriteFlags};
 
-use crate::evaluate::evaluate;
+use crate::evaluate::EvalError;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::source::Source;
 use crate::status::eval_status;
 use crate::trigger::Trigger;
 
@@ -134,22 +135,22 @@ fn next_wait(hub: &HubInner, now: Instant) -> Duration {
 /// `pollIntervalSeconds`.
 pub struct ActiveWatch {
     trigger: Trigger,
-    stale_after: Duration,
+    source: Source,
     sender: UnboundedSender<Pushed<bool>>,
     last: bool,
     next_heartbeat: Instant,
 }
 
 impl ActiveWatch {
-    /// Evaluates at once and queues that first result, so the client hears
-    /// immediately. An error ends the stream before it starts.
+    /// Queues the first result (the caller's fresh `first` value), so the
+    /// client hears at once. An error ends the stream before it starts.
     pub fn open(
         trigger: Trigger,
-        snapshot: &Snapshot,
-        stale_after: Duration,
+        first: Result<f64, EvalError>,
+        source: Source,
     ) -> Result<(Self, UnboundedReceiver<Pushed<bool>>), RpcStatus> {
         let now = Instant::now();
-        let value = evaluate(&trigger, snapshot, now, stale_after).map_err(|e| eval_status(&e))?;
+        let value = first.map_err(|e| eval_status(&e))?;
         let active = trigger.is_active(value);
         let (sender, receiver) = unbounded();
         sender
@@ -158,7 +159,7 @@ impl ActiveWatch {
         let watch = Self {
             next_heartbeat: now + trigger.poll_interval,
             trigger,
-            stale_after,
+            source,
             sender,
             last: active,
         };
@@ -167,11 +168,11 @@ impl ActiveWatch {
 }
 
 impl Watch for ActiveWatch {
-    fn update(&mut self, snapshot: &Snapshot, now: Instant) -> bool {
+    fn update(&mut self, _snapshot: &Snapshot, now: Instant) -> bool {
         if self.sender.is_closed() {
             return false;
         }
-        match evaluate(&self.trigger, snapshot, now, self.stale_after) {
+        match self.source.outcome_blocking(&self.trigger).value {
             Err(e) => {
                 self.end(eval_status(&e));
                 false

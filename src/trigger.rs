@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::metrics::Metric;
 
 /// Keys this scaler reads. Each also accepts a `<key>FromEnv` twin.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 12] = [
     "profile",
     "metricType",
     "targetValue",
@@ -19,6 +19,9 @@ pub const KEYS: [&str; 9] = [
     "gpuIndex",
     "aggregation",
     "pollIntervalSeconds",
+    "workload",
+    "podNamePattern",
+    "podNamespace",
 ];
 
 /// Keys KEDA itself reads from the same metadata; passed through, ignored.
@@ -121,6 +124,87 @@ pub enum GpuSelector {
     Index(u32),
 }
 
+/// Which pods' GPUs a trigger reads, instead of the whole node (or fleet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub namespace: String,
+    pub pods: PodMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodMatch {
+    /// A Deployment's or StatefulSet's pods, by the names their controllers give.
+    Workload(String),
+    /// A glob (`*`, `?`) on pod names.
+    Pattern(String),
+}
+
+impl Selector {
+    pub fn matches(&self, namespace: &str, pod: &str) -> bool {
+        namespace == self.namespace
+            && match &self.pods {
+                PodMatch::Workload(name) => is_workload_pod(name, pod),
+                PodMatch::Pattern(pattern) => glob_matches(pattern.as_bytes(), pod.as_bytes()),
+            }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.pods {
+            PodMatch::Workload(name) => write!(f, "workload {}/{name}", self.namespace),
+            PodMatch::Pattern(pattern) => write!(f, "pods {}/{pattern}", self.namespace),
+        }
+    }
+}
+
+/// `<workload>-<pod-template-hash>-<5 chars>` (Deployment) or
+/// `<workload>-<ordinal>` (StatefulSet); so `vllm` never matches
+/// `vllm-canary-…`.
+pub fn is_workload_pod(workload: &str, pod: &str) -> bool {
+    let Some(rest) = pod.strip_prefix(workload).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let alphanumeric = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    match rest.split_once('-') {
+        None => !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()),
+        Some((hash, suffix)) => {
+            hash.len() <= 10 && alphanumeric(hash) && suffix.len() == 5 && alphanumeric(suffix)
+        }
+    }
+}
+
+/// `*` matches any run of characters, `?` any one.
+pub fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    p = star + 1;
+                    t = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 /// A validated trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
@@ -131,6 +215,8 @@ pub struct Trigger {
     pub aggregation: Aggregation,
     pub poll_interval: Duration,
     pub profile: Option<&'static str>,
+    /// `None`: every GPU of the node (or, with peers, of the fleet).
+    pub selector: Option<Selector>,
 }
 
 impl Trigger {
@@ -166,7 +252,11 @@ impl fmt::Display for Trigger {
             self.activation_threshold,
             self.aggregation.name(),
             self.poll_interval.as_secs_f64()
-        )
+        )?;
+        if let Some(selector) = &self.selector {
+            write!(f, " {selector}")?;
+        }
+        Ok(())
     }
 }
 
@@ -188,8 +278,9 @@ struct Given<'a> {
     value: &'a str,
 }
 
-/// Parses KEDA's `scalerMetadata` into a trigger.
-pub fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, ConfigError> {
+/// Parses KEDA's `scalerMetadata` into a trigger. `namespace` is the
+/// ScaledObject's, the default for `podNamespace`.
+pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trigger, ConfigError> {
     let given = collect(metadata)?;
     let get = |key: &str| given.get(key);
 
@@ -205,6 +296,7 @@ pub fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, ConfigError>
     let poll_interval = get("pollIntervalSeconds")
         .map(parse_poll_interval)
         .transpose()?;
+    let selector = parse_selector(&given, namespace)?;
 
     let (metric, target) = match shorthand {
         Some((short, metric, target)) => {
@@ -255,7 +347,62 @@ pub fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, ConfigError>
         aggregation: aggregation.unwrap_or(Aggregation::Max),
         poll_interval: poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
         profile: profile.map(|p| p.name),
+        selector,
     })
+}
+
+fn parse_selector(
+    given: &BTreeMap<&'static str, Given<'_>>,
+    namespace: &str,
+) -> Result<Option<Selector>, ConfigError> {
+    const NAME: &str = "a Kubernetes name: lowercase letters, digits and '-', starting and ending with a letter or digit";
+    let is_name = |v: &str| {
+        v.len() <= 253
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let pods = match (given.get("workload"), given.get("podNamePattern")) {
+        (Some(a), Some(b)) => {
+            return Err(ConfigError(format!(
+                "{} and {} are both set; use one",
+                a.key, b.key
+            )))
+        }
+        (Some(workload), None) if is_name(workload.value) => {
+            Some(PodMatch::Workload(workload.value.to_string()))
+        }
+        (Some(workload), None) => return Err(invalid(workload, NAME)),
+        (None, Some(pattern)) => {
+            let ok = pattern.value.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'-' | b'.' | b'*' | b'?')
+            });
+            if !ok {
+                return Err(invalid(
+                    pattern,
+                    "a glob of pod-name characters, '*' and '?'",
+                ));
+            }
+            Some(PodMatch::Pattern(pattern.value.to_string()))
+        }
+        (None, None) => None,
+    };
+    let pod_namespace = given.get("podNamespace");
+    match (pods, pod_namespace) {
+        (None, Some(ns)) => Err(ConfigError(format!(
+            "{} needs workload or podNamePattern",
+            ns.key
+        ))),
+        (None, None) => Ok(None),
+        (Some(_), Some(ns)) if !is_name(ns.value) => Err(invalid(ns, NAME)),
+        (Some(pods), ns) => Ok(Some(Selector {
+            namespace: ns.map_or(namespace, |ns| ns.value).to_string(),
+            pods,
+        })),
+    }
 }
 
 /// Maps each known key to its value, folding `<key>FromEnv` twins and
@@ -410,7 +557,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        parse(&metadata)
+        parse(&metadata, "ml")
     }
 
     fn error(pairs: &[(&str, &str)]) -> String {
@@ -430,6 +577,7 @@ mod tests {
                 aggregation: Aggregation::Max,
                 poll_interval: Duration::from_secs(10),
                 profile: None,
+                selector: None,
             }
         );
         assert_eq!(trigger.metric_name(), "gpu-utilization-max");
@@ -711,6 +859,68 @@ mod tests {
         assert_eq!(Aggregation::Sum.apply(&values), Some(75.0));
         assert_eq!(Aggregation::Avg.apply(&values), Some(25.0));
         assert_eq!(Aggregation::Max.apply(&[]), None);
+    }
+
+    #[test]
+    fn workload_selector_defaults_to_the_scaled_object_namespace() {
+        let trigger = parse_pairs(&[("workload", "vllm")]).unwrap();
+        assert_eq!(
+            trigger.selector,
+            Some(Selector {
+                namespace: "ml".into(),
+                pods: PodMatch::Workload("vllm".into())
+            })
+        );
+        let trigger =
+            parse_pairs(&[("podNamePattern", "train-*"), ("podNamespace", "research")]).unwrap();
+        assert_eq!(
+            trigger.selector,
+            Some(Selector {
+                namespace: "research".into(),
+                pods: PodMatch::Pattern("train-*".into())
+            })
+        );
+    }
+
+    #[test]
+    fn selector_rules() {
+        assert_eq!(
+            error(&[("workload", "a"), ("podNamePattern", "b*")]),
+            "workload and podNamePattern are both set; use one"
+        );
+        assert_eq!(
+            error(&[("podNamespace", "ml")]),
+            "podNamespace needs workload or podNamePattern"
+        );
+        assert!(error(&[("workload", "Vllm")])
+            .starts_with("invalid workload \"Vllm\": expected a Kubernetes name"));
+        assert!(error(&[("podNamePattern", "a/b")]).starts_with("invalid podNamePattern \"a/b\""));
+    }
+
+    #[test]
+    fn workload_pods_by_controller_naming() {
+        assert!(is_workload_pod("vllm", "vllm-7d9f8b6c5d-x2k4p"));
+        assert!(is_workload_pod("vllm", "vllm-0"));
+        assert!(is_workload_pod("vllm", "vllm-12"));
+        assert!(!is_workload_pod("vllm", "vllm-canary-7d9f8b6c5d-x2k4p"));
+        assert!(!is_workload_pod("vllm", "vllm-canary-0"));
+        assert!(!is_workload_pod("vllm", "vllm"));
+        assert!(!is_workload_pod("vllm", "vllmx-7d9f8b6c5d-x2k4p"));
+        assert!(!is_workload_pod("vllm", "vllm-7d9f8b6c5d-x2k4"));
+        assert!(is_workload_pod(
+            "vllm-canary",
+            "vllm-canary-7d9f8b6c5d-x2k4p"
+        ));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches(b"train-*", b"train-abc"));
+        assert!(glob_matches(b"*-worker-?", b"job-worker-3"));
+        assert!(!glob_matches(b"*-worker-?", b"job-worker-13"));
+        assert!(glob_matches(b"*", b""));
+        assert!(glob_matches(b"a*b*c", b"axxbyyc"));
+        assert!(!glob_matches(b"a*b*c", b"axxbyy"));
     }
 
     #[test]

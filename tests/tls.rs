@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use grpcio::{ChannelBuilder, ChannelCredentialsBuilder, EnvBuilder, RpcStatusCode};
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
-use keda_gpu_scaler::server::{self, RunningServer, ServeConfig};
+use keda_gpu_scaler::server::{self, RunningServer};
 use keda_gpu_scaler::tls::TlsFiles;
 
 /// Two CAs and certificates signed by them, in a temporary directory.
@@ -120,18 +120,14 @@ fn serve_tls(fake: &FakeNvml, pki: &Pki, client_ca: Option<&str>) -> RunningServ
         };
         std::fs::copy(pki.path(source), pki.path(name)).unwrap();
     }
-    server::start(&ServeConfig {
-        listen: "127.0.0.1:0".into(),
-        sample_interval: INTERVAL,
-        nvml_library: Some(fake.library.clone()),
-        tls: Some(TlsFiles {
-            cert: pki.path("tls.crt"),
-            key: pki.path("tls.key"),
-            client_ca: client_ca.map(|ca| pki.path(ca)),
-        }),
-        probe_listen: Some("127.0.0.1:0".into()),
-    })
-    .expect("start TLS server")
+    let mut config = local_config(&fake.library);
+    config.tls = Some(TlsFiles {
+        cert: pki.path("tls.crt"),
+        key: pki.path("tls.key"),
+        client_ca: client_ca.map(|ca| pki.path(ca)),
+    });
+    config.probe_listen = Some("127.0.0.1:0".into());
+    server::start(&config).expect("start TLS server")
 }
 
 /// A fresh channel (so a fresh handshake) trusting `ca`, optionally with a client certificate.
@@ -207,19 +203,13 @@ fn rotated_certificate_is_used_for_new_connections() {
 #[test]
 fn unreadable_certificate_fails_startup_naming_it() {
     let fake = FakeNvml::new(&gpu_line(0, 1));
-    let error = server::start(&ServeConfig {
-        listen: "127.0.0.1:0".into(),
-        sample_interval: INTERVAL,
-        nvml_library: Some(fake.library.clone()),
-        tls: Some(TlsFiles {
-            cert: Path::new("/nonexistent/tls.crt").into(),
-            key: Path::new("/nonexistent/tls.key").into(),
-            client_ca: None,
-        }),
-        probe_listen: None,
-    })
-    .err()
-    .expect("startup fails");
+    let mut config = local_config(&fake.library);
+    config.tls = Some(TlsFiles {
+        cert: Path::new("/nonexistent/tls.crt").into(),
+        key: Path::new("/nonexistent/tls.key").into(),
+        client_ca: None,
+    });
+    let error = server::start(&config).err().expect("startup fails");
     assert!(
         error.starts_with("cannot read --tls-cert /nonexistent/tls.crt"),
         "{error}"

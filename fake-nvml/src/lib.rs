@@ -12,6 +12,7 @@
 //! ```text
 //! driver 550.54.15
 //! gpu 0 uuid=GPU-0a name="NVIDIA H100" util=37 mem_util=12 mem_total_mib=81559 mem_used_mib=2048 mem_reserved_mib=512 temp=41 power_mw=71000 mig=0
+//! gpu 1 uuid=GPU-1b mig=1 mig_uuids=MIG-aa,MIG-bb   # MIG on, with two MIG devices
 //! fail 0 utilization NOT_SUPPORTED   # that call on GPU 0 returns the code; `*` is every call
 //! hang 0 power 30000                 # that call blocks up to 30000 ms, less if the line goes away
 //! init_error DRIVER_NOT_LOADED       # nvmlInit fails
@@ -37,6 +38,7 @@ const SUCCESS: Return = 0;
 const UNINITIALIZED: Return = 1;
 const INVALID_ARGUMENT: Return = 2;
 const NOT_SUPPORTED: Return = 3;
+const NOT_FOUND: Return = 6;
 const INSUFFICIENT_SIZE: Return = 7;
 const DRIVER_NOT_LOADED: Return = 9;
 const GPU_IS_LOST: Return = 15;
@@ -48,7 +50,7 @@ const CODE_NAMES: &[(&str, Return)] = &[
     ("INVALID_ARGUMENT", INVALID_ARGUMENT),
     ("NOT_SUPPORTED", NOT_SUPPORTED),
     ("NO_PERMISSION", 4),
-    ("NOT_FOUND", 6),
+    ("NOT_FOUND", NOT_FOUND),
     ("INSUFFICIENT_SIZE", INSUFFICIENT_SIZE),
     ("DRIVER_NOT_LOADED", DRIVER_NOT_LOADED),
     ("TIMEOUT", 10),
@@ -61,6 +63,8 @@ const CODE_NAMES: &[(&str, Return)] = &[
 
 /// Handles are small tagged integers; the scaler never dereferences them.
 const HANDLE_BASE: usize = 0x1000;
+/// MIG device handles: `MIG_HANDLE_BASE + gpu * 0x100 + slot`.
+const MIG_HANDLE_BASE: usize = 0x10_0000;
 const MIB: u64 = 1024 * 1024;
 #[cfg(not(feature = "v1-only"))]
 const MEMORY_V2_VERSION: c_uint = 40 | (2 << 24);
@@ -99,6 +103,7 @@ struct Gpu {
     temp: u32,
     power_mw: u32,
     mig: bool,
+    mig_uuids: Vec<String>,
 }
 
 #[derive(Default)]
@@ -233,6 +238,7 @@ fn gpu(index: usize, fields: &[&str]) -> Gpu {
             "temp" => gpu.temp = number() as u32,
             "power_mw" => gpu.power_mw = number() as u32,
             "mig" => gpu.mig = number() != 0,
+            "mig_uuids" => gpu.mig_uuids = value.split(',').map(String::from).collect(),
             _ => {}
         }
     }

@@ -114,6 +114,8 @@ mod tests {
                     readings,
                     mig_enabled: Some(false),
                 },
+                mig_devices: vec![],
+                allocations: vec![],
             },
             GpuSample {
                 index: 1,
@@ -122,6 +124,8 @@ mod tests {
                 health: GpuHealth::Lost {
                     error: "nvmlDeviceGetHandleByIndex failed: \"lost\"".into(),
                 },
+                mig_devices: vec![],
+                allocations: vec![],
             },
         ]
     }

@@ -11,6 +11,8 @@ use crate::cli::{ClientTls, QueryArgs};
 use crate::hpa::{desired_replicas, MetricType};
 use crate::proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
 use crate::proto::externalscaler_grpc::ExternalScalerClient;
+use crate::proto::node::{ExplainRequest, ExplainResponse};
+use crate::proto::node_grpc::NodeClient;
 
 /// What KEDA would see in one evaluation.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +28,78 @@ pub struct Answer {
 pub fn run(args: &QueryArgs) -> Result<(), String> {
     let answer = call(args)?;
     print!("{}", render(args, &answer));
+    if args.explain {
+        print!("{}", render_explanation(&explain(args)?));
+    }
     Ok(())
+}
+
+fn channel(args: &QueryArgs) -> Result<grpcio::Channel, String> {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("query").build());
+    Ok(match &args.tls {
+        None => ChannelBuilder::new(env).connect(&args.address),
+        Some(tls) => {
+            let mut builder = ChannelBuilder::new(env);
+            if let Some(name) = &tls.server_name {
+                builder = builder.override_ssl_target(name.clone());
+            }
+            builder
+                .set_credentials(client_credentials(tls)?)
+                .connect(&args.address)
+        }
+    })
+}
+
+/// `Node.Explain`: each GPU's part in the value.
+pub fn explain(args: &QueryArgs) -> Result<ExplainResponse, String> {
+    let client = NodeClient::new(channel(args)?);
+    let mut request = ExplainRequest::new();
+    request.set_namespace(args.namespace.clone());
+    request.mut_metadata().extend(args.metadata.iter().cloned());
+    client
+        .explain_opt(&request, CallOption::default().timeout(args.timeout))
+        .map_err(|e| format!("Explain: {}", describe(&e)))
+}
+
+/// One line per node and GPU.
+pub fn render_explanation(explanation: &ExplainResponse) -> String {
+    let mut out = String::from("\nexplain (per node and GPU):\n");
+    out.push_str(&format!(
+        "  {:<16} {:>3}  {:<40} {:>8}  {:<7} {:<32} {}\n",
+        "NODE", "GPU", "UUID", "VALUE", "COUNTED", "PODS", "WHY"
+    ));
+    for line in explanation.get_lines() {
+        let value = if line.get_has_value() {
+            format!("{:.2}", line.get_value())
+        } else {
+            "n/a".to_string()
+        };
+        let pods = if line.get_pods().is_empty() {
+            "-".to_string()
+        } else {
+            line.get_pods().join(",")
+        };
+        out.push_str(&format!(
+            "  {:<16} {:>3}  {:<40} {:>8}  {:<7} {:<32} {}\n",
+            if line.get_node().is_empty() {
+                "(this node)"
+            } else {
+                line.get_node()
+            },
+            line.get_gpu_index(),
+            line.get_gpu_uuid(),
+            value,
+            if line.get_counted() { "yes" } else { "no" },
+            pods,
+            line.get_reason()
+        ));
+    }
+    if explanation.get_has_value() {
+        out.push_str(&format!("  = {:.2}\n", explanation.get_value()));
+    } else {
+        out.push_str(&format!("  = error: {}\n", explanation.get_error()));
+    }
+    out
 }
 
 /// The three calls, in KEDA's order; the first failure is the error.

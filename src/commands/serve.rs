@@ -1,5 +1,6 @@
 //! `serve`: run the scaler until SIGTERM or SIGINT, then stop in order.
 
+use crate::attribution::GpuResources;
 use crate::cli::ServeArgs;
 use crate::duration::format_duration;
 use crate::server::{self, ServeConfig};
@@ -15,6 +16,13 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         nvml_library: args.nvml_library.clone(),
         tls: args.tls.clone(),
         probe_listen: args.probe_listen.clone(),
+        node_name: args.node_name.clone().unwrap_or_else(hostname),
+        peers: args.peers.clone(),
+        peer_timeout: args.peer_timeout,
+        pod_resources_socket: args.pod_resources_socket.clone(),
+        gpu_resources: GpuResources {
+            extra: args.gpu_resource_names.clone(),
+        },
     };
     let running = server::start(&config)?;
     let host = args.listen.rsplit_once(':').map_or("", |(host, _)| host);
@@ -35,4 +43,11 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     running.shutdown();
     log::info!("stopped");
     Ok(())
+}
+
+/// The kernel's hostname: a pod's name, or the machine's.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| String::from("unknown"))
 }

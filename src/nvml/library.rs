@@ -39,7 +39,7 @@ pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
 /// function pointers live beside the `Library` that keeps them valid.
 pub struct NvmlLibrary {
     api: Api,
-    mig_mode: OnceLock<Option<sys::DeviceGetMigModeFn>>,
+    optional: OnceLock<OptionalApi>,
     path: String,
     library: Library,
 }
@@ -88,7 +88,7 @@ impl NvmlLibrary {
         };
         Ok(Self {
             api,
-            mig_mode: OnceLock::new(),
+            optional: OnceLock::new(),
             path,
             library,
         })
@@ -108,16 +108,29 @@ impl NvmlLibrary {
         &self.api
     }
 
-    /// `nvmlDeviceGetMigMode`, resolved on first use; `None` on drivers before R450.
-    pub(super) fn mig_mode_fn(&self) -> Option<sys::DeviceGetMigModeFn> {
-        *self.mig_mode.get_or_init(|| {
-            Resolver {
+    /// Entry points newer drivers add, resolved on first use; each is
+    /// `None` where the driver lacks it.
+    pub(super) fn optional(&self) -> &OptionalApi {
+        self.optional.get_or_init(|| {
+            let resolver = Resolver {
                 library: &self.library,
                 path: &self.path,
+            };
+            OptionalApi {
+                mig_mode: resolver.optional(symbols::DEVICE_GET_MIG_MODE),
+                max_mig_device_count: resolver.optional(symbols::DEVICE_GET_MAX_MIG_DEVICE_COUNT),
+                mig_device_handle_by_index: resolver
+                    .optional(symbols::DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX),
             }
-            .optional(symbols::DEVICE_GET_MIG_MODE)
         })
     }
+}
+
+/// Optional entry points (R450 and newer drivers).
+pub struct OptionalApi {
+    pub mig_mode: Option<sys::DeviceGetMigModeFn>,
+    pub max_mig_device_count: Option<sys::DeviceGetMaxMigDeviceCountFn>,
+    pub mig_device_handle_by_index: Option<sys::DeviceGetMigDeviceHandleByIndexFn>,
 }
 
 struct Resolver<'a> {

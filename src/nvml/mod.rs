@@ -188,13 +188,57 @@ impl Device<'_> {
         let f = self
             .nvml
             .library
-            .mig_mode_fn()
+            .optional()
+            .mig_mode
             .ok_or(NvmlError::MissingSymbol(symbol))?;
         let (mut current, mut pending): (c_uint, c_uint) = (0, 0);
         // SAFETY: both are valid out-pointers.
         let code = unsafe { f(self.handle, &mut current, &mut pending) };
         self.nvml.check(symbol, code)?;
         Ok(current == sys::NVML_DEVICE_MIG_ENABLE)
+    }
+
+    /// UUIDs (`MIG-…`) of the MIG devices on this GPU. Optional, like
+    /// `mig_enabled`.
+    pub fn mig_device_uuids(&self) -> Result<Vec<String>, NvmlError> {
+        let optional = self.nvml.library.optional();
+        let max_count = optional
+            .max_mig_device_count
+            .ok_or(NvmlError::MissingSymbol(
+                sys::symbols::DEVICE_GET_MAX_MIG_DEVICE_COUNT,
+            ))?;
+        let handle_by_index =
+            optional
+                .mig_device_handle_by_index
+                .ok_or(NvmlError::MissingSymbol(
+                    sys::symbols::DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX,
+                ))?;
+        let mut count: c_uint = 0;
+        // SAFETY: `count` is a valid out-pointer.
+        let code = unsafe { max_count(self.handle, &mut count) };
+        self.nvml
+            .check(sys::symbols::DEVICE_GET_MAX_MIG_DEVICE_COUNT, code)?;
+        let mut uuids = Vec::new();
+        for index in 0..count {
+            let mut handle: nvmlDevice_t = std::ptr::null_mut();
+            // SAFETY: `handle` is a valid out-pointer.
+            let code = unsafe { handle_by_index(self.handle, index, &mut handle) };
+            match self
+                .nvml
+                .check(sys::symbols::DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX, code)
+            {
+                Ok(()) => {}
+                // An empty slot.
+                Err(e) if e.code() == Some(ReturnCode::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
+            let mig = Device {
+                nvml: self.nvml,
+                handle,
+            };
+            uuids.push(mig.uuid()?);
+        }
+        Ok(uuids)
     }
 
     fn string(

@@ -104,6 +104,10 @@ pub type DeviceGetTemperatureFn =
 pub type DeviceGetPowerUsageFn = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint) -> nvmlReturn_t;
 pub type DeviceGetMigModeFn =
     unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut c_uint) -> nvmlReturn_t;
+pub type DeviceGetMaxMigDeviceCountFn =
+    unsafe extern "C" fn(nvmlDevice_t, *mut c_uint) -> nvmlReturn_t;
+pub type DeviceGetMigDeviceHandleByIndexFn =
+    unsafe extern "C" fn(nvmlDevice_t, c_uint, *mut nvmlDevice_t) -> nvmlReturn_t;
 
 /// Memory info through whichever entry point the library exports.
 #[derive(Clone, Copy)]
@@ -150,6 +154,10 @@ pub mod symbols {
     pub const DEVICE_GET_POWER_USAGE: &str = "nvmlDeviceGetPowerUsage";
     /// Optional: R450 and newer.
     pub const DEVICE_GET_MIG_MODE: &str = "nvmlDeviceGetMigMode";
+    /// Optional: R450 and newer.
+    pub const DEVICE_GET_MAX_MIG_DEVICE_COUNT: &str = "nvmlDeviceGetMaxMigDeviceCount";
+    /// Optional: R450 and newer.
+    pub const DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX: &str = "nvmlDeviceGetMigDeviceHandleByIndex";
 }
 
 #[cfg(test)]

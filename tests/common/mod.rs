@@ -128,14 +128,18 @@ pub fn start_server(fake: &FakeNvml) -> RunningServer {
 }
 
 pub fn start_server_at(library: &Path) -> RunningServer {
-    server::start(&ServeConfig {
-        listen: "127.0.0.1:0".into(),
-        sample_interval: INTERVAL,
-        nvml_library: Some(library.to_path_buf()),
-        tls: None,
-        probe_listen: None,
-    })
-    .expect("start server")
+    server::start(&local_config(library)).expect("start server")
+}
+
+/// A node-local test server's settings: fast sampling, this library, and a
+/// pod-resources socket that does not exist.
+pub fn local_config(library: &Path) -> ServeConfig {
+    let mut config = ServeConfig::new("127.0.0.1:0");
+    config.sample_interval = INTERVAL;
+    config.nvml_library = Some(library.to_path_buf());
+    config.node_name = "test-node".into();
+    config.pod_resources_socket = library.with_file_name("no-kubelet.sock");
+    config
 }
 
 pub fn client(port: u16) -> ExternalScalerClient {

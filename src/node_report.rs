@@ -1,0 +1,254 @@
+//! One node's GPUs as pods exchange them (`Node.Snapshot`), and the
+//! conversions between that message and the local snapshot. Pure.
+
+use std::time::{Duration, Instant};
+
+use crate::evaluate::NodeView;
+use crate::metrics::{Metric, Readings};
+use crate::proto::node::{Allocation as AllocationProto, Gpu, NodeSnapshot, Reading};
+use crate::snapshot::{Allocation, Attribution, GpuHealth, GpuSample, NodeState, Snapshot};
+
+/// A node's snapshot as the cluster view holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeReport {
+    pub name: String,
+    /// `Err` when the node's readings cannot be used (NVML down, stale).
+    pub usable: Result<(), String>,
+    pub attribution: Result<(), String>,
+    pub gpus: Vec<GpuSample>,
+}
+
+impl NodeReport {
+    /// For evaluation: an unusable node has no GPUs and no attribution.
+    pub fn view(&self) -> NodeView<'_> {
+        match &self.usable {
+            Ok(()) => NodeView {
+                name: &self.name,
+                gpus: &self.gpus,
+                attribution: self
+                    .attribution
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(String::as_str),
+            },
+            Err(reason) => NodeView {
+                name: &self.name,
+                gpus: &[],
+                attribution: Err(reason),
+            },
+        }
+    }
+
+    /// A report read from a peer's answer.
+    pub fn from_proto(message: &NodeSnapshot, stale_after: Duration) -> Self {
+        let usable = if !message.get_nvml_error().is_empty() {
+            Err(message.get_nvml_error().to_string())
+        } else if message.get_age_seconds() > stale_after.as_secs_f64() {
+            Err(format!(
+                "GPU readings are stale: the last NVML sample started {:.1}s ago",
+                message.get_age_seconds()
+            ))
+        } else {
+            Ok(())
+        };
+        let attribution = match message.get_attribution_error() {
+            "" => Ok(()),
+            error => Err(error.to_string()),
+        };
+        Self {
+            name: message.get_node_name().to_string(),
+            usable,
+            attribution,
+            gpus: message.get_gpus().iter().map(gpu_from_proto).collect(),
+        }
+    }
+
+    /// The local node's report, from its own snapshot.
+    pub fn from_local(
+        name: &str,
+        snapshot: &Snapshot,
+        now: Instant,
+        stale_after: Duration,
+    ) -> Self {
+        let message = to_proto(name, snapshot, now);
+        Self::from_proto(&message, stale_after)
+    }
+}
+
+/// This node's snapshot as it is sent to peers.
+pub fn to_proto(name: &str, snapshot: &Snapshot, now: Instant) -> NodeSnapshot {
+    let mut message = NodeSnapshot::new();
+    message.set_node_name(name.to_string());
+    message.set_age_seconds(snapshot.age(now).as_secs_f64());
+    match &snapshot.state {
+        NodeState::Unavailable { reason } => message.set_nvml_error(reason.clone()),
+        NodeState::Ready {
+            gpus, attribution, ..
+        } => {
+            if let Attribution::Unavailable(reason) = attribution {
+                message.set_attribution_error(reason.clone());
+            }
+            message.set_gpus(gpus.iter().map(gpu_to_proto).collect());
+        }
+    }
+    message
+}
+
+fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
+    let mut message = Gpu::new();
+    message.set_index(gpu.index);
+    message.set_uuid(gpu.uuid.clone().unwrap_or_default());
+    message.set_name(gpu.name.clone().unwrap_or_default());
+    match &gpu.health {
+        GpuHealth::Healthy { readings, .. } => {
+            for metric in Metric::ALL {
+                if let Some(value) = readings.get(metric) {
+                    let mut reading = Reading::new();
+                    reading.set_metric(metric.name().to_string());
+                    reading.set_value(value);
+                    message.mut_readings().push(reading);
+                }
+            }
+        }
+        GpuHealth::Lost { error } => {
+            message.set_error(error.clone());
+            message.set_lost(true);
+        }
+        GpuHealth::Failed { error } => message.set_error(error.clone()),
+    }
+    for allocation in &gpu.allocations {
+        let mut a = AllocationProto::new();
+        a.set_namespace(allocation.namespace.clone());
+        a.set_pod(allocation.pod.clone());
+        a.set_container(allocation.container.clone());
+        a.set_device_id(allocation.device_id.clone());
+        message.mut_allocations().push(a);
+    }
+    message.set_mig_devices(gpu.mig_devices.clone().into());
+    message
+}
+
+fn gpu_from_proto(message: &Gpu) -> GpuSample {
+    let health = match (message.get_error(), message.get_lost()) {
+        ("", _) => {
+            let mut readings = Readings::default();
+            for reading in message.get_readings() {
+                if let Some(metric) = Metric::from_name(reading.get_metric()) {
+                    readings.set(metric, reading.get_value());
+                }
+            }
+            GpuHealth::Healthy {
+                readings,
+                mig_enabled: Some(!message.get_mig_devices().is_empty()),
+            }
+        }
+        (error, true) => GpuHealth::Lost {
+            error: error.to_string(),
+        },
+        (error, false) => GpuHealth::Failed {
+            error: error.to_string(),
+        },
+    };
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    GpuSample {
+        index: message.get_index(),
+        uuid: text(message.get_uuid()),
+        name: text(message.get_name()),
+        health,
+        mig_devices: message.get_mig_devices().to_vec(),
+        allocations: message
+            .get_allocations()
+            .iter()
+            .map(|a| Allocation {
+                namespace: a.get_namespace().to_string(),
+                pod: a.get_pod().to_string(),
+                container: a.get_container().to_string(),
+                device_id: a.get_device_id().to_string(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(gpus: Vec<GpuSample>, attribution: Attribution) -> (Snapshot, Instant) {
+        let now = Instant::now();
+        let snapshot = Snapshot {
+            sequence: 3,
+            taken_at: now - Duration::from_millis(200),
+            duration: Duration::ZERO,
+            state: NodeState::Ready {
+                driver_version: "550".into(),
+                gpus,
+                attribution,
+            },
+        };
+        (snapshot, now)
+    }
+
+    #[test]
+    fn gpus_round_trip_with_absent_metrics_and_allocations() {
+        let mut readings = Readings::default();
+        readings.set(Metric::GpuUtilization, 37.0);
+        readings.set(Metric::PowerDraw, 71.5);
+        let gpus = vec![
+            GpuSample {
+                index: 0,
+                uuid: Some("GPU-a".into()),
+                name: Some("H100".into()),
+                health: GpuHealth::Healthy {
+                    readings,
+                    mig_enabled: Some(false),
+                },
+                mig_devices: vec![],
+                allocations: vec![Allocation {
+                    namespace: "ml".into(),
+                    pod: "vllm-0".into(),
+                    container: "main".into(),
+                    device_id: "GPU-a::1".into(),
+                }],
+            },
+            GpuSample {
+                index: 1,
+                uuid: Some("GPU-b".into()),
+                name: None,
+                health: GpuHealth::Lost {
+                    error: "GPU_IS_LOST".into(),
+                },
+                mig_devices: vec![],
+                allocations: vec![],
+            },
+        ];
+        let (snap, now) = snapshot(gpus.clone(), Attribution::Known);
+        let report = NodeReport::from_local("node-a", &snap, now, Duration::from_secs(3));
+        assert_eq!(report.name, "node-a");
+        assert_eq!(report.usable, Ok(()));
+        assert_eq!(report.attribution, Ok(()));
+        assert_eq!(report.gpus, gpus);
+    }
+
+    #[test]
+    fn stale_or_unavailable_nodes_are_unusable() {
+        let (snap, now) = snapshot(vec![], Attribution::Unavailable("no socket".into()));
+        let report = NodeReport::from_local("a", &snap, now, Duration::from_millis(100));
+        assert!(report
+            .usable
+            .as_ref()
+            .unwrap_err()
+            .starts_with("GPU readings are stale"));
+        assert_eq!(
+            report.view().attribution.unwrap_err(),
+            report.usable.as_ref().unwrap_err()
+        );
+        let down = Snapshot {
+            state: NodeState::Unavailable {
+                reason: "NVML is not available".into(),
+            },
+            ..snap
+        };
+        let report = NodeReport::from_local("a", &down, now, Duration::from_secs(3));
+        assert_eq!(report.usable, Err("NVML is not available".into()));
+    }
+}

@@ -1,0 +1,77 @@
+//! `kedagpuscaler.node.v1.Node`: this node's snapshot for peers, and the
+//! per-GPU explanation behind `query --explain`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use grpcio::{RpcContext, UnarySink};
+
+use crate::evaluate::Outcome;
+use crate::node_report::to_proto;
+use crate::proto::node::{
+    ExplainLine, ExplainRequest, ExplainResponse, NodeSnapshot, SnapshotRequest,
+};
+use crate::proto::node_grpc::Node;
+use crate::snapshot::SnapshotCell;
+use crate::source::Source;
+use crate::status::{answer, config_status, reply};
+use crate::trigger;
+
+#[derive(Clone)]
+pub struct NodeService {
+    node_name: String,
+    snapshots: Arc<SnapshotCell>,
+    source: Source,
+}
+
+impl NodeService {
+    pub fn new(node_name: String, snapshots: Arc<SnapshotCell>, source: Source) -> Self {
+        Self {
+            node_name,
+            snapshots,
+            source,
+        }
+    }
+}
+
+impl Node for NodeService {
+    fn snapshot(&mut self, ctx: RpcContext, _req: SnapshotRequest, sink: UnarySink<NodeSnapshot>) {
+        let message = to_proto(&self.node_name, &self.snapshots.load(), Instant::now());
+        reply(&ctx, sink, Ok(message));
+    }
+
+    fn explain(&mut self, ctx: RpcContext, req: ExplainRequest, sink: UnarySink<ExplainResponse>) {
+        let trigger = match trigger::parse(req.get_metadata(), req.get_namespace()) {
+            Ok(trigger) => trigger,
+            Err(e) => return reply(&ctx, sink, Err(config_status(&e))),
+        };
+        let outcome = self.source.outcome(&trigger);
+        ctx.spawn(async move { answer(sink, Ok(explanation(&outcome.await))).await });
+    }
+}
+
+fn explanation(outcome: &Outcome) -> ExplainResponse {
+    let mut response = ExplainResponse::new();
+    match &outcome.value {
+        Ok(value) => {
+            response.set_has_value(true);
+            response.set_value(*value);
+        }
+        Err(e) => response.set_error(e.message().to_string()),
+    }
+    for explained in &outcome.explained {
+        let mut line = ExplainLine::new();
+        line.set_node(explained.node.clone());
+        line.set_gpu_index(explained.index);
+        line.set_gpu_uuid(explained.uuid.clone());
+        line.set_pods(explained.pods.clone().into());
+        if let Some(value) = explained.value {
+            line.set_has_value(true);
+            line.set_value(value);
+        }
+        line.set_counted(explained.counted);
+        line.set_reason(explained.reason.clone());
+        response.mut_lines().push(line);
+    }
+    response
+}
