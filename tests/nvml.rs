@@ -143,9 +143,11 @@ fn not_supported_metric_is_absent_not_zero() {
 
 #[test]
 fn mig_gpu_reports_no_utilization() {
-    let fake = FakeNvml::new("gpu 0 util=50 mem_used_mib=1024 mig=1\n");
+    let fake = FakeNvml::new("gpu 0 util=50 mem_used_mib=1024 mig=1 mig_uuids=MIG-aa,MIG-bb\n");
     let nvml = Nvml::open(Some(&fake.library)).unwrap();
     let gpus = read_node(&nvml).unwrap();
+    // Enumerated through the optional MIG entry points, skipping the empty slot.
+    assert_eq!(gpus[0].mig_devices, ["MIG-aa", "MIG-bb"]);
     match &gpus[0].health {
         GpuHealth::Healthy {
             readings,

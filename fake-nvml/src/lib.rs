@@ -464,7 +464,52 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(
     uuid: *mut c_char,
     length: c_uint,
 ) -> Return {
+    if let Some(offset) = (device as usize).checked_sub(MIG_HANDLE_BASE) {
+        let (gpu, slot) = (offset / 0x100, offset % 0x100);
+        return code(session_scenario(current()).and_then(|s| {
+            let mig = s
+                .gpus
+                .get(gpu)
+                .and_then(|g| g.mig_uuids.get(slot))
+                .ok_or(INVALID_ARGUMENT)?;
+            write_string(mig, uuid, length)
+        }));
+    }
     code(device_call(device, "uuid").and_then(|(s, i)| write_string(&s.gpus[i].uuid, uuid, length)))
+}
+
+/// MIG slots: as many as the GPU has MIG devices, plus one empty slot.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMaxMigDeviceCount(
+    device: Device,
+    count: *mut c_uint,
+) -> Return {
+    code(device_call(device, "mig").and_then(|(s, i)| {
+        if count.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        *count = s.gpus[i].mig_uuids.len() as c_uint + 1;
+        Ok(())
+    }))
+}
+
+/// NOT_FOUND for the empty slot, as the driver answers for an unused one.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
+    device: Device,
+    index: c_uint,
+    mig: *mut Device,
+) -> Return {
+    code(device_call(device, "mig").and_then(|(s, i)| {
+        if mig.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        if index as usize >= s.gpus[i].mig_uuids.len() {
+            return Err(NOT_FOUND);
+        }
+        *mig = (MIG_HANDLE_BASE + i * 0x100 + index as usize) as Device;
+        Ok(())
+    }))
 }
 
 #[no_mangle]

@@ -1,0 +1,446 @@
+//! A cluster on one machine: several scaler instances on loopback, each
+//! with its own fake NVML and its own fake kubelet (a real PodResources
+//! gRPC server on a unix socket), peered with each other.
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use grpcio::{
+    ChannelBuilder, EnvBuilder, RpcContext, RpcStatusCode, ServerBuilder, ServerCredentials,
+    UnarySink,
+};
+use keda_gpu_scaler::hpa::{desired_replicas, MetricType};
+use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
+use keda_gpu_scaler::proto::node::ExplainRequest;
+use keda_gpu_scaler::proto::node_grpc::NodeClient;
+use keda_gpu_scaler::proto::podresources::{
+    ContainerDevices, ContainerResources, ListPodResourcesRequest, ListPodResourcesResponse,
+    PodResources,
+};
+use keda_gpu_scaler::proto::podresources_grpc::{create_pod_resources_lister, PodResourcesLister};
+use keda_gpu_scaler::server::{self, RunningServer};
+
+/// A kubelet that answers List from a list the test can change.
+#[derive(Clone, Default)]
+struct FakeKubelet {
+    pods: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl PodResourcesLister for FakeKubelet {
+    fn list(
+        &mut self,
+        ctx: RpcContext,
+        _req: ListPodResourcesRequest,
+        sink: UnarySink<ListPodResourcesResponse>,
+    ) {
+        let mut response = ListPodResourcesResponse::new();
+        for (namespace, pod, device_id) in self.pods.lock().unwrap().iter() {
+            let mut devices = ContainerDevices::new();
+            let resource = if device_id.starts_with("MIG-") {
+                "nvidia.com/mig-1g.10gb"
+            } else {
+                "nvidia.com/gpu"
+            };
+            devices.set_resource_name(resource.into());
+            devices.mut_device_ids().push(device_id.clone());
+            let mut container = ContainerResources::new();
+            container.set_name("main".into());
+            container.mut_devices().push(devices);
+            let mut resources = PodResources::new();
+            resources.set_namespace(namespace.clone());
+            resources.set_name(pod.clone());
+            resources.mut_containers().push(container);
+            response.mut_pod_resources().push(resources);
+        }
+        ctx.spawn(async move {
+            let _ = sink.success(response).await;
+        });
+    }
+}
+
+/// One simulated node: fake NVML, fake kubelet, and a scaler peered with the others.
+struct Node {
+    fake: FakeNvml,
+    kubelet: FakeKubelet,
+    kubelet_server: Option<grpcio::Server>,
+    scaler: Option<RunningServer>,
+    port: u16,
+}
+
+impl Node {
+    fn client(&self) -> ExternalScalerClient {
+        client(self.port)
+    }
+
+    fn set_pods(&self, pods: &[(&str, &str, &str)]) {
+        *self.kubelet.pods.lock().unwrap() = pods
+            .iter()
+            .map(|(n, p, d)| (n.to_string(), p.to_string(), d.to_string()))
+            .collect();
+    }
+
+    fn stop_kubelet(&mut self) {
+        if let Some(mut server) = self.kubelet_server.take() {
+            let _ = futures_executor::block_on(server.shutdown());
+        }
+        let _ = std::fs::remove_file(self.fake.dir.join("kubelet.sock"));
+    }
+
+    fn stop_scaler(&mut self) {
+        self.scaler.take();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `scenarios[i]` is node i's fake NVML scenario; every node peers with all.
+fn cluster(scenarios: &[String]) -> Vec<Node> {
+    let ports: Vec<u16> = scenarios.iter().map(|_| free_port()).collect();
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    scenarios
+        .iter()
+        .zip(&ports)
+        .enumerate()
+        .map(|(i, (scenario, port))| {
+            let fake = FakeNvml::new(scenario);
+            let kubelet = FakeKubelet::default();
+            let socket = fake.dir.join("kubelet.sock");
+            let mut kubelet_server =
+                ServerBuilder::new(Arc::new(EnvBuilder::new().cq_count(1).build()))
+                    .register_service(create_pod_resources_lister(kubelet.clone()))
+                    .build()
+                    .unwrap();
+            kubelet_server
+                .add_listening_port(
+                    format!("unix:{}", socket.display()),
+                    ServerCredentials::insecure(),
+                )
+                .unwrap();
+            kubelet_server.start();
+            let mut config = local_config(&fake.library);
+            config.listen = format!("127.0.0.1:{port}");
+            config.node_name = format!("node-{i}");
+            config.peers = peers.clone();
+            config.peer_timeout = Duration::from_millis(500);
+            config.pod_resources_socket = socket;
+            let scaler = server::start(&config).expect("start scaler");
+            Node {
+                fake,
+                kubelet,
+                kubelet_server: Some(kubelet_server),
+                scaler: Some(scaler),
+                port: *port,
+            }
+        })
+        .collect()
+}
+
+/// Node `node`'s GPU `index` UUID, as the fake names it.
+fn uuid(index: u32, node: usize) -> String {
+    format!("GPU-{node}-{index}")
+}
+
+fn gpus(node: usize, utils: &[u32]) -> String {
+    utils
+        .iter()
+        .enumerate()
+        .map(|(i, util)| {
+            format!(
+                "gpu {i} uuid={} util={util} mem_total_mib=81920 mem_used_mib=8192\n",
+                uuid(i as u32, node)
+            )
+        })
+        .collect()
+}
+
+const VLLM_POD_A: &str = "vllm-7d9f8b6c5d-x2k4p";
+const VLLM_POD_B: &str = "vllm-7d9f8b6c5d-q8w2e";
+
+#[test]
+fn workload_gpus_across_nodes_count_and_other_tenants_do_not() {
+    let nodes = cluster(&[gpus(0, &[60, 100]), gpus(1, &[80, 95])]);
+    nodes[0].set_pods(&[
+        ("default", VLLM_POD_A, &uuid(0, 0)),
+        ("default", "batch-0", &uuid(1, 0)),
+    ]);
+    nodes[1].set_pods(&[("default", VLLM_POD_B, &uuid(0, 1))]);
+    let pairs = [("workload", "vllm"), ("aggregation", "avg")];
+    // Every instance answers the same: (60 + 80) / 2, not the busier tenants.
+    for node in &nodes {
+        wait_for_value(&node.client(), &pairs, 70.0);
+    }
+    // Node-wide over the fleet: all four GPUs.
+    wait_for_value(&nodes[1].client(), &[("aggregation", "max")], 100.0);
+}
+
+#[test]
+fn every_instance_answers_the_same_within_an_interval() {
+    let nodes = cluster(&[gpus(0, &[10, 20]), gpus(1, &[30]), gpus(2, &[40])]);
+    let pairs = [("aggregation", "sum")];
+    for node in &nodes {
+        wait_for_value(&node.client(), &pairs, 100.0);
+    }
+    nodes[2].fake.set(&gpus(2, &[90]));
+    // After one change, all instances converge on the same new answer.
+    for node in &nodes {
+        wait_for_value(&node.client(), &pairs, 150.0);
+    }
+}
+
+#[test]
+fn a_dead_peer_is_skipped_and_all_dead_is_unavailable() {
+    let mut nodes = cluster(&[gpus(0, &[10]), gpus(1, &[20]), gpus(2, &[30])]);
+    let pairs = [("aggregation", "sum")];
+    wait_for_value(&nodes[0].client(), &pairs, 60.0);
+    nodes[2].stop_scaler();
+    wait_for_value(&nodes[0].client(), &pairs, 30.0);
+    let cluster = nodes[0].scaler.as_ref().unwrap().cluster().unwrap().clone();
+    assert!(cluster.failed_calls() > 0);
+    nodes[1].stop_scaler();
+    wait_for_error(
+        &nodes[0].client(),
+        &pairs,
+        RpcStatusCode::UNAVAILABLE,
+        "no peer answered",
+    );
+}
+
+#[test]
+fn missing_pod_resources_socket_fails_only_workload_triggers() {
+    let mut nodes = cluster(&[gpus(0, &[50]), gpus(1, &[70])]);
+    nodes[0].set_pods(&[("default", VLLM_POD_A, &uuid(0, 0))]);
+    wait_for_value(&nodes[0].client(), &[("workload", "vllm")], 50.0);
+    nodes[1].stop_kubelet();
+    let message = wait_for_error(
+        &nodes[0].client(),
+        &[("workload", "vllm")],
+        RpcStatusCode::UNAVAILABLE,
+        "pod attribution is unavailable on node node-1",
+    );
+    assert!(message.contains("does not exist"), "{message}");
+    assert_eq!(
+        value(&nodes[0].client(), &[("aggregation", "max")]),
+        Ok(70.0)
+    );
+}
+
+#[test]
+fn a_deployment_name_that_prefixes_another_does_not_match_it() {
+    let nodes = cluster(&[gpus(0, &[30, 90])]);
+    nodes[0].set_pods(&[
+        ("default", VLLM_POD_A, &uuid(0, 0)),
+        ("default", "vllm-canary-5c6d7e8f9a-zz9yx", &uuid(1, 0)),
+    ]);
+    wait_for_value(&nodes[0].client(), &[("workload", "vllm")], 30.0);
+    wait_for_value(&nodes[0].client(), &[("workload", "vllm-canary")], 90.0);
+    wait_for_value(&nodes[0].client(), &[("podNamePattern", "vllm-*")], 90.0);
+}
+
+#[test]
+fn mig_and_time_sliced_ids_map_to_their_gpus() {
+    let scenario = format!(
+        "gpu 0 uuid={} util=40\ngpu 1 uuid={} mig=1 mig_uuids=MIG-aa,MIG-bb mem_total_mib=1000 mem_used_mib=500\n",
+        uuid(0, 0),
+        uuid(1, 0)
+    );
+    let nodes = cluster(&[scenario]);
+    nodes[0].set_pods(&[
+        ("default", "vllm-0", &format!("{}::3", uuid(0, 0))),
+        ("default", "vllm-1", "MIG-bb"),
+    ]);
+    let pairs = [
+        ("workload", "vllm"),
+        ("metricType", "memory_used_percent"),
+        ("aggregation", "sum"),
+        ("targetValue", "80"),
+    ];
+    // GPU 0 (time-sliced id) uses 0% of its memory, MIG GPU 1 50%.
+    wait_for_value(&nodes[0].client(), &pairs, 50.0);
+    let utilization = [("workload", "vllm"), ("aggregation", "max")];
+    // GPU 1 is MIG: no utilization; GPU 0 via its ::3 time-slice id counts.
+    wait_for_value(&nodes[0].client(), &utilization, 40.0);
+}
+
+#[test]
+fn workload_at_zero_pods_is_zero_and_inactive() {
+    let nodes = cluster(&[gpus(0, &[99]), gpus(1, &[99])]);
+    nodes[0].set_pods(&[("default", "other-0", &uuid(0, 0))]);
+    let pairs = [("workload", "vllm")];
+    wait_for_value(&nodes[1].client(), &pairs, 0.0);
+    assert!(!is_active(&nodes[1].client(), &pairs).unwrap().get_result());
+}
+
+#[test]
+fn explain_lists_each_gpu_and_why() {
+    let nodes = cluster(&[gpus(0, &[60, 100]), gpus(1, &[80])]);
+    nodes[0].set_pods(&[
+        ("default", VLLM_POD_A, &uuid(0, 0)),
+        ("default", "batch-0", &uuid(1, 0)),
+    ]);
+    nodes[1].set_pods(&[("default", VLLM_POD_B, &uuid(0, 1))]);
+    let pairs = [("workload", "vllm"), ("aggregation", "avg")];
+    wait_for_value(&nodes[0].client(), &pairs, 70.0);
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let node =
+        NodeClient::new(ChannelBuilder::new(env).connect(&format!("127.0.0.1:{}", nodes[0].port)));
+    let mut request = ExplainRequest::new();
+    request.set_namespace("default".into());
+    request
+        .mut_metadata()
+        .extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let explanation = node.explain(&request).unwrap();
+    assert!(explanation.get_has_value());
+    assert_eq!(explanation.get_value(), 70.0);
+    let lines: Vec<(String, u32, bool, String)> = explanation
+        .get_lines()
+        .iter()
+        .map(|l| {
+            (
+                l.get_node().to_string(),
+                l.get_gpu_index(),
+                l.get_counted(),
+                l.get_reason().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("node-0".into(), 0, true, "counted".into()),
+            (
+                "node-0".into(),
+                1,
+                false,
+                "held by other pods, not workload default/vllm".into()
+            ),
+            ("node-1".into(), 0, true, "counted".into()),
+        ]
+    );
+}
+
+#[test]
+fn sweeps_are_cached_and_shared() {
+    let nodes = cluster(&[gpus(0, &[10]), gpus(1, &[20])]);
+    wait_for_value(&nodes[0].client(), &[("aggregation", "sum")], 30.0);
+    let cluster = nodes[0].scaler.as_ref().unwrap().cluster().unwrap().clone();
+    let before = cluster.sweeps();
+    let started = std::time::Instant::now();
+    // Many requests, from many threads, inside what is at most a few intervals.
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let port = nodes[0].port;
+            std::thread::spawn(move || {
+                let client = client(port);
+                for _ in 0..25 {
+                    assert!(value(&client, &[("aggregation", "sum")]).is_ok());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    let intervals = (elapsed.as_secs_f64() / INTERVAL.as_secs_f64()).ceil() as u64;
+    let sweeps = cluster.sweeps() - before;
+    assert!(
+        sweeps <= intervals + 1,
+        "{sweeps} sweeps for 200 requests in {intervals} intervals"
+    );
+}
+
+/// The HPA's choice from the scaler's answers over real gRPC.
+#[test]
+fn hpa_replicas_from_cluster_answers() {
+    struct Case {
+        name: &'static str,
+        current: u32,
+        metric_type: MetricType,
+        expected: u32,
+    }
+    let nodes = cluster(&[gpus(0, &[100, 100, 20]), gpus(1, &[100, 20, 100])]);
+    // Three vLLM replicas at 100% on two nodes; a fourth workload at 20%; a
+    // third tenant at 100% shares node 1.
+    nodes[0].set_pods(&[
+        ("default", "vllm-7d9f8b6c5d-aaaaa", &uuid(0, 0)),
+        ("default", "vllm-7d9f8b6c5d-bbbbb", &uuid(1, 0)),
+        ("default", "light-6c5d4e3f2a-ccccc", &uuid(2, 0)),
+    ]);
+    nodes[1].set_pods(&[
+        ("default", "vllm-7d9f8b6c5d-ddddd", &uuid(0, 1)),
+        ("default", "light-6c5d4e3f2a-eeeee", &uuid(1, 1)),
+        ("other", "tenant-0", &uuid(2, 1)),
+    ]);
+    let vllm = [("workload", "vllm"), ("aggregation", "avg")];
+    let light = [("workload", "light"), ("aggregation", "avg")];
+    wait_for_value(&nodes[0].client(), &vllm, 100.0);
+    wait_for_value(&nodes[1].client(), &light, 20.0);
+    let cases = [
+        (
+            Case {
+                name: "3 replicas at 100%, target 80, Value",
+                current: 3,
+                metric_type: MetricType::Value,
+                expected: 4,
+            },
+            &vllm[..],
+        ),
+        (
+            Case {
+                name: "3 replicas at 100%, AverageValue caps at 2",
+                current: 3,
+                metric_type: MetricType::AverageValue,
+                expected: 2,
+            },
+            &vllm[..],
+        ),
+        (
+            Case {
+                name: "4 replicas at 20%, Value",
+                current: 4,
+                metric_type: MetricType::Value,
+                expected: 1,
+            },
+            &light[..],
+        ),
+        (
+            Case {
+                name: "2 replicas at 20% beside a tenant at 100%",
+                current: 2,
+                metric_type: MetricType::Value,
+                expected: 1,
+            },
+            &light[..],
+        ),
+    ];
+    for (case, pairs) in cases {
+        let value = value(&nodes[1].client(), pairs).unwrap();
+        let desired = desired_replicas(case.metric_type, case.current, value, 80.0);
+        assert_eq!(desired, case.expected, "{}: value {value}", case.name);
+    }
+    // Unchanged: 2 replicas on 2 nodes at 80% with a third tenant at 100% on one of them.
+    nodes[0].fake.set(&gpus(0, &[80, 100, 20]));
+    nodes[1].fake.set(&gpus(1, &[80, 20, 100]));
+    nodes[0].set_pods(&[("default", "pair-0", &uuid(0, 0))]);
+    nodes[1].set_pods(&[
+        ("default", "pair-1", &uuid(0, 1)),
+        ("other", "tenant-0", &uuid(2, 1)),
+    ]);
+    let pair = [("podNamePattern", "pair-?"), ("aggregation", "avg")];
+    wait_for_value(&nodes[0].client(), &pair, 80.0);
+    assert_eq!(
+        desired_replicas(MetricType::Value, 2, 80.0, 80.0),
+        2,
+        "2 replicas on 2 nodes with a third tenant at 100%: unchanged"
+    );
+}
