@@ -16,7 +16,7 @@ use futures_channel::oneshot;
 use grpcio::{CallOption, ChannelBuilder, ChannelCredentialsBuilder, Environment};
 use protobuf::Message;
 
-use crate::evaluate::{evaluate_nodes, EvalError, NodeView, Outcome};
+use crate::evaluate::{evaluate_nodes, Detail, EvalError, NodeView, Outcome};
 use crate::node_report::NodeReport;
 use crate::proto::node::SnapshotRequest;
 use crate::proto::node_grpc::NodeClient;
@@ -73,7 +73,7 @@ impl ClusterView {
     }
 
     /// The trigger over every node.
-    pub fn outcome(&self, trigger: &Trigger) -> Outcome {
+    pub fn outcome(&self, trigger: &Trigger, detail: Detail) -> Outcome {
         if let Some(error) = &self.error {
             return Outcome {
                 value: Err(EvalError::Unavailable(error.clone())),
@@ -81,7 +81,7 @@ impl ClusterView {
             };
         }
         let views: Vec<NodeView<'_>> = self.nodes.iter().map(NodeReport::view).collect();
-        evaluate_nodes(trigger, &views)
+        evaluate_nodes(trigger, &views, detail)
     }
 }
 

@@ -48,11 +48,19 @@ pub struct Explained {
     pub reason: String,
 }
 
-/// A trigger's value (or why there is none) and how it came about.
+/// A trigger's value (or why there is none) and, when asked for, how it
+/// came about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub value: Result<f64, EvalError>,
     pub explained: Vec<Explained>,
+}
+
+/// Whether to build the per-GPU explanation (only `query --explain` reads it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    ValueOnly,
+    Explained,
 }
 
 /// The trigger over this node's snapshot. `stale_after` is the oldest a
@@ -63,18 +71,19 @@ pub fn evaluate(
     now: Instant,
     stale_after: Duration,
 ) -> Result<f64, EvalError> {
-    local_outcome(trigger, snapshot, now, stale_after).value
+    local_outcome(trigger, snapshot, now, stale_after, Detail::ValueOnly).value
 }
 
-/// As `evaluate`, with the explanation.
+/// As `evaluate`, with the explanation when `detail` asks for it.
 pub fn local_outcome(
     trigger: &Trigger,
     snapshot: &Snapshot,
     now: Instant,
     stale_after: Duration,
+    detail: Detail,
 ) -> Outcome {
     match local_view(snapshot, now, stale_after, "") {
-        Ok(node) => evaluate_nodes(trigger, &[node]),
+        Ok(node) => evaluate_nodes(trigger, &[node], detail),
         Err(e) => Outcome {
             value: Err(EvalError::Unavailable(e)),
             explained: Vec::new(),
@@ -114,15 +123,16 @@ pub fn local_view<'a>(
 }
 
 /// The trigger over several nodes' GPUs (one, for the node-local view).
-pub fn evaluate_nodes(trigger: &Trigger, nodes: &[NodeView<'_>]) -> Outcome {
+pub fn evaluate_nodes(trigger: &Trigger, nodes: &[NodeView<'_>], detail: Detail) -> Outcome {
     let mut explained = Vec::new();
-    let value = select_and_aggregate(trigger, nodes, &mut explained);
+    let value = select_and_aggregate(trigger, nodes, detail, &mut explained);
     Outcome { value, explained }
 }
 
 fn select_and_aggregate(
     trigger: &Trigger,
     nodes: &[NodeView<'_>],
+    detail: Detail,
     explained: &mut Vec<Explained>,
 ) -> Result<f64, EvalError> {
     if let Some(selector) = &trigger.selector {
@@ -167,29 +177,15 @@ fn select_and_aggregate(
     let mut selected = 0;
     for node in nodes {
         for gpu in node.gpus {
-            let pods: Vec<String> = gpu
-                .allocations
-                .iter()
-                .map(|a| format!("{}/{}", a.namespace, a.pod))
-                .collect();
-            let mut line = Explained {
-                node: node.name.to_string(),
-                index: gpu.index,
-                uuid: gpu.uuid.clone().unwrap_or_default(),
-                pods,
-                value: gpu.readings().and_then(|r| r.get(trigger.metric)),
-                counted: false,
-                reason: String::new(),
-            };
-            line.reason = match why_not_selected(trigger, gpu) {
-                Some(reason) => reason,
+            let value = gpu.readings().and_then(|r| r.get(trigger.metric));
+            let (counted, reason) = match why_not_selected(trigger, gpu) {
+                Some(reason) => (false, reason),
                 None => {
                     selected += 1;
-                    match (&gpu.health, line.value) {
+                    match (&gpu.health, value) {
                         (GpuHealth::Healthy { .. }, Some(value)) => {
                             values.push(value);
-                            line.counted = true;
-                            String::from("counted")
+                            (true, Reason::Counted)
                         }
                         (GpuHealth::Healthy { mig_enabled, .. }, None) => {
                             let mig = if *mig_enabled == Some(true) {
@@ -199,20 +195,34 @@ fn select_and_aggregate(
                             };
                             let reason = format!("does not report {}{mig}", trigger.metric);
                             excluded.push(format!("{} {reason}", label(node.name, gpu)));
-                            reason
+                            (false, Reason::Excluded(reason))
                         }
                         (GpuHealth::Lost { error }, _) => {
                             excluded.push(format!("{} is lost: {error}", label(node.name, gpu)));
-                            format!("lost: {error}")
+                            (false, Reason::Excluded(format!("lost: {error}")))
                         }
                         (GpuHealth::Failed { error }, _) => {
                             excluded.push(format!("{} is failing: {error}", label(node.name, gpu)));
-                            format!("failing: {error}")
+                            (false, Reason::Excluded(format!("failing: {error}")))
                         }
                     }
                 }
             };
-            explained.push(line);
+            if detail == Detail::Explained {
+                explained.push(Explained {
+                    node: node.name.to_string(),
+                    index: gpu.index,
+                    uuid: gpu.uuid.clone().unwrap_or_default(),
+                    pods: gpu
+                        .allocations
+                        .iter()
+                        .map(|a| format!("{}/{}", a.namespace, a.pod))
+                        .collect(),
+                    value,
+                    counted,
+                    reason: reason.describe(trigger),
+                });
+            }
         }
     }
     if selected == 0 && trigger.selector.is_some() {
@@ -236,11 +246,35 @@ fn select_and_aggregate(
     Ok(value)
 }
 
+/// Why a GPU did or did not count; worded only for explanations.
+enum Reason {
+    Counted,
+    OtherIndex(u32),
+    Unallocated,
+    OtherPods,
+    Excluded(String),
+}
+
+impl Reason {
+    fn describe(self, trigger: &Trigger) -> String {
+        match self {
+            Reason::Counted => String::from("counted"),
+            Reason::OtherIndex(index) => format!("not gpuIndex {index}"),
+            Reason::Unallocated => String::from("not allocated to any pod"),
+            Reason::OtherPods => match &trigger.selector {
+                Some(selector) => format!("held by other pods, not {selector}"),
+                None => String::from("held by other pods"),
+            },
+            Reason::Excluded(reason) => reason,
+        }
+    }
+}
+
 /// `None` when the GPU is selected; otherwise why not.
-fn why_not_selected(trigger: &Trigger, gpu: &GpuSample) -> Option<String> {
+fn why_not_selected(trigger: &Trigger, gpu: &GpuSample) -> Option<Reason> {
     if let GpuSelector::Index(index) = trigger.gpus {
         if gpu.index != index {
-            return Some(format!("not gpuIndex {index}"));
+            return Some(Reason::OtherIndex(index));
         }
     }
     let selector = trigger.selector.as_ref()?;
@@ -251,9 +285,9 @@ fn why_not_selected(trigger: &Trigger, gpu: &GpuSample) -> Option<String> {
     {
         None
     } else if gpu.allocations.is_empty() {
-        Some(String::from("not allocated to any pod"))
+        Some(Reason::Unallocated)
     } else {
-        Some(format!("held by other pods, not {selector}"))
+        Some(Reason::OtherPods)
     }
 }
 
@@ -448,6 +482,7 @@ mod tests {
         let outcome = evaluate_nodes(
             &trigger(&[("workload", "vllm"), ("aggregation", "avg")]),
             &[node("a", &a), node("b", &b)],
+            Detail::Explained,
         );
         assert_eq!(outcome.value, Ok(70.0));
         let counted: Vec<(&str, u32)> = outcome
@@ -473,6 +508,7 @@ mod tests {
         let outcome = evaluate_nodes(
             &trigger(&[("workload", "vllm"), ("aggregation", "sum")]),
             &[node("a", &gpus)],
+            Detail::ValueOnly,
         );
         assert_eq!(outcome.value, Ok(50.0));
     }
@@ -481,7 +517,7 @@ mod tests {
     fn workload_with_no_pods_is_zero_while_attribution_works() {
         let gpus = [held_by(healthy(0, 90.0), "ml", "other-0")];
         let trigger = trigger(&[("workload", "vllm")]);
-        let outcome = evaluate_nodes(&trigger, &[node("a", &gpus)]);
+        let outcome = evaluate_nodes(&trigger, &[node("a", &gpus)], Detail::ValueOnly);
         assert_eq!(outcome.value, Ok(0.0));
         assert!(!trigger.is_active(0.0));
     }
@@ -497,6 +533,7 @@ mod tests {
         let outcome = evaluate_nodes(
             &trigger(&[("workload", "vllm")]),
             &[node("a", &gpus), broken],
+            Detail::ValueOnly,
         );
         assert_eq!(
             outcome.value,
@@ -506,7 +543,12 @@ mod tests {
         );
         // Node-wide triggers do not need attribution.
         assert_eq!(
-            evaluate_nodes(&trigger(&[]), &[node("a", &gpus), broken]).value,
+            evaluate_nodes(
+                &trigger(&[]),
+                &[node("a", &gpus), broken],
+                Detail::ValueOnly
+            )
+            .value,
             Ok(90.0)
         );
     }
@@ -519,13 +561,14 @@ mod tests {
         assert_eq!(
             evaluate_nodes(
                 &trigger(&[("gpuIndex", "1"), ("aggregation", "sum")]),
-                &nodes
+                &nodes,
+                Detail::ValueOnly
             )
             .value,
             Ok(60.0)
         );
         assert_eq!(
-            evaluate_nodes(&trigger(&[("gpuIndex", "5")]), &nodes).value,
+            evaluate_nodes(&trigger(&[("gpuIndex", "5")]), &nodes, Detail::ValueOnly).value,
             Err(EvalError::InvalidArgument(
                 "invalid gpuIndex \"5\": no node has a GPU with that index".into()
             ))

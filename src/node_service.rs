@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use grpcio::{RpcContext, UnarySink};
 
-use crate::evaluate::Outcome;
+use crate::evaluate::{Detail, Outcome};
 use crate::node_report::to_proto;
 use crate::proto::node::{
     ExplainLine, ExplainRequest, ExplainResponse, NodeSnapshot, SnapshotRequest,
@@ -45,7 +45,7 @@ impl Node for NodeService {
             Ok(trigger) => trigger,
             Err(e) => return reply(&ctx, sink, Err(config_status(&e))),
         };
-        let outcome = self.source.outcome(&trigger);
+        let outcome = self.source.outcome(&trigger, Detail::Explained);
         ctx.spawn(async move { answer(sink, Ok(explanation(&outcome.await))).await });
     }
 }

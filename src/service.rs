@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
+use crate::evaluate::Detail;
 use crate::proto::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
@@ -15,15 +16,15 @@ use crate::proto::externalscaler_grpc::ExternalScaler;
 use crate::source::Source;
 use crate::status::{answer, config_status, eval_status, reply};
 use crate::streams::{forward, ActiveWatch, StreamHub};
-use crate::trigger::{self, Trigger};
+use crate::trigger::{self, ConfigError, Trigger};
 
 /// The service: a cheap clone over shared state.
 #[derive(Clone)]
 pub struct ScalerService {
     source: Source,
     streams: StreamHub,
-    /// Last trigger (or error) logged per ScaledObject, to log changes once.
-    logged: Arc<Mutex<HashMap<String, String>>>,
+    /// The metadata last logged per ScaledObject, to log changes once.
+    logged: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
 }
 
 impl ScalerService {
@@ -40,11 +41,7 @@ impl ScalerService {
             scaled_object.get_scalerMetadata(),
             scaled_object.get_namespace(),
         );
-        let described = match &parsed {
-            Ok(trigger) => format!("trigger {trigger}"),
-            Err(e) => format!("rejected metadata: {e}"),
-        };
-        self.log_once(scaled_object, described, parsed.is_ok());
+        self.log_when_changed(scaled_object, &parsed);
         parsed.map_err(|e| config_status(&e))
     }
 
@@ -63,22 +60,28 @@ impl ScalerService {
         Ok(response)
     }
 
-    fn log_once(&self, scaled_object: &ScaledObjectRef, described: String, ok: bool) {
+    /// Logs a ScaledObject's trigger on its first request and whenever its
+    /// metadata changes; not on every request.
+    fn log_when_changed(
+        &self,
+        scaled_object: &ScaledObjectRef,
+        parsed: &Result<Trigger, ConfigError>,
+    ) {
         let key = format!(
             "{}/{}",
             scaled_object.get_namespace(),
             scaled_object.get_name()
         );
+        let metadata = scaled_object.get_scalerMetadata();
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-        if logged.get(&key) == Some(&described) {
+        if logged.get(&key) == Some(metadata) {
             return;
         }
-        if ok {
-            log::info!("ScaledObject {key}: {described}");
-        } else {
-            log::warn!("ScaledObject {key}: {described}");
+        match parsed {
+            Ok(trigger) => log::info!("ScaledObject {key}: trigger {trigger}"),
+            Err(e) => log::warn!("ScaledObject {key}: rejected metadata: {e}"),
         }
-        logged.insert(key, described);
+        logged.insert(key, metadata.clone());
     }
 }
 
@@ -93,7 +96,7 @@ impl ExternalScaler for ScalerService {
             Ok(trigger) => trigger,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
-        let outcome = self.source.outcome(&trigger);
+        let outcome = self.source.outcome(&trigger, Detail::ValueOnly);
         ctx.spawn(async move {
             let value = outcome.await.value;
             let result = value
@@ -117,7 +120,7 @@ impl ExternalScaler for ScalerService {
                 })
             }
         };
-        let outcome = self.source.outcome(&trigger);
+        let outcome = self.source.outcome(&trigger, Detail::ValueOnly);
         let (source, streams) = (self.source.clone(), self.streams.clone());
         ctx.spawn(async move {
             let first = outcome.await.value;
@@ -156,7 +159,7 @@ impl ExternalScaler for ScalerService {
             "" => trigger.metric_name(),
             requested => requested.to_string(),
         };
-        let outcome = self.source.outcome(&trigger);
+        let outcome = self.source.outcome(&trigger, Detail::ValueOnly);
         ctx.spawn(async move {
             let result = outcome
                 .await
