@@ -100,14 +100,17 @@ fn main() {
     for (clients, ratio) in p99 {
         println!("p99 ratio scaler/floor at {clients} client(s): {ratio:.2} (goal <= 1.2)");
     }
-    println!(
-        "keda-gpu-scaler peak RSS: {:.1} MiB (goal <= 10 MiB)",
-        peak_rss_mib(scaler.child.id())
-    );
-    println!(
-        "constant floor peak RSS:  {:.1} MiB",
-        peak_rss_mib(floor.child.id())
-    );
+    for (name, pid) in [
+        ("keda-gpu-scaler", scaler.child.id()),
+        ("constant floor", floor.child.id()),
+    ] {
+        println!(
+            "{name:<16} peak RSS {:.1} MiB (goal <= 10 MiB); now {:.1} MiB of code and files, {:.1} MiB anonymous",
+            status_mib(pid, "VmHWM:"),
+            status_mib(pid, "RssFile:"),
+            status_mib(pid, "RssAnon:")
+        );
+    }
     scaler.stop();
     floor.stop();
 }
@@ -191,11 +194,12 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
+/// A `/proc/<pid>/status` memory line, in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
     kib / 1024.0
