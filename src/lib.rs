@@ -1,8 +1,11 @@
 //! keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML.
 //!
 //! The pipeline, one module each: `nvml` (FFI) → `collect` and `sampler`
-//! (a background thread) → `snapshot` (atomically swapped) → `trigger`
-//! (metadata) and `evaluate` → `service` and `streams` (gRPC) → `server`.
+//! (a background thread, with `podresources` and `attribution` for which
+//! pods hold which GPUs) → `snapshot` (atomically swapped) → `trigger`
+//! (metadata) and `evaluate`, over this node or the `cluster` view
+//! (`source`) → `service`, `streams`, `health` and `node_service` (gRPC)
+//! → `server`.
 
 pub mod attribution;
 pub mod cli;
