@@ -136,6 +136,8 @@ def strict(schema):
 
 
 def crd_schemas():
+    if not os.path.isdir(KEDA_CRDS):
+        sys.exit(f"KEDA's CRDs are expected in {os.path.normpath(KEDA_CRDS)} (shared/ beside the checkout)")
     schemas = {}
     for path in glob.glob(os.path.join(KEDA_CRDS, "*.yaml")):
         with open(path) as f:

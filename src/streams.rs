@@ -3,6 +3,7 @@
 //! interval, to notice staleness), re-evaluates each open stream and pushes
 //! what is due. Each stream is a future fed by a channel.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,6 +42,8 @@ struct HubInner {
     interval: Duration,
     /// `None` once shut down.
     watches: Mutex<Option<Vec<Box<dyn Watch>>>>,
+    /// Streams taken out of `watches` for an update; changed under its lock.
+    updating: AtomicUsize,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -51,6 +54,7 @@ impl StreamHub {
             snapshots,
             interval,
             watches: Mutex::new(Some(Vec::new())),
+            updating: AtomicUsize::new(0),
             thread: Mutex::new(None),
         });
         let thread = std::thread::Builder::new()
@@ -74,7 +78,8 @@ impl StreamHub {
 
     /// Open streams, for logs and tests.
     pub fn open_streams(&self) -> usize {
-        self.inner.lock_watches().as_ref().map_or(0, Vec::len)
+        let watches = self.inner.lock_watches();
+        watches.as_ref().map_or(0, Vec::len) + self.inner.updating.load(Ordering::SeqCst)
     }
 
     /// Ends every stream with UNAVAILABLE, refuses new ones and stops the thread.
@@ -109,12 +114,32 @@ fn notify_loop(hub: &HubInner) {
         let wait = next_wait(hub, Instant::now());
         let snapshot = hub.snapshots.wait_newer(seen, wait);
         seen = snapshot.sequence;
-        let mut watches = hub.lock_watches();
-        let Some(watches) = watches.as_mut() else {
-            return;
+        // Update outside the lock: with the cluster view an update may wait
+        // for a sweep, and `add` runs on gRPC's threads, which must not wait.
+        let mut current = match hub.lock_watches().as_mut() {
+            Some(watches) => {
+                hub.updating.store(watches.len(), Ordering::SeqCst);
+                std::mem::take(watches)
+            }
+            None => return,
         };
         let now = Instant::now();
-        watches.retain_mut(|watch| watch.update(&snapshot, now));
+        current.retain_mut(|watch| watch.update(&snapshot, now));
+        let mut watches = hub.lock_watches();
+        hub.updating.store(0, Ordering::SeqCst);
+        match watches.as_mut() {
+            Some(added_meanwhile) => {
+                current.append(added_meanwhile);
+                *added_meanwhile = current;
+            }
+            None => {
+                // Shut down while updating: end what was out of the list.
+                for mut watch in current {
+                    watch.end(shutting_down());
+                }
+                return;
+            }
+        }
     }
 }
 

@@ -104,20 +104,7 @@ pub fn render_explanation(explanation: &ExplainResponse) -> String {
 
 /// The three calls, in KEDA's order; the first failure is the error.
 pub fn call(args: &QueryArgs) -> Result<Answer, String> {
-    let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("query").build());
-    let channel = match &args.tls {
-        None => ChannelBuilder::new(env).connect(&args.address),
-        Some(tls) => {
-            let mut builder = ChannelBuilder::new(env);
-            if let Some(name) = &tls.server_name {
-                builder = builder.override_ssl_target(name.clone());
-            }
-            builder
-                .set_credentials(client_credentials(tls)?)
-                .connect(&args.address)
-        }
-    };
-    let client = ExternalScalerClient::new(channel);
+    let client = ExternalScalerClient::new(channel(args)?);
     let option = || CallOption::default().timeout(args.timeout);
 
     let mut scaled_object = ScaledObjectRef::new();
