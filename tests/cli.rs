@@ -202,6 +202,35 @@ fn query_shows_what_keda_and_the_hpa_see() {
         "{text}"
     );
 
+    let explained = run(
+        &[
+            "query",
+            "--address",
+            &address,
+            "--metadata",
+            "gpuIndex=1",
+            "--explain",
+        ],
+        &fake.library,
+    );
+    let text = String::from_utf8(explained.stdout).unwrap();
+    assert!(explained.status.success(), "{text} {:?}", explained.stderr);
+    let line = |gpu: &str| {
+        text.lines()
+            .find(|l| {
+                l.trim_start().starts_with("(this node)")
+                    && l.split_whitespace().nth(2) == Some(gpu)
+            })
+            .unwrap_or_else(|| panic!("no line for GPU {gpu} in {text}"))
+            .to_string()
+    };
+    assert!(line("0").contains("not gpuIndex 1"), "{text}");
+    assert!(
+        line("1").contains("60.00") && line("1").contains("yes") && line("1").ends_with("counted"),
+        "{text}"
+    );
+    assert!(text.contains("  = 60.00"), "{text}");
+
     let bad = run(
         &[
             "query",
