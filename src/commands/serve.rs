@@ -8,7 +8,7 @@ use crate::signals;
 
 pub fn run(args: &ServeArgs) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask and
-    // the signals are only ever taken by `wait_for_termination`.
+    // the signals are only ever taken by `signals.wait()` below.
     let signals = signals::block_termination().map_err(|e| format!("cannot block signals: {e}"))?;
     let config = ServeConfig {
         listen: args.listen.clone(),
@@ -36,6 +36,18 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         running.port(),
         format_duration(args.sample_interval)
     );
+    if let (Some(address), Some(port)) = (&args.probe_listen, running.probe_port()) {
+        let host = address.rsplit_once(':').map_or("", |(host, _)| host);
+        log::info!("serving grpc.health.v1 for probes on {host}:{port} (plaintext)");
+    }
+    match config.peers.as_slice() {
+        [] => log::info!("node {}: node-local view (no --peers)", config.node_name),
+        peers => log::info!(
+            "node {}: cluster-wide view over peers {}",
+            config.node_name,
+            peers.join(", ")
+        ),
+    }
     let signal = signals
         .wait()
         .map_err(|e| format!("waiting for signals: {e}"))?;
