@@ -16,7 +16,7 @@ use futures_channel::oneshot;
 use grpcio::{CallOption, ChannelBuilder, ChannelCredentialsBuilder, Environment};
 use protobuf::Message;
 
-use crate::evaluate::{evaluate_nodes, Detail, EvalError, NodeView, Outcome};
+use crate::evaluate::{evaluate_nodes, Detail, NodeView, Outcome};
 use crate::node_report::NodeReport;
 use crate::proto::node::SnapshotRequest;
 use crate::proto::node_grpc::NodeClient;
@@ -75,10 +75,7 @@ impl ClusterView {
     /// The trigger over every node.
     pub fn outcome(&self, trigger: &Trigger, detail: Detail) -> Outcome {
         if let Some(error) = &self.error {
-            return Outcome {
-                value: Err(EvalError::Unavailable(error.clone())),
-                explained: Vec::new(),
-            };
+            return Outcome::unavailable(error.clone());
         }
         let views: Vec<NodeView<'_>> = self.nodes.iter().map(NodeReport::view).collect();
         evaluate_nodes(trigger, &views, detail)
@@ -128,10 +125,6 @@ impl Cluster {
             })?;
         *cluster.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(cluster)
-    }
-
-    pub fn node_name(&self) -> &str {
-        &self.config.node_name
     }
 
     /// Sweeps so far.

@@ -56,6 +56,16 @@ pub struct Outcome {
     pub explained: Vec<Explained>,
 }
 
+impl Outcome {
+    /// No value, for a reason that precedes any GPU (NVML down, no peers).
+    pub fn unavailable(reason: String) -> Self {
+        Self {
+            value: Err(EvalError::Unavailable(reason)),
+            explained: Vec::new(),
+        }
+    }
+}
+
 /// Whether to build the per-GPU explanation (only `query --explain` reads it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detail {
@@ -63,18 +73,9 @@ pub enum Detail {
     Explained,
 }
 
-/// The trigger over this node's snapshot. `stale_after` is the oldest a
-/// snapshot may be (three sample intervals).
-pub fn evaluate(
-    trigger: &Trigger,
-    snapshot: &Snapshot,
-    now: Instant,
-    stale_after: Duration,
-) -> Result<f64, EvalError> {
-    local_outcome(trigger, snapshot, now, stale_after, Detail::ValueOnly).value
-}
-
-/// As `evaluate`, with the explanation when `detail` asks for it.
+/// The trigger over this node's snapshot, with the explanation when
+/// `detail` asks for it. `stale_after` is the oldest a snapshot may be
+/// (three sample intervals).
 pub fn local_outcome(
     trigger: &Trigger,
     snapshot: &Snapshot,
@@ -84,10 +85,7 @@ pub fn local_outcome(
 ) -> Outcome {
     match local_view(snapshot, now, stale_after, "") {
         Ok(node) => evaluate_nodes(trigger, &[node], detail),
-        Err(e) => Outcome {
-            value: Err(EvalError::Unavailable(e)),
-            explained: Vec::new(),
-        },
+        Err(reason) => Outcome::unavailable(reason),
     }
 }
 
@@ -104,13 +102,8 @@ pub fn local_view<'a>(
             gpus, attribution, ..
         } => (gpus, attribution),
     };
-    let age = snapshot.age(now);
-    if age > stale_after {
-        return Err(format!(
-            "GPU readings are stale: the last NVML sample started {:.1}s ago (limit {:.1}s); an NVML call may be hanging on a failing GPU",
-            age.as_secs_f64(),
-            stale_after.as_secs_f64()
-        ));
+    if let Some(reason) = stale_reason(snapshot.age(now), stale_after) {
+        return Err(reason);
     }
     Ok(NodeView {
         name,
@@ -119,6 +112,18 @@ pub fn local_view<'a>(
             crate::snapshot::Attribution::Known => Ok(()),
             crate::snapshot::Attribution::Unavailable(reason) => Err(reason),
         },
+    })
+}
+
+/// Why readings of this age cannot be used, if they cannot: the one
+/// staleness rule, for this node's snapshot and for peers' answers.
+pub fn stale_reason(age: Duration, stale_after: Duration) -> Option<String> {
+    (age > stale_after).then(|| {
+        format!(
+            "GPU readings are stale: the last NVML sample started {:.1}s ago (limit {:.1}s); an NVML call may be hanging on a failing GPU",
+            age.as_secs_f64(),
+            stale_after.as_secs_f64()
+        )
     })
 }
 
@@ -378,6 +383,16 @@ mod tests {
             gpus,
             attribution: Ok(()),
         }
+    }
+
+    /// The node-local value, as GetMetrics computes it.
+    fn evaluate(
+        trigger: &Trigger,
+        snapshot: &Snapshot,
+        now: Instant,
+        stale_after: Duration,
+    ) -> Result<f64, EvalError> {
+        local_outcome(trigger, snapshot, now, stale_after, Detail::ValueOnly).value
     }
 
     const FRESH: Duration = Duration::from_millis(10);

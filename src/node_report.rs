@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::evaluate::NodeView;
+use crate::evaluate::{local_view, stale_reason, NodeView};
 use crate::metrics::{Metric, Readings};
 use crate::proto::node::{Allocation as AllocationProto, Gpu, NodeSnapshot, Reading};
 use crate::snapshot::{Allocation, Attribution, GpuHealth, GpuSample, NodeState, Snapshot};
@@ -41,15 +41,11 @@ impl NodeReport {
 
     /// A report read from a peer's answer.
     pub fn from_proto(message: &NodeSnapshot, stale_after: Duration) -> Self {
-        let usable = if !message.get_nvml_error().is_empty() {
-            Err(message.get_nvml_error().to_string())
-        } else if message.get_age_seconds() > stale_after.as_secs_f64() {
-            Err(format!(
-                "GPU readings are stale: the last NVML sample started {:.1}s ago",
-                message.get_age_seconds()
-            ))
-        } else {
-            Ok(())
+        let age = Duration::try_from_secs_f64(message.get_age_seconds()).unwrap_or(Duration::MAX);
+        let usable = match (message.get_nvml_error(), stale_reason(age, stale_after)) {
+            ("", None) => Ok(()),
+            ("", Some(stale)) => Err(stale),
+            (error, _) => Err(error.to_string()),
         };
         let attribution = match message.get_attribution_error() {
             "" => Ok(()),
@@ -70,8 +66,20 @@ impl NodeReport {
         now: Instant,
         stale_after: Duration,
     ) -> Self {
-        let message = to_proto(name, snapshot, now);
-        Self::from_proto(&message, stale_after)
+        match local_view(snapshot, now, stale_after, name) {
+            Ok(view) => Self {
+                name: name.to_string(),
+                usable: Ok(()),
+                attribution: view.attribution.map_err(str::to_string),
+                gpus: view.gpus.to_vec(),
+            },
+            Err(reason) => Self {
+                name: name.to_string(),
+                usable: Err(reason),
+                attribution: Ok(()),
+                gpus: Vec::new(),
+            },
+        }
     }
 }
 
@@ -227,12 +235,21 @@ mod tests {
         assert_eq!(report.usable, Ok(()));
         assert_eq!(report.attribution, Ok(()));
         assert_eq!(report.gpus, gpus);
+        // What a peer receives reads back to the same report.
+        let sent = to_proto("node-a", &snap, now);
+        assert_eq!(
+            NodeReport::from_proto(&sent, Duration::from_secs(3)),
+            report
+        );
     }
 
     #[test]
     fn stale_or_unavailable_nodes_are_unusable() {
         let (snap, now) = snapshot(vec![], Attribution::Unavailable("no socket".into()));
         let report = NodeReport::from_local("a", &snap, now, Duration::from_millis(100));
+        // A peer's answer of the same age is judged by the same rule.
+        let peer = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_millis(100));
+        assert_eq!(peer.usable, report.usable);
         assert!(report
             .usable
             .as_ref()

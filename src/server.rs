@@ -74,7 +74,6 @@ pub struct RunningServer {
     streams: StreamHub,
     cluster: Option<Arc<Cluster>>,
     sampler: Option<Sampler>,
-    snapshots: Arc<SnapshotCell>,
     port: u16,
 }
 
@@ -138,7 +137,6 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         streams,
         cluster,
         sampler: Some(sampler),
-        snapshots,
         port,
     })
 }
@@ -215,10 +213,6 @@ impl RunningServer {
     /// The bound probe port, when `probe_listen` was given.
     pub fn probe_port(&self) -> Option<u16> {
         self.probes.as_ref().map(|(_, port)| *port)
-    }
-
-    pub fn snapshots(&self) -> &Arc<SnapshotCell> {
-        &self.snapshots
     }
 
     pub fn streams(&self) -> &StreamHub {
