@@ -54,7 +54,7 @@ fn main() {
 
     let local = Arc::new(SnapshotCell::new("bench"));
     let env = Arc::new(EnvBuilder::new().cq_count(1).build());
-    let cluster = Cluster::start(
+    let cluster = Cluster::new(
         ClusterConfig {
             node_name: "answering-pod".into(),
             peers,
@@ -66,8 +66,8 @@ fn main() {
         },
         local,
         env,
-    )
-    .expect("start sweeper");
+    );
+    cluster.start().expect("start sweeper");
 
     let cpu_before = process_cpu_seconds();
     let wall = Instant::now();
@@ -80,8 +80,8 @@ fn main() {
         assert_eq!(
             view.nodes.len(),
             INSTANCES + 1,
-            "failed peers: {:?}",
-            view.failed_peers
+            "missing peers: {:?}",
+            view.missing
         );
         bytes = view.bytes;
     }
@@ -124,6 +124,7 @@ fn attributed_node_size() -> u64 {
                 mig_enabled: Some(false),
             },
             mig_devices: vec![],
+            read_errors: vec![],
             allocations: vec![Allocation {
                 namespace: "inference".into(),
                 pod: format!("vllm-7d9f8b6c5d-x2k4{i}"),
@@ -140,6 +141,7 @@ fn attributed_node_size() -> u64 {
             driver_version: "550.54.15".into(),
             gpus,
             attribution: Attribution::Known,
+            unplaced: vec![],
         },
     };
     to_proto("gke-pool-gpu-h100-7f3a-abcd", &snapshot, Instant::now()).compute_size() as u64

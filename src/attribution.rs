@@ -2,7 +2,7 @@
 //! GPUs NVML reports. Pure functions, tested with literal inputs.
 
 use crate::podresources::PodDevice;
-use crate::snapshot::{Allocation, GpuSample};
+use crate::snapshot::{Allocation, GpuSample, Unplaced};
 
 /// Resource names whose device ids are NVIDIA GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,17 +29,18 @@ pub enum DeviceRef<'a> {
     Mig(&'a str),
     /// `MIG-GPU-<uuid>/<gi>/<ci>` (older drivers): a MIG device on that GPU.
     MigOnGpu(&'a str),
+    /// `3`: a whole GPU by NVML index (the device plugin's
+    /// `deviceIDStrategy: index`).
+    Index(u32),
+    /// `3:1`: MIG device 1 of GPU 3, by index (`deviceIDStrategy: index`).
+    MigIndex(u32, u32),
     Unknown,
 }
 
 /// Parses a kubelet device id, dropping a time-slicing suffix `::N`.
 pub fn parse_device_id(id: &str) -> DeviceRef<'_> {
     let id = match id.rsplit_once("::") {
-        Some((base, replica))
-            if !replica.is_empty() && replica.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            base
-        }
+        Some((base, replica)) if is_number(replica) => base,
         _ => id,
     };
     if let Some(rest) = id.strip_prefix("MIG-") {
@@ -55,25 +56,48 @@ pub fn parse_device_id(id: &str) -> DeviceRef<'_> {
             DeviceRef::Mig(id)
         };
     }
-    match id.strip_prefix("GPU-") {
-        Some(rest) if !rest.is_empty() => DeviceRef::Gpu(id),
-        _ => DeviceRef::Unknown,
+    if let Some(rest) = id.strip_prefix("GPU-") {
+        return if rest.is_empty() {
+            DeviceRef::Unknown
+        } else {
+            DeviceRef::Gpu(id)
+        };
+    }
+    let index = |text: &str| is_number(text).then(|| text.parse::<u32>().ok()).flatten();
+    match id.split_once(':') {
+        None => index(id).map_or(DeviceRef::Unknown, DeviceRef::Index),
+        Some((gpu, mig)) => match (index(gpu), index(mig)) {
+            (Some(gpu), Some(mig)) => DeviceRef::MigIndex(gpu, mig),
+            _ => DeviceRef::Unknown,
+        },
     }
 }
 
+fn is_number(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Records each GPU device held by a container on the GPU it belongs to.
-/// Returns a line for each id that could not be placed (unknown format, or
-/// not a GPU on this node), for the caller to log once.
+/// Returns each id that could not be placed (unknown format, or no such
+/// GPU on this node): the pods holding them cannot be read, which the
+/// caller must treat as a fault for triggers that select them.
 pub fn attribute(
     gpus: &mut [GpuSample],
     devices: &[PodDevice],
     resources: &GpuResources,
-) -> Vec<String> {
+) -> Vec<Unplaced> {
     for gpu in gpus.iter_mut() {
         gpu.allocations.clear();
     }
-    let mut problems = Vec::new();
+    let mut unplaced = Vec::new();
     for device in devices.iter().filter(|d| resources.is_gpu(&d.resource)) {
+        let allocation = Allocation {
+            namespace: device.namespace.clone(),
+            pod: device.pod.clone(),
+            container: device.container.clone(),
+            device_id: device.device_id.clone(),
+        };
+        let by_index = |index: u32| gpus.iter().position(|g| g.index == index);
         let target = match parse_device_id(&device.device_id) {
             DeviceRef::Gpu(uuid) | DeviceRef::MigOnGpu(uuid) => {
                 gpus.iter().position(|g| g.uuid.as_deref() == Some(uuid))
@@ -81,26 +105,27 @@ pub fn attribute(
             DeviceRef::Mig(uuid) => gpus
                 .iter()
                 .position(|g| g.mig_devices.iter().any(|m| m == uuid)),
+            DeviceRef::Index(index) | DeviceRef::MigIndex(index, _) => by_index(index),
             DeviceRef::Unknown => {
-                problems.push(format!(
-                    "skipping device id {:?} of {} (pod {}/{}): unknown format",
-                    device.device_id, device.resource, device.namespace, device.pod
-                ));
+                unplaced.push(Unplaced {
+                    reason: format!(
+                        "device id {:?} of {} is in a format this scaler does not know",
+                        device.device_id, device.resource
+                    ),
+                    allocation,
+                });
                 continue;
             }
         };
         let Some(index) = target else {
-            problems.push(format!(
-                "skipping device id {:?} of {} (pod {}/{}): no such GPU on this node",
-                device.device_id, device.resource, device.namespace, device.pod
-            ));
+            unplaced.push(Unplaced {
+                reason: format!(
+                    "device id {:?} of {} matches no GPU NVML reports on this node",
+                    device.device_id, device.resource
+                ),
+                allocation,
+            });
             continue;
-        };
-        let allocation = Allocation {
-            namespace: device.namespace.clone(),
-            pod: device.pod.clone(),
-            container: device.container.clone(),
-            device_id: device.device_id.clone(),
         };
         let allocations = &mut gpus[index].allocations;
         if !allocations.contains(&allocation) {
@@ -110,7 +135,8 @@ pub fn attribute(
     for gpu in gpus.iter_mut() {
         gpu.allocations.sort();
     }
-    problems
+    unplaced.sort();
+    unplaced
 }
 
 #[cfg(test)]
@@ -128,6 +154,7 @@ mod tests {
             },
             mig_devices: mig.iter().map(|m| m.to_string()).collect(),
             allocations: vec![],
+            read_errors: vec![],
         }
     }
 
@@ -152,6 +179,12 @@ mod tests {
             DeviceRef::MigOnGpu("GPU-8c1e")
         );
         assert_eq!(parse_device_id("0000:3b:00.0"), DeviceRef::Unknown);
+        assert_eq!(parse_device_id("3"), DeviceRef::Index(3));
+        assert_eq!(parse_device_id("3::1"), DeviceRef::Index(3));
+        assert_eq!(parse_device_id("3:1"), DeviceRef::MigIndex(3, 1));
+        assert_eq!(parse_device_id("3:"), DeviceRef::Unknown);
+        assert_eq!(parse_device_id("-1"), DeviceRef::Unknown);
+        assert_eq!(parse_device_id("99999999999"), DeviceRef::Unknown);
         assert_eq!(parse_device_id("GPU-"), DeviceRef::Unknown);
         assert_eq!(
             parse_device_id("GPU-8c1e::x"),
@@ -194,19 +227,45 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_foreign_ids_are_reported_and_skipped() {
+    fn index_strategy_ids_map_to_nvml_indexes() {
+        let mut gpus = vec![gpu(0, "GPU-a", &[]), gpu(1, "GPU-b", &["MIG-m1"])];
+        let devices = vec![
+            device("whole-1", "nvidia.com/gpu", "0"),
+            device("sliced-1", "nvidia.com/gpu", "0::2"),
+            device("mig-1", "nvidia.com/mig-1g.10gb", "1:0"),
+        ];
+        let unplaced = attribute(&mut gpus, &devices, &GpuResources::default());
+        assert!(unplaced.is_empty(), "{unplaced:?}");
+        let pods = |i: usize| {
+            gpus[i]
+                .allocations
+                .iter()
+                .map(|a| a.pod.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pods(0), ["sliced-1", "whole-1"]);
+        assert_eq!(pods(1), ["mig-1"]);
+    }
+
+    #[test]
+    fn unknown_and_foreign_ids_are_unplaced_with_their_pods() {
         let mut gpus = vec![gpu(0, "GPU-a", &[])];
         let devices = vec![
             device("x", "nvidia.com/gpu", "0000:3b:00.0"),
             device("y", "nvidia.com/gpu", "GPU-elsewhere"),
+            device("z", "nvidia.com/gpu", "7"),
         ];
-        let problems = attribute(&mut gpus, &devices, &GpuResources::default());
-        assert_eq!(problems.len(), 2);
-        assert!(problems[0].contains("unknown format"), "{problems:?}");
-        assert!(
-            problems[1].contains("no such GPU on this node"),
-            "{problems:?}"
+        let unplaced = attribute(&mut gpus, &devices, &GpuResources::default());
+        let found: Vec<(&str, &str)> = unplaced
+            .iter()
+            .map(|u| (u.allocation.pod.as_str(), u.allocation.device_id.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [("x", "0000:3b:00.0"), ("y", "GPU-elsewhere"), ("z", "7")]
         );
+        assert!(unplaced[0].reason.contains("format"), "{unplaced:?}");
+        assert!(unplaced[1].reason.contains("matches no GPU"), "{unplaced:?}");
         assert!(gpus[0].allocations.is_empty());
     }
 }

@@ -14,7 +14,8 @@ USAGE:
     keda-gpu-scaler [serve] [--listen ADDR] [--sample-interval D] [--nvml-library PATH]
                             [--tls-cert PATH --tls-key PATH [--tls-client-ca PATH]]
                             [--probe-listen ADDR] [--node-name NAME] [--peers LIST]
-                            [--peer-timeout D] [--pod-resources-socket PATH]
+                            [--peer-timeout D] [--peer-server-name NAME]
+                            [--pod-resources-socket PATH]
                             [--gpu-resource-names LIST]
     keda-gpu-scaler devices [--json] [--nvml-library PATH]
     keda-gpu-scaler query [--address HOST:PORT] [--metadata KEY=VALUE]... [--replicas N]
@@ -41,8 +42,13 @@ SERVE (the default):
                            resolved to all its addresses on every sweep (a
                            headless Service); enables the cluster-wide view
                            [env KEDA_GPU_SCALER_PEERS]
-    --peer-timeout D       deadline for each peer call [env KEDA_GPU_SCALER_PEER_TIMEOUT]
-                           [default 1s]
+    --peer-timeout D       deadline for each peer call, below --sample-interval
+                           [env KEDA_GPU_SCALER_PEER_TIMEOUT] [default: half the
+                           sample interval]
+    --peer-server-name NAME
+                           name peers' TLS certificates must carry
+                           [env KEDA_GPU_SCALER_PEER_SERVER_NAME]
+                           [default: the first peer's host]
     --pod-resources-socket PATH
                            the kubelet's PodResources socket
                            [env KEDA_GPU_SCALER_POD_RESOURCES_SOCKET]
@@ -92,6 +98,7 @@ pub struct ServeArgs {
     pub node_name: Option<String>,
     pub peers: Vec<String>,
     pub peer_timeout: Duration,
+    pub peer_server_name: Option<String>,
     pub pod_resources_socket: PathBuf,
     pub gpu_resource_names: Vec<String>,
 }
@@ -204,20 +211,15 @@ fn serve_args(
         .into_iter()
         .map(|peer| check_address("--peers", &peer).map(|()| peer))
         .collect::<Result<_, _>>()?,
-        peer_timeout: match flags
-            .take_value("--peer-timeout")?
-            .or_else(|| env("KEDA_GPU_SCALER_PEER_TIMEOUT"))
-        {
-            Some(text) => parse_duration(&text)
-                .ok()
-                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30))
-                .ok_or_else(|| {
-                    UsageError(format!(
-                        "invalid --peer-timeout {text:?}: allowed range is 1ms to 30s"
-                    ))
-                })?,
-            None => Duration::from_secs(1),
-        },
+        peer_timeout: peer_timeout(
+            flags
+                .take_value("--peer-timeout")?
+                .or_else(|| env("KEDA_GPU_SCALER_PEER_TIMEOUT").filter(|v| !v.is_empty())),
+            sample_interval,
+        )?,
+        peer_server_name: flags
+            .take_value("--peer-server-name")?
+            .or_else(|| env("KEDA_GPU_SCALER_PEER_SERVER_NAME").filter(|v| !v.is_empty())),
         pod_resources_socket: flags
             .take_value("--pod-resources-socket")?
             .or_else(|| env("KEDA_GPU_SCALER_POD_RESOURCES_SOCKET").filter(|v| !v.is_empty()))
@@ -231,6 +233,30 @@ fn serve_args(
                 .or_else(|| env("KEDA_GPU_SCALER_GPU_RESOURCE_NAMES")),
         ),
     })
+}
+
+/// `--peer-timeout`: below the sample interval, so that a silent peer
+/// cannot make every cached view expire before it is used; by default half
+/// the interval.
+fn peer_timeout(text: Option<String>, sample_interval: Duration) -> Result<Duration, UsageError> {
+    let Some(text) = text else {
+        return Ok(sample_interval / 2);
+    };
+    let timeout = parse_duration(&text)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid --peer-timeout {text:?}: allowed range is 1ms to 30s"
+            ))
+        })?;
+    if timeout >= sample_interval {
+        return Err(UsageError(format!(
+            "invalid --peer-timeout {text:?}: it must be below --sample-interval ({}), or one silent peer holds every request for a whole sweep",
+            crate::duration::format_duration(sample_interval)
+        )));
+    }
+    Ok(timeout)
 }
 
 /// A comma-separated list, blanks dropped.
@@ -449,7 +475,8 @@ mod tests {
             probe_listen: None,
             node_name: None,
             peers: vec![],
-            peer_timeout: Duration::from_secs(1),
+            peer_timeout: Duration::from_millis(500),
+            peer_server_name: None,
             pod_resources_socket: PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock"),
             gpu_resource_names: vec![],
         });
@@ -560,6 +587,23 @@ mod tests {
         assert_eq!(serve.peers, ["127.0.0.1:7001", "127.0.0.1:7002"]);
         assert!(parse(&args("--peers host-without-port"), &no_env).is_err());
         assert!(parse(&args("--peer-timeout 0s"), &no_env).is_err());
+        let error = parse(&args("--peer-timeout 1s"), &no_env).unwrap_err();
+        assert!(
+            error.0.contains("must be below --sample-interval (1s)"),
+            "{error}"
+        );
+        let Ok(Command::Serve(serve)) = parse(&args("--sample-interval 200ms"), &no_env) else {
+            panic!()
+        };
+        assert_eq!(serve.peer_timeout, Duration::from_millis(100));
+        let Ok(Command::Serve(serve)) = parse(
+            &args("--peer-server-name peers.keda.svc --peer-timeout 2s --sample-interval 5s"),
+            &no_env,
+        ) else {
+            panic!()
+        };
+        assert_eq!(serve.peer_server_name.as_deref(), Some("peers.keda.svc"));
+        assert_eq!(serve.peer_timeout, Duration::from_secs(2));
         let Ok(Command::Query(query)) = parse(&args("query --explain"), &no_env) else {
             panic!()
         };

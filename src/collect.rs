@@ -1,9 +1,14 @@
 //! One read of every GPU on the node through NVML, turned into samples.
-//! Shared by the sampler thread and the `devices` command.
+//! Shared by the sampler thread and the `devices` command; only they call it.
+//!
+//! Only a failed handle, a failed UUID or GPU_IS_LOST fail a GPU as a
+//! whole. Any other failing call makes its metrics absent for that GPU,
+//! with the error kept, so one bad sensor does not drop a GPU from every
+//! trigger.
 
 use crate::metrics::{mib, percent_used, watts, Metric, Readings};
 use crate::nvml::{Device, Nvml, NvmlError};
-use crate::snapshot::{GpuHealth, GpuSample};
+use crate::snapshot::{GpuHealth, GpuSample, ReadError};
 
 /// Reads every GPU. Only a failure to count the GPUs fails the whole read;
 /// a failing GPU becomes a `Lost` or `Failed` sample.
@@ -22,18 +27,23 @@ fn read_gpu(nvml: &Nvml, index: u32) -> GpuSample {
         },
         mig_devices: Vec::new(),
         allocations: Vec::new(),
+        read_errors: Vec::new(),
     };
     let result = nvml.device(index).and_then(|device| {
         sample.uuid = Some(device.uuid()?);
-        sample.name = Some(device.name()?);
-        let health = read_metrics(&device)?;
+        let mut reads = Reads::default();
+        sample.name = reads.take(&["name"], device.name())?;
+        let health = read_metrics(&device, &mut reads)?;
         if let GpuHealth::Healthy {
             mig_enabled: Some(true),
             ..
         } = health
         {
-            sample.mig_devices = supported(device.mig_device_uuids())?.unwrap_or_default();
+            sample.mig_devices = reads
+                .take(&["mig_devices"], device.mig_device_uuids())?
+                .unwrap_or_default();
         }
+        sample.read_errors = reads.errors;
         Ok(health)
     });
     sample.health = match result {
@@ -48,36 +58,61 @@ fn read_gpu(nvml: &Nvml, index: u32) -> GpuSample {
     sample
 }
 
-fn read_metrics(device: &Device<'_>) -> Result<GpuHealth, NvmlError> {
+fn read_metrics(device: &Device<'_>, reads: &mut Reads) -> Result<GpuHealth, NvmlError> {
     let mut readings = Readings::default();
-    if let Some(rates) = supported(device.utilization())? {
+    let utilization = [Metric::GpuUtilization, Metric::MemoryUtilization].map(Metric::name);
+    if let Some(rates) = reads.take(&utilization, device.utilization())? {
         readings.set(Metric::GpuUtilization, f64::from(rates.gpu));
         readings.set(Metric::MemoryUtilization, f64::from(rates.memory));
     }
-    if let Some(memory) = supported(device.memory())? {
+    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent].map(Metric::name);
+    if let Some(memory) = reads.take(&memory, device.memory())? {
         readings.set(Metric::MemoryUsedMib, mib(memory.used));
         if let Some(percent) = percent_used(memory.used, memory.total) {
             readings.set(Metric::MemoryUsedPercent, percent);
         }
     }
-    if let Some(celsius) = supported(device.temperature())? {
+    let temperature = [Metric::Temperature.name()];
+    if let Some(celsius) = reads.take(&temperature, device.temperature())? {
         readings.set(Metric::Temperature, f64::from(celsius));
     }
-    if let Some(milliwatts) = supported(device.power_usage_milliwatts())? {
+    let power = [Metric::PowerDraw.name()];
+    if let Some(milliwatts) = reads.take(&power, device.power_usage_milliwatts())? {
         readings.set(Metric::PowerDraw, watts(milliwatts));
     }
-    let mig_enabled = supported(device.mig_enabled())?;
+    let mig_enabled = reads.take(&["mig_mode"], device.mig_enabled())?;
     Ok(GpuHealth::Healthy {
         readings,
         mig_enabled,
     })
 }
 
-/// NOT_SUPPORTED (or a missing optional symbol) means "absent", not a fault.
-fn supported<T>(result: Result<T, NvmlError>) -> Result<Option<T>, NvmlError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if e.is_not_supported() => Ok(None),
-        Err(e) => Err(e),
+/// The failed reads of one GPU so far.
+#[derive(Default)]
+struct Reads {
+    errors: Vec<ReadError>,
+}
+
+impl Reads {
+    /// NOT_SUPPORTED (or a missing optional symbol) is `None`: absent, not a
+    /// fault. GPU_IS_LOST fails the GPU. Any other error is `None` too, kept
+    /// against each of `what` (the metrics this call feeds).
+    fn take<T>(
+        &mut self,
+        what: &[&str],
+        result: Result<T, NvmlError>,
+    ) -> Result<Option<T>, NvmlError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.is_not_supported() => Ok(None),
+            Err(e) if e.is_gpu_lost() => Err(e),
+            Err(e) => {
+                self.errors.extend(what.iter().map(|what| ReadError {
+                    what: what.to_string(),
+                    error: e.to_string(),
+                }));
+                Ok(None)
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::snapshot::{GpuHealth, GpuSample, NodeState, Snapshot};
+use crate::snapshot::{GpuHealth, GpuSample, NodeState, Snapshot, Unplaced};
 use crate::trigger::{GpuSelector, Trigger};
 
 /// Why a trigger has no value; maps to a gRPC status.
@@ -33,6 +33,8 @@ pub struct NodeView<'a> {
     pub gpus: &'a [GpuSample],
     /// `Err` when the node's GPUs cannot be attributed to pods.
     pub attribution: Result<(), &'a str>,
+    /// Device ids held by pods that match no GPU on the node.
+    pub unplaced: &'a [Unplaced],
 }
 
 /// One GPU's part in a value.
@@ -54,6 +56,31 @@ pub struct Explained {
 pub struct Outcome {
     pub value: Result<f64, EvalError>,
     pub explained: Vec<Explained>,
+    /// GPUs the trigger selected (by index and pods), counted or not. 0
+    /// with a selector means no pod of it was found.
+    pub selected: usize,
+    /// Peers left out of the value, and why.
+    pub notes: Vec<Note>,
+}
+
+/// A peer left out of a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// The peer's address.
+    pub peer: String,
+    pub kind: NoteKind,
+    /// For `query --explain` and the log.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteKind {
+    /// A node-wide trigger's value left out a peer that did not answer.
+    Missing,
+    /// A silent peer whose last report held none of the selector's pods.
+    Skipped,
+    /// A silent peer with no trusted report; the value came from pods elsewhere.
+    Unknown,
 }
 
 impl Outcome {
@@ -62,6 +89,8 @@ impl Outcome {
         Self {
             value: Err(EvalError::Unavailable(reason)),
             explained: Vec::new(),
+            selected: 0,
+            notes: Vec::new(),
         }
     }
 }
@@ -96,11 +125,14 @@ pub fn local_view<'a>(
     stale_after: Duration,
     name: &'a str,
 ) -> Result<NodeView<'a>, String> {
-    let (gpus, attribution) = match &snapshot.state {
+    let (gpus, attribution, unplaced) = match &snapshot.state {
         NodeState::Unavailable { reason } => return Err(reason.clone()),
         NodeState::Ready {
-            gpus, attribution, ..
-        } => (gpus, attribution),
+            gpus,
+            attribution,
+            unplaced,
+            ..
+        } => (gpus, attribution, unplaced),
     };
     if let Some(reason) = stale_reason(snapshot.age(now), stale_after) {
         return Err(reason);
@@ -112,6 +144,7 @@ pub fn local_view<'a>(
             crate::snapshot::Attribution::Known => Ok(()),
             crate::snapshot::Attribution::Unavailable(reason) => Err(reason),
         },
+        unplaced,
     })
 }
 
@@ -130,8 +163,14 @@ pub fn stale_reason(age: Duration, stale_after: Duration) -> Option<String> {
 /// The trigger over several nodes' GPUs (one, for the node-local view).
 pub fn evaluate_nodes(trigger: &Trigger, nodes: &[NodeView<'_>], detail: Detail) -> Outcome {
     let mut explained = Vec::new();
-    let value = select_and_aggregate(trigger, nodes, detail, &mut explained);
-    Outcome { value, explained }
+    let mut selected = 0;
+    let value = select_and_aggregate(trigger, nodes, detail, &mut explained, &mut selected);
+    Outcome {
+        value,
+        explained,
+        selected,
+        notes: Vec::new(),
+    }
 }
 
 fn select_and_aggregate(
@@ -139,6 +178,7 @@ fn select_and_aggregate(
     nodes: &[NodeView<'_>],
     detail: Detail,
     explained: &mut Vec<Explained>,
+    selected: &mut usize,
 ) -> Result<f64, EvalError> {
     if let Some(selector) = &trigger.selector {
         if let Some(node) = nodes.iter().find(|n| n.attribution.is_err()) {
@@ -147,6 +187,20 @@ fn select_and_aggregate(
                 on(node.name),
                 node.attribution.unwrap_err()
             )));
+        }
+        for node in nodes {
+            let held = node.unplaced.iter().find(|u| {
+                selector.matches(&u.allocation.namespace, &u.allocation.pod)
+            });
+            if let Some(id) = held {
+                return Err(EvalError::Unavailable(format!(
+                    "cannot read the GPU of pod {}/{} ({selector}){}: {}",
+                    id.allocation.namespace,
+                    id.allocation.pod,
+                    on(node.name),
+                    id.reason
+                )));
+            }
         }
     }
     let total: usize = nodes.iter().map(|n| n.gpus.len()).sum();
@@ -179,26 +233,27 @@ fn select_and_aggregate(
 
     let mut values = Vec::new();
     let mut excluded = Vec::new();
-    let mut selected = 0;
     for node in nodes {
         for gpu in node.gpus {
             let value = gpu.readings().and_then(|r| r.get(trigger.metric));
             let (counted, reason) = match why_not_selected(trigger, gpu) {
                 Some(reason) => (false, reason),
                 None => {
-                    selected += 1;
+                    *selected += 1;
                     match (&gpu.health, value) {
                         (GpuHealth::Healthy { .. }, Some(value)) => {
                             values.push(value);
                             (true, Reason::Counted)
                         }
                         (GpuHealth::Healthy { mig_enabled, .. }, None) => {
-                            let mig = if *mig_enabled == Some(true) {
-                                " (MIG is enabled)"
-                            } else {
-                                ""
+                            let why = match gpu.read_error(trigger.metric.name()) {
+                                Some(error) => format!(" (reading it failed: {error})"),
+                                None if *mig_enabled == Some(true) => {
+                                    String::from(" (MIG is enabled)")
+                                }
+                                None => String::new(),
                             };
-                            let reason = format!("does not report {}{mig}", trigger.metric);
+                            let reason = format!("does not report {}{why}", trigger.metric);
                             excluded.push(format!("{} {reason}", label(node.name, gpu)));
                             (false, Reason::Excluded(reason))
                         }
@@ -230,7 +285,7 @@ fn select_and_aggregate(
             }
         }
     }
-    if selected == 0 && trigger.selector.is_some() {
+    if *selected == 0 && trigger.selector.is_some() {
         // Attribution works everywhere and no pod matches: the workload is
         // at zero replicas. That is a 0, not a fault.
         return Ok(0.0);
@@ -332,6 +387,7 @@ mod tests {
             },
             mig_devices: vec![],
             allocations: vec![],
+            read_errors: vec![],
         }
     }
 
@@ -364,6 +420,7 @@ mod tests {
                 driver_version: "550".into(),
                 gpus,
                 attribution: Attribution::Known,
+                unplaced: vec![],
             },
         };
         (snapshot, now)
@@ -382,6 +439,7 @@ mod tests {
             name,
             gpus,
             attribution: Ok(()),
+            unplaced: &[],
         }
     }
 
@@ -544,6 +602,7 @@ mod tests {
             name: "b",
             gpus: &gpus,
             attribution: Err("socket missing"),
+            unplaced: &[],
         };
         let outcome = evaluate_nodes(
             &trigger(&[("workload", "vllm")]),
@@ -587,6 +646,56 @@ mod tests {
             Err(EvalError::InvalidArgument(
                 "invalid gpuIndex \"5\": no node has a GPU with that index".into()
             ))
+        );
+    }
+
+    #[test]
+    fn a_matching_pod_whose_gpu_cannot_be_placed_is_unavailable_not_zero() {
+        let gpus = [held_by(healthy(0, 90.0), "ml", "other-0")];
+        let unplaced = [Unplaced {
+            allocation: Allocation {
+                namespace: "ml".into(),
+                pod: "vllm-0".into(),
+                container: "main".into(),
+                device_id: "GPU-gone".into(),
+            },
+            reason: "device id \"GPU-gone\" of nvidia.com/gpu matches no GPU NVML reports on this node".into(),
+        }];
+        let node = NodeView {
+            name: "a",
+            gpus: &gpus,
+            attribution: Ok(()),
+            unplaced: &unplaced,
+        };
+        let outcome = evaluate_nodes(&trigger(&[("workload", "vllm")]), &[node], Detail::ValueOnly);
+        assert_eq!(
+            outcome.value,
+            Err(EvalError::Unavailable(
+                "cannot read the GPU of pod ml/vllm-0 (workload ml/vllm) on node a: device id \"GPU-gone\" of nvidia.com/gpu matches no GPU NVML reports on this node".into()
+            ))
+        );
+        // Another workload's trigger is unaffected.
+        let other = evaluate_nodes(&trigger(&[("workload", "other")]), &[node], Detail::ValueOnly);
+        assert_eq!(other.value, Ok(90.0));
+    }
+
+    #[test]
+    fn a_failed_reading_is_absent_and_explained() {
+        let mut gpu = healthy(0, 30.0);
+        gpu.read_errors.push(crate::snapshot::ReadError {
+            what: "temperature".into(),
+            error: "Unknown Error".into(),
+        });
+        let gpus = [gpu, healthy(1, 50.0)];
+        let pairs = [("metricType", "temperature"), ("targetValue", "80")];
+        let outcome = evaluate_nodes(&trigger(&pairs), &[node("", &gpus)], Detail::Explained);
+        assert!(matches!(&outcome.value, Err(EvalError::Unavailable(m))
+            if m.contains("GPU 0 (GPU-0) does not report temperature (reading it failed: Unknown Error)")),
+            "{:?}", outcome.value);
+        // The same GPU still counts for what it did read.
+        assert_eq!(
+            evaluate_nodes(&trigger(&[("aggregation", "min")]), &[node("", &gpus)], Detail::ValueOnly).value,
+            Ok(30.0)
         );
     }
 }

@@ -17,7 +17,7 @@ use crate::proto::health::{
 use crate::proto::health_grpc::Health;
 use crate::snapshot::{NodeState, Snapshot, SnapshotCell};
 use crate::status::reply;
-use crate::streams::{forward, Pushed, StreamHub, Watch};
+use crate::streams::{forward, PassView, Pushed, StreamHub, Watch};
 
 /// The service name the liveness probe asks for.
 pub const LIVENESS: &str = "liveness";
@@ -123,7 +123,7 @@ struct HealthWatch {
 }
 
 impl Watch for HealthWatch {
-    fn update(&mut self, snapshot: &Snapshot, now: Instant) -> bool {
+    fn update(&mut self, snapshot: &Snapshot, _view: &PassView<'_>, now: Instant) -> bool {
         if self.sender.is_closed() {
             return false;
         }
@@ -171,6 +171,7 @@ mod tests {
             driver_version: "550".into(),
             gpus: vec![],
             attribution: crate::snapshot::Attribution::Known,
+            unplaced: vec![],
         }
     }
 

@@ -5,8 +5,14 @@ use std::time::{Duration, Instant};
 
 use crate::evaluate::{local_view, stale_reason, NodeView};
 use crate::metrics::{Metric, Readings};
-use crate::proto::node::{Allocation as AllocationProto, Gpu, NodeSnapshot, Reading};
-use crate::snapshot::{Allocation, Attribution, GpuHealth, GpuSample, NodeState, Snapshot};
+use crate::proto::node::{
+    Allocation as AllocationProto, Gpu, MigMode, NodeSnapshot, ReadError as ReadErrorProto,
+    Reading,
+};
+use crate::snapshot::{
+    Allocation, Attribution, GpuHealth, GpuSample, NodeState, ReadError, Snapshot, Unplaced,
+};
+use crate::trigger::Selector;
 
 /// A node's snapshot as the cluster view holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +22,19 @@ pub struct NodeReport {
     pub usable: Result<(), String>,
     pub attribution: Result<(), String>,
     pub gpus: Vec<GpuSample>,
+    /// Device ids held by pods that match no GPU on the node.
+    pub unplaced: Vec<Unplaced>,
+}
+
+/// What a node's report says about a selector's pods there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holds {
+    /// These pods (`namespace/name`) held GPUs there.
+    Pods(Vec<String>),
+    /// Attribution worked there and no matching pod held a GPU.
+    Nothing,
+    /// The report cannot say (attribution or NVML was down): why.
+    Unknown(String),
 }
 
 impl NodeReport {
@@ -30,18 +49,47 @@ impl NodeReport {
                     .as_ref()
                     .map(|_| ())
                     .map_err(String::as_str),
+                unplaced: &self.unplaced,
             },
             Err(reason) => NodeView {
                 name: &self.name,
                 gpus: &[],
                 attribution: Err(reason),
+                unplaced: &[],
             },
         }
     }
 
-    /// A report read from a peer's answer.
-    pub fn from_proto(message: &NodeSnapshot, stale_after: Duration) -> Self {
-        let age = Duration::try_from_secs_f64(message.get_age_seconds()).unwrap_or(Duration::MAX);
+    /// Which of `selector`'s pods this report shows holding GPUs here.
+    pub fn holds(&self, selector: &Selector) -> Holds {
+        if let Err(reason) = self.usable.as_ref().and(self.attribution.as_ref()) {
+            return Holds::Unknown(reason.clone());
+        }
+        let placed = self.gpus.iter().flat_map(|g| &g.allocations);
+        let unplaced = self.unplaced.iter().map(|u| &u.allocation);
+        let mut pods: Vec<String> = placed
+            .chain(unplaced)
+            .filter(|a| selector.matches(&a.namespace, &a.pod))
+            .map(|a| format!("{}/{}", a.namespace, a.pod))
+            .collect();
+        pods.sort();
+        pods.dedup();
+        if pods.is_empty() {
+            Holds::Nothing
+        } else {
+            Holds::Pods(pods)
+        }
+    }
+
+    /// A report read from a peer's answer. A reading that is not a finite,
+    /// non-negative number makes the whole answer invalid: a peer that lies
+    /// about one GPU cannot be trusted about the others.
+    pub fn from_proto(message: &NodeSnapshot, stale_after: Duration) -> Result<Self, String> {
+        let age_seconds = message.get_age_seconds();
+        if !age_seconds.is_finite() || age_seconds < 0.0 {
+            return Err(format!("it sent an invalid snapshot age {age_seconds}"));
+        }
+        let age = Duration::try_from_secs_f64(age_seconds).unwrap_or(Duration::MAX);
         let usable = match (message.get_nvml_error(), stale_reason(age, stale_after)) {
             ("", None) => Ok(()),
             ("", Some(stale)) => Err(stale),
@@ -51,12 +99,24 @@ impl NodeReport {
             "" => Ok(()),
             error => Err(error.to_string()),
         };
-        Self {
+        Ok(Self {
             name: message.get_node_name().to_string(),
             usable,
             attribution,
-            gpus: message.get_gpus().iter().map(gpu_from_proto).collect(),
-        }
+            gpus: message
+                .get_gpus()
+                .iter()
+                .map(gpu_from_proto)
+                .collect::<Result<_, _>>()?,
+            unplaced: message
+                .get_unplaced()
+                .iter()
+                .map(|a| Unplaced {
+                    allocation: allocation_from_proto(a),
+                    reason: a.get_reason().to_string(),
+                })
+                .collect(),
+        })
     }
 
     /// The local node's report, from its own snapshot.
@@ -70,14 +130,16 @@ impl NodeReport {
             Ok(view) => Self {
                 name: name.to_string(),
                 usable: Ok(()),
-                attribution: view.attribution.map_err(str::to_string),
+                attribution: view.attribution.map(|_| ()).map_err(str::to_string),
                 gpus: view.gpus.to_vec(),
+                unplaced: view.unplaced.to_vec(),
             },
             Err(reason) => Self {
                 name: name.to_string(),
                 usable: Err(reason),
                 attribution: Ok(()),
                 gpus: Vec::new(),
+                unplaced: Vec::new(),
             },
         }
     }
@@ -91,12 +153,20 @@ pub fn to_proto(name: &str, snapshot: &Snapshot, now: Instant) -> NodeSnapshot {
     match &snapshot.state {
         NodeState::Unavailable { reason } => message.set_nvml_error(reason.clone()),
         NodeState::Ready {
-            gpus, attribution, ..
+            gpus,
+            attribution,
+            unplaced,
+            ..
         } => {
             if let Attribution::Unavailable(reason) = attribution {
                 message.set_attribution_error(reason.clone());
             }
             message.set_gpus(gpus.iter().map(gpu_to_proto).collect());
+            for id in unplaced {
+                let mut a = allocation_to_proto(&id.allocation);
+                a.set_reason(id.reason.clone());
+                message.mut_unplaced().push(a);
+            }
         }
     }
     message
@@ -108,7 +178,10 @@ fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
     message.set_uuid(gpu.uuid.clone().unwrap_or_default());
     message.set_name(gpu.name.clone().unwrap_or_default());
     match &gpu.health {
-        GpuHealth::Healthy { readings, .. } => {
+        GpuHealth::Healthy {
+            readings,
+            mig_enabled,
+        } => {
             for metric in Metric::ALL {
                 if let Some(value) = readings.get(metric) {
                     let mut reading = Reading::new();
@@ -117,6 +190,11 @@ fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
                     message.mut_readings().push(reading);
                 }
             }
+            message.set_mig_mode(match mig_enabled {
+                None => MigMode::MIG_MODE_UNKNOWN,
+                Some(false) => MigMode::MIG_MODE_DISABLED,
+                Some(true) => MigMode::MIG_MODE_ENABLED,
+            });
         }
         GpuHealth::Lost { error } => {
             message.set_error(error.clone());
@@ -125,29 +203,62 @@ fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
         GpuHealth::Failed { error } => message.set_error(error.clone()),
     }
     for allocation in &gpu.allocations {
-        let mut a = AllocationProto::new();
-        a.set_namespace(allocation.namespace.clone());
-        a.set_pod(allocation.pod.clone());
-        a.set_container(allocation.container.clone());
-        a.set_device_id(allocation.device_id.clone());
-        message.mut_allocations().push(a);
+        message
+            .mut_allocations()
+            .push(allocation_to_proto(allocation));
+    }
+    for read_error in &gpu.read_errors {
+        let mut e = ReadErrorProto::new();
+        e.set_what(read_error.what.clone());
+        e.set_error(read_error.error.clone());
+        message.mut_read_errors().push(e);
     }
     message.set_mig_devices(gpu.mig_devices.clone().into());
     message
 }
 
-fn gpu_from_proto(message: &Gpu) -> GpuSample {
+fn allocation_to_proto(allocation: &Allocation) -> AllocationProto {
+    let mut a = AllocationProto::new();
+    a.set_namespace(allocation.namespace.clone());
+    a.set_pod(allocation.pod.clone());
+    a.set_container(allocation.container.clone());
+    a.set_device_id(allocation.device_id.clone());
+    a
+}
+
+fn allocation_from_proto(a: &AllocationProto) -> Allocation {
+    Allocation {
+        namespace: a.get_namespace().to_string(),
+        pod: a.get_pod().to_string(),
+        container: a.get_container().to_string(),
+        device_id: a.get_device_id().to_string(),
+    }
+}
+
+fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
     let health = match (message.get_error(), message.get_lost()) {
         ("", _) => {
             let mut readings = Readings::default();
             for reading in message.get_readings() {
+                let value = reading.get_value();
+                if !value.is_finite() || value < 0.0 {
+                    return Err(format!(
+                        "it sent an invalid {} reading {value} for GPU {}",
+                        reading.get_metric(),
+                        message.get_index()
+                    ));
+                }
                 if let Some(metric) = Metric::from_name(reading.get_metric()) {
-                    readings.set(metric, reading.get_value());
+                    readings.set(metric, value);
                 }
             }
             GpuHealth::Healthy {
                 readings,
-                mig_enabled: Some(!message.get_mig_devices().is_empty()),
+                mig_enabled: match message.get_mig_mode() {
+                    MigMode::MIG_MODE_UNKNOWN => None,
+                    MigMode::MIG_MODE_DISABLED => Some(false),
+                    MigMode::MIG_MODE_ENABLED => Some(true),
+                },
             }
         }
         (error, true) => GpuHealth::Lost {
@@ -158,7 +269,7 @@ fn gpu_from_proto(message: &Gpu) -> GpuSample {
         },
     };
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    GpuSample {
+    Ok(GpuSample {
         index: message.get_index(),
         uuid: text(message.get_uuid()),
         name: text(message.get_name()),
@@ -167,14 +278,17 @@ fn gpu_from_proto(message: &Gpu) -> GpuSample {
         allocations: message
             .get_allocations()
             .iter()
-            .map(|a| Allocation {
-                namespace: a.get_namespace().to_string(),
-                pod: a.get_pod().to_string(),
-                container: a.get_container().to_string(),
-                device_id: a.get_device_id().to_string(),
+            .map(allocation_from_proto)
+            .collect(),
+        read_errors: message
+            .get_read_errors()
+            .iter()
+            .map(|e| ReadError {
+                what: e.get_what().to_string(),
+                error: e.get_error().to_string(),
             })
             .collect(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -191,6 +305,7 @@ mod tests {
                 driver_version: "550".into(),
                 gpus,
                 attribution,
+                unplaced: vec![],
             },
         };
         (snapshot, now)
@@ -211,6 +326,10 @@ mod tests {
                     mig_enabled: Some(false),
                 },
                 mig_devices: vec![],
+                read_errors: vec![ReadError {
+                    what: "temperature".into(),
+                    error: "Unknown Error".into(),
+                }],
                 allocations: vec![Allocation {
                     namespace: "ml".into(),
                     pod: "vllm-0".into(),
@@ -227,6 +346,7 @@ mod tests {
                 },
                 mig_devices: vec![],
                 allocations: vec![],
+                read_errors: vec![],
             },
         ];
         let (snap, now) = snapshot(gpus.clone(), Attribution::Known);
@@ -239,7 +359,7 @@ mod tests {
         let sent = to_proto("node-a", &snap, now);
         assert_eq!(
             NodeReport::from_proto(&sent, Duration::from_secs(3)),
-            report
+            Ok(report)
         );
     }
 
@@ -248,7 +368,8 @@ mod tests {
         let (snap, now) = snapshot(vec![], Attribution::Unavailable("no socket".into()));
         let report = NodeReport::from_local("a", &snap, now, Duration::from_millis(100));
         // A peer's answer of the same age is judged by the same rule.
-        let peer = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_millis(100));
+        let peer = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_millis(100))
+            .unwrap();
         assert_eq!(peer.usable, report.usable);
         assert!(report
             .usable
@@ -267,5 +388,75 @@ mod tests {
         };
         let report = NodeReport::from_local("a", &down, now, Duration::from_secs(3));
         assert_eq!(report.usable, Err("NVML is not available".into()));
+    }
+
+    #[test]
+    fn mig_mode_and_unplaced_ids_cross_the_wire() {
+        let mut readings = Readings::default();
+        readings.set(Metric::MemoryUsedPercent, 50.0);
+        let gpus = [None, Some(false), Some(true)]
+            .into_iter()
+            .enumerate()
+            .map(|(index, mig_enabled)| GpuSample {
+                index: index as u32,
+                uuid: Some(format!("GPU-{index}")),
+                name: None,
+                health: GpuHealth::Healthy {
+                    readings,
+                    mig_enabled,
+                },
+                mig_devices: vec![],
+                allocations: vec![],
+                read_errors: vec![],
+            })
+            .collect();
+        let (mut snap, now) = snapshot(gpus, Attribution::Known);
+        let id = Unplaced {
+            allocation: Allocation {
+                namespace: "ml".into(),
+                pod: "vllm-0".into(),
+                container: "main".into(),
+                device_id: "GPU-gone".into(),
+            },
+            reason: "matches no GPU".into(),
+        };
+        if let NodeState::Ready { unplaced, .. } = &mut snap.state {
+            unplaced.push(id.clone());
+        }
+        let peer = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_secs(3))
+            .unwrap();
+        assert_eq!(peer, NodeReport::from_local("a", &snap, now, Duration::from_secs(3)));
+        assert_eq!(peer.unplaced, [id]);
+    }
+
+    #[test]
+    fn a_peer_reading_that_is_not_a_number_rejects_its_answer() {
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            let mut readings = Readings::default();
+            readings.set(Metric::GpuUtilization, bad);
+            let gpu = GpuSample {
+                index: 2,
+                uuid: None,
+                name: None,
+                health: GpuHealth::Healthy {
+                    readings,
+                    mig_enabled: Some(false),
+                },
+                mig_devices: vec![],
+                allocations: vec![],
+                read_errors: vec![],
+            };
+            let (snap, now) = snapshot(vec![gpu], Attribution::Known);
+            let error = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_secs(3))
+                .unwrap_err();
+            assert!(
+                error.contains("invalid gpu_utilization reading") && error.contains("GPU 2"),
+                "{error}"
+            );
+        }
+        let (snap, now) = snapshot(vec![], Attribution::Known);
+        let mut message = to_proto("a", &snap, now);
+        message.set_age_seconds(f64::NAN);
+        assert!(NodeReport::from_proto(&message, Duration::from_secs(3)).is_err());
     }
 }

@@ -45,8 +45,11 @@ impl Node for NodeService {
             Ok(trigger) => trigger,
             Err(e) => return reply(&ctx, sink, Err(config_status(&e))),
         };
-        let outcome = self.source.outcome(&trigger, Detail::Explained);
-        ctx.spawn(async move { answer(sink, Ok(explanation(&outcome.await))).await });
+        let view = self.source.view();
+        ctx.spawn(async move {
+            let outcome = view.await.outcome(&trigger, Detail::Explained);
+            answer(sink, Ok(explanation(&outcome))).await
+        });
     }
 }
 
@@ -72,6 +75,9 @@ fn explanation(outcome: &Outcome) -> ExplainResponse {
         line.set_counted(explained.counted);
         line.set_reason(explained.reason.clone());
         response.mut_lines().push(line);
+    }
+    for note in &outcome.notes {
+        response.mut_notes().push(note.text.clone());
     }
     response
 }

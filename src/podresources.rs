@@ -1,10 +1,14 @@
 //! A client for the kubelet's PodResources API on its unix socket: which
-//! devices each container holds. The kubelet recreates the socket when it
-//! restarts, so a failed call drops the channel and the next one reconnects.
+//! devices each container holds, polled on a thread of its own so that a
+//! slow kubelet never delays NVML readings. The kubelet recreates the
+//! socket when it restarts, so a failed call drops the channel and the
+//! next one reconnects.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, Environment};
 
@@ -82,5 +86,87 @@ impl PodResourcesClient {
             }
         }
         Ok(devices)
+    }
+}
+
+/// The kubelet's latest answer and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Polled {
+    pub at: Instant,
+    pub devices: Result<Arc<Vec<PodDevice>>, String>,
+}
+
+/// A thread that asks the kubelet every `interval` (after the previous
+/// answer) and keeps the latest answer for the sampler to attach.
+pub struct PodResourcesPoller {
+    latest: Arc<Mutex<Option<Polled>>>,
+    /// Dropping it stops the thread.
+    stop: Option<mpsc::Sender<()>>,
+    finished: mpsc::Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PodResourcesPoller {
+    pub fn start(
+        mut client: PodResourcesClient,
+        interval: Duration,
+        timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let latest = Arc::new(Mutex::new(None));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let (done, finished) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kubelet-poller".into())
+            .spawn({
+                let latest = Arc::clone(&latest);
+                move || {
+                    loop {
+                        let started = Instant::now();
+                        let devices = client.list(timeout).map(Arc::new);
+                        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Polled {
+                            at: Instant::now(),
+                            devices,
+                        });
+                        let wait = (started + interval).saturating_duration_since(Instant::now());
+                        match stopped.recv_timeout(wait) {
+                            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                    let _ = done.send(());
+                }
+            })?;
+        Ok(Self {
+            latest,
+            stop: Some(stop),
+            finished,
+            thread: Some(thread),
+        })
+    }
+
+    /// The latest answer; `None` before the kubelet first answered or failed.
+    pub fn latest(&self) -> Option<Polled> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops the thread, waiting up to `grace` for a call in flight.
+    pub fn stop(&mut self, grace: Duration) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            match self.finished.recv_timeout(grace) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = thread.join();
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    log::warn!("the kubelet poller did not stop within {grace:?}; leaving it");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PodResourcesPoller {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(2));
     }
 }

@@ -15,14 +15,21 @@ use grpcio::Environment;
 use crate::attribution::{attribute, GpuResources};
 use crate::collect::read_node;
 use crate::nvml::{Nvml, NvmlLibrary};
-use crate::podresources::PodResourcesClient;
-use crate::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell};
+use crate::podresources::{PodResourcesClient, PodResourcesPoller, Polled};
+use crate::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell, Unplaced};
 
 /// The longest wait between two attempts to load or initialise NVML.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
-/// How long one kubelet PodResources call may take.
-const POD_RESOURCES_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one kubelet PodResources call may take. It runs on its own
+/// thread, so a slow kubelet delays attribution, never NVML readings.
+const POD_RESOURCES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The oldest kubelet answer attribution may use (at least this; longer
+/// with long sample intervals). Pods change GPUs only when they start or
+/// stop, so a few seconds' delay is harmless; a kubelet silent for longer
+/// makes attribution unavailable rather than wrong.
+const ATTRIBUTION_MAX_AGE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
@@ -34,11 +41,13 @@ pub struct SamplerConfig {
     pub gpu_resources: GpuResources,
 }
 
-/// The running sampler thread. Stopping it (or dropping it) ends the loop.
+/// The running sampler thread (and the kubelet poller it reads). Stopping
+/// it (or dropping it) ends both loops.
 pub struct Sampler {
     stop: Arc<StopSignal>,
     finished: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
+    poller: Option<Arc<Mutex<PodResourcesPoller>>>,
 }
 
 impl Sampler {
@@ -49,13 +58,20 @@ impl Sampler {
     ) -> std::io::Result<Self> {
         let stop = Arc::new(StopSignal::default());
         let (done, finished) = mpsc::channel();
+        let client = PodResourcesClient::new(config.pod_resources_socket.clone(), env);
+        let poller = Arc::new(Mutex::new(PodResourcesPoller::start(
+            client,
+            config.interval,
+            POD_RESOURCES_TIMEOUT,
+        )?));
         let thread = std::thread::Builder::new()
             .name("nvml-sampler".into())
             .spawn({
                 let stop = Arc::clone(&stop);
+                let poller = Arc::clone(&poller);
                 move || {
-                    let pods = PodResourcesClient::new(config.pod_resources_socket.clone(), env);
-                    run(&config, &cell, &stop, pods);
+                    let pods = || lock(&poller).latest();
+                    run(&config, &cell, &stop, &pods);
                     let _ = done.send(());
                 }
             })?;
@@ -63,6 +79,7 @@ impl Sampler {
             stop,
             finished,
             thread: Some(thread),
+            poller: Some(poller),
         })
     }
 
@@ -73,6 +90,9 @@ impl Sampler {
     }
 
     fn stop_and_join(&mut self, grace: Duration) {
+        if let Some(poller) = self.poller.take() {
+            lock(&poller).stop(grace);
+        }
         let Some(thread) = self.thread.take() else {
             return;
         };
@@ -94,6 +114,10 @@ impl Drop for Sampler {
     fn drop(&mut self) {
         self.stop_and_join(Duration::from_secs(2));
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Default)]
@@ -130,7 +154,7 @@ fn run(
     config: &SamplerConfig,
     cell: &SnapshotCell,
     stop: &StopSignal,
-    mut pods: PodResourcesClient,
+    pods: &dyn Fn() -> Option<Polled>,
 ) {
     let mut attribution_log = AttributionLog::default();
     let mut library: Option<Arc<NvmlLibrary>> = None;
@@ -146,17 +170,8 @@ fn run(
                 retry.reset();
                 health.fill_identity(&mut gpus);
                 health.observe(&gpus);
-                let attribution = match pods.list(POD_RESOURCES_TIMEOUT) {
-                    Ok(devices) => {
-                        let problems = attribute(&mut gpus, &devices, &config.gpu_resources);
-                        attribution_log.known(problems);
-                        Attribution::Known
-                    }
-                    Err(reason) => {
-                        attribution_log.unavailable(&reason);
-                        Attribution::Unavailable(reason)
-                    }
-                };
+                let (attribution, unplaced) =
+                    attach_pods(pods(), &mut gpus, config, &mut attribution_log);
                 cell.publish(
                     started,
                     started.elapsed(),
@@ -164,6 +179,7 @@ fn run(
                         driver_version,
                         gpus,
                         attribution,
+                        unplaced,
                     },
                 );
                 started + config.interval
@@ -184,6 +200,37 @@ fn run(
         };
         if stop.wait_until(next) {
             break;
+        }
+    }
+}
+
+/// Attaches the kubelet's latest answer to this pass's GPUs: which pods
+/// hold them, and which ids could not be placed.
+fn attach_pods(
+    polled: Option<Polled>,
+    gpus: &mut [GpuSample],
+    config: &SamplerConfig,
+    log: &mut AttributionLog,
+) -> (Attribution, Vec<Unplaced>) {
+    let max_age = ATTRIBUTION_MAX_AGE.max(config.interval * 2 + POD_RESOURCES_TIMEOUT);
+    let devices = match polled {
+        None => Err(String::from("the kubelet has not answered yet")),
+        Some(polled) if polled.at.elapsed() > max_age => Err(format!(
+            "the kubelet's last PodResources answer is {:.0}s old (limit {:.0}s)",
+            polled.at.elapsed().as_secs_f64(),
+            max_age.as_secs_f64()
+        )),
+        Some(polled) => polled.devices,
+    };
+    match devices {
+        Ok(devices) => {
+            let unplaced = attribute(gpus, &devices, &config.gpu_resources);
+            log.known(&unplaced);
+            (Attribution::Known, unplaced)
+        }
+        Err(reason) => {
+            log.unavailable(&reason);
+            (Attribution::Unavailable(reason), Vec::new())
         }
     }
 }
@@ -215,8 +262,14 @@ fn open_session(
     let opened = match library {
         Some(opened) => Arc::clone(opened),
         None => {
-            let opened = NvmlLibrary::open(config.library.as_deref())
-                .map_err(|e| format!("NVML is not available: {e}"))?;
+            let opened = match config.library.as_deref() {
+                // SAFETY: the operator named this library as NVML
+                // (--nvml-library / NVML_LIBRARY_PATH); running its
+                // initialisers is their explicit choice.
+                Some(path) => unsafe { NvmlLibrary::open_path(path) },
+                None => NvmlLibrary::open(),
+            }
+            .map_err(|e| format!("NVML is not available: {e}"))?;
             Arc::clone(library.insert(Arc::new(opened)))
         }
     };
@@ -235,25 +288,32 @@ fn open_session(
     })
 }
 
-/// Logs attribution state changes, and each odd device id, once.
+/// Logs attribution state changes, and each device id that cannot be
+/// placed, once while it lasts.
 #[derive(Default)]
 struct AttributionLog {
     unavailable: Option<String>,
     known_once: bool,
-    problems_seen: HashSet<String>,
+    /// The unplaced ids of the last pass (so the set never outgrows the node's pods).
+    unplaced_seen: HashSet<Unplaced>,
 }
 
 impl AttributionLog {
-    fn known(&mut self, problems: Vec<String>) {
+    fn known(&mut self, unplaced: &[Unplaced]) {
         if self.unavailable.take().is_some() || !self.known_once {
             log::info!("pod attribution is working (kubelet PodResources)");
         }
         self.known_once = true;
-        for problem in problems {
-            if self.problems_seen.insert(problem.clone()) {
-                log::warn!("{problem}");
-            }
+        let current: HashSet<Unplaced> = unplaced.iter().cloned().collect();
+        for id in current.difference(&self.unplaced_seen) {
+            log::warn!(
+                "pod {}/{}: {}; triggers selecting this pod are UNAVAILABLE until it can be placed",
+                id.allocation.namespace,
+                id.allocation.pod,
+                id.reason
+            );
         }
+        self.unplaced_seen = current;
     }
 
     fn unavailable(&mut self, reason: &str) {

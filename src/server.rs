@@ -44,7 +44,10 @@ pub struct ServeConfig {
     /// Peer scaler pods (`host:port`, each resolved to all addresses); empty
     /// for the node-local view.
     pub peers: Vec<String>,
+    /// Below `sample_interval`.
     pub peer_timeout: Duration,
+    /// The name peers' certificates must carry; `None`: the first peer's host.
+    pub peer_server_name: Option<String>,
     pub pod_resources_socket: PathBuf,
     pub gpu_resources: GpuResources,
 }
@@ -60,14 +63,16 @@ impl ServeConfig {
             probe_listen: None,
             node_name: String::new(),
             peers: Vec::new(),
-            peer_timeout: Duration::from_secs(1),
+            peer_timeout: Duration::from_millis(500),
+            peer_server_name: None,
             pod_resources_socket: PathBuf::from(DEFAULT_SOCKET),
             gpu_resources: GpuResources::default(),
         }
     }
 }
 
-/// The running scaler. `shutdown` (or drop) stops it in order.
+/// The running scaler. `shutdown` (or drop) stops it in order; a start
+/// that fails half-way stops whatever it had started the same way.
 pub struct RunningServer {
     server: Option<grpcio::Server>,
     probes: Option<(grpcio::Server, u16)>,
@@ -78,28 +83,32 @@ pub struct RunningServer {
 }
 
 /// Starts sampling and serving. Errors if an address cannot be bound or a
-/// TLS file cannot be read.
+/// TLS file cannot be read; both are checked before any thread starts.
 pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
+    let credentials = match &config.tls {
+        Some(files) => tls::server_credentials(files)?,
+        None => ServerCredentials::insecure(),
+    };
+    let peer_tls = peer_tls(config)?;
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let snapshots = Arc::new(SnapshotCell::new(
         "NVML has not been read yet (the scaler is starting)",
     ));
     let stale_after = config.sample_interval * STALE_AFTER_INTERVALS;
-    let sampler = Sampler::start(
-        SamplerConfig {
-            interval: config.sample_interval,
-            library: config.nvml_library.clone(),
-            pod_resources_socket: config.pod_resources_socket.clone(),
-            gpu_resources: config.gpu_resources.clone(),
-        },
-        Arc::clone(&snapshots),
-        Arc::clone(&env),
-    )
-    .map_err(|e| format!("cannot start the sampler thread: {e}"))?;
-    let cluster = match config.peers.is_empty() {
-        true => None,
-        false => Some(start_cluster(config, &snapshots, &env, stale_after)?),
-    };
+    let cluster = (!config.peers.is_empty()).then(|| {
+        Cluster::new(
+            ClusterConfig {
+                node_name: config.node_name.clone(),
+                peers: config.peers.clone(),
+                peer_timeout: config.peer_timeout,
+                interval: config.sample_interval,
+                stale_after,
+                tls: peer_tls,
+            },
+            Arc::clone(&snapshots),
+            Arc::clone(&env),
+        )
+    });
     let source = match &cluster {
         Some(cluster) => Source::Cluster(Arc::clone(cluster)),
         None => Source::Local {
@@ -107,8 +116,11 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
             stale_after,
         },
     };
-    let streams = StreamHub::start(Arc::clone(&snapshots), config.sample_interval)
-        .map_err(|e| format!("cannot start the stream notifier thread: {e}"))?;
+    let streams = StreamHub::new(
+        Arc::clone(&snapshots),
+        source.clone(),
+        config.sample_interval,
+    );
     let scaler = ScalerService::new(source.clone(), streams.clone());
     let health = HealthService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
     let node = NodeService::new(config.node_name.clone(), Arc::clone(&snapshots), source);
@@ -119,76 +131,90 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         .register_service(create_node(node))
         .build()
         .map_err(|e| format!("cannot build the gRPC server: {e}"))?;
-    let credentials = match &config.tls {
-        Some(files) => tls::server_credentials(files)?,
-        None => ServerCredentials::insecure(),
-    };
     let port = server
         .add_listening_port(config.listen.as_str(), credentials)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let probes = match &config.probe_listen {
-        Some(address) => Some(start_probes(Arc::clone(&env), health, address)?),
+        Some(address) => Some(bind_probes(Arc::clone(&env), health, address)?),
         None => None,
     };
-    server.start();
-    Ok(RunningServer {
-        server: Some(server),
-        probes,
+
+    // Threads from here on; dropping `running` on an error stops those started.
+    let mut running = RunningServer {
+        server: None,
+        probes: None,
         streams,
         cluster,
-        sampler: Some(sampler),
+        sampler: None,
         port,
-    })
-}
-
-fn start_cluster(
-    config: &ServeConfig,
-    snapshots: &Arc<SnapshotCell>,
-    env: &Arc<Environment>,
-    stale_after: Duration,
-) -> Result<Arc<Cluster>, String> {
-    let tls = match &config.tls {
-        None => None,
-        Some(TlsFiles {
-            client_ca: None, ..
-        }) => {
-            return Err(
-                "--peers with TLS needs --tls-client-ca: pods call each other with mutual TLS under one CA"
-                    .to_string(),
-            )
-        }
-        Some(TlsFiles {
-            cert,
-            key,
-            client_ca: Some(ca),
-        }) => {
-            let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
-            let first = &config.peers[0];
-            Some(PeerTls {
-                ca: read(ca)?,
-                cert: read(cert)?,
-                key: read(key)?,
-                server_name: first.rsplit_once(':').map_or(first.as_str(), |(host, _)| host).to_string(),
-            })
-        }
     };
-    Cluster::start(
-        ClusterConfig {
-            node_name: config.node_name.clone(),
-            peers: config.peers.clone(),
-            peer_timeout: config.peer_timeout,
-            interval: config.sample_interval,
-            stale_after,
-            tls,
-        },
-        Arc::clone(snapshots),
-        Arc::clone(env),
-    )
-    .map_err(|e| format!("cannot start the cluster sweeper thread: {e}"))
+    running.sampler = Some(
+        Sampler::start(
+            SamplerConfig {
+                interval: config.sample_interval,
+                library: config.nvml_library.clone(),
+                pod_resources_socket: config.pod_resources_socket.clone(),
+                gpu_resources: config.gpu_resources.clone(),
+            },
+            Arc::clone(&snapshots),
+            Arc::clone(&env),
+        )
+        .map_err(|e| format!("cannot start the sampler thread: {e}"))?,
+    );
+    if let Some(cluster) = &running.cluster {
+        cluster
+            .start()
+            .map_err(|e| format!("cannot start the cluster sweeper thread: {e}"))?;
+    }
+    running
+        .streams
+        .start()
+        .map_err(|e| format!("cannot start the stream notifier thread: {e}"))?;
+    server.start();
+    running.server = Some(server);
+    if let Some((mut probes, port)) = probes {
+        probes.start();
+        running.probes = Some((probes, port));
+    }
+    Ok(running)
 }
 
-/// The health service alone, in plaintext, on its own port.
-fn start_probes(
+/// How pods call each other when they serve TLS; the files are read now,
+/// so a missing one fails the start.
+fn peer_tls(config: &ServeConfig) -> Result<Option<PeerTls>, String> {
+    let (Some(files), Some(first)) = (&config.tls, config.peers.first()) else {
+        return Ok(None);
+    };
+    let Some(ca) = &files.client_ca else {
+        return Err(
+            "--peers with TLS needs --tls-client-ca: pods call each other with mutual TLS under one CA"
+                .to_string(),
+        );
+    };
+    let server_name = match &config.peer_server_name {
+        Some(name) => name.clone(),
+        None => peer_host(first).to_string(),
+    };
+    let tls = PeerTls {
+        ca: ca.clone(),
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        server_name,
+    };
+    tls.check()?;
+    Ok(Some(tls))
+}
+
+/// The host of a `host:port` peer entry, without an IPv6 address's brackets.
+pub fn peer_host(entry: &str) -> &str {
+    let host = entry.rsplit_once(':').map_or(entry, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// The health service alone, in plaintext, on its own port (bound, not started).
+fn bind_probes(
     env: Arc<Environment>,
     health: HealthService,
     address: &str,
@@ -200,7 +226,6 @@ fn start_probes(
     let port = server
         .add_listening_port(address, ServerCredentials::insecure())
         .map_err(|e| format!("cannot listen on --probe-listen {address}: {e}"))?;
-    server.start();
     Ok((server, port))
 }
 
@@ -224,18 +249,19 @@ impl RunningServer {
         self.cluster.as_ref()
     }
 
-    /// Ends streams and sweeps, stops accepting and drains calls, then
-    /// stops the sampler.
+    /// Stops the sweeper (aborting a sweep in flight, so nothing waits on
+    /// a silent peer), ends streams, stops accepting and drains calls,
+    /// then stops the sampler.
     pub fn shutdown(mut self) {
         self.shutdown_in_order();
     }
 
     fn shutdown_in_order(&mut self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.shutdown();
+        }
+        self.streams.shutdown();
         if let Some(mut server) = self.server.take() {
-            self.streams.shutdown();
-            if let Some(cluster) = &self.cluster {
-                cluster.shutdown();
-            }
             if let Err(e) = futures_executor::block_on(server.shutdown()) {
                 log::warn!("gRPC server shutdown: {e}");
             }

@@ -2,7 +2,9 @@
 //! the trigger and answer from the latest snapshot (or the cluster view);
 //! they never call NVML and never block.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
@@ -18,13 +20,18 @@ use crate::status::{answer, config_status, eval_status, reply};
 use crate::streams::{forward, ActiveWatch, StreamHub};
 use crate::trigger::{self, ConfigError, Trigger};
 
+/// Triggers remembered for logging changes once; past this the memory is
+/// cleared (and each trigger is logged once more).
+const MAX_LOGGED_TRIGGERS: usize = 10_000;
+
 /// The service: a cheap clone over shared state.
 #[derive(Clone)]
 pub struct ScalerService {
     source: Source,
     streams: StreamHub,
-    /// The metadata last logged per ScaledObject, to log changes once.
-    logged: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
+    /// A fingerprint of the metadata last logged per (ScaledObject, metric
+    /// name), to log each trigger's changes once.
+    logged: Arc<Mutex<HashMap<(String, String), u64>>>,
 }
 
 impl ScalerService {
@@ -60,29 +67,52 @@ impl ScalerService {
         Ok(response)
     }
 
-    /// Logs a ScaledObject's trigger on its first request and whenever its
-    /// metadata changes; not on every request.
+    /// Logs a trigger on its first request and whenever its metadata
+    /// changes; not on every request. A ScaledObject with two triggers has
+    /// an entry for each (they differ by metric name).
     fn log_when_changed(
         &self,
         scaled_object: &ScaledObjectRef,
         parsed: &Result<Trigger, ConfigError>,
     ) {
-        let key = format!(
-            "{}/{}",
-            scaled_object.get_namespace(),
-            scaled_object.get_name()
-        );
         let metadata = scaled_object.get_scalerMetadata();
-        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-        if logged.get(&key) == Some(metadata) {
-            return;
+        let fingerprint = fingerprint(metadata);
+        let key = (
+            format!(
+                "{}/{}",
+                scaled_object.get_namespace(),
+                scaled_object.get_name()
+            ),
+            match parsed {
+                Ok(trigger) => trigger.metric_name(),
+                Err(_) => String::new(),
+            },
+        );
+        {
+            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            if logged.get(&key) == Some(&fingerprint) {
+                return;
+            }
+            if logged.len() >= MAX_LOGGED_TRIGGERS {
+                logged.clear();
+            }
+            logged.insert(key.clone(), fingerprint);
         }
+        let (scaled_object, _) = key;
         match parsed {
-            Ok(trigger) => log::info!("ScaledObject {key}: trigger {trigger}"),
-            Err(e) => log::warn!("ScaledObject {key}: rejected metadata: {e}"),
+            Ok(trigger) => log::info!("ScaledObject {scaled_object}: trigger {trigger}"),
+            Err(e) => log::warn!("ScaledObject {scaled_object}: rejected metadata: {e}"),
         }
-        logged.insert(key, metadata.clone());
     }
+}
+
+/// The same for the same entries in any order.
+fn fingerprint(metadata: &HashMap<String, String>) -> u64 {
+    metadata.iter().fold(0u64, |sum, entry| {
+        let mut hasher = DefaultHasher::new();
+        entry.hash(&mut hasher);
+        sum.wrapping_add(hasher.finish())
+    })
 }
 
 impl ExternalScaler for ScalerService {
@@ -96,9 +126,9 @@ impl ExternalScaler for ScalerService {
             Ok(trigger) => trigger,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
-        let outcome = self.source.outcome(&trigger, Detail::ValueOnly);
+        let view = self.source.view();
         ctx.spawn(async move {
-            let value = outcome.await.value;
+            let value = view.await.outcome(&trigger, Detail::ValueOnly).value;
             let result = value
                 .map(|value| is_active_response(trigger.is_active(value)))
                 .map_err(|e| eval_status(&e));
@@ -120,11 +150,11 @@ impl ExternalScaler for ScalerService {
                 })
             }
         };
-        let outcome = self.source.outcome(&trigger, Detail::ValueOnly);
-        let (source, streams) = (self.source.clone(), self.streams.clone());
+        let view = self.source.view();
+        let streams = self.streams.clone();
         ctx.spawn(async move {
-            let first = outcome.await.value;
-            match ActiveWatch::open(trigger, first, source) {
+            let first = view.await.outcome(&trigger, Detail::ValueOnly).value;
+            match ActiveWatch::open(trigger, first) {
                 Ok((watch, pushed)) => {
                     streams.add(Box::new(watch));
                     forward(pushed, sink, is_active_response).await;
@@ -155,14 +185,24 @@ impl ExternalScaler for ScalerService {
             Ok(trigger) => trigger,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
-        let name = match req.get_metricName() {
-            "" => trigger.metric_name(),
-            requested => requested.to_string(),
-        };
-        let outcome = self.source.outcome(&trigger, Detail::ValueOnly);
+        // KEDA strips its `sN-` prefix, so it asks for exactly the name
+        // GetMetricSpec gave; anything else is a caller's mistake.
+        let name = trigger.metric_name();
+        if req.get_metricName() != name {
+            let status = RpcStatus::with_message(
+                RpcStatusCode::INVALID_ARGUMENT,
+                format!(
+                    "invalid metricName {:?}: this trigger's metric is {name:?} (from GetMetricSpec)",
+                    req.get_metricName()
+                ),
+            );
+            return reply(&ctx, sink, Err(status));
+        }
+        let view = self.source.view();
         ctx.spawn(async move {
-            let result = outcome
+            let result = view
                 .await
+                .outcome(&trigger, Detail::ValueOnly)
                 .value
                 .map(|value| metrics_response(name, value));
             answer(sink, result.map_err(|e| eval_status(&e))).await;

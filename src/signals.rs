@@ -1,38 +1,26 @@
 //! SIGTERM and SIGINT, taken synchronously with `sigwait` instead of a
 //! handler: block them before threads start, then wait on the main thread.
-//! glibc's sigset_t is 1024 bits on every Linux target.
+//! Signal sets and numbers come from `libc`, not hand-declared layouts.
 
 use std::io;
-use std::os::raw::c_int;
-
-const SIGINT: c_int = 2;
-const SIGTERM: c_int = 15;
-const SIG_BLOCK: c_int = 0;
-
-#[repr(C)]
-struct SigSet([u64; 16]);
-
-extern "C" {
-    fn sigemptyset(set: *mut SigSet) -> c_int;
-    fn sigaddset(set: *mut SigSet, signal: c_int) -> c_int;
-    fn pthread_sigmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
-    fn sigwait(set: *const SigSet, signal: *mut c_int) -> c_int;
-}
+use std::mem::MaybeUninit;
 
 /// The blocked set; `wait` returns when one of them arrives.
-pub struct TerminationSignals(SigSet);
+pub struct TerminationSignals(libc::sigset_t);
 
 /// Blocks SIGTERM and SIGINT on this thread and all threads it starts later.
 pub fn block_termination() -> io::Result<TerminationSignals> {
-    let mut set = SigSet([0; 16]);
-    // SAFETY: `set` is a valid, writable sigset_t-sized buffer.
-    unsafe {
-        sigemptyset(&mut set);
-        sigaddset(&mut set, SIGTERM);
-        sigaddset(&mut set, SIGINT);
-    }
-    // SAFETY: `set` was initialised above; the old mask is not needed.
-    let rc = unsafe { pthread_sigmask(SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the whole set; sigaddset then only
+    // writes into it, with valid signal numbers.
+    let set = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+        set.assume_init()
+    };
+    // SAFETY: `set` is initialised; the old mask is not asked for.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
@@ -42,13 +30,13 @@ pub fn block_termination() -> io::Result<TerminationSignals> {
 impl TerminationSignals {
     /// Blocks until SIGTERM or SIGINT; returns its name.
     pub fn wait(&self) -> io::Result<&'static str> {
-        let mut signal: c_int = 0;
+        let mut signal: libc::c_int = 0;
         // SAFETY: the set is initialised and `signal` is a valid out-pointer.
-        let rc = unsafe { sigwait(&self.0, &mut signal) };
+        let rc = unsafe { libc::sigwait(&self.0, &mut signal) };
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        Ok(if signal == SIGTERM {
+        Ok(if signal == libc::SIGTERM {
             "SIGTERM"
         } else {
             "SIGINT"

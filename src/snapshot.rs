@@ -26,6 +26,9 @@ pub enum NodeState {
         gpus: Vec<GpuSample>,
         /// Whether the kubelet said which pods hold which GPUs.
         attribution: Attribution,
+        /// GPU device ids the kubelet gave to pods that match no GPU here:
+        /// those pods' GPUs cannot be read, which is a fault, not an absence.
+        unplaced: Vec<Unplaced>,
     },
     /// NVML is not usable (not loaded, not initialised, or failing as a whole).
     Unavailable { reason: String },
@@ -49,10 +52,29 @@ pub struct GpuSample {
     pub mig_devices: Vec<String>,
     /// Containers the kubelet gave this GPU (or one of its MIG devices) to.
     pub allocations: Vec<Allocation>,
+    /// Readings that failed on an otherwise healthy GPU; those metrics are
+    /// absent for it, and this says why.
+    pub read_errors: Vec<ReadError>,
+}
+
+/// One reading NVML could not give for a GPU that still answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    /// A metric name (`temperature`), or `mig_mode` / `name`.
+    pub what: String,
+    pub error: String,
+}
+
+/// A GPU device id held by a pod that matches no GPU on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Unplaced {
+    pub allocation: Allocation,
+    /// Why it could not be placed.
+    pub reason: String,
 }
 
 /// One container holding a GPU.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Allocation {
     pub namespace: String,
     pub pod: String,
@@ -80,6 +102,14 @@ impl GpuSample {
             GpuHealth::Healthy { readings, .. } => Some(readings),
             _ => None,
         }
+    }
+
+    /// Why `what` (a metric name) is absent on this GPU, when a read failed.
+    pub fn read_error(&self, what: &str) -> Option<&str> {
+        self.read_errors
+            .iter()
+            .find(|e| e.what == what)
+            .map(|e| e.error.as_str())
     }
 
     /// `"GPU 1 (GPU-8c1e…)"`, for messages.
@@ -187,6 +217,7 @@ mod tests {
                 driver_version: "550.1".into(),
                 gpus: vec![],
                 attribution: Attribution::Known,
+                unplaced: vec![],
             },
         );
         assert_eq!(cell.load().sequence, 1);

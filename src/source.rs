@@ -1,13 +1,13 @@
 //! Where a trigger's value comes from: this node's snapshot, or, with
-//! peers, the cluster view.
+//! peers, the cluster view. Nothing here calls NVML or a peer itself.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterView};
 use crate::evaluate::{local_outcome, Detail, Outcome};
-use crate::snapshot::SnapshotCell;
+use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::trigger::Trigger;
 
 #[derive(Clone)]
@@ -19,37 +19,64 @@ pub enum Source {
     Cluster(Arc<Cluster>),
 }
 
+/// One moment's data to answer triggers from: evaluating many triggers
+/// against one view costs one snapshot load or one sweep.
+pub enum View {
+    Local {
+        snapshot: Arc<Snapshot>,
+        stale_after: Duration,
+    },
+    Cluster {
+        view: Arc<ClusterView>,
+        cluster: Arc<Cluster>,
+    },
+}
+
 impl Source {
-    /// The trigger's outcome. Local: computed now. Cluster: after the
-    /// (shared, cached) sweep, without blocking the caller's thread.
-    pub fn outcome(
-        &self,
-        trigger: &Trigger,
-        detail: Detail,
-    ) -> impl Future<Output = Outcome> + Send + 'static {
+    /// The current view. Local: ready now. Cluster: after the (shared,
+    /// cached) sweep, without blocking the caller's thread.
+    pub fn view(&self) -> impl Future<Output = View> + Send + 'static {
         let now_or_later = match self {
             Source::Local {
                 snapshots,
                 stale_after,
-            } => Ok(local_outcome(
-                trigger,
-                &snapshots.load(),
-                Instant::now(),
-                *stale_after,
-                detail,
-            )),
-            Source::Cluster(cluster) => Err((cluster.view(), trigger.clone())),
+            } => Ok(View::Local {
+                snapshot: snapshots.load(),
+                stale_after: *stale_after,
+            }),
+            Source::Cluster(cluster) => Err((cluster.view(), Arc::clone(cluster))),
         };
         async move {
             match now_or_later {
-                Ok(outcome) => outcome,
-                Err((view, trigger)) => view.await.outcome(&trigger, detail),
+                Ok(view) => view,
+                Err((view, cluster)) => View::Cluster {
+                    view: view.await,
+                    cluster,
+                },
             }
         }
     }
 
-    /// As `outcome`, on a thread that may wait (the stream notifier).
-    pub fn outcome_blocking(&self, trigger: &Trigger) -> Outcome {
-        futures_executor::block_on(self.outcome(trigger, Detail::ValueOnly))
+    /// As `view`, on a thread that may wait (the stream notifier).
+    pub fn view_blocking(&self) -> View {
+        futures_executor::block_on(self.view())
+    }
+}
+
+impl View {
+    /// The trigger's outcome. Peers a cluster outcome left out are counted
+    /// and logged once per change.
+    pub fn outcome(&self, trigger: &Trigger, detail: Detail) -> Outcome {
+        match self {
+            View::Local {
+                snapshot,
+                stale_after,
+            } => local_outcome(trigger, snapshot, Instant::now(), *stale_after, detail),
+            View::Cluster { view, cluster } => {
+                let outcome = view.outcome(trigger, detail);
+                cluster.observe(trigger, &outcome);
+                outcome
+            }
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! Server-streaming RPCs without a thread per stream. One notifier thread
 //! wakes on every published snapshot (and at least once per sample
-//! interval, to notice staleness), re-evaluates each open stream and pushes
-//! what is due. Each stream is a future fed by a channel.
+//! interval, to notice staleness), re-evaluates each open stream against
+//! one view for the whole pass (one sweep, however many streams) and
+//! pushes what is due. Each stream is a future fed by a channel.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -12,19 +14,33 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::{SinkExt, StreamExt};
 use grpcio::{RpcStatus, RpcStatusCode, ServerStreamingSink, WriteFlags};
 
-use crate::evaluate::EvalError;
+use crate::evaluate::{Detail, EvalError};
 use crate::snapshot::{Snapshot, SnapshotCell};
-use crate::source::Source;
+use crate::source::{Source, View};
 use crate::status::eval_status;
 use crate::trigger::Trigger;
 
 /// What a stream's future receives: a message to send, or the status that ends it.
 pub type Pushed<T> = Result<T, RpcStatus>;
 
+/// The view of one notifier pass, fetched on first use, so that a pass
+/// with only health watches never sweeps peers.
+pub struct PassView<'a> {
+    source: &'a Source,
+    view: OnceCell<View>,
+}
+
+impl PassView<'_> {
+    pub fn get(&self) -> &View {
+        self.view.get_or_init(|| self.source.view_blocking())
+    }
+}
+
 /// One open stream as the notifier sees it.
 pub trait Watch: Send {
-    /// Re-evaluates against `snapshot` and pushes what is due; false drops it.
-    fn update(&mut self, snapshot: &Snapshot, now: Instant) -> bool;
+    /// Re-evaluates against `snapshot` (or the pass's `view`) and pushes
+    /// what is due; false drops it.
+    fn update(&mut self, snapshot: &Snapshot, view: &PassView<'_>, now: Instant) -> bool;
     /// When it needs a look even without a new snapshot (a heartbeat).
     fn next_due(&self) -> Option<Instant>;
     /// Ends the stream with `status`.
@@ -39,6 +55,7 @@ pub struct StreamHub {
 
 struct HubInner {
     snapshots: Arc<SnapshotCell>,
+    source: Source,
     interval: Duration,
     /// `None` once shut down.
     watches: Mutex<Option<Vec<Box<dyn Watch>>>>,
@@ -48,23 +65,29 @@ struct HubInner {
 }
 
 impl StreamHub {
-    /// Starts the notifier thread.
-    pub fn start(snapshots: Arc<SnapshotCell>, interval: Duration) -> std::io::Result<Self> {
+    /// The hub, with no thread yet (see `start`).
+    pub fn new(snapshots: Arc<SnapshotCell>, source: Source, interval: Duration) -> Self {
         let inner = Arc::new(HubInner {
             snapshots,
+            source,
             interval,
             watches: Mutex::new(Some(Vec::new())),
             updating: AtomicUsize::new(0),
             thread: Mutex::new(None),
         });
+        Self { inner }
+    }
+
+    /// Starts the notifier thread.
+    pub fn start(&self) -> std::io::Result<()> {
         let thread = std::thread::Builder::new()
             .name("stream-notifier".into())
             .spawn({
-                let inner = Arc::clone(&inner);
+                let inner = Arc::clone(&self.inner);
                 move || notify_loop(&inner)
             })?;
-        *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        Ok(Self { inner })
+        *self.inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(())
     }
 
     /// Adds a stream whose first message is already queued. After shutdown
@@ -123,8 +146,12 @@ fn notify_loop(hub: &HubInner) {
             }
             None => return,
         };
+        let view = PassView {
+            source: &hub.source,
+            view: OnceCell::new(),
+        };
         let now = Instant::now();
-        current.retain_mut(|watch| watch.update(&snapshot, now));
+        current.retain_mut(|watch| watch.update(&snapshot, &view, now));
         let mut watches = hub.lock_watches();
         hub.updating.store(0, Ordering::SeqCst);
         match watches.as_mut() {
@@ -160,7 +187,6 @@ fn next_wait(hub: &HubInner, now: Instant) -> Duration {
 /// `pollIntervalSeconds`.
 pub struct ActiveWatch {
     trigger: Trigger,
-    source: Source,
     sender: UnboundedSender<Pushed<bool>>,
     last: bool,
     next_heartbeat: Instant,
@@ -172,7 +198,6 @@ impl ActiveWatch {
     pub fn open(
         trigger: Trigger,
         first: Result<f64, EvalError>,
-        source: Source,
     ) -> Result<(Self, UnboundedReceiver<Pushed<bool>>), RpcStatus> {
         let now = Instant::now();
         let value = first.map_err(|e| eval_status(&e))?;
@@ -184,7 +209,6 @@ impl ActiveWatch {
         let watch = Self {
             next_heartbeat: now + trigger.poll_interval,
             trigger,
-            source,
             sender,
             last: active,
         };
@@ -193,11 +217,11 @@ impl ActiveWatch {
 }
 
 impl Watch for ActiveWatch {
-    fn update(&mut self, _snapshot: &Snapshot, now: Instant) -> bool {
+    fn update(&mut self, _snapshot: &Snapshot, view: &PassView<'_>, now: Instant) -> bool {
         if self.sender.is_closed() {
             return false;
         }
-        match self.source.outcome_blocking(&self.trigger).value {
+        match view.get().outcome(&self.trigger, Detail::ValueOnly).value {
             Err(e) => {
                 self.end(eval_status(&e));
                 false

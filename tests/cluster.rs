@@ -4,63 +4,14 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use grpcio::{
-    ChannelBuilder, EnvBuilder, RpcContext, RpcStatusCode, ServerBuilder, ServerCredentials,
-    UnarySink,
-};
+use grpcio::RpcStatusCode;
 use keda_gpu_scaler::hpa::{desired_replicas, MetricType};
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
-use keda_gpu_scaler::proto::node::ExplainRequest;
-use keda_gpu_scaler::proto::node_grpc::NodeClient;
-use keda_gpu_scaler::proto::podresources::{
-    ContainerDevices, ContainerResources, ListPodResourcesRequest, ListPodResourcesResponse,
-    PodResources,
-};
-use keda_gpu_scaler::proto::podresources_grpc::{create_pod_resources_lister, PodResourcesLister};
 use keda_gpu_scaler::server::{self, RunningServer};
-
-/// A kubelet that answers List from a list the test can change.
-#[derive(Clone, Default)]
-struct FakeKubelet {
-    pods: Arc<Mutex<Vec<(String, String, String)>>>,
-}
-
-impl PodResourcesLister for FakeKubelet {
-    fn list(
-        &mut self,
-        ctx: RpcContext,
-        _req: ListPodResourcesRequest,
-        sink: UnarySink<ListPodResourcesResponse>,
-    ) {
-        let mut response = ListPodResourcesResponse::new();
-        for (namespace, pod, device_id) in self.pods.lock().unwrap().iter() {
-            let mut devices = ContainerDevices::new();
-            let resource = if device_id.starts_with("MIG-") {
-                "nvidia.com/mig-1g.10gb"
-            } else {
-                "nvidia.com/gpu"
-            };
-            devices.set_resource_name(resource.into());
-            devices.mut_device_ids().push(device_id.clone());
-            let mut container = ContainerResources::new();
-            container.set_name("main".into());
-            container.mut_devices().push(devices);
-            let mut resources = PodResources::new();
-            resources.set_namespace(namespace.clone());
-            resources.set_name(pod.clone());
-            resources.mut_containers().push(container);
-            response.mut_pod_resources().push(resources);
-        }
-        ctx.spawn(async move {
-            let _ = sink.success(response).await;
-        });
-    }
-}
 
 /// One simulated node: fake NVML, fake kubelet, and a scaler peered with the others.
 struct Node {
@@ -77,10 +28,7 @@ impl Node {
     }
 
     fn set_pods(&self, pods: &[(&str, &str, &str)]) {
-        *self.kubelet.pods.lock().unwrap() = pods
-            .iter()
-            .map(|(n, p, d)| (n.to_string(), p.to_string(), d.to_string()))
-            .collect();
+        self.kubelet.set_pods(pods);
     }
 
     fn stop_kubelet(&mut self) {
@@ -95,14 +43,6 @@ impl Node {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `scenarios[i]` is node i's fake NVML scenario; every node peers with all.
 fn cluster(scenarios: &[String]) -> Vec<Node> {
     let ports: Vec<u16> = scenarios.iter().map(|_| free_port()).collect();
@@ -115,18 +55,7 @@ fn cluster(scenarios: &[String]) -> Vec<Node> {
             let fake = FakeNvml::new(scenario);
             let kubelet = FakeKubelet::default();
             let socket = fake.dir.join("kubelet.sock");
-            let mut kubelet_server =
-                ServerBuilder::new(Arc::new(EnvBuilder::new().cq_count(1).build()))
-                    .register_service(create_pod_resources_lister(kubelet.clone()))
-                    .build()
-                    .unwrap();
-            kubelet_server
-                .add_listening_port(
-                    format!("unix:{}", socket.display()),
-                    ServerCredentials::insecure(),
-                )
-                .unwrap();
-            kubelet_server.start();
+            let kubelet_server = kubelet.serve(&socket);
             let mut config = local_config(&fake.library);
             config.listen = format!("127.0.0.1:{port}");
             config.node_name = format!("node-{i}");
@@ -290,15 +219,7 @@ fn explain_lists_each_gpu_and_why() {
     nodes[1].set_pods(&[("default", VLLM_POD_B, &uuid(0, 1))]);
     let pairs = [("workload", "vllm"), ("aggregation", "avg")];
     wait_for_value(&nodes[0].client(), &pairs, 70.0);
-    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
-    let node =
-        NodeClient::new(ChannelBuilder::new(env).connect(&format!("127.0.0.1:{}", nodes[0].port)));
-    let mut request = ExplainRequest::new();
-    request.set_namespace("default".into());
-    request
-        .mut_metadata()
-        .extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let explanation = node.explain(&request).unwrap();
+    let explanation = explain(nodes[0].port, &pairs).unwrap();
     assert!(explanation.get_has_value());
     assert_eq!(explanation.get_value(), 70.0);
     let lines: Vec<(String, u32, bool, String)> = explanation
@@ -438,9 +359,10 @@ fn hpa_replicas_from_cluster_answers() {
     ]);
     let pair = [("podNamePattern", "pair-?"), ("aggregation", "avg")];
     wait_for_value(&nodes[0].client(), &pair, 80.0);
+    let value = value(&nodes[1].client(), &pair).unwrap();
     assert_eq!(
-        desired_replicas(MetricType::Value, 2, 80.0, 80.0),
+        desired_replicas(MetricType::Value, 2, value, 80.0),
         2,
-        "2 replicas on 2 nodes with a third tenant at 100%: unchanged"
+        "2 replicas on 2 nodes with a third tenant at 100%: unchanged (value {value})"
     );
 }

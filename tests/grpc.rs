@@ -36,11 +36,11 @@ fn keda_call_sequence_spec_then_metrics_then_is_active() {
         (80, 80.0)
     );
 
-    // KEDA asks with the name it was given, prefixed with the trigger index.
-    let response = metrics(&client, &so, "s0-gpu-utilization-max").unwrap();
+    // KEDA strips its `sN-` prefix and asks with exactly the spec's name.
+    let response = metrics(&client, &so, "gpu-utilization-max").unwrap();
     assert_eq!(response.get_metricValues().len(), 1);
     let value = &response.get_metricValues()[0];
-    assert_eq!(value.get_metricName(), "s0-gpu-utilization-max");
+    assert_eq!(value.get_metricName(), "gpu-utilization-max");
     assert_eq!(
         (value.get_metricValue(), value.get_metricValueFloat()),
         (70, 70.0)
@@ -61,11 +61,27 @@ fn integer_fields_are_rounded_and_floats_exact() {
     wait_for_value(&client, &pairs, 45.0);
     fake.set(&three_gpus(20, 71, 45));
     wait_for_value(&client, &pairs, 136.0 / 3.0);
-    let response = metrics(&client, &scaled_object(&pairs), "x").unwrap();
+    let response = metrics(&client, &scaled_object(&pairs), "gpu-utilization-avg").unwrap();
     assert_eq!(response.get_metricValues()[0].get_metricValue(), 45);
     let spec = metric_spec(&client, &scaled_object(&pairs)).unwrap();
     assert_eq!(spec.get_metricSpecs()[0].get_targetSize(), 63);
     assert_eq!(spec.get_metricSpecs()[0].get_targetSizeFloat(), 62.5);
+}
+
+#[test]
+fn get_metrics_for_another_name_is_invalid_argument() {
+    let fake = FakeNvml::new(&three_gpus(20, 70, 45));
+    let server = start_server(&fake);
+    let client = client(server.port());
+    let so = scaled_object(&[("aggregation", "avg")]);
+    for wrong in ["s0-gpu-utilization-avg", "gpu-utilization-max", ""] {
+        let (code, message) = status_of(metrics(&client, &so, wrong).unwrap_err());
+        assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{wrong:?}: {message}");
+        assert_eq!(
+            message,
+            format!("invalid metricName {wrong:?}: this trigger's metric is \"gpu-utilization-avg\" (from GetMetricSpec)")
+        );
+    }
 }
 
 #[test]

@@ -10,13 +10,26 @@ use keda_gpu_scaler::metrics::Metric;
 use keda_gpu_scaler::nvml::{LoadError, Nvml, NvmlLibrary, OpenError, ReturnCode};
 use keda_gpu_scaler::snapshot::GpuHealth;
 
+/// Opens the fake through the production path for an explicit library.
+fn open_fake(path: &Path) -> Result<Nvml, OpenError> {
+    // SAFETY: the fake's initialisers only set up Rust statics.
+    unsafe { Nvml::open_path(path) }
+}
+
+/// Loads a library (the fake, or one that is not NVML) without initialising it.
+fn load_fake(path: &Path) -> Result<NvmlLibrary, LoadError> {
+    // SAFETY: the fake's initialisers only set up Rust statics; libc's are
+    // already run in this process.
+    unsafe { NvmlLibrary::open_path(path) }
+}
+
 const ONE_GPU: &str = "driver 550.54.15\n\
 gpu 0 uuid=GPU-4f2a name=\"NVIDIA H100 80GB HBM3\" util=37 mem_util=12 mem_total_mib=81920 mem_used_mib=20480 mem_reserved_mib=512 temp=41 power_mw=71500\n";
 
 #[test]
 fn every_metric_is_read_and_converted() {
     let fake = FakeNvml::new(ONE_GPU);
-    let nvml = Nvml::open(Some(&fake.library)).expect("open fake NVML");
+    let nvml = open_fake(&fake.library).expect("open fake NVML");
     assert_eq!(nvml.driver_version().unwrap(), "550.54.15");
     let gpus = read_node(&nvml).unwrap();
     assert_eq!(gpus.len(), 1);
@@ -46,7 +59,7 @@ fn every_metric_is_read_and_converted() {
 #[test]
 fn versioned_symbols_are_preferred() {
     let fake = FakeNvml::new(ONE_GPU);
-    let library = NvmlLibrary::open(Some(&fake.library)).unwrap();
+    let library = load_fake(&fake.library).unwrap();
     assert!(library.has_memory_info_v2());
 }
 
@@ -54,7 +67,7 @@ fn versioned_symbols_are_preferred() {
 fn library_without_v2_symbols_falls_back_to_v1() {
     let fake = FakeNvml::with_variant(Variant::V1Only, ONE_GPU);
     let library =
-        std::sync::Arc::new(NvmlLibrary::open(Some(&fake.library)).expect("v1 library loads"));
+        std::sync::Arc::new(load_fake(&fake.library).expect("v1 library loads"));
     assert!(!library.has_memory_info_v2());
     let nvml = Nvml::init(library).expect("nvmlInit");
     let gpus = read_node(&nvml).unwrap();
@@ -66,7 +79,7 @@ fn library_without_v2_symbols_falls_back_to_v1() {
 
 #[test]
 fn missing_library_error_lists_the_path_tried() {
-    let err = NvmlLibrary::open(Some(Path::new("/nonexistent/libnvidia-ml.so.1")))
+    let err = load_fake(Path::new("/nonexistent/libnvidia-ml.so.1"))
         .err()
         .unwrap();
     let message = err.to_string();
@@ -79,12 +92,22 @@ fn missing_library_error_lists_the_path_tried() {
 
 #[test]
 fn default_search_lists_every_path_tried() {
-    match NvmlLibrary::open(None) {
-        // A machine with a real driver loads it; nothing to check then.
-        Ok(library) => eprintln!("a real NVML is installed at {}", library.path()),
+    let candidates = keda_gpu_scaler::nvml::candidate_paths();
+    match NvmlLibrary::open() {
+        // A machine with a real driver loads it: from one of the places
+        // searched, with every required entry point resolved.
+        Ok(library) => {
+            assert!(
+                candidates
+                    .iter()
+                    .any(|c| c.display().to_string() == library.path()),
+                "{} is not a search candidate",
+                library.path()
+            );
+        }
         Err(err) => {
             let message = err.to_string();
-            for path in keda_gpu_scaler::nvml::candidate_paths(None) {
+            for path in candidates {
                 assert!(
                     message.contains(&path.display().to_string()),
                     "{path:?} not in {message}"
@@ -96,7 +119,7 @@ fn default_search_lists_every_path_tried() {
 
 #[test]
 fn library_without_required_symbol_is_a_load_error() {
-    let err = NvmlLibrary::open(Some(Path::new("libc.so.6")))
+    let err = load_fake(Path::new("libc.so.6"))
         .err()
         .unwrap();
     assert!(
@@ -115,7 +138,7 @@ fn library_without_required_symbol_is_a_load_error() {
 #[test]
 fn init_failure_is_typed() {
     let fake = FakeNvml::new("init_error DRIVER_NOT_LOADED\n");
-    match Nvml::open(Some(&fake.library)) {
+    match open_fake(&fake.library) {
         Err(OpenError::Init(e)) => {
             assert_eq!(e.code(), Some(ReturnCode::DriverNotLoaded));
             assert_eq!(
@@ -133,7 +156,7 @@ fn not_supported_metric_is_absent_not_zero() {
     let fake = FakeNvml::new(&format!(
         "{ONE_GPU}fail 0 power NOT_SUPPORTED\nfail 0 temperature NOT_SUPPORTED\n"
     ));
-    let nvml = Nvml::open(Some(&fake.library)).unwrap();
+    let nvml = open_fake(&fake.library).unwrap();
     let gpus = read_node(&nvml).unwrap();
     let readings = gpus[0].readings().expect("still healthy");
     assert_eq!(readings.get(Metric::PowerDraw), None);
@@ -144,7 +167,7 @@ fn not_supported_metric_is_absent_not_zero() {
 #[test]
 fn mig_gpu_reports_no_utilization() {
     let fake = FakeNvml::new("gpu 0 util=50 mem_used_mib=1024 mig=1 mig_uuids=MIG-aa,MIG-bb\n");
-    let nvml = Nvml::open(Some(&fake.library)).unwrap();
+    let nvml = open_fake(&fake.library).unwrap();
     let gpus = read_node(&nvml).unwrap();
     // Enumerated through the optional MIG entry points, skipping the empty slot.
     assert_eq!(gpus[0].mig_devices, ["MIG-aa", "MIG-bb"]);
@@ -166,7 +189,7 @@ fn lost_gpu_is_marked_lost_and_others_still_read() {
     let fake = FakeNvml::new(&format!(
         "{ONE_GPU}gpu 1 util=80\nfail 1 utilization GPU_IS_LOST\n"
     ));
-    let nvml = Nvml::open(Some(&fake.library)).unwrap();
+    let nvml = open_fake(&fake.library).unwrap();
     let gpus = read_node(&nvml).unwrap();
     assert!(gpus[0].readings().is_some());
     match &gpus[1].health {
@@ -181,7 +204,7 @@ fn lost_gpu_is_marked_lost_and_others_still_read() {
 #[test]
 fn other_gpu_errors_mark_it_failed() {
     let fake = FakeNvml::new(&format!("{ONE_GPU}fail 0 handle UNKNOWN\n"));
-    let nvml = Nvml::open(Some(&fake.library)).unwrap();
+    let nvml = open_fake(&fake.library).unwrap();
     let gpus = read_node(&nvml).unwrap();
     assert!(
         matches!(&gpus[0].health, GpuHealth::Failed { error } if error.contains("NVML_ERROR_UNKNOWN (999)")),

@@ -9,7 +9,13 @@ use crate::nvml::Nvml;
 use crate::snapshot::{GpuHealth, GpuSample};
 
 pub fn run(args: &DevicesArgs) -> Result<(), String> {
-    let nvml = Nvml::open(args.nvml_library.as_deref()).map_err(|e| e.to_string())?;
+    let nvml = match args.nvml_library.as_deref() {
+        // SAFETY: the operator named this library as NVML (--nvml-library
+        // / NVML_LIBRARY_PATH); running its initialisers is their choice.
+        Some(path) => unsafe { Nvml::open_path(path) },
+        None => Nvml::open(),
+    }
+    .map_err(|e| e.to_string())?;
     let driver_version = nvml.driver_version().map_err(|e| e.to_string())?;
     let gpus = read_node(&nvml).map_err(|e| e.to_string())?;
     let library = nvml.library().path().to_string();
@@ -55,12 +61,35 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
 }
 
 fn status(gpu: &GpuSample) -> String {
+    let mut notes = Vec::new();
+    if let GpuHealth::Healthy {
+        mig_enabled: Some(true),
+        ..
+    } = gpu.health
+    {
+        notes.push("MIG enabled: utilization not reported".to_string());
+    }
+    // One call can feed two metrics; say its error once.
+    let mut errors: Vec<&str> = Vec::new();
+    for e in &gpu.read_errors {
+        if !errors.contains(&e.error.as_str()) {
+            errors.push(&e.error);
+            let what: Vec<&str> = gpu
+                .read_errors
+                .iter()
+                .filter(|other| other.error == e.error)
+                .map(|other| other.what.as_str())
+                .collect();
+            notes.push(format!("{} failed: {}", what.join(", "), e.error));
+        }
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
     match &gpu.health {
-        GpuHealth::Healthy {
-            mig_enabled: Some(true),
-            ..
-        } => "ok (MIG enabled: utilization not reported)".to_string(),
-        GpuHealth::Healthy { .. } => "ok".to_string(),
+        GpuHealth::Healthy { .. } => format!("ok{notes}"),
         GpuHealth::Lost { error } => format!("LOST: {error}"),
         GpuHealth::Failed { error } => format!("ERROR: {error}"),
     }
@@ -86,6 +115,17 @@ pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> S
             for metric in Metric::ALL {
                 object.number(metric.name(), gpu.readings().and_then(|r| r.get(metric)));
             }
+            let read_errors: Vec<String> = gpu
+                .read_errors
+                .iter()
+                .map(|e| {
+                    let mut error = JsonObject::new();
+                    error.string("what", Some(&e.what));
+                    error.string("error", Some(&e.error));
+                    error.finish()
+                })
+                .collect();
+            object.raw("read_errors", &json::array(&read_errors));
             object.finish()
         })
         .collect();
@@ -116,6 +156,7 @@ mod tests {
                 },
                 mig_devices: vec![],
                 allocations: vec![],
+                read_errors: vec![],
             },
             GpuSample {
                 index: 1,
@@ -126,6 +167,7 @@ mod tests {
                 },
                 mig_devices: vec![],
                 allocations: vec![],
+                read_errors: vec![],
             },
         ]
     }
@@ -138,11 +180,36 @@ mod tests {
             json.contains(r#""gpu_utilization":37,"memory_utilization":null"#),
             "{json}"
         );
-        assert!(json.contains(r#""power_draw":71.5}"#), "{json}");
+        assert!(
+            json.contains(r#""power_draw":71.5,"read_errors":[]}"#),
+            "{json}"
+        );
         assert!(
             json.contains(
                 r#""health":"lost","error":"nvmlDeviceGetHandleByIndex failed: \"lost\"""#
             ),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_failed_reading_shows_in_status_and_json() {
+        let mut gpus = gpus();
+        for what in ["gpu_utilization", "memory_utilization"] {
+            gpus[0].read_errors.push(crate::snapshot::ReadError {
+                what: what.into(),
+                error: "nvmlDeviceGetUtilizationRates failed: Unknown Error".into(),
+            });
+        }
+        let table = render_table("lib", "550", &gpus);
+        let row0 = table.lines().nth(2).unwrap();
+        assert!(
+            row0.ends_with("ok (gpu_utilization, memory_utilization failed: nvmlDeviceGetUtilizationRates failed: Unknown Error)"),
+            "{row0}"
+        );
+        let json = render_json("lib", "550", &gpus);
+        assert!(
+            json.contains(r#""read_errors":[{"what":"gpu_utilization","error":"nvmlDeviceGetUtilizationRates failed: Unknown Error"},{"what":"memory_utilization""#),
             "{json}"
         );
     }

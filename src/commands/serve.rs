@@ -19,6 +19,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         node_name: args.node_name.clone().unwrap_or_else(hostname),
         peers: args.peers.clone(),
         peer_timeout: args.peer_timeout,
+        peer_server_name: args.peer_server_name.clone(),
         pod_resources_socket: args.pod_resources_socket.clone(),
         gpu_resources: GpuResources {
             extra: args.gpu_resource_names.clone(),

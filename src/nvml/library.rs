@@ -25,14 +25,11 @@ pub const DRIVER_DIRS: &[&str] = &[
     "/usr/local/nvidia/lib",
 ];
 
-/// The candidates in the order they are tried.
-pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
-    match explicit {
-        Some(path) => vec![path.to_path_buf()],
-        None => std::iter::once(PathBuf::from(SONAME))
-            .chain(DRIVER_DIRS.iter().map(|dir| Path::new(dir).join(SONAME)))
-            .collect(),
-    }
+/// The standard places, in the order they are tried.
+pub fn candidate_paths() -> Vec<PathBuf> {
+    std::iter::once(PathBuf::from(SONAME))
+        .chain(DRIVER_DIRS.iter().map(|dir| Path::new(dir).join(SONAME)))
+        .collect()
 }
 
 /// An opened NVML library with its required entry points resolved. The
@@ -45,19 +42,38 @@ pub struct NvmlLibrary {
 }
 
 impl NvmlLibrary {
-    /// Opens the first candidate that loads. `explicit` (from
-    /// `--nvml-library` or `NVML_LIBRARY_PATH`) replaces the search.
-    pub fn open(explicit: Option<&Path>) -> Result<Self, LoadError> {
+    /// Opens the first of the standard places (see [`candidate_paths`])
+    /// that loads. The error lists every path tried and why it failed.
+    pub fn open() -> Result<Self, LoadError> {
         let mut tried = Vec::new();
-        for path in candidate_paths(explicit) {
-            // SAFETY: loading runs the library's initialisers; NVML's are
-            // sound to run on any thread, and a look-alike is the user's choice.
+        for path in candidate_paths() {
+            // SAFETY: loading runs the library's initialisers. These are the
+            // driver's own install locations (and the loader's search for its
+            // soname), where only NVML is found.
             match unsafe { Library::new(&path) } {
                 Ok(library) => return Self::resolve(library, path.display().to_string()),
                 Err(e) => tried.push((path.display().to_string(), e.to_string())),
             }
         }
         Err(LoadError::LibraryNotFound { tried })
+    }
+
+    /// Opens the library at `path` (from `--nvml-library` or
+    /// `NVML_LIBRARY_PATH`) instead of searching.
+    ///
+    /// # Safety
+    ///
+    /// Loading a library runs its initialisers with this process's rights.
+    /// The caller must be sure that `path` is NVML, or a library whose
+    /// initialisers are sound to run on any thread (the test fake is).
+    pub unsafe fn open_path(path: &Path) -> Result<Self, LoadError> {
+        // SAFETY: the caller vouches for the library (see above).
+        match unsafe { Library::new(path) } {
+            Ok(library) => Self::resolve(library, path.display().to_string()),
+            Err(e) => Err(LoadError::LibraryNotFound {
+                tried: vec![(path.display().to_string(), e.to_string())],
+            }),
+        }
     }
 
     fn resolve(library: Library, path: String) -> Result<Self, LoadError> {
@@ -172,14 +188,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn explicit_path_replaces_the_search() {
-        let paths = candidate_paths(Some(Path::new("/opt/nvml/libnvidia-ml.so.1")));
-        assert_eq!(paths, vec![PathBuf::from("/opt/nvml/libnvidia-ml.so.1")]);
+    fn an_explicit_path_that_does_not_load_is_the_only_one_tried() {
+        // SAFETY: nothing is there to load, so no initialiser runs.
+        let error = unsafe { NvmlLibrary::open_path(Path::new("/nonexistent/libnvidia-ml.so.1")) }
+            .err()
+            .expect("nothing to load");
+        match error {
+            LoadError::LibraryNotFound { tried } => {
+                assert_eq!(tried.len(), 1);
+                assert_eq!(tried[0].0, "/nonexistent/libnvidia-ml.so.1");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn search_tries_soname_then_driver_roots() {
-        let paths = candidate_paths(None);
+        let paths = candidate_paths();
         assert_eq!(paths[0], PathBuf::from("libnvidia-ml.so.1"));
         assert!(paths.contains(&PathBuf::from(
             "/run/nvidia/driver/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"

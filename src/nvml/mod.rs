@@ -36,10 +36,23 @@ pub struct Utilization {
 }
 
 impl Nvml {
-    /// Opens the library (see [`NvmlLibrary::open`]) and initialises it.
-    pub fn open(explicit: Option<&Path>) -> Result<Self, OpenError> {
-        let library = Arc::new(NvmlLibrary::open(explicit).map_err(OpenError::Load)?);
+    /// Opens the library from the standard places (see
+    /// [`NvmlLibrary::open`]) and initialises it.
+    pub fn open() -> Result<Self, OpenError> {
+        let library = Arc::new(NvmlLibrary::open().map_err(OpenError::Load)?);
         Self::init(library).map_err(OpenError::Init)
+    }
+
+    /// Opens the library at `path` and initialises it.
+    ///
+    /// # Safety
+    ///
+    /// As [`NvmlLibrary::open_path`]: `path` must be NVML, or a library
+    /// whose initialisers are sound to run.
+    pub unsafe fn open_path(path: &Path) -> Result<Self, OpenError> {
+        // SAFETY: the caller's promise is passed on unchanged.
+        let library = unsafe { NvmlLibrary::open_path(path) }.map_err(OpenError::Load)?;
+        Self::init(Arc::new(library)).map_err(OpenError::Init)
     }
 
     /// Initialises an opened library (`nvmlInit_v2`, or `nvmlInit`).

@@ -182,12 +182,16 @@ pub fn metrics(
     client.get_metrics_opt(&request, call_option())
 }
 
-/// GetMetrics' float value, or the failure status.
+/// GetMetrics' float value, or the failure status, asked as KEDA asks:
+/// GetMetricSpec first, then GetMetrics with the name it gave.
 pub fn value(
     client: &ExternalScalerClient,
     pairs: &[(&str, &str)],
 ) -> Result<f64, (grpcio::RpcStatusCode, String)> {
-    metrics(client, &scaled_object(pairs), "m")
+    let so = scaled_object(pairs);
+    let spec = metric_spec(client, &so).map_err(status_of)?;
+    let name = spec.get_metricSpecs()[0].get_metricName();
+    metrics(client, &so, name)
         .map(|r| r.get_metricValues()[0].get_metricValueFloat())
         .map_err(status_of)
 }
@@ -264,4 +268,111 @@ pub fn gpu_line(index: u32, util: u32) -> String {
     format!(
         "gpu {index} util={util} mem_util=10 mem_total_mib=81920 mem_used_mib=8192 temp=40 power_mw=100000\n"
     )
+}
+
+/// A kubelet that answers PodResources List from a list the test can
+/// change, after an optional delay. `(namespace, pod, device id)`; MIG ids
+/// are given the resource `nvidia.com/mig-1g.10gb`, others `nvidia.com/gpu`.
+#[derive(Clone, Default)]
+pub struct FakeKubelet {
+    pub pods: Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    pub delay: Arc<std::sync::Mutex<Duration>>,
+}
+
+impl keda_gpu_scaler::proto::podresources_grpc::PodResourcesLister for FakeKubelet {
+    fn list(
+        &mut self,
+        ctx: grpcio::RpcContext,
+        _req: keda_gpu_scaler::proto::podresources::ListPodResourcesRequest,
+        sink: grpcio::UnarySink<keda_gpu_scaler::proto::podresources::ListPodResourcesResponse>,
+    ) {
+        use keda_gpu_scaler::proto::podresources::*;
+        let mut response = ListPodResourcesResponse::new();
+        for (namespace, pod, device_id) in self.pods.lock().unwrap().iter() {
+            let mut devices = ContainerDevices::new();
+            let resource = if device_id.starts_with("MIG-") {
+                "nvidia.com/mig-1g.10gb"
+            } else {
+                "nvidia.com/gpu"
+            };
+            devices.set_resource_name(resource.into());
+            devices.mut_device_ids().push(device_id.clone());
+            let mut container = ContainerResources::new();
+            container.set_name("main".into());
+            container.mut_devices().push(devices);
+            let mut resources = PodResources::new();
+            resources.set_namespace(namespace.clone());
+            resources.set_name(pod.clone());
+            resources.mut_containers().push(container);
+            response.mut_pod_resources().push(resources);
+        }
+        let delay = *self.delay.lock().unwrap();
+        if delay.is_zero() {
+            ctx.spawn(async move {
+                let _ = sink.success(response).await;
+            });
+        } else {
+            // A slow kubelet: answer from another thread after the delay,
+            // so this server's own threads stay free.
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ = futures_executor::block_on(sink.success(response));
+            });
+        }
+    }
+}
+
+impl FakeKubelet {
+    pub fn set_pods(&self, pods: &[(&str, &str, &str)]) {
+        *self.pods.lock().unwrap() = pods
+            .iter()
+            .map(|(n, p, d)| (n.to_string(), p.to_string(), d.to_string()))
+            .collect();
+    }
+
+    /// Serves this kubelet on a unix socket at `socket`.
+    pub fn serve(&self, socket: &Path) -> grpcio::Server {
+        let mut server = grpcio::ServerBuilder::new(Arc::new(EnvBuilder::new().cq_count(1).build()))
+            .register_service(
+                keda_gpu_scaler::proto::podresources_grpc::create_pod_resources_lister(
+                    self.clone(),
+                ),
+            )
+            .build()
+            .unwrap();
+        server
+            .add_listening_port(
+                format!("unix:{}", socket.display()),
+                grpcio::ServerCredentials::insecure(),
+            )
+            .unwrap();
+        server.start();
+        server
+    }
+}
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `Node.Explain` on the scaler at `port`, as `query --explain` asks.
+pub fn explain(
+    port: u16,
+    pairs: &[(&str, &str)],
+) -> Result<keda_gpu_scaler::proto::node::ExplainResponse, grpcio::Error> {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let node = keda_gpu_scaler::proto::node_grpc::NodeClient::new(
+        ChannelBuilder::new(env).connect(&format!("127.0.0.1:{port}")),
+    );
+    let mut request = keda_gpu_scaler::proto::node::ExplainRequest::new();
+    request.set_namespace("default".into());
+    request
+        .mut_metadata()
+        .extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    node.explain_opt(&request, call_option())
 }
