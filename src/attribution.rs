@@ -265,7 +265,10 @@ mod tests {
             [("x", "0000:3b:00.0"), ("y", "GPU-elsewhere"), ("z", "7")]
         );
         assert!(unplaced[0].reason.contains("format"), "{unplaced:?}");
-        assert!(unplaced[1].reason.contains("matches no GPU"), "{unplaced:?}");
+        assert!(
+            unplaced[1].reason.contains("matches no GPU"),
+            "{unplaced:?}"
+        );
         assert!(gpus[0].allocations.is_empty());
     }
 }

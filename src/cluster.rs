@@ -125,8 +125,10 @@ pub struct ClusterView {
     /// Peers that did not answer (timeout, refusal, invalid answer).
     pub missing: Vec<MissingPeer>,
     /// Set when peers exist but none answered: node-wide triggers cannot
-    /// be trusted.
-    pub error: Option<String>,
+    /// be trusted. (Selector triggers judge each silent peer instead.)
+    pub no_peer_answered: Option<String>,
+    /// Set when there is no view at all (shutting down): every trigger fails.
+    pub unavailable: Option<String>,
     /// Encoded size of the peers' answers.
     pub bytes: usize,
 }
@@ -137,7 +139,8 @@ impl ClusterView {
             completed_at: Instant::now(),
             nodes: Vec::new(),
             missing: Vec::new(),
-            error: Some(reason.to_string()),
+            no_peer_answered: None,
+            unavailable: Some(reason.to_string()),
             bytes: 0,
         }
     }
@@ -149,8 +152,11 @@ impl ClusterView {
     /// unknown otherwise: then a value from pods found elsewhere stands,
     /// but a 0 (no pod found) becomes UNAVAILABLE.
     pub fn outcome(&self, trigger: &Trigger, detail: Detail) -> Outcome {
+        if let Some(reason) = &self.unavailable {
+            return Outcome::unavailable(reason.clone());
+        }
         let Some(selector) = &trigger.selector else {
-            if let Some(error) = &self.error {
+            if let Some(error) = &self.no_peer_answered {
                 return Outcome::unavailable(error.clone());
             }
             let mut outcome = self.evaluate(trigger, detail);
@@ -278,7 +284,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Cluster {
     /// The cluster view, with no thread yet (see `start`).
-    pub fn new(config: ClusterConfig, local: Arc<SnapshotCell>, env: Arc<Environment>) -> Arc<Self> {
+    pub fn new(
+        config: ClusterConfig,
+        local: Arc<SnapshotCell>,
+        env: Arc<Environment>,
+    ) -> Arc<Self> {
         let (cancel, cancelled) = oneshot::channel();
         Arc::new(Self {
             config,
@@ -473,20 +483,18 @@ impl Cluster {
                 )
             })
             .collect();
-        let answers = futures_util::future::join_all(calls.into_iter().map(
-            |(address, call)| async move {
+        let answers =
+            futures_util::future::join_all(calls.into_iter().map(|(address, call)| async move {
                 match call {
                     Ok(receiver) => (address, receiver.await),
                     Err(e) => (address, Err(e)),
                 }
-            },
-        ));
-        let answers = match futures_executor::block_on(futures_util::future::select(
-            answers, cancelled,
-        )) {
-            futures_util::future::Either::Left((answers, _)) => answers,
-            futures_util::future::Either::Right(_) => return None,
-        };
+            }));
+        let answers =
+            match futures_executor::block_on(futures_util::future::select(answers, cancelled)) {
+                futures_util::future::Either::Left((answers, _)) => answers,
+                futures_util::future::Either::Right(_) => return None,
+            };
 
         let now = Instant::now();
         let mut bytes = 0;
@@ -558,7 +566,12 @@ impl Cluster {
 
     /// Forgets peers whose address left DNS, but only when every entry
     /// resolved: a DNS failure is not a departure.
-    fn forget_departed(&self, sweeper: &mut Sweeper, addresses: &[SocketAddr], unresolved: &[String]) {
+    fn forget_departed(
+        &self,
+        sweeper: &mut Sweeper,
+        addresses: &[SocketAddr],
+        unresolved: &[String],
+    ) {
         if !unresolved.is_empty() {
             return;
         }
@@ -616,7 +629,9 @@ impl Cluster {
                 (None, Some((report, _))) => nodes.push(Arc::clone(report)),
                 (None, None) => {}
                 (Some(error), last) => {
-                    let age = last.as_ref().map(|(_, at)| now.saturating_duration_since(*at));
+                    let age = last
+                        .as_ref()
+                        .map(|(_, at)| now.saturating_duration_since(*at));
                     let trusted = match (last, age) {
                         (Some((report, _)), Some(age)) if age <= PEER_REPORT_TRUST => {
                             Some((Arc::clone(report), age))
@@ -652,7 +667,7 @@ impl Cluster {
         missing.sort_by(|a, b| a.address.cmp(&b.address));
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         nodes.dedup_by(|a, b| a.name == b.name);
-        let error = (nodes.len() == 1 && !missing.is_empty()).then(|| {
+        let no_peer_answered = (nodes.len() == 1 && !missing.is_empty()).then(|| {
             let failed: Vec<String> = missing
                 .iter()
                 .map(|m| format!("{}: {}", m.label(), m.error))
@@ -666,7 +681,8 @@ impl Cluster {
             completed_at: Instant::now(),
             nodes,
             missing,
-            error,
+            no_peer_answered,
+            unavailable: None,
             bytes,
         }
     }

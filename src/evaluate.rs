@@ -189,9 +189,10 @@ fn select_and_aggregate(
             )));
         }
         for node in nodes {
-            let held = node.unplaced.iter().find(|u| {
-                selector.matches(&u.allocation.namespace, &u.allocation.pod)
-            });
+            let held = node
+                .unplaced
+                .iter()
+                .find(|u| selector.matches(&u.allocation.namespace, &u.allocation.pod));
             if let Some(id) = held {
                 return Err(EvalError::Unavailable(format!(
                     "cannot read the GPU of pod {}/{} ({selector}){}: {}",
@@ -659,7 +660,9 @@ mod tests {
                 container: "main".into(),
                 device_id: "GPU-gone".into(),
             },
-            reason: "device id \"GPU-gone\" of nvidia.com/gpu matches no GPU NVML reports on this node".into(),
+            reason:
+                "device id \"GPU-gone\" of nvidia.com/gpu matches no GPU NVML reports on this node"
+                    .into(),
         }];
         let node = NodeView {
             name: "a",
@@ -667,7 +670,11 @@ mod tests {
             attribution: Ok(()),
             unplaced: &unplaced,
         };
-        let outcome = evaluate_nodes(&trigger(&[("workload", "vllm")]), &[node], Detail::ValueOnly);
+        let outcome = evaluate_nodes(
+            &trigger(&[("workload", "vllm")]),
+            &[node],
+            Detail::ValueOnly,
+        );
         assert_eq!(
             outcome.value,
             Err(EvalError::Unavailable(
@@ -675,7 +682,11 @@ mod tests {
             ))
         );
         // Another workload's trigger is unaffected.
-        let other = evaluate_nodes(&trigger(&[("workload", "other")]), &[node], Detail::ValueOnly);
+        let other = evaluate_nodes(
+            &trigger(&[("workload", "other")]),
+            &[node],
+            Detail::ValueOnly,
+        );
         assert_eq!(other.value, Ok(90.0));
     }
 
@@ -689,12 +700,20 @@ mod tests {
         let gpus = [gpu, healthy(1, 50.0)];
         let pairs = [("metricType", "temperature"), ("targetValue", "80")];
         let outcome = evaluate_nodes(&trigger(&pairs), &[node("", &gpus)], Detail::Explained);
-        assert!(matches!(&outcome.value, Err(EvalError::Unavailable(m))
+        assert!(
+            matches!(&outcome.value, Err(EvalError::Unavailable(m))
             if m.contains("GPU 0 (GPU-0) does not report temperature (reading it failed: Unknown Error)")),
-            "{:?}", outcome.value);
+            "{:?}",
+            outcome.value
+        );
         // The same GPU still counts for what it did read.
         assert_eq!(
-            evaluate_nodes(&trigger(&[("aggregation", "min")]), &[node("", &gpus)], Detail::ValueOnly).value,
+            evaluate_nodes(
+                &trigger(&[("aggregation", "min")]),
+                &[node("", &gpus)],
+                Detail::ValueOnly
+            )
+            .value,
             Ok(30.0)
         );
     }

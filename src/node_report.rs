@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use crate::evaluate::{local_view, stale_reason, NodeView};
 use crate::metrics::{Metric, Readings};
 use crate::proto::node::{
-    Allocation as AllocationProto, Gpu, MigMode, NodeSnapshot, ReadError as ReadErrorProto,
-    Reading,
+    Allocation as AllocationProto, Gpu, MigMode, NodeSnapshot, ReadError as ReadErrorProto, Reading,
 };
 use crate::snapshot::{
     Allocation, Attribution, GpuHealth, GpuSample, NodeState, ReadError, Snapshot, Unplaced,
@@ -368,8 +367,8 @@ mod tests {
         let (snap, now) = snapshot(vec![], Attribution::Unavailable("no socket".into()));
         let report = NodeReport::from_local("a", &snap, now, Duration::from_millis(100));
         // A peer's answer of the same age is judged by the same rule.
-        let peer = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_millis(100))
-            .unwrap();
+        let peer =
+            NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_millis(100)).unwrap();
         assert_eq!(peer.usable, report.usable);
         assert!(report
             .usable
@@ -423,9 +422,12 @@ mod tests {
         if let NodeState::Ready { unplaced, .. } = &mut snap.state {
             unplaced.push(id.clone());
         }
-        let peer = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_secs(3))
-            .unwrap();
-        assert_eq!(peer, NodeReport::from_local("a", &snap, now, Duration::from_secs(3)));
+        let peer =
+            NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_secs(3)).unwrap();
+        assert_eq!(
+            peer,
+            NodeReport::from_local("a", &snap, now, Duration::from_secs(3))
+        );
         assert_eq!(peer.unplaced, [id]);
     }
 

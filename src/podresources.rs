@@ -146,7 +146,10 @@ impl PodResourcesPoller {
 
     /// The latest answer; `None` before the kubelet first answered or failed.
     pub fn latest(&self) -> Option<Polled> {
-        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stops the thread, waiting up to `grace` for a call in flight.

@@ -85,6 +85,12 @@ pub struct RunningServer {
 /// Starts sampling and serving. Errors if an address cannot be bound or a
 /// TLS file cannot be read; both are checked before any thread starts.
 pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
+    if !config.peers.is_empty() && config.peer_timeout >= config.sample_interval {
+        return Err(format!(
+            "the peer timeout ({:?}) must be below the sample interval ({:?})",
+            config.peer_timeout, config.sample_interval
+        ));
+    }
     let credentials = match &config.tls {
         Some(files) => tls::server_credentials(files)?,
         None => ServerCredentials::insecure(),

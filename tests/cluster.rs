@@ -13,6 +13,11 @@ use keda_gpu_scaler::hpa::{desired_replicas, MetricType};
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
 use keda_gpu_scaler::server::{self, RunningServer};
 
+/// Slower than a single node's tests, so that a loaded test machine does
+/// not make peers miss their deadline.
+const CLUSTER_INTERVAL: Duration = Duration::from_millis(200);
+const PEER_TIMEOUT: Duration = Duration::from_millis(150);
+
 /// One simulated node: fake NVML, fake kubelet, and a scaler peered with the others.
 struct Node {
     fake: FakeNvml,
@@ -45,8 +50,19 @@ impl Node {
 
 /// `scenarios[i]` is node i's fake NVML scenario; every node peers with all.
 fn cluster(scenarios: &[String]) -> Vec<Node> {
+    cluster_with(scenarios, &[], CLUSTER_INTERVAL, PEER_TIMEOUT)
+}
+
+/// As `cluster`, with `extra` peers beside the nodes and other timings.
+fn cluster_with(
+    scenarios: &[String],
+    extra: &[String],
+    interval: Duration,
+    peer_timeout: Duration,
+) -> Vec<Node> {
     let ports: Vec<u16> = scenarios.iter().map(|_| free_port()).collect();
-    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    peers.extend(extra.iter().cloned());
     scenarios
         .iter()
         .zip(&ports)
@@ -60,7 +76,8 @@ fn cluster(scenarios: &[String]) -> Vec<Node> {
             config.listen = format!("127.0.0.1:{port}");
             config.node_name = format!("node-{i}");
             config.peers = peers.clone();
-            config.peer_timeout = Duration::from_millis(500);
+            config.sample_interval = interval;
+            config.peer_timeout = peer_timeout;
             config.pod_resources_socket = socket;
             let scaler = server::start(&config).expect("start scaler");
             Node {
@@ -272,7 +289,7 @@ fn sweeps_are_cached_and_shared() {
         thread.join().unwrap();
     }
     let elapsed = started.elapsed();
-    let intervals = (elapsed.as_secs_f64() / INTERVAL.as_secs_f64()).ceil() as u64;
+    let intervals = (elapsed.as_secs_f64() / CLUSTER_INTERVAL.as_secs_f64()).ceil() as u64;
     let sweeps = cluster.sweeps() - before;
     assert!(
         sweeps <= intervals + 1,
@@ -364,5 +381,146 @@ fn hpa_replicas_from_cluster_answers() {
         desired_replicas(MetricType::Value, 2, value, 80.0),
         2,
         "2 replicas on 2 nodes with a third tenant at 100%: unchanged (value {value})"
+    );
+}
+
+#[test]
+fn index_strategy_ids_attribute_to_nvml_indexes() {
+    let scenario = format!(
+        "gpu 0 uuid={} util=40\ngpu 1 uuid={} util=70\ngpu 2 uuid={} mig=1 mig_uuids=MIG-aa mem_total_mib=1000 mem_used_mib=250\n",
+        uuid(0, 0),
+        uuid(1, 0),
+        uuid(2, 0)
+    );
+    let nodes = cluster(&[scenario]);
+    // The device plugin with deviceIDStrategy: index.
+    nodes[0].set_pods(&[
+        ("default", "vllm-0", "1"),
+        ("default", "other-0", "0::1"),
+        ("default", "small-0", "2:0"),
+    ]);
+    wait_for_value(&nodes[0].client(), &[("workload", "vllm")], 70.0);
+    wait_for_value(&nodes[0].client(), &[("workload", "other")], 40.0);
+    let memory = [
+        ("workload", "small"),
+        ("metricType", "memory_used_percent"),
+        ("targetValue", "80"),
+    ];
+    wait_for_value(&nodes[0].client(), &memory, 25.0);
+}
+
+#[test]
+fn a_pod_holding_an_unplaceable_gpu_is_unavailable_naming_it() {
+    let nodes = cluster(&[gpus(0, &[60]), gpus(1, &[80])]);
+    nodes[0].set_pods(&[("default", VLLM_POD_A, &uuid(0, 0))]);
+    // The kubelet says a vLLM pod holds a GPU NVML does not see (lost, or
+    // an id from another node): its load cannot be read.
+    nodes[1].set_pods(&[
+        ("default", VLLM_POD_B, "GPU-not-on-this-node"),
+        ("default", "batch-0", &uuid(0, 1)),
+    ]);
+    let message = wait_for_error(
+        &nodes[0].client(),
+        &[("workload", "vllm")],
+        RpcStatusCode::UNAVAILABLE,
+        &format!("cannot read the GPU of pod default/{VLLM_POD_B}"),
+    );
+    assert!(
+        message.contains("on node node-1")
+            && message.contains("\"GPU-not-on-this-node\"")
+            && message.contains("matches no GPU"),
+        "{message}"
+    );
+    // Other workloads and node-wide triggers still read.
+    wait_for_value(&nodes[0].client(), &[("workload", "batch")], 80.0);
+    wait_for_value(&nodes[0].client(), &[("aggregation", "sum")], 140.0);
+    // Once the id can be placed, the workload reads again.
+    nodes[1].set_pods(&[("default", VLLM_POD_B, &uuid(0, 1))]);
+    wait_for_value(
+        &nodes[0].client(),
+        &[("workload", "vllm"), ("aggregation", "sum")],
+        140.0,
+    );
+}
+
+/// A peer that accepts TCP connections and never says a word: every call
+/// to it runs into its deadline, as to a stopped or partitioned node.
+fn silent_peer() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    (listener, address)
+}
+
+#[test]
+fn heartbeats_of_200_streams_arrive_with_a_silent_peer() {
+    let (_silent, address) = silent_peer();
+    // A peer timeout just under the interval: a pass that evaluated each
+    // stream through its own sweep would take 200 deadlines.
+    let nodes = cluster_with(
+        &[gpus(0, &[10]), gpus(1, &[20])],
+        &[address],
+        Duration::from_millis(100),
+        Duration::from_millis(90),
+    );
+    let pairs = [("aggregation", "sum"), ("pollIntervalSeconds", "0.5")];
+    wait_for_value(&nodes[0].client(), &pairs, 30.0);
+    let client = nodes[0].client();
+    let option = || grpcio::CallOption::default().timeout(PATIENCE);
+    let mut streams: Vec<_> = (0..200)
+        .map(|_| {
+            client
+                .stream_is_active_opt(&scaled_object(&pairs), option())
+                .unwrap()
+        })
+        .collect();
+    // The first message at once, then two heartbeats, for every stream.
+    for _ in 0..3 {
+        for stream in &mut streams {
+            let next = futures_executor::block_on(futures_util::StreamExt::next(stream))
+                .expect("stream ended without a status")
+                .map(|r| r.get_result())
+                .map_err(status_of);
+            assert_eq!(next, Ok(true));
+        }
+    }
+    let cluster = nodes[0].scaler.as_ref().unwrap().cluster().unwrap().clone();
+    assert!(
+        cluster.failed_calls() > 0,
+        "the silent peer was never called"
+    );
+}
+
+#[test]
+fn a_slow_kubelet_delays_attribution_not_readings() {
+    let nodes = cluster(&[gpus(0, &[60])]);
+    *nodes[0].kubelet.delay.lock().unwrap() = Duration::from_secs(2);
+    nodes[0].set_pods(&[("default", VLLM_POD_A, &uuid(0, 0))]);
+    let client = nodes[0].client();
+    let health = keda_gpu_scaler::proto::health_grpc::HealthClient::new(
+        grpcio::ChannelBuilder::new(Arc::new(grpcio::EnvBuilder::new().cq_count(1).build()))
+            .connect(&format!("127.0.0.1:{}", nodes[0].port)),
+    );
+    let request = keda_gpu_scaler::proto::health::HealthCheckRequest::new();
+    let serving = keda_gpu_scaler::proto::health::HealthCheckResponse_ServingStatus::SERVING;
+    wait_for_value(&client, &[], 60.0);
+    // Until the kubelet's answer arrives, and after, NVML readings stay
+    // fresh: node-wide triggers answer and the pod stays ready.
+    let mut checks = 0;
+    let attributed = wait_until(PATIENCE, || {
+        checks += 1;
+        assert_eq!(value(&client, &[]), Ok(60.0));
+        assert_eq!(
+            health
+                .check_opt(&request, call_option())
+                .unwrap()
+                .get_status(),
+            serving
+        );
+        value(&client, &[("workload", "vllm")]) == Ok(60.0)
+    });
+    assert!(attributed, "the slow kubelet's answer was never attached");
+    assert!(
+        checks > 1,
+        "attribution was there before the kubelet answered"
     );
 }

@@ -76,7 +76,11 @@ fn get_metrics_for_another_name_is_invalid_argument() {
     let so = scaled_object(&[("aggregation", "avg")]);
     for wrong in ["s0-gpu-utilization-avg", "gpu-utilization-max", ""] {
         let (code, message) = status_of(metrics(&client, &so, wrong).unwrap_err());
-        assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{wrong:?}: {message}");
+        assert_eq!(
+            code,
+            RpcStatusCode::INVALID_ARGUMENT,
+            "{wrong:?}: {message}"
+        );
         assert_eq!(
             message,
             format!("invalid metricName {wrong:?}: this trigger's metric is \"gpu-utilization-avg\" (from GetMetricSpec)")

@@ -66,8 +66,7 @@ fn versioned_symbols_are_preferred() {
 #[test]
 fn library_without_v2_symbols_falls_back_to_v1() {
     let fake = FakeNvml::with_variant(Variant::V1Only, ONE_GPU);
-    let library =
-        std::sync::Arc::new(load_fake(&fake.library).expect("v1 library loads"));
+    let library = std::sync::Arc::new(load_fake(&fake.library).expect("v1 library loads"));
     assert!(!library.has_memory_info_v2());
     let nvml = Nvml::init(library).expect("nvmlInit");
     let gpus = read_node(&nvml).unwrap();
@@ -119,9 +118,7 @@ fn default_search_lists_every_path_tried() {
 
 #[test]
 fn library_without_required_symbol_is_a_load_error() {
-    let err = load_fake(Path::new("libc.so.6"))
-        .err()
-        .unwrap();
+    let err = load_fake(Path::new("libc.so.6")).err().unwrap();
     assert!(
         matches!(
             err,

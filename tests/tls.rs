@@ -5,6 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use grpcio::{ChannelBuilder, ChannelCredentialsBuilder, EnvBuilder, RpcStatusCode};
@@ -238,4 +239,76 @@ fn probes_are_served_in_plaintext_beside_a_tls_port() {
             .connect(&format!("127.0.0.1:{probe_port}")),
     );
     assert_eq!(answer(&scaler).unwrap_err().0, RpcStatusCode::UNIMPLEMENTED);
+}
+
+/// Puts `source` in place of `target` as cert-manager does: write, then rename.
+fn rotate(pki: &Pki, source: &str, target: &str) {
+    let staging = pki.path("staging");
+    std::fs::copy(pki.path(source), &staging).unwrap();
+    std::fs::rename(&staging, pki.path(target)).unwrap();
+}
+
+/// Two scalers peered over mutual TLS, each with its own copies of the
+/// files; rotating every file to a new CA, and restarting one pod, must
+/// not break the other's calls to it.
+#[test]
+fn a_cluster_over_mutual_tls_survives_a_certificate_rotation() {
+    let pki = Pki::new();
+    let fakes = [
+        FakeNvml::new(&gpu_line(0, 30)),
+        FakeNvml::new(&gpu_line(0, 40)),
+    ];
+    let ports = [free_port(), free_port()];
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let files = |i: usize, name: &str| format!("node{i}-{name}");
+    for i in 0..2 {
+        std::fs::copy(pki.path("server1.crt"), pki.path(&files(i, "tls.crt"))).unwrap();
+        std::fs::copy(pki.path("server1.key"), pki.path(&files(i, "tls.key"))).unwrap();
+        std::fs::copy(pki.path("ca1.crt"), pki.path(&files(i, "ca.crt"))).unwrap();
+    }
+    let config = |i: usize| {
+        let mut config = local_config(&fakes[i].library);
+        config.listen = peers[i].clone();
+        config.node_name = format!("node-{i}");
+        config.peers = peers.clone();
+        config.sample_interval = Duration::from_millis(200);
+        config.peer_timeout = Duration::from_millis(150);
+        config.peer_server_name = Some("localhost".into());
+        config.tls = Some(TlsFiles {
+            cert: pki.path(&files(i, "tls.crt")),
+            key: pki.path(&files(i, "tls.key")),
+            client_ca: Some(pki.path(&files(i, "ca.crt"))),
+        });
+        config
+    };
+    let first = server::start(&config(0)).expect("start node 0");
+    let mut second = Some(server::start(&config(1)).expect("start node 1"));
+    let sum = [("aggregation", "sum")];
+    wait_for_value(
+        &tls_client(ports[0], &pki, "ca1.crt", Some("client1")),
+        &sum,
+        70.0,
+    );
+
+    // Rotate every file of both pods to certificates of a new CA.
+    for i in 0..2 {
+        rotate(&pki, "server2.crt", &files(i, "tls.crt"));
+        rotate(&pki, "server2.key", &files(i, "tls.key"));
+        rotate(&pki, "ca2.crt", &files(i, "ca.crt"));
+    }
+    // Node 1 restarts (a node drain, an upgrade): node 0 must reconnect,
+    // and only the new certificates are accepted now.
+    second.take();
+    fakes[1].set(&gpu_line(0, 45));
+    let _second = server::start(&config(1)).expect("restart node 1");
+    let client = tls_client(ports[0], &pki, "ca2.crt", Some("client2"));
+    let mut last = None;
+    assert!(
+        wait_until(PATIENCE, || {
+            last = Some(value(&client, &sum));
+            last == Some(Ok(75.0))
+        }),
+        "node 0 never read node 1 with the rotated certificates; last answer {last:?}"
+    );
+    drop(first);
 }

@@ -332,14 +332,15 @@ impl FakeKubelet {
 
     /// Serves this kubelet on a unix socket at `socket`.
     pub fn serve(&self, socket: &Path) -> grpcio::Server {
-        let mut server = grpcio::ServerBuilder::new(Arc::new(EnvBuilder::new().cq_count(1).build()))
-            .register_service(
-                keda_gpu_scaler::proto::podresources_grpc::create_pod_resources_lister(
-                    self.clone(),
-                ),
-            )
-            .build()
-            .unwrap();
+        let mut server =
+            grpcio::ServerBuilder::new(Arc::new(EnvBuilder::new().cq_count(1).build()))
+                .register_service(
+                    keda_gpu_scaler::proto::podresources_grpc::create_pod_resources_lister(
+                        self.clone(),
+                    ),
+                )
+                .build()
+                .unwrap();
         server
             .add_listening_port(
                 format!("unix:{}", socket.display()),
