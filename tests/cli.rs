@@ -261,6 +261,16 @@ fn bad_flags_exit_2_with_the_reason() {
         stderr.trim(),
         "keda-gpu-scaler: invalid --sample-interval \"10ms\": allowed range is 100ms to 60s (see --help)"
     );
+    let output = run(
+        &["serve", "--peers", "peers:6000", "--peer-timeout", "1s"],
+        Path::new("/x"),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid --peer-timeout \"1s\": it must be below --sample-interval (1s)"),
+        "{stderr}"
+    );
 }
 
 /// The distroless `cc` image has glibc and nothing else: the binary must not

@@ -233,6 +233,20 @@ fn after_a_restart_a_silent_peer_is_unknown_not_empty() {
         "the log does not name the unknown peer: {}",
         a.log()
     );
+    // `query --explain` shows the same note to an operator.
+    let output = Command::new(BINARY)
+        .args(["query", "--address", &a.address(), "--explain"])
+        .args(["--metadata", "workload=only-a"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("  note: peer {} did not answer", c.address()))
+            && text.contains("is unknown")
+            && text.contains("  = 60.00"),
+        "{text}"
+    );
     // A workload found nowhere else: UNAVAILABLE, never 0 (its pods are on c).
     for pairs in [&[("workload", "elsewhere")][..], &IDLE[..]] {
         let message = wait_for_error(&client, pairs, RpcStatusCode::UNAVAILABLE, &c.address());

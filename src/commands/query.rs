@@ -94,6 +94,9 @@ pub fn render_explanation(explanation: &ExplainResponse) -> String {
             line.get_reason()
         ));
     }
+    for note in explanation.get_notes() {
+        out.push_str(&format!("  note: {note}\n"));
+    }
     if explanation.get_has_value() {
         out.push_str(&format!("  = {:.2}\n", explanation.get_value()));
     } else {
