@@ -165,7 +165,7 @@ fn measure(port: u16, clients: usize, calls: usize) -> Vec<f64> {
                     .map(|_| {
                         let started = Instant::now();
                         let response = client.get_metrics(&request).expect("GetMetrics");
-                        assert_eq!(response.get_metricValues().len(), 1);
+                        assert_eq!(response.metricValues().len(), 1);
                         started.elapsed().as_secs_f64() * 1e6
                     })
                     .collect::<Vec<_>>()
@@ -217,7 +217,7 @@ impl ExternalScaler for ConstantScaler {
         sink: UnarySink<GetMetricsResponse>,
     ) {
         let mut value = MetricValue::new();
-        value.set_metricName(req.get_metricName().to_string());
+        value.set_metricName(req.metricName().to_string());
         value.set_metricValue(70);
         value.set_metricValueFloat(70.0);
         let mut response = GetMetricsResponse::new();

@@ -501,7 +501,7 @@ impl Cluster {
         for (address, answer) in answers {
             let peer = sweeper.peers.entry(address).or_default();
             let result = match answer {
-                Ok(message) if message.get_node_name() == self.config.node_name => {
+                Ok(message) if message.node_name() == self.config.node_name => {
                     peer.is_self = true;
                     peer.failing = None;
                     continue;

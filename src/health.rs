@@ -12,7 +12,7 @@ use futures_channel::mpsc::{unbounded, UnboundedSender};
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
 use crate::proto::health::{
-    HealthCheckRequest, HealthCheckResponse, HealthCheckResponse_ServingStatus as Status,
+    health_check_response::ServingStatus as Status, HealthCheckRequest, HealthCheckResponse,
 };
 use crate::proto::health_grpc::Health;
 use crate::snapshot::{NodeState, Snapshot, SnapshotCell};
@@ -79,12 +79,12 @@ impl Health for HealthService {
         req: HealthCheckRequest,
         sink: UnarySink<HealthCheckResponse>,
     ) {
-        let answer = self.status(req.get_service()).map(response).ok_or_else(|| {
+        let answer = self.status(req.service()).map(response).ok_or_else(|| {
             RpcStatus::with_message(
                 RpcStatusCode::NOT_FOUND,
                 format!(
                     "unknown service {:?}; use \"\" or {LIVENESS:?}",
-                    req.get_service()
+                    req.service()
                 ),
             )
         });
@@ -98,14 +98,14 @@ impl Health for HealthService {
         sink: ServerStreamingSink<HealthCheckResponse>,
     ) {
         let first = self
-            .status(req.get_service())
+            .status(req.service())
             .unwrap_or(Status::SERVICE_UNKNOWN);
         let (sender, pushed) = unbounded();
         sender
             .unbounded_send(Ok(first))
             .expect("receiver is held here");
         self.streams.add(Box::new(HealthWatch {
-            service: req.get_service().to_string(),
+            service: req.service().to_string(),
             stale_after: self.stale_after,
             sender,
             last: first,

@@ -84,35 +84,35 @@ impl NodeReport {
     /// non-negative number makes the whole answer invalid: a peer that lies
     /// about one GPU cannot be trusted about the others.
     pub fn from_proto(message: &NodeSnapshot, stale_after: Duration) -> Result<Self, String> {
-        let age_seconds = message.get_age_seconds();
+        let age_seconds = message.age_seconds();
         if !age_seconds.is_finite() || age_seconds < 0.0 {
             return Err(format!("it sent an invalid snapshot age {age_seconds}"));
         }
         let age = Duration::try_from_secs_f64(age_seconds).unwrap_or(Duration::MAX);
-        let usable = match (message.get_nvml_error(), stale_reason(age, stale_after)) {
+        let usable = match (message.nvml_error(), stale_reason(age, stale_after)) {
             ("", None) => Ok(()),
             ("", Some(stale)) => Err(stale),
             (error, _) => Err(error.to_string()),
         };
-        let attribution = match message.get_attribution_error() {
+        let attribution = match message.attribution_error() {
             "" => Ok(()),
             error => Err(error.to_string()),
         };
         Ok(Self {
-            name: message.get_node_name().to_string(),
+            name: message.node_name().to_string(),
             usable,
             attribution,
             gpus: message
-                .get_gpus()
+                .gpus()
                 .iter()
                 .map(gpu_from_proto)
                 .collect::<Result<_, _>>()?,
             unplaced: message
-                .get_unplaced()
+                .unplaced()
                 .iter()
                 .map(|a| Unplaced {
                     allocation: allocation_from_proto(a),
-                    reason: a.get_reason().to_string(),
+                    reason: a.reason().to_string(),
                 })
                 .collect(),
         })
@@ -212,7 +212,7 @@ fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
         e.set_error(read_error.error.clone());
         message.mut_read_errors().push(e);
     }
-    message.set_mig_devices(gpu.mig_devices.clone().into());
+    message.set_mig_devices(gpu.mig_devices.clone());
     message
 }
 
@@ -227,33 +227,33 @@ fn allocation_to_proto(allocation: &Allocation) -> AllocationProto {
 
 fn allocation_from_proto(a: &AllocationProto) -> Allocation {
     Allocation {
-        namespace: a.get_namespace().to_string(),
-        pod: a.get_pod().to_string(),
-        container: a.get_container().to_string(),
-        device_id: a.get_device_id().to_string(),
+        namespace: a.namespace().to_string(),
+        pod: a.pod().to_string(),
+        container: a.container().to_string(),
+        device_id: a.device_id().to_string(),
     }
 }
 
 fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
-    let health = match (message.get_error(), message.get_lost()) {
+    let health = match (message.error(), message.lost()) {
         ("", _) => {
             let mut readings = Readings::default();
-            for reading in message.get_readings() {
-                let value = reading.get_value();
+            for reading in message.readings() {
+                let value = reading.value();
                 if !value.is_finite() || value < 0.0 {
                     return Err(format!(
                         "it sent an invalid {} reading {value} for GPU {}",
-                        reading.get_metric(),
-                        message.get_index()
+                        reading.metric(),
+                        message.index()
                     ));
                 }
-                if let Some(metric) = Metric::from_name(reading.get_metric()) {
+                if let Some(metric) = Metric::from_name(reading.metric()) {
                     readings.set(metric, value);
                 }
             }
             GpuHealth::Healthy {
                 readings,
-                mig_enabled: match message.get_mig_mode() {
+                mig_enabled: match message.mig_mode() {
                     MigMode::MIG_MODE_UNKNOWN => None,
                     MigMode::MIG_MODE_DISABLED => Some(false),
                     MigMode::MIG_MODE_ENABLED => Some(true),
@@ -269,22 +269,22 @@ fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
     };
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Ok(GpuSample {
-        index: message.get_index(),
-        uuid: text(message.get_uuid()),
-        name: text(message.get_name()),
+        index: message.index(),
+        uuid: text(message.uuid()),
+        name: text(message.name()),
         health,
-        mig_devices: message.get_mig_devices().to_vec(),
+        mig_devices: message.mig_devices().to_vec(),
         allocations: message
-            .get_allocations()
+            .allocations()
             .iter()
             .map(allocation_from_proto)
             .collect(),
         read_errors: message
-            .get_read_errors()
+            .read_errors()
             .iter()
             .map(|e| ReadError {
-                what: e.get_what().to_string(),
-                error: e.get_error().to_string(),
+                what: e.what().to_string(),
+                error: e.error().to_string(),
             })
             .collect(),
     })

@@ -41,7 +41,7 @@ impl Node for NodeService {
     }
 
     fn explain(&mut self, ctx: RpcContext, req: ExplainRequest, sink: UnarySink<ExplainResponse>) {
-        let trigger = match trigger::parse(req.get_metadata(), req.get_namespace()) {
+        let trigger = match trigger::parse(req.metadata(), req.namespace()) {
             Ok(trigger) => trigger,
             Err(e) => return reply(&ctx, sink, Err(config_status(&e))),
         };
@@ -67,7 +67,7 @@ fn explanation(outcome: &Outcome) -> ExplainResponse {
         line.set_node(explained.node.clone());
         line.set_gpu_index(explained.index);
         line.set_gpu_uuid(explained.uuid.clone());
-        line.set_pods(explained.pods.clone().into());
+        line.set_pods(explained.pods.clone());
         if let Some(value) = explained.value {
             line.set_has_value(true);
             line.set_value(value);

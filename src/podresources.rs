@@ -70,15 +70,15 @@ impl PodResourcesClient {
                 )
             })?;
         let mut devices = Vec::new();
-        for pod in response.get_pod_resources() {
-            for container in pod.get_containers() {
-                for device in container.get_devices() {
-                    for id in device.get_device_ids() {
+        for pod in response.pod_resources() {
+            for container in pod.containers() {
+                for device in container.devices() {
+                    for id in device.device_ids() {
                         devices.push(PodDevice {
-                            namespace: pod.get_namespace().to_string(),
-                            pod: pod.get_name().to_string(),
-                            container: container.get_name().to_string(),
-                            resource: device.get_resource_name().to_string(),
+                            namespace: pod.namespace().to_string(),
+                            pod: pod.name().to_string(),
+                            container: container.name().to_string(),
+                            resource: device.resource_name().to_string(),
                             device_id: id.clone(),
                         });
                     }

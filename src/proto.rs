@@ -10,6 +10,7 @@
     renamed_and_removed_lints,
     unused_imports,
     unused_parens,
+    unused_mut,
     unused_qualifications,
     unknown_lints,
     mismatched_lifetime_syntaxes

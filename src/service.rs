@@ -44,10 +44,7 @@ impl ScalerService {
     }
 
     fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<Trigger, RpcStatus> {
-        let parsed = trigger::parse(
-            scaled_object.get_scalerMetadata(),
-            scaled_object.get_namespace(),
-        );
+        let parsed = trigger::parse(scaled_object.scalerMetadata(), scaled_object.namespace());
         self.log_when_changed(scaled_object, &parsed);
         parsed.map_err(|e| config_status(&e))
     }
@@ -75,14 +72,10 @@ impl ScalerService {
         scaled_object: &ScaledObjectRef,
         parsed: &Result<Trigger, ConfigError>,
     ) {
-        let metadata = scaled_object.get_scalerMetadata();
+        let metadata = scaled_object.scalerMetadata();
         let fingerprint = fingerprint(metadata);
         let key = (
-            format!(
-                "{}/{}",
-                scaled_object.get_namespace(),
-                scaled_object.get_name()
-            ),
+            format!("{}/{}", scaled_object.namespace(), scaled_object.name()),
             match parsed {
                 Ok(trigger) => trigger.metric_name(),
                 Err(_) => String::new(),
@@ -181,19 +174,19 @@ impl ExternalScaler for ScalerService {
         req: GetMetricsRequest,
         sink: UnarySink<GetMetricsResponse>,
     ) {
-        let trigger = match self.trigger(req.get_scaledObjectRef()) {
+        let trigger = match self.trigger(req.scaledObjectRef()) {
             Ok(trigger) => trigger,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
         // KEDA strips its `sN-` prefix, so it asks for exactly the name
         // GetMetricSpec gave; anything else is a caller's mistake.
         let name = trigger.metric_name();
-        if req.get_metricName() != name {
+        if req.metricName() != name {
             let status = RpcStatus::with_message(
                 RpcStatusCode::INVALID_ARGUMENT,
                 format!(
                     "invalid metricName {:?}: this trigger's metric is {name:?} (from GetMetricSpec)",
-                    req.get_metricName()
+                    req.metricName()
                 ),
             );
             return reply(&ctx, sink, Err(status));

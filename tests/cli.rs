@@ -97,7 +97,7 @@ fn sigterm_exits_zero_even_with_an_open_stream() {
     wait_for_value(&client, &[], 42.0);
     let mut stream = client.stream_is_active(&scaled_object(&[])).unwrap();
     let first = futures_executor::block_on(futures_util::StreamExt::next(&mut stream));
-    assert!(first.unwrap().unwrap().get_result());
+    assert!(first.unwrap().unwrap().result());
     let (status, log) = served.terminate();
     assert_eq!(status.code(), Some(0), "log: {log:?}");
     assert!(
@@ -300,4 +300,70 @@ fn binary_needs_only_glibc() {
             "{library} is not part of glibc; NEEDED: {needed:?}"
         );
     }
+}
+
+/// Raw bytes in and out, for messages no generated type would write.
+fn raw_method(name: &'static str) -> grpcio::Method<Vec<u8>, Vec<u8>> {
+    // grpcio's Marshaller takes `fn(&T, …)` with T = Vec<u8>.
+    #[allow(clippy::ptr_arg)]
+    fn ser(bytes: &Vec<u8>, buf: &mut grpcio::GrpcSlice) -> grpcio::Result<()> {
+        *buf = grpcio::GrpcSlice::from(bytes.clone());
+        Ok(())
+    }
+    fn de(mut reader: grpcio::MessageReader) -> grpcio::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut bytes)
+            .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
+        Ok(bytes)
+    }
+    grpcio::Method {
+        ty: grpcio::MethodType::Unary,
+        name,
+        req_mar: grpcio::Marshaller { ser, de },
+        resp_mar: grpcio::Marshaller { ser, de },
+    }
+}
+
+/// RUSTSEC-2024-0437: protobuf before 3.7.2 recursed once per nested
+/// unknown group and overflowed the stack on a crafted message. Every
+/// request, probe and peer answer is decoded by it, on a plaintext port.
+#[test]
+fn deeply_nested_unknown_groups_do_not_crash_the_server() {
+    let fake = FakeNvml::new(&gpu_line(0, 40));
+    let served = serve(&fake);
+    wait_for_value(&client(served.port), &[], 40.0);
+    // Field 99, wire type 3 (start group) 200,000 times, then as many ends.
+    const DEPTH: usize = 200_000;
+    let mut crafted = Vec::with_capacity(DEPTH * 4);
+    for _ in 0..DEPTH {
+        crafted.extend_from_slice(&[0x9b, 0x06]);
+    }
+    for _ in 0..DEPTH {
+        crafted.extend_from_slice(&[0x9c, 0x06]);
+    }
+    let env = std::sync::Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
+    let channel = grpcio::ChannelBuilder::new(env).connect(&format!("127.0.0.1:{}", served.port));
+    let raw = grpcio::Client::new(channel);
+    for method in [
+        "/externalscaler.ExternalScaler/GetMetrics",
+        "/externalscaler.ExternalScaler/GetMetricSpec",
+        "/grpc.health.v1.Health/Check",
+        "/kedagpuscaler.node.v1.Node/Explain",
+    ] {
+        let method = raw_method(method);
+        let answer = raw.unary_call(&method, &crafted, call_option());
+        let status = match answer {
+            Err(grpcio::Error::RpcFailure(status)) => status,
+            other => panic!("{} accepted the crafted message: {other:?}", method.name),
+        };
+        assert_ne!(
+            status.code(),
+            grpcio::RpcStatusCode::UNAVAILABLE,
+            "{status:?}"
+        );
+    }
+    // Still alive and answering.
+    assert_eq!(value(&client(served.port), &[]), Ok(40.0));
+    let (status, _) = served.terminate();
+    assert!(status.success());
 }

@@ -223,7 +223,7 @@ fn workload_at_zero_pods_is_zero_and_inactive() {
     nodes[0].set_pods(&[("default", "other-0", &uuid(0, 0))]);
     let pairs = [("workload", "vllm")];
     wait_for_value(&nodes[1].client(), &pairs, 0.0);
-    assert!(!is_active(&nodes[1].client(), &pairs).unwrap().get_result());
+    assert!(!is_active(&nodes[1].client(), &pairs).unwrap().result());
 }
 
 #[test]
@@ -237,17 +237,17 @@ fn explain_lists_each_gpu_and_why() {
     let pairs = [("workload", "vllm"), ("aggregation", "avg")];
     wait_for_value(&nodes[0].client(), &pairs, 70.0);
     let explanation = explain(nodes[0].port, &pairs).unwrap();
-    assert!(explanation.get_has_value());
-    assert_eq!(explanation.get_value(), 70.0);
+    assert!(explanation.has_value());
+    assert_eq!(explanation.value(), 70.0);
     let lines: Vec<(String, u32, bool, String)> = explanation
-        .get_lines()
+        .lines()
         .iter()
         .map(|l| {
             (
-                l.get_node().to_string(),
-                l.get_gpu_index(),
-                l.get_counted(),
-                l.get_reason().to_string(),
+                l.node().to_string(),
+                l.gpu_index(),
+                l.counted(),
+                l.reason().to_string(),
             )
         })
         .collect();
@@ -478,7 +478,7 @@ fn heartbeats_of_200_streams_arrive_with_a_silent_peer() {
         for stream in &mut streams {
             let next = futures_executor::block_on(futures_util::StreamExt::next(stream))
                 .expect("stream ended without a status")
-                .map(|r| r.get_result())
+                .map(|r| r.result())
                 .map_err(status_of);
             assert_eq!(next, Ok(true));
         }
@@ -501,7 +501,7 @@ fn a_slow_kubelet_delays_attribution_not_readings() {
             .connect(&format!("127.0.0.1:{}", nodes[0].port)),
     );
     let request = keda_gpu_scaler::proto::health::HealthCheckRequest::new();
-    let serving = keda_gpu_scaler::proto::health::HealthCheckResponse_ServingStatus::SERVING;
+    let serving = keda_gpu_scaler::proto::health::health_check_response::ServingStatus::SERVING;
     wait_for_value(&client, &[], 60.0);
     // Until the kubelet's answer arrives, and after, NVML readings stay
     // fresh: node-wide triggers answer and the pod stays ready.
@@ -510,10 +510,7 @@ fn a_slow_kubelet_delays_attribution_not_readings() {
         checks += 1;
         assert_eq!(value(&client, &[]), Ok(60.0));
         assert_eq!(
-            health
-                .check_opt(&request, call_option())
-                .unwrap()
-                .get_status(),
+            health.check_opt(&request, call_option()).unwrap().status(),
             serving
         );
         value(&client, &[("workload", "vllm")]) == Ok(60.0)

@@ -28,28 +28,19 @@ fn keda_call_sequence_spec_then_metrics_then_is_active() {
     wait_for_value(&client, &[("profile", "vllm-inference")], 70.0);
 
     let spec = metric_spec(&client, &so).unwrap();
-    assert_eq!(spec.get_metricSpecs().len(), 1);
-    let spec = &spec.get_metricSpecs()[0];
-    assert_eq!(spec.get_metricName(), "gpu-utilization-max");
-    assert_eq!(
-        (spec.get_targetSize(), spec.get_targetSizeFloat()),
-        (80, 80.0)
-    );
+    assert_eq!(spec.metricSpecs().len(), 1);
+    let spec = &spec.metricSpecs()[0];
+    assert_eq!(spec.metricName(), "gpu-utilization-max");
+    assert_eq!((spec.targetSize(), spec.targetSizeFloat()), (80, 80.0));
 
     // KEDA strips its `sN-` prefix and asks with exactly the spec's name.
     let response = metrics(&client, &so, "gpu-utilization-max").unwrap();
-    assert_eq!(response.get_metricValues().len(), 1);
-    let value = &response.get_metricValues()[0];
-    assert_eq!(value.get_metricName(), "gpu-utilization-max");
-    assert_eq!(
-        (value.get_metricValue(), value.get_metricValueFloat()),
-        (70, 70.0)
-    );
+    assert_eq!(response.metricValues().len(), 1);
+    let value = &response.metricValues()[0];
+    assert_eq!(value.metricName(), "gpu-utilization-max");
+    assert_eq!((value.metricValue(), value.metricValueFloat()), (70, 70.0));
 
-    assert!(client
-        .is_active_opt(&so, call_option())
-        .unwrap()
-        .get_result());
+    assert!(client.is_active_opt(&so, call_option()).unwrap().result());
 }
 
 #[test]
@@ -62,10 +53,10 @@ fn integer_fields_are_rounded_and_floats_exact() {
     fake.set(&three_gpus(20, 71, 45));
     wait_for_value(&client, &pairs, 136.0 / 3.0);
     let response = metrics(&client, &scaled_object(&pairs), "gpu-utilization-avg").unwrap();
-    assert_eq!(response.get_metricValues()[0].get_metricValue(), 45);
+    assert_eq!(response.metricValues()[0].metricValue(), 45);
     let spec = metric_spec(&client, &scaled_object(&pairs)).unwrap();
-    assert_eq!(spec.get_metricSpecs()[0].get_targetSize(), 63);
-    assert_eq!(spec.get_metricSpecs()[0].get_targetSizeFloat(), 62.5);
+    assert_eq!(spec.metricSpecs()[0].targetSize(), 63);
+    assert_eq!(spec.metricSpecs()[0].targetSizeFloat(), 62.5);
 }
 
 #[test]
@@ -94,8 +85,8 @@ fn tiny_target_never_reports_integer_zero() {
     let server = start_server(&fake);
     let client = client(server.port());
     let spec = metric_spec(&client, &scaled_object(&[("targetValue", "0.25")])).unwrap();
-    assert_eq!(spec.get_metricSpecs()[0].get_targetSize(), 1);
-    assert_eq!(spec.get_metricSpecs()[0].get_targetSizeFloat(), 0.25);
+    assert_eq!(spec.metricSpecs()[0].targetSize(), 1);
+    assert_eq!(spec.metricSpecs()[0].targetSizeFloat(), 0.25);
 }
 
 #[test]
@@ -132,23 +123,23 @@ fn profiles_pick_metric_target_and_activation() {
     assert_eq!(value(&client, &[("profile", "vllm-inference")]), Ok(5.0));
     assert!(!is_active(&client, &[("profile", "vllm-inference")])
         .unwrap()
-        .get_result());
+        .result());
     // training: activation 0, so any load keeps it active.
     assert!(is_active(&client, &[("profile", "training")])
         .unwrap()
-        .get_result());
+        .result());
     // triton: activation 10.
     assert!(!is_active(&client, &[("profile", "triton-inference")])
         .unwrap()
-        .get_result());
+        .result());
     // batch: memory_used_percent against 70.
     assert_eq!(value(&client, &[("profile", "batch")]), Ok(90.0));
     let spec = metric_spec(&client, &scaled_object(&[("profile", "batch")])).unwrap();
     assert_eq!(
-        spec.get_metricSpecs()[0].get_metricName(),
+        spec.metricSpecs()[0].metricName(),
         "memory-used-percent-max"
     );
-    assert_eq!(spec.get_metricSpecs()[0].get_targetSizeFloat(), 70.0);
+    assert_eq!(spec.metricSpecs()[0].targetSizeFloat(), 70.0);
 }
 
 #[test]
@@ -229,7 +220,7 @@ fn next_result(
     stream: &mut grpcio::ClientSStreamReceiver<IsActiveResponse>,
 ) -> Result<bool, (RpcStatusCode, String)> {
     match futures_executor::block_on(stream.next()).expect("stream ended without a status") {
-        Ok(response) => Ok(response.get_result()),
+        Ok(response) => Ok(response.result()),
         Err(e) => Err(status_of(e)),
     }
 }

@@ -9,7 +9,7 @@ use common::*;
 use futures_util::StreamExt;
 use grpcio::{CallOption, ChannelBuilder, EnvBuilder, RpcStatusCode};
 use keda_gpu_scaler::proto::health::{
-    HealthCheckRequest, HealthCheckResponse_ServingStatus as Status,
+    health_check_response::ServingStatus as Status, HealthCheckRequest,
 };
 use keda_gpu_scaler::proto::health_grpc::HealthClient;
 
@@ -26,7 +26,7 @@ fn check(client: &HealthClient, service: &str) -> Result<Status, RpcStatusCode> 
             &request,
             CallOption::default().timeout(std::time::Duration::from_secs(5)),
         )
-        .map(|r| r.get_status())
+        .map(|r| r.status())
         .map_err(|e| status_of(e).0)
 }
 
@@ -77,7 +77,7 @@ fn watch_pushes_the_status_and_its_changes() {
     let mut next = || {
         futures_executor::block_on(stream.next())
             .expect("stream open")
-            .map(|r| r.get_status())
+            .map(|r| r.status())
             .map_err(|e| status_of(e).0)
     };
     assert_eq!(next(), Ok(Status::SERVING));
@@ -90,5 +90,5 @@ fn watch_pushes_the_status_and_its_changes() {
     unknown.set_service("no.such.Service".into());
     let mut stream = health.watch(&unknown).unwrap();
     let first = futures_executor::block_on(stream.next()).unwrap().unwrap();
-    assert_eq!(first.get_status(), Status::SERVICE_UNKNOWN);
+    assert_eq!(first.status(), Status::SERVICE_UNKNOWN);
 }

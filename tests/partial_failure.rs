@@ -131,7 +131,7 @@ fn wait_for_note(a: &ProcNode, pairs: &[(&str, &str)], needles: &[&str]) -> Stri
     let mut last = Vec::new();
     let found = wait_until(PATIENCE, || {
         last = explain(a.port, pairs)
-            .map(|e| e.get_notes().to_vec())
+            .map(|e| e.notes().to_vec())
             .unwrap_or_default();
         last.iter().any(|n| needles.iter().all(|x| n.contains(x)))
     });
@@ -184,7 +184,7 @@ fn a_silent_peer_never_shrinks_a_workload_to_zero() {
     // "idle" had no pods anywhere, c included: 0 and inactive, as before.
     wait_for_note(a, &IDLE, &[&c.address(), "skipped"]);
     assert_eq!(value(&client, &IDLE), Ok(0.0));
-    assert!(!is_active(&client, &IDLE).unwrap().get_result());
+    assert!(!is_active(&client, &IDLE).unwrap().result());
     // Node-wide triggers keep today's rule: the others answer, and
     // `--explain` names the missing node.
     let sum = [("aggregation", "sum")];

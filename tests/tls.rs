@@ -227,10 +227,10 @@ fn probes_are_served_in_plaintext_beside_a_tls_port() {
     let channel = ChannelBuilder::new(env).connect(&format!("127.0.0.1:{probe_port}"));
     let health = keda_gpu_scaler::proto::health_grpc::HealthClient::new(channel);
     let request = keda_gpu_scaler::proto::health::HealthCheckRequest::new();
-    let serving = keda_gpu_scaler::proto::health::HealthCheckResponse_ServingStatus::SERVING;
+    let serving = keda_gpu_scaler::proto::health::health_check_response::ServingStatus::SERVING;
     assert!(wait_until(PATIENCE, || health
         .check(&request)
-        .map(|r| r.get_status())
+        .map(|r| r.status())
         .ok()
         == Some(serving)));
     // The probe port serves health only: no metrics without mTLS.

@@ -68,39 +68,39 @@ pub fn render_explanation(explanation: &ExplainResponse) -> String {
         "  {:<16} {:>3}  {:<40} {:>8}  {:<7} {:<32} {}\n",
         "NODE", "GPU", "UUID", "VALUE", "COUNTED", "PODS", "WHY"
     ));
-    for line in explanation.get_lines() {
-        let value = if line.get_has_value() {
-            format!("{:.2}", line.get_value())
+    for line in explanation.lines() {
+        let value = if line.has_value() {
+            format!("{:.2}", line.value())
         } else {
             "n/a".to_string()
         };
-        let pods = if line.get_pods().is_empty() {
+        let pods = if line.pods().is_empty() {
             "-".to_string()
         } else {
-            line.get_pods().join(",")
+            line.pods().join(",")
         };
         out.push_str(&format!(
             "  {:<16} {:>3}  {:<40} {:>8}  {:<7} {:<32} {}\n",
-            if line.get_node().is_empty() {
+            if line.node().is_empty() {
                 "(this node)"
             } else {
-                line.get_node()
+                line.node()
             },
-            line.get_gpu_index(),
-            line.get_gpu_uuid(),
+            line.gpu_index(),
+            line.gpu_uuid(),
             value,
-            if line.get_counted() { "yes" } else { "no" },
+            if line.counted() { "yes" } else { "no" },
             pods,
-            line.get_reason()
+            line.reason()
         ));
     }
-    for note in explanation.get_notes() {
+    for note in explanation.notes() {
         out.push_str(&format!("  note: {note}\n"));
     }
-    if explanation.get_has_value() {
-        out.push_str(&format!("  = {:.2}\n", explanation.get_value()));
+    if explanation.has_value() {
+        out.push_str(&format!("  = {:.2}\n", explanation.value()));
     } else {
-        out.push_str(&format!("  = error: {}\n", explanation.get_error()));
+        out.push_str(&format!("  = error: {}\n", explanation.error()));
     }
     out
 }
@@ -121,19 +121,19 @@ pub fn call(args: &QueryArgs) -> Result<Answer, String> {
         .get_metric_spec_opt(&scaled_object, option())
         .map_err(|e| format!("GetMetricSpec on {}: {}", args.address, describe(&e)))?;
     let spec = spec
-        .get_metricSpecs()
+        .metricSpecs()
         .first()
         .ok_or("GetMetricSpec returned no metric spec")?
         .clone();
 
     let mut request = GetMetricsRequest::new();
     request.set_scaledObjectRef(scaled_object.clone());
-    request.set_metricName(spec.get_metricName().to_string());
+    request.set_metricName(spec.metricName().to_string());
     let metrics = client
         .get_metrics_opt(&request, option())
         .map_err(|e| format!("GetMetrics: {}", describe(&e)))?;
     let value = metrics
-        .get_metricValues()
+        .metricValues()
         .first()
         .ok_or("GetMetrics returned no metric value")?
         .clone();
@@ -143,12 +143,12 @@ pub fn call(args: &QueryArgs) -> Result<Answer, String> {
         .map_err(|e| format!("IsActive: {}", describe(&e)))?;
 
     Ok(Answer {
-        metric_name: spec.get_metricName().to_string(),
-        target: spec.get_targetSizeFloat(),
-        target_size: spec.get_targetSize(),
-        value: value.get_metricValueFloat(),
-        value_int: value.get_metricValue(),
-        active: active.get_result(),
+        metric_name: spec.metricName().to_string(),
+        target: spec.targetSizeFloat(),
+        target_size: spec.targetSize(),
+        value: value.metricValueFloat(),
+        value_int: value.metricValue(),
+        active: active.result(),
     })
 }
 

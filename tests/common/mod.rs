@@ -190,9 +190,9 @@ pub fn value(
 ) -> Result<f64, (grpcio::RpcStatusCode, String)> {
     let so = scaled_object(pairs);
     let spec = metric_spec(client, &so).map_err(status_of)?;
-    let name = spec.get_metricSpecs()[0].get_metricName();
+    let name = spec.metricSpecs()[0].metricName();
     metrics(client, &so, name)
-        .map(|r| r.get_metricValues()[0].get_metricValueFloat())
+        .map(|r| r.metricValues()[0].metricValueFloat())
         .map_err(status_of)
 }
 
