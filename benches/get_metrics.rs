@@ -20,7 +20,9 @@ use keda_gpu_scaler::proto::externalscaler_grpc::{
 
 const FLOOR_FLAG: &str = "--floor-server";
 const CALLS_ALONE: usize = 5_000;
-const CALLS_EACH_OF_64: usize = 300;
+const CALLS_EACH_OF_64: usize = 500;
+/// Rounds per client count, each measuring the floor and the scaler.
+const ROUNDS: usize = 5;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -68,21 +70,43 @@ fn main() {
         "{:<34} {:>8} {:>8} {:>8}",
         "server / clients", "calls", "p50", "p99"
     );
-    let mut p99 = Vec::new();
+    let mut ratios = Vec::new();
     for clients in [1, 64] {
         let calls = if clients == 1 {
             CALLS_ALONE
         } else {
             CALLS_EACH_OF_64
-        };
-        // Interleave a warm-up of each so neither benefits from going second.
+        } / ROUNDS;
+        // Warm up both, then alternate which goes first in each round, so
+        // that neither gains from the machine's state; the ratio is the
+        // median of the rounds' ratios, the latencies pooled.
         measure(floor.port, 1, 200);
         measure(scaler.port, 1, 200);
-        let floor_latency = measure(floor.port, clients, calls);
-        let scaler_latency = measure(scaler.port, clients, calls);
+        let (mut floor_all, mut scaler_all) = (Vec::new(), Vec::new());
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+        let (mut floor_cpu, mut scaler_cpu) = (0.0, 0.0);
+        let timed = |server: &Served, cpu: &mut f64| {
+            let before = cpu_seconds(server.child.id());
+            let latency = measure(server.port, clients, calls);
+            *cpu += cpu_seconds(server.child.id()) - before;
+            latency
+        };
+        for round in 0..ROUNDS {
+            let (floor_latency, scaler_latency) = if round % 2 == 0 {
+                let f = timed(&floor, &mut floor_cpu);
+                (f, timed(&scaler, &mut scaler_cpu))
+            } else {
+                let s = timed(&scaler, &mut scaler_cpu);
+                (timed(&floor, &mut floor_cpu), s)
+            };
+            p50s.push(percentile(&scaler_latency, 0.50) / percentile(&floor_latency, 0.50));
+            p99s.push(percentile(&scaler_latency, 0.99) / percentile(&floor_latency, 0.99));
+            floor_all.extend(floor_latency);
+            scaler_all.extend(scaler_latency);
+        }
         for (name, latency) in [
-            ("keda-gpu-scaler", &scaler_latency),
-            ("constant floor", &floor_latency),
+            ("keda-gpu-scaler", &scaler_all),
+            ("constant floor", &floor_all),
         ] {
             println!(
                 "{:<34} {:>8} {:>8.0} {:>8.0}",
@@ -92,13 +116,24 @@ fn main() {
                 percentile(latency, 0.99)
             );
         }
-        p99.push((
+        let per_call = |cpu: f64, latency: &Vec<f64>| cpu / latency.len() as f64 * 1e6;
+        println!(
+            "{:<34} {:>8.1} µs scaler, {:.1} µs floor",
+            format!("server CPU per call / {clients}"),
+            per_call(scaler_cpu, &scaler_all),
+            per_call(floor_cpu, &floor_all)
+        );
+        ratios.push((
             clients,
-            percentile(&scaler_latency, 0.99) / percentile(&floor_latency, 0.99),
+            percentile(&p50s, 0.5),
+            percentile(&p99s, 0.5),
+            scaler_cpu / floor_cpu,
         ));
     }
-    for (clients, ratio) in p99 {
-        println!("p99 ratio scaler/floor at {clients} client(s): {ratio:.2} (goal <= 1.2)");
+    for (clients, p50, p99, cpu) in ratios {
+        println!(
+            "ratio scaler/floor at {clients} client(s), median of {ROUNDS} alternating rounds: p50 {p50:.2}, p99 {p99:.2} (goal <= 1.1); server CPU {cpu:.2}"
+        );
     }
     for (name, pid) in [
         ("keda-gpu-scaler", scaler.child.id()),
@@ -184,7 +219,7 @@ fn request() -> GetMetricsRequest {
         ("profile", "vllm-inference"),
         ("scalerAddress", "x:6000"),
     ]));
-    request.set_metricName("s0-gpu-utilization-max".into());
+    request.set_metricName("gpu-utilization-max".into());
     request
 }
 
@@ -192,6 +227,21 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// User plus system CPU of a process so far, in seconds (`/proc/<pid>/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Clock ticks; 100 per second on Linux.
+    fields.iter().sum::<f64>() / 100.0
 }
 
 /// A `/proc/<pid>/status` memory line, in MiB.

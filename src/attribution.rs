@@ -158,6 +158,10 @@ mod tests {
         }
     }
 
+    fn pods_on(gpu: &GpuSample) -> Vec<&str> {
+        gpu.allocations.iter().map(|a| a.pod.as_str()).collect()
+    }
+
     fn device(pod: &str, resource: &str, id: &str) -> PodDevice {
         PodDevice {
             namespace: "ml".into(),
@@ -215,13 +219,7 @@ mod tests {
         ];
         let problems = attribute(&mut gpus, &devices, &GpuResources::default());
         assert!(problems.is_empty(), "{problems:?}");
-        let pods = |i: usize| {
-            gpus[i]
-                .allocations
-                .iter()
-                .map(|a| a.pod.as_str())
-                .collect::<Vec<_>>()
-        };
+        let pods = |i: usize| pods_on(&gpus[i]);
         assert_eq!(pods(0), ["vllm-1", "vllm-2"]);
         assert_eq!(pods(1), ["old-1", "small-1"]);
     }
@@ -236,13 +234,7 @@ mod tests {
         ];
         let unplaced = attribute(&mut gpus, &devices, &GpuResources::default());
         assert!(unplaced.is_empty(), "{unplaced:?}");
-        let pods = |i: usize| {
-            gpus[i]
-                .allocations
-                .iter()
-                .map(|a| a.pod.as_str())
-                .collect::<Vec<_>>()
-        };
+        let pods = |i: usize| pods_on(&gpus[i]);
         assert_eq!(pods(0), ["sliced-1", "whole-1"]);
         assert_eq!(pods(1), ["mig-1"]);
     }

@@ -449,6 +449,9 @@ impl Cluster {
                 lock(&self.state).waiting.clear();
                 return;
             };
+            // Verdicts about peers that answer again (or are gone) are done.
+            lock(&self.verdicts)
+                .retain(|(_, peer), _| view.missing.iter().any(|m| &m.address == peer));
             let view = Arc::new(view);
             self.sweeps.fetch_add(1, Ordering::Relaxed);
             let mut state = lock(&self.state);
@@ -702,5 +705,134 @@ impl Cluster {
             _ => builder.connect(&address.to_string()),
         };
         NodeClient::new(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Metric, Readings};
+    use crate::snapshot::{Allocation, GpuSample};
+    use crate::trigger::parse;
+
+    fn report(name: &str, util: f64, pods: &[&str]) -> Arc<NodeReport> {
+        let mut readings = Readings::default();
+        readings.set(Metric::GpuUtilization, util);
+        Arc::new(NodeReport {
+            name: name.into(),
+            usable: Ok(()),
+            attribution: Ok(()),
+            gpus: vec![GpuSample {
+                uuid: Some(format!("GPU-{name}")),
+                allocations: pods
+                    .iter()
+                    .map(|pod| Allocation {
+                        namespace: "ml".into(),
+                        pod: pod.to_string(),
+                        container: "main".into(),
+                        device_id: format!("GPU-{name}"),
+                    })
+                    .collect(),
+                ..GpuSample::healthy(0, readings)
+            }],
+            unplaced: vec![],
+        })
+    }
+
+    fn missing(address: &str, last: Option<Arc<NodeReport>>) -> MissingPeer {
+        MissingPeer {
+            address: address.into(),
+            error: "DEADLINE_EXCEEDED".into(),
+            last: last.map(|r| (r, Duration::from_secs(12))),
+            unknown_because: "it has not answered since this scaler started".into(),
+        }
+    }
+
+    fn view(nodes: Vec<Arc<NodeReport>>, missing: Vec<MissingPeer>) -> ClusterView {
+        ClusterView {
+            completed_at: Instant::now(),
+            nodes,
+            missing,
+            no_peer_answered: None,
+            unavailable: None,
+            bytes: 0,
+        }
+    }
+
+    fn trigger(pairs: &[(&str, &str)]) -> Trigger {
+        let metadata = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(&metadata, "ml").unwrap()
+    }
+
+    #[test]
+    fn a_silent_peer_that_held_the_workload_makes_it_unavailable() {
+        let c = report("c", 90.0, &["vllm-1"]);
+        let view = view(
+            vec![report("a", 60.0, &["vllm-0"])],
+            vec![missing("10.0.0.3:6000", Some(c))],
+        );
+        let outcome = view.outcome(&trigger(&[("workload", "vllm")]), Detail::ValueOnly);
+        let error = outcome.value.unwrap_err();
+        assert!(
+            error
+                .message()
+                .contains("peer 10.0.0.3:6000 (node c) did not answer (DEADLINE_EXCEEDED)")
+                && error
+                    .message()
+                    .contains("shows ml/vllm-1 holding GPUs there"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_peer_without_the_workload_is_skipped_with_a_note() {
+        let c = report("c", 90.0, &["other-0"]);
+        let view = view(
+            vec![report("a", 60.0, &["vllm-0"])],
+            vec![missing("10.0.0.3:6000", Some(c))],
+        );
+        let outcome = view.outcome(&trigger(&[("workload", "vllm")]), Detail::ValueOnly);
+        assert_eq!(outcome.value, Ok(60.0));
+        assert_eq!(outcome.notes.len(), 1);
+        assert_eq!(outcome.notes[0].kind, NoteKind::Skipped);
+        // Zero pods anywhere and the silent peer had none either: 0.
+        let idle = view.outcome(&trigger(&[("workload", "idle")]), Detail::ValueOnly);
+        assert_eq!(idle.value, Ok(0.0));
+    }
+
+    #[test]
+    fn an_unknown_peer_turns_a_zero_into_unavailable_but_not_a_value() {
+        let view = view(
+            vec![report("a", 60.0, &["vllm-0"])],
+            vec![missing("10.0.0.3:6000", None)],
+        );
+        let found = view.outcome(&trigger(&[("workload", "vllm")]), Detail::ValueOnly);
+        assert_eq!(found.value, Ok(60.0));
+        assert_eq!(found.notes[0].kind, NoteKind::Unknown);
+        let nowhere = view.outcome(&trigger(&[("workload", "idle")]), Detail::ValueOnly);
+        assert!(nowhere
+            .value
+            .unwrap_err()
+            .message()
+            .contains("peers that did not answer may run some: 10.0.0.3:6000"),);
+        // Node-wide triggers keep their rule: the others answer, with a note.
+        let fleet = view.outcome(&trigger(&[]), Detail::ValueOnly);
+        assert_eq!(fleet.value, Ok(60.0));
+        assert_eq!(fleet.notes[0].kind, NoteKind::Missing);
+    }
+
+    #[test]
+    fn a_view_that_could_not_be_taken_fails_every_trigger() {
+        let failed = ClusterView::failed("keda-gpu-scaler is shutting down");
+        for pairs in [&[][..], &[("workload", "vllm")][..]] {
+            let outcome = failed.outcome(&trigger(pairs), Detail::ValueOnly);
+            assert_eq!(
+                outcome.value.unwrap_err().message(),
+                "keda-gpu-scaler is shutting down"
+            );
+        }
     }
 }

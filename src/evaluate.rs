@@ -379,16 +379,9 @@ mod tests {
         let mut readings = Readings::default();
         readings.set(Metric::GpuUtilization, utilization);
         GpuSample {
-            index,
             uuid: Some(format!("GPU-{index}")),
             name: Some("Test GPU".into()),
-            health: GpuHealth::Healthy {
-                readings,
-                mig_enabled: Some(false),
-            },
-            mig_devices: vec![],
-            allocations: vec![],
-            read_errors: vec![],
+            ..GpuSample::healthy(index, readings)
         }
     }
 

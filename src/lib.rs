@@ -33,3 +33,4 @@ pub mod status;
 pub mod streams;
 pub mod tls;
 pub mod trigger;
+pub mod trigger_cache;

@@ -436,18 +436,7 @@ mod tests {
         for bad in [f64::NAN, f64::INFINITY, -1.0] {
             let mut readings = Readings::default();
             readings.set(Metric::GpuUtilization, bad);
-            let gpu = GpuSample {
-                index: 2,
-                uuid: None,
-                name: None,
-                health: GpuHealth::Healthy {
-                    readings,
-                    mig_enabled: Some(false),
-                },
-                mig_devices: vec![],
-                allocations: vec![],
-                read_errors: vec![],
-            };
+            let gpu = GpuSample::healthy(2, readings);
             let (snap, now) = snapshot(vec![gpu], Attribution::Known);
             let error = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_secs(3))
                 .unwrap_err();

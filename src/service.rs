@@ -2,10 +2,7 @@
 //! the trigger and answer from the latest snapshot (or the cluster view);
 //! they never call NVML and never block.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
@@ -18,20 +15,14 @@ use crate::proto::externalscaler_grpc::ExternalScaler;
 use crate::source::Source;
 use crate::status::{answer, config_status, eval_status, reply};
 use crate::streams::{forward, ActiveWatch, StreamHub};
-use crate::trigger::{self, ConfigError, Trigger};
-
-/// Triggers remembered for logging changes once; past this the memory is
-/// cleared (and each trigger is logged once more).
-const MAX_LOGGED_TRIGGERS: usize = 10_000;
+use crate::trigger_cache::{Parsed, TriggerCache};
 
 /// The service: a cheap clone over shared state.
 #[derive(Clone)]
 pub struct ScalerService {
     source: Source,
     streams: StreamHub,
-    /// A fingerprint of the metadata last logged per (ScaledObject, metric
-    /// name), to log each trigger's changes once.
-    logged: Arc<Mutex<HashMap<(String, String), u64>>>,
+    triggers: Arc<TriggerCache>,
 }
 
 impl ScalerService {
@@ -39,73 +30,34 @@ impl ScalerService {
         Self {
             source,
             streams,
-            logged: Arc::default(),
+            triggers: Arc::default(),
         }
     }
 
-    fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<Trigger, RpcStatus> {
-        let parsed = trigger::parse(scaled_object.scalerMetadata(), scaled_object.namespace());
-        self.log_when_changed(scaled_object, &parsed);
-        parsed.map_err(|e| config_status(&e))
+    fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<Arc<Parsed>, RpcStatus> {
+        self.triggers
+            .get(
+                scaled_object.namespace(),
+                scaled_object.name(),
+                scaled_object.scalerMetadata(),
+            )
+            .map_err(|e| config_status(&e))
     }
 
     fn metric_spec(
         &self,
         scaled_object: &ScaledObjectRef,
     ) -> Result<GetMetricSpecResponse, RpcStatus> {
-        let trigger = self.trigger(scaled_object)?;
+        let parsed = self.trigger(scaled_object)?;
         let mut spec = MetricSpec::new();
-        spec.set_metricName(trigger.metric_name());
+        spec.set_metricName(parsed.metric_name.clone());
         // KEDA before 2.17 reads the integer; 0 would break the HPA, so at least 1.
-        spec.set_targetSize(round_to_i64(trigger.target).max(1));
-        spec.set_targetSizeFloat(trigger.target);
+        spec.set_targetSize(round_to_i64(parsed.trigger.target).max(1));
+        spec.set_targetSizeFloat(parsed.trigger.target);
         let mut response = GetMetricSpecResponse::new();
         response.mut_metricSpecs().push(spec);
         Ok(response)
     }
-
-    /// Logs a trigger on its first request and whenever its metadata
-    /// changes; not on every request. A ScaledObject with two triggers has
-    /// an entry for each (they differ by metric name).
-    fn log_when_changed(
-        &self,
-        scaled_object: &ScaledObjectRef,
-        parsed: &Result<Trigger, ConfigError>,
-    ) {
-        let metadata = scaled_object.scalerMetadata();
-        let fingerprint = fingerprint(metadata);
-        let key = (
-            format!("{}/{}", scaled_object.namespace(), scaled_object.name()),
-            match parsed {
-                Ok(trigger) => trigger.metric_name(),
-                Err(_) => String::new(),
-            },
-        );
-        {
-            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-            if logged.get(&key) == Some(&fingerprint) {
-                return;
-            }
-            if logged.len() >= MAX_LOGGED_TRIGGERS {
-                logged.clear();
-            }
-            logged.insert(key.clone(), fingerprint);
-        }
-        let (scaled_object, _) = key;
-        match parsed {
-            Ok(trigger) => log::info!("ScaledObject {scaled_object}: trigger {trigger}"),
-            Err(e) => log::warn!("ScaledObject {scaled_object}: rejected metadata: {e}"),
-        }
-    }
-}
-
-/// The same for the same entries in any order.
-fn fingerprint(metadata: &HashMap<String, String>) -> u64 {
-    metadata.iter().fold(0u64, |sum, entry| {
-        let mut hasher = DefaultHasher::new();
-        entry.hash(&mut hasher);
-        sum.wrapping_add(hasher.finish())
-    })
 }
 
 impl ExternalScaler for ScalerService {
@@ -115,15 +67,15 @@ impl ExternalScaler for ScalerService {
         req: ScaledObjectRef,
         sink: UnarySink<IsActiveResponse>,
     ) {
-        let trigger = match self.trigger(&req) {
-            Ok(trigger) => trigger,
+        let parsed = match self.trigger(&req) {
+            Ok(parsed) => parsed,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
         let view = self.source.view();
         ctx.spawn(async move {
-            let value = view.await.outcome(&trigger, Detail::ValueOnly).value;
+            let value = view.await.outcome(&parsed.trigger, Detail::ValueOnly).value;
             let result = value
-                .map(|value| is_active_response(trigger.is_active(value)))
+                .map(|value| is_active_response(parsed.trigger.is_active(value)))
                 .map_err(|e| eval_status(&e));
             answer(sink, result).await;
         });
@@ -135,8 +87,8 @@ impl ExternalScaler for ScalerService {
         req: ScaledObjectRef,
         sink: ServerStreamingSink<IsActiveResponse>,
     ) {
-        let trigger = match self.trigger(&req) {
-            Ok(trigger) => trigger,
+        let parsed = match self.trigger(&req) {
+            Ok(parsed) => parsed,
             Err(status) => {
                 return ctx.spawn(async move {
                     let _ = sink.fail(status).await;
@@ -146,8 +98,8 @@ impl ExternalScaler for ScalerService {
         let view = self.source.view();
         let streams = self.streams.clone();
         ctx.spawn(async move {
-            let first = view.await.outcome(&trigger, Detail::ValueOnly).value;
-            match ActiveWatch::open(trigger, first) {
+            let first = view.await.outcome(&parsed.trigger, Detail::ValueOnly).value;
+            match ActiveWatch::open(parsed.trigger.clone(), first) {
                 Ok((watch, pushed)) => {
                     streams.add(Box::new(watch));
                     forward(pushed, sink, is_active_response).await;
@@ -174,13 +126,13 @@ impl ExternalScaler for ScalerService {
         req: GetMetricsRequest,
         sink: UnarySink<GetMetricsResponse>,
     ) {
-        let trigger = match self.trigger(req.scaledObjectRef()) {
-            Ok(trigger) => trigger,
+        let parsed = match self.trigger(req.scaledObjectRef()) {
+            Ok(parsed) => parsed,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
         // KEDA strips its `sN-` prefix, so it asks for exactly the name
         // GetMetricSpec gave; anything else is a caller's mistake.
-        let name = trigger.metric_name();
+        let name = &parsed.metric_name;
         if req.metricName() != name {
             let status = RpcStatus::with_message(
                 RpcStatusCode::INVALID_ARGUMENT,
@@ -195,9 +147,9 @@ impl ExternalScaler for ScalerService {
         ctx.spawn(async move {
             let result = view
                 .await
-                .outcome(&trigger, Detail::ValueOnly)
+                .outcome(&parsed.trigger, Detail::ValueOnly)
                 .value
-                .map(|value| metrics_response(name, value));
+                .map(|value| metrics_response(parsed.metric_name.clone(), value));
             answer(sink, result.map_err(|e| eval_status(&e))).await;
         });
     }

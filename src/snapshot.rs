@@ -121,6 +121,25 @@ impl GpuSample {
     }
 }
 
+#[cfg(test)]
+impl GpuSample {
+    /// A healthy GPU without MIG, identity or pods, for tests.
+    pub fn healthy(index: u32, readings: Readings) -> Self {
+        Self {
+            index,
+            uuid: None,
+            name: None,
+            health: GpuHealth::Healthy {
+                readings,
+                mig_enabled: Some(false),
+            },
+            mig_devices: vec![],
+            allocations: vec![],
+            read_errors: vec![],
+        }
+    }
+}
+
 impl Snapshot {
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.taken_at)

@@ -279,26 +279,28 @@ fn sigterm_stops_within_the_grace_period_while_a_peer_is_silent() {
     // A long sample interval and peer deadline: a sweep in flight would
     // hold shutdown for up to 25 s if it were waited for.
     let log = File::create(fake.dir.join("serve.log")).unwrap();
-    let mut child = Command::new(BINARY)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--sample-interval",
-            "30s",
-            "--peer-timeout",
-            "25s",
-            "--node-name",
-            "node-a",
-            "--peers",
-            &format!("127.0.0.1:{port},{}", silent.address()),
-        ])
-        .arg("--nvml-library")
-        .arg(&fake.library)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BINARY)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--sample-interval",
+                "30s",
+                "--peer-timeout",
+                "25s",
+                "--node-name",
+                "node-a",
+                "--peers",
+                &format!("127.0.0.1:{port},{}", silent.address()),
+            ])
+            .arg("--nvml-library")
+            .arg(&fake.library)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let client = client(port);
     wait_until(PATIENCE, || {
         metric_spec(&client, &scaled_object(&[])).is_ok()
@@ -317,17 +319,14 @@ fn sigterm_stops_within_the_grace_period_while_a_peer_is_silent() {
     );
     // SAFETY: kill(2) on our own child.
     assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) },
         0
     );
     let mut status = None;
     let exited = wait_until(Duration::from_secs(10), || {
-        status = child.try_wait().unwrap();
+        status = child.0.try_wait().unwrap();
         status.is_some()
     });
-    if !exited {
-        let _ = child.kill();
-    }
     assert!(
         exited,
         "serve did not exit within 10 s of SIGTERM with a silent peer: {}",
@@ -336,6 +335,16 @@ fn sigterm_stops_within_the_grace_period_while_a_peer_is_silent() {
     assert!(status.unwrap().success());
     let answer = waiting.join().unwrap();
     assert!(answer.is_err(), "{answer:?}");
+}
+
+/// A child process that a failing test must not leave behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Whether some socket on this machine has an established TCP connection
