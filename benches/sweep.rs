@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grpcio::EnvBuilder;
-use keda_gpu_scaler::cluster::{Cluster, ClusterConfig};
-use keda_gpu_scaler::metrics::{Metric, Readings};
-use keda_gpu_scaler::node_report::to_proto;
-use keda_gpu_scaler::server;
-use keda_gpu_scaler::snapshot::{
+use keda_gpu_scaler::cluster::report::to_proto;
+use keda_gpu_scaler::cluster::sweep::{Cluster, ClusterConfig};
+use keda_gpu_scaler::grpc::server;
+use keda_gpu_scaler::node::gpu_metric::{Metric, Readings};
+use keda_gpu_scaler::node::snapshot::{
     Allocation, Attribution, GpuHealth, GpuSample, NodeState, Snapshot, SnapshotCell,
 };
 use protobuf::Message;
@@ -140,8 +140,7 @@ fn attributed_node_size() -> u64 {
         state: NodeState::Ready {
             driver_version: "550.54.15".into(),
             gpus,
-            attribution: Attribution::Known,
-            unplaced: vec![],
+            attribution: Attribution::complete(),
         },
     };
     to_proto("gke-pool-gpu-h100-7f3a-abcd", &snapshot, Instant::now()).compute_size() as u64

@@ -1,36 +1,22 @@
 //! keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML.
 //!
-//! The pipeline, one module each: `nvml` (FFI) → `collect` and `sampler`
-//! (a background thread, with `podresources` and `attribution` for which
-//! pods hold which GPUs) → `snapshot` (atomically swapped) → `trigger`
-//! (metadata) and `evaluate`, over this node or the `cluster` view
-//! (`source`) → `service`, `streams`, `health` and `node_service` (gRPC)
-//! → `server`.
+//! One folder per concern, each depending only on those before it:
+//! - `nvml`: the hand-written FFI to the driver's library;
+//! - `node`: this node's pipeline, from the GPUs and the kubelet to the
+//!   published snapshot (only its sampler thread calls NVML);
+//! - `scaling`: what a trigger asks (metadata, profiles, selectors) and how
+//!   a list of nodes answers it (evaluation, aggregation, HPA arithmetic);
+//! - `cluster`: the peer view, one report type for this node and peers, and
+//!   the choice of scope (this node, or the cluster);
+//! - `grpc`: the servers KEDA and probes call, streams, replies and TLS;
+//! - `commands`: the command line.
+//!
+//! `proto` is the generated wire code, shared by all.
 
-pub mod attribution;
-pub mod cli;
 pub mod cluster;
-pub mod collect;
 pub mod commands;
-pub mod duration;
-pub mod evaluate;
-pub mod health;
-pub mod hpa;
-pub mod json;
-pub mod metrics;
-pub mod node_report;
-pub mod node_service;
+pub mod grpc;
+pub mod node;
 pub mod nvml;
-pub mod podresources;
 pub mod proto;
-pub mod sampler;
-pub mod server;
-pub mod service;
-pub mod signals;
-pub mod snapshot;
-pub mod source;
-pub mod status;
-pub mod streams;
-pub mod tls;
-pub mod trigger;
-pub mod trigger_cache;
+pub mod scaling;

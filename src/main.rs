@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use keda_gpu_scaler::cli::{self, Command, UsageError};
 use keda_gpu_scaler::commands;
+use keda_gpu_scaler::commands::args::{self, Command, UsageError};
 
 fn main() -> ExitCode {
     match run() {
@@ -25,12 +25,12 @@ enum Failure {
 }
 
 fn run() -> Result<(), Failure> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = cli::parse(&args, &|key| std::env::var(key).ok()).map_err(Failure::Usage)?;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let command = args::parse(&argv, &|key| std::env::var(key).ok()).map_err(Failure::Usage)?;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match command {
         Command::Help => {
-            print!("{}", cli::USAGE);
+            print!("{}", args::USAGE);
             Ok(())
         }
         Command::Version => {

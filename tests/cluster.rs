@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use grpcio::RpcStatusCode;
-use keda_gpu_scaler::hpa::{desired_replicas, MetricType};
+use keda_gpu_scaler::grpc::server::{self, RunningServer};
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
-use keda_gpu_scaler::server::{self, RunningServer};
+use keda_gpu_scaler::scaling::hpa::{desired_replicas, MetricType};
 
 /// Slower than a single node's tests, so that a loaded test machine does
 /// not make peers miss their deadline.

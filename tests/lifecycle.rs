@@ -6,7 +6,7 @@ mod common;
 use std::net::TcpListener;
 
 use common::*;
-use keda_gpu_scaler::server;
+use keda_gpu_scaler::grpc::server;
 
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")

@@ -5,10 +5,10 @@ mod common;
 use std::path::Path;
 
 use common::{FakeNvml, Variant};
-use keda_gpu_scaler::collect::read_node;
-use keda_gpu_scaler::metrics::Metric;
+use keda_gpu_scaler::node::gpu_metric::Metric;
+use keda_gpu_scaler::node::read::read_node;
+use keda_gpu_scaler::node::snapshot::GpuHealth;
 use keda_gpu_scaler::nvml::{LoadError, Nvml, NvmlLibrary, OpenError, ReturnCode};
-use keda_gpu_scaler::snapshot::GpuHealth;
 
 /// Opens the fake through the production path for an explicit library.
 fn open_fake(path: &Path) -> Result<Nvml, OpenError> {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use grpcio::{ChannelBuilder, ChannelCredentialsBuilder, EnvBuilder, RpcStatusCode};
+use keda_gpu_scaler::grpc::server::{self, RunningServer};
+use keda_gpu_scaler::grpc::tls::TlsFiles;
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
-use keda_gpu_scaler::server::{self, RunningServer};
-use keda_gpu_scaler::tls::TlsFiles;
 
 /// Two CAs and certificates signed by them, in a temporary directory.
 struct Pki {

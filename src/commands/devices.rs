@@ -1,12 +1,12 @@
 //! `devices`: one NVML read of every GPU, as a table or JSON. This is how a
 //! user checks a distroless pod with `kubectl exec`.
 
-use crate::cli::DevicesArgs;
-use crate::collect::read_node;
-use crate::json::{self, JsonObject};
-use crate::metrics::Metric;
+use crate::commands::args::DevicesArgs;
+use crate::commands::json::{self, JsonObject};
+use crate::node::gpu_metric::Metric;
+use crate::node::read::read_node;
+use crate::node::snapshot::{GpuHealth, GpuSample};
 use crate::nvml::Nvml;
-use crate::snapshot::{GpuHealth, GpuSample};
 
 pub fn run(args: &DevicesArgs) -> Result<(), String> {
     let nvml = match args.nvml_library.as_deref() {
@@ -139,7 +139,7 @@ pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Readings;
+    use crate::node::gpu_metric::Readings;
 
     fn gpus() -> Vec<GpuSample> {
         let mut readings = Readings::default();
@@ -147,16 +147,9 @@ mod tests {
         readings.set(Metric::PowerDraw, 71.5);
         vec![
             GpuSample {
-                index: 0,
                 uuid: Some("GPU-a".into()),
                 name: Some("NVIDIA H100".into()),
-                health: GpuHealth::Healthy {
-                    readings,
-                    mig_enabled: Some(false),
-                },
-                mig_devices: vec![],
-                allocations: vec![],
-                read_errors: vec![],
+                ..GpuSample::healthy(0, readings)
             },
             GpuSample {
                 index: 1,
@@ -196,7 +189,7 @@ mod tests {
     fn a_failed_reading_shows_in_status_and_json() {
         let mut gpus = gpus();
         for what in ["gpu_utilization", "memory_utilization"] {
-            gpus[0].read_errors.push(crate::snapshot::ReadError {
+            gpus[0].read_errors.push(crate::node::snapshot::ReadError {
                 what: what.into(),
                 error: "nvmlDeviceGetUtilizationRates failed: Unknown Error".into(),
             });

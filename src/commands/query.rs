@@ -7,12 +7,12 @@ use grpcio::{
     CallOption, ChannelBuilder, ChannelCredentials, ChannelCredentialsBuilder, EnvBuilder,
 };
 
-use crate::cli::{ClientTls, QueryArgs};
-use crate::hpa::{desired_replicas, MetricType};
+use crate::commands::args::{ClientTls, QueryArgs};
 use crate::proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
 use crate::proto::externalscaler_grpc::ExternalScalerClient;
 use crate::proto::node::{ExplainRequest, ExplainResponse};
 use crate::proto::node_grpc::NodeClient;
+use crate::scaling::hpa::{desired_replicas, MetricType};
 
 /// What KEDA would see in one evaluation.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,10 @@
 //! `serve`: run the scaler until SIGTERM or SIGINT, then stop in order.
 
-use crate::attribution::GpuResources;
-use crate::cli::ServeArgs;
-use crate::duration::format_duration;
-use crate::server::{self, ServeConfig};
-use crate::signals;
+use crate::commands::args::ServeArgs;
+use crate::commands::duration::format_duration;
+use crate::commands::signals;
+use crate::grpc::server::{self, ServeConfig};
+use crate::node::attribution::GpuResources;
 
 pub fn run(args: &ServeArgs) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask and

@@ -10,11 +10,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+use keda_gpu_scaler::grpc::server::{self, RunningServer, ServeConfig};
 use keda_gpu_scaler::proto::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, ScaledObjectRef,
 };
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
-use keda_gpu_scaler::server::{self, RunningServer, ServeConfig};
 
 /// Which build of the fake library.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -1,17 +1,20 @@
-//! One node's GPUs as pods exchange them (`Node.Snapshot`), and the
-//! conversions between that message and the local snapshot. Pure.
+//! One node's report: the type the cluster view holds for this node and
+//! for every peer alike, built from the local snapshot or from a peer's
+//! `Node.Snapshot` answer (validated: a peer's lie is an error), and what
+//! it says about a selector's pods. Pure: no I/O, no clock but `now` passed in.
 
 use std::time::{Duration, Instant};
 
-use crate::evaluate::{local_view, stale_reason, NodeView};
-use crate::metrics::{Metric, Readings};
+use crate::node::gpu_metric::{Metric, Readings};
+use crate::node::snapshot::{
+    stale_reason, Allocation, Attribution, GpuHealth, GpuSample, NodeState, ReadError, Snapshot,
+    Unplaced,
+};
 use crate::proto::node::{
     Allocation as AllocationProto, Gpu, MigMode, NodeSnapshot, ReadError as ReadErrorProto, Reading,
 };
-use crate::snapshot::{
-    Allocation, Attribution, GpuHealth, GpuSample, NodeState, ReadError, Snapshot, Unplaced,
-};
-use crate::trigger::Selector;
+use crate::scaling::evaluate::NodeView;
+use crate::scaling::trigger::Selector;
 
 /// A node's snapshot as the cluster view holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,10 +22,8 @@ pub struct NodeReport {
     pub name: String,
     /// `Err` when the node's readings cannot be used (NVML down, stale).
     pub usable: Result<(), String>,
-    pub attribution: Result<(), String>,
+    pub attribution: Attribution,
     pub gpus: Vec<GpuSample>,
-    /// Device ids held by pods that match no GPU on the node.
-    pub unplaced: Vec<Unplaced>,
 }
 
 /// What a node's report says about a selector's pods there.
@@ -43,29 +44,24 @@ impl NodeReport {
             Ok(()) => NodeView {
                 name: &self.name,
                 gpus: &self.gpus,
-                attribution: self
-                    .attribution
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(String::as_str),
-                unplaced: &self.unplaced,
+                attribution: self.attribution.unplaced(),
             },
             Err(reason) => NodeView {
                 name: &self.name,
                 gpus: &[],
                 attribution: Err(reason),
-                unplaced: &[],
             },
         }
     }
 
     /// Which of `selector`'s pods this report shows holding GPUs here.
     pub fn holds(&self, selector: &Selector) -> Holds {
-        if let Err(reason) = self.usable.as_ref().and(self.attribution.as_ref()) {
-            return Holds::Unknown(reason.clone());
-        }
+        let unplaced = match (&self.usable, self.attribution.unplaced()) {
+            (Err(reason), _) => return Holds::Unknown(reason.clone()),
+            (Ok(()), Err(reason)) => return Holds::Unknown(reason.to_string()),
+            (Ok(()), Ok(unplaced)) => unplaced.iter().map(|u| &u.allocation),
+        };
         let placed = self.gpus.iter().flat_map(|g| &g.allocations);
-        let unplaced = self.unplaced.iter().map(|u| &u.allocation);
         let mut pods: Vec<String> = placed
             .chain(unplaced)
             .filter(|a| selector.matches(&a.namespace, &a.pod))
@@ -94,9 +90,19 @@ impl NodeReport {
             ("", Some(stale)) => Err(stale),
             (error, _) => Err(error.to_string()),
         };
+        // On the wire: an error string, or the unplaced ids beside it.
         let attribution = match message.attribution_error() {
-            "" => Ok(()),
-            error => Err(error.to_string()),
+            "" => Attribution::Known {
+                unplaced: message
+                    .unplaced()
+                    .iter()
+                    .map(|a| Unplaced {
+                        allocation: allocation_from_proto(a),
+                        reason: a.reason().to_string(),
+                    })
+                    .collect(),
+            },
+            error => Attribution::Unavailable(error.to_string()),
         };
         Ok(Self {
             name: message.node_name().to_string(),
@@ -107,14 +113,6 @@ impl NodeReport {
                 .iter()
                 .map(gpu_from_proto)
                 .collect::<Result<_, _>>()?,
-            unplaced: message
-                .unplaced()
-                .iter()
-                .map(|a| Unplaced {
-                    allocation: allocation_from_proto(a),
-                    reason: a.reason().to_string(),
-                })
-                .collect(),
         })
     }
 
@@ -125,20 +123,20 @@ impl NodeReport {
         now: Instant,
         stale_after: Duration,
     ) -> Self {
-        match local_view(snapshot, now, stale_after, name) {
-            Ok(view) => Self {
+        match &snapshot.state {
+            NodeState::Ready {
+                gpus, attribution, ..
+            } => Self {
                 name: name.to_string(),
-                usable: Ok(()),
-                attribution: view.attribution.map(|_| ()).map_err(str::to_string),
-                gpus: view.gpus.to_vec(),
-                unplaced: view.unplaced.to_vec(),
+                usable: stale_reason(snapshot.age(now), stale_after).map_or(Ok(()), Err),
+                attribution: attribution.clone(),
+                gpus: gpus.clone(),
             },
-            Err(reason) => Self {
+            NodeState::Unavailable { reason } => Self {
                 name: name.to_string(),
-                usable: Err(reason),
-                attribution: Ok(()),
+                usable: Err(reason.clone()),
+                attribution: Attribution::complete(),
                 gpus: Vec::new(),
-                unplaced: Vec::new(),
             },
         }
     }
@@ -152,20 +150,19 @@ pub fn to_proto(name: &str, snapshot: &Snapshot, now: Instant) -> NodeSnapshot {
     match &snapshot.state {
         NodeState::Unavailable { reason } => message.set_nvml_error(reason.clone()),
         NodeState::Ready {
-            gpus,
-            attribution,
-            unplaced,
-            ..
+            gpus, attribution, ..
         } => {
-            if let Attribution::Unavailable(reason) = attribution {
-                message.set_attribution_error(reason.clone());
+            match attribution {
+                Attribution::Unavailable(reason) => message.set_attribution_error(reason.clone()),
+                Attribution::Known { unplaced } => {
+                    for id in unplaced {
+                        let mut a = allocation_to_proto(&id.allocation);
+                        a.set_reason(id.reason.clone());
+                        message.mut_unplaced().push(a);
+                    }
+                }
             }
             message.set_gpus(gpus.iter().map(gpu_to_proto).collect());
-            for id in unplaced {
-                let mut a = allocation_to_proto(&id.allocation);
-                a.set_reason(id.reason.clone());
-                message.mut_unplaced().push(a);
-            }
         }
     }
     message
@@ -296,17 +293,12 @@ mod tests {
 
     fn snapshot(gpus: Vec<GpuSample>, attribution: Attribution) -> (Snapshot, Instant) {
         let now = Instant::now();
-        let snapshot = Snapshot {
-            sequence: 3,
-            taken_at: now - Duration::from_millis(200),
-            duration: Duration::ZERO,
-            state: NodeState::Ready {
-                driver_version: "550".into(),
-                gpus,
-                attribution,
-                unplaced: vec![],
-            },
+        let state = NodeState::Ready {
+            driver_version: "550".into(),
+            gpus,
+            attribution,
         };
+        let snapshot = Snapshot::aged(state, Duration::from_millis(200), now);
         (snapshot, now)
     }
 
@@ -348,11 +340,11 @@ mod tests {
                 read_errors: vec![],
             },
         ];
-        let (snap, now) = snapshot(gpus.clone(), Attribution::Known);
+        let (snap, now) = snapshot(gpus.clone(), Attribution::complete());
         let report = NodeReport::from_local("node-a", &snap, now, Duration::from_secs(3));
         assert_eq!(report.name, "node-a");
         assert_eq!(report.usable, Ok(()));
-        assert_eq!(report.attribution, Ok(()));
+        assert_eq!(report.attribution, Attribution::complete());
         assert_eq!(report.gpus, gpus);
         // What a peer receives reads back to the same report.
         let sent = to_proto("node-a", &snap, now);
@@ -409,7 +401,7 @@ mod tests {
                 read_errors: vec![],
             })
             .collect();
-        let (mut snap, now) = snapshot(gpus, Attribution::Known);
+        let (mut snap, now) = snapshot(gpus, Attribution::complete());
         let id = Unplaced {
             allocation: Allocation {
                 namespace: "ml".into(),
@@ -419,8 +411,10 @@ mod tests {
             },
             reason: "matches no GPU".into(),
         };
-        if let NodeState::Ready { unplaced, .. } = &mut snap.state {
-            unplaced.push(id.clone());
+        if let NodeState::Ready { attribution, .. } = &mut snap.state {
+            *attribution = Attribution::Known {
+                unplaced: vec![id.clone()],
+            };
         }
         let peer =
             NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_secs(3)).unwrap();
@@ -428,7 +422,7 @@ mod tests {
             peer,
             NodeReport::from_local("a", &snap, now, Duration::from_secs(3))
         );
-        assert_eq!(peer.unplaced, [id]);
+        assert_eq!(peer.attribution.unplaced(), Ok(&[id][..]));
     }
 
     #[test]
@@ -437,7 +431,7 @@ mod tests {
             let mut readings = Readings::default();
             readings.set(Metric::GpuUtilization, bad);
             let gpu = GpuSample::healthy(2, readings);
-            let (snap, now) = snapshot(vec![gpu], Attribution::Known);
+            let (snap, now) = snapshot(vec![gpu], Attribution::complete());
             let error = NodeReport::from_proto(&to_proto("a", &snap, now), Duration::from_secs(3))
                 .unwrap_err();
             assert!(
@@ -445,7 +439,7 @@ mod tests {
                 "{error}"
             );
         }
-        let (snap, now) = snapshot(vec![], Attribution::Known);
+        let (snap, now) = snapshot(vec![], Attribution::complete());
         let mut message = to_proto("a", &snap, now);
         message.set_age_seconds(f64::NAN);
         assert!(NodeReport::from_proto(&message, Duration::from_secs(3)).is_err());

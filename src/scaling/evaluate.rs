@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::snapshot::{GpuHealth, GpuSample, NodeState, Snapshot, Unplaced};
-use crate::trigger::{GpuSelector, Trigger};
+use crate::node::snapshot::{stale_reason, GpuHealth, GpuSample, NodeState, Snapshot, Unplaced};
+use crate::scaling::trigger::{GpuSelector, Trigger};
 
 /// Why a trigger has no value; maps to a gRPC status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +31,10 @@ pub struct NodeView<'a> {
     /// Empty for the node-local view (messages then say just "GPU 1").
     pub name: &'a str,
     pub gpus: &'a [GpuSample],
-    /// `Err` when the node's GPUs cannot be attributed to pods.
-    pub attribution: Result<(), &'a str>,
-    /// Device ids held by pods that match no GPU on the node.
-    pub unplaced: &'a [Unplaced],
+    /// The node's [`Attribution`](crate::node::snapshot::Attribution) as
+    /// evaluation reads it: the device ids that could not be placed, or
+    /// why the node's GPUs cannot be attributed to pods.
+    pub attribution: Result<&'a [Unplaced], &'a str>,
 }
 
 /// One GPU's part in a value.
@@ -125,14 +125,11 @@ pub fn local_view<'a>(
     stale_after: Duration,
     name: &'a str,
 ) -> Result<NodeView<'a>, String> {
-    let (gpus, attribution, unplaced) = match &snapshot.state {
+    let (gpus, attribution) = match &snapshot.state {
         NodeState::Unavailable { reason } => return Err(reason.clone()),
         NodeState::Ready {
-            gpus,
-            attribution,
-            unplaced,
-            ..
-        } => (gpus, attribution, unplaced),
+            gpus, attribution, ..
+        } => (gpus, attribution),
     };
     if let Some(reason) = stale_reason(snapshot.age(now), stale_after) {
         return Err(reason);
@@ -140,23 +137,7 @@ pub fn local_view<'a>(
     Ok(NodeView {
         name,
         gpus,
-        attribution: match attribution {
-            crate::snapshot::Attribution::Known => Ok(()),
-            crate::snapshot::Attribution::Unavailable(reason) => Err(reason),
-        },
-        unplaced,
-    })
-}
-
-/// Why readings of this age cannot be used, if they cannot: the one
-/// staleness rule, for this node's snapshot and for peers' answers.
-pub fn stale_reason(age: Duration, stale_after: Duration) -> Option<String> {
-    (age > stale_after).then(|| {
-        format!(
-            "GPU readings are stale: the last NVML sample started {:.1}s ago (limit {:.1}s); an NVML call may be hanging on a failing GPU",
-            age.as_secs_f64(),
-            stale_after.as_secs_f64()
-        )
+        attribution: attribution.unplaced(),
     })
 }
 
@@ -190,7 +171,8 @@ fn select_and_aggregate(
         }
         for node in nodes {
             let held = node
-                .unplaced
+                .attribution
+                .unwrap_or_default()
                 .iter()
                 .find(|u| selector.matches(&u.allocation.namespace, &u.allocation.pod));
             if let Some(id) = held {
@@ -371,8 +353,8 @@ fn label(node: &str, gpu: &GpuSample) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Metric, Readings};
-    use crate::snapshot::{Allocation, Attribution};
+    use crate::node::gpu_metric::{Metric, Readings};
+    use crate::node::snapshot::{Allocation, Attribution};
     use std::collections::HashMap;
 
     fn healthy(index: u32, utilization: f64) -> GpuSample {
@@ -406,18 +388,12 @@ mod tests {
 
     fn snapshot(gpus: Vec<GpuSample>, age: Duration) -> (Snapshot, Instant) {
         let now = Instant::now();
-        let snapshot = Snapshot {
-            sequence: 1,
-            taken_at: now - age,
-            duration: Duration::ZERO,
-            state: NodeState::Ready {
-                driver_version: "550".into(),
-                gpus,
-                attribution: Attribution::Known,
-                unplaced: vec![],
-            },
+        let state = NodeState::Ready {
+            driver_version: "550".into(),
+            gpus,
+            attribution: Attribution::complete(),
         };
-        (snapshot, now)
+        (Snapshot::aged(state, age, now), now)
     }
 
     fn trigger(pairs: &[(&str, &str)]) -> Trigger {
@@ -425,15 +401,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        crate::trigger::parse(&metadata, "ml").unwrap()
+        crate::scaling::trigger::parse(&metadata, "ml").unwrap()
     }
 
     fn node<'a>(name: &'a str, gpus: &'a [GpuSample]) -> NodeView<'a> {
         NodeView {
             name,
             gpus,
-            attribution: Ok(()),
-            unplaced: &[],
+            attribution: Ok(&[]),
         }
     }
 
@@ -512,14 +487,10 @@ mod tests {
     #[test]
     fn unavailable_node_passes_its_reason_through() {
         let now = Instant::now();
-        let snap = Snapshot {
-            sequence: 1,
-            taken_at: now - Duration::from_secs(60),
-            duration: Duration::ZERO,
-            state: NodeState::Unavailable {
-                reason: "NVML is not available: driver not loaded".into(),
-            },
+        let state = NodeState::Unavailable {
+            reason: "NVML is not available: driver not loaded".into(),
         };
+        let snap = Snapshot::aged(state, Duration::from_secs(60), now);
         let err = evaluate(&trigger(&[]), &snap, now, LIMIT).unwrap_err();
         assert_eq!(
             err,
@@ -596,7 +567,6 @@ mod tests {
             name: "b",
             gpus: &gpus,
             attribution: Err("socket missing"),
-            unplaced: &[],
         };
         let outcome = evaluate_nodes(
             &trigger(&[("workload", "vllm")]),
@@ -660,8 +630,7 @@ mod tests {
         let node = NodeView {
             name: "a",
             gpus: &gpus,
-            attribution: Ok(()),
-            unplaced: &unplaced,
+            attribution: Ok(&unplaced),
         };
         let outcome = evaluate_nodes(
             &trigger(&[("workload", "vllm")]),
@@ -686,7 +655,7 @@ mod tests {
     #[test]
     fn a_failed_reading_is_absent_and_explained() {
         let mut gpu = healthy(0, 30.0);
-        gpu.read_errors.push(crate::snapshot::ReadError {
+        gpu.read_errors.push(crate::node::snapshot::ReadError {
             what: "temperature".into(),
             error: "Unknown Error".into(),
         });

@@ -1,18 +1,19 @@
-//! Where a trigger's value comes from: this node's snapshot, or, with
+//! The scope a trigger is answered over: this node's snapshot, or, with
 //! peers, the cluster view. Nothing here calls NVML or a peer itself.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, ClusterView};
-use crate::evaluate::{local_outcome, Detail, Outcome};
-use crate::snapshot::{Snapshot, SnapshotCell};
-use crate::trigger::Trigger;
+use crate::cluster::sweep::{Cluster, ClusterView};
+use crate::node::snapshot::{Snapshot, SnapshotCell};
+use crate::scaling::evaluate::{local_outcome, Detail, Outcome};
+use crate::scaling::trigger::Trigger;
 
+/// Which nodes answer: this one (no `--peers`), or the whole cluster.
 #[derive(Clone)]
-pub enum Source {
-    Local {
+pub enum Scope {
+    Node {
         snapshots: Arc<SnapshotCell>,
         stale_after: Duration,
     },
@@ -32,19 +33,19 @@ pub enum View {
     },
 }
 
-impl Source {
+impl Scope {
     /// The current view. Local: ready now. Cluster: after the (shared,
     /// cached) sweep, without blocking the caller's thread.
     pub fn view(&self) -> impl Future<Output = View> + Send + 'static {
         let now_or_later = match self {
-            Source::Local {
+            Scope::Node {
                 snapshots,
                 stale_after,
             } => Ok(View::Local {
                 snapshot: snapshots.load(),
                 stale_after: *stale_after,
             }),
-            Source::Cluster(cluster) => Err((cluster.view(), Arc::clone(cluster))),
+            Scope::Cluster(cluster) => Err((cluster.view(), Arc::clone(cluster))),
         };
         async move {
             match now_or_later {

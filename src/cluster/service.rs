@@ -1,35 +1,36 @@
-//! `kedagpuscaler.node.v1.Node`: this node's snapshot for peers, and the
-//! per-GPU explanation behind `query --explain`.
+//! `kedagpuscaler.node.v1.Node`, the peer gRPC service: this node's
+//! snapshot for peers, and the per-GPU explanation behind `query
+//! --explain`. Handlers read the snapshot or a view; they never block.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use grpcio::{RpcContext, UnarySink};
 
-use crate::evaluate::{Detail, Outcome};
-use crate::node_report::to_proto;
+use crate::cluster::report::to_proto;
+use crate::cluster::scope::Scope;
+use crate::grpc::reply::{answer, config_status, reply};
+use crate::node::snapshot::SnapshotCell;
 use crate::proto::node::{
     ExplainLine, ExplainRequest, ExplainResponse, NodeSnapshot, SnapshotRequest,
 };
 use crate::proto::node_grpc::Node;
-use crate::snapshot::SnapshotCell;
-use crate::source::Source;
-use crate::status::{answer, config_status, reply};
-use crate::trigger;
+use crate::scaling::evaluate::{Detail, Outcome};
+use crate::scaling::trigger;
 
 #[derive(Clone)]
 pub struct NodeService {
     node_name: String,
     snapshots: Arc<SnapshotCell>,
-    source: Source,
+    scope: Scope,
 }
 
 impl NodeService {
-    pub fn new(node_name: String, snapshots: Arc<SnapshotCell>, source: Source) -> Self {
+    pub fn new(node_name: String, snapshots: Arc<SnapshotCell>, scope: Scope) -> Self {
         Self {
             node_name,
             snapshots,
-            source,
+            scope,
         }
     }
 }
@@ -45,7 +46,7 @@ impl Node for NodeService {
             Ok(trigger) => trigger,
             Err(e) => return reply(&ctx, sink, Err(config_status(&e))),
         };
-        let view = self.source.view();
+        let view = self.scope.view();
         ctx.spawn(async move {
             let outcome = view.await.outcome(&trigger, Detail::Explained);
             answer(sink, Ok(explanation(&outcome))).await

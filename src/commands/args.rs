@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::duration::parse_duration;
-use crate::tls::TlsFiles;
+use crate::commands::duration::parse_duration;
+use crate::grpc::tls::TlsFiles;
 
 pub const USAGE: &str = "\
 keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML
@@ -224,7 +224,7 @@ fn serve_args(
             .take_value("--pod-resources-socket")?
             .or_else(|| env("KEDA_GPU_SCALER_POD_RESOURCES_SOCKET").filter(|v| !v.is_empty()))
             .map_or_else(
-                || PathBuf::from(crate::podresources::DEFAULT_SOCKET),
+                || PathBuf::from(crate::node::kubelet::DEFAULT_SOCKET),
                 PathBuf::from,
             ),
         gpu_resource_names: list(
@@ -253,7 +253,7 @@ fn peer_timeout(text: Option<String>, sample_interval: Duration) -> Result<Durat
     if timeout >= sample_interval {
         return Err(UsageError(format!(
             "invalid --peer-timeout {text:?}: it must be below --sample-interval ({}), or one silent peer holds every request for a whole sweep",
-            crate::duration::format_duration(sample_interval)
+            crate::commands::duration::format_duration(sample_interval)
         )));
     }
     Ok(timeout)

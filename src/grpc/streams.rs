@@ -14,11 +14,11 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::{SinkExt, StreamExt};
 use grpcio::{RpcStatus, RpcStatusCode, ServerStreamingSink, WriteFlags};
 
-use crate::evaluate::{Detail, EvalError};
-use crate::snapshot::{Snapshot, SnapshotCell};
-use crate::source::{Source, View};
-use crate::status::eval_status;
-use crate::trigger::Trigger;
+use crate::cluster::scope::{Scope, View};
+use crate::grpc::reply::eval_status;
+use crate::node::snapshot::{Snapshot, SnapshotCell};
+use crate::scaling::evaluate::{Detail, EvalError};
+use crate::scaling::trigger::Trigger;
 
 /// What a stream's future receives: a message to send, or the status that ends it.
 pub type Pushed<T> = Result<T, RpcStatus>;
@@ -26,13 +26,13 @@ pub type Pushed<T> = Result<T, RpcStatus>;
 /// The view of one notifier pass, fetched on first use, so that a pass
 /// with only health watches never sweeps peers.
 pub struct PassView<'a> {
-    source: &'a Source,
+    scope: &'a Scope,
     view: OnceCell<View>,
 }
 
 impl PassView<'_> {
     pub fn get(&self) -> &View {
-        self.view.get_or_init(|| self.source.view_blocking())
+        self.view.get_or_init(|| self.scope.view_blocking())
     }
 }
 
@@ -55,7 +55,7 @@ pub struct StreamHub {
 
 struct HubInner {
     snapshots: Arc<SnapshotCell>,
-    source: Source,
+    scope: Scope,
     interval: Duration,
     /// `None` once shut down.
     watches: Mutex<Option<Vec<Box<dyn Watch>>>>,
@@ -66,10 +66,10 @@ struct HubInner {
 
 impl StreamHub {
     /// The hub, with no thread yet (see `start`).
-    pub fn new(snapshots: Arc<SnapshotCell>, source: Source, interval: Duration) -> Self {
+    pub fn new(snapshots: Arc<SnapshotCell>, scope: Scope, interval: Duration) -> Self {
         let inner = Arc::new(HubInner {
             snapshots,
-            source,
+            scope,
             interval,
             watches: Mutex::new(Some(Vec::new())),
             updating: AtomicUsize::new(0),
@@ -147,7 +147,7 @@ fn notify_loop(hub: &HubInner) {
             None => return,
         };
         let view = PassView {
-            source: &hub.source,
+            scope: &hub.scope,
             view: OnceCell::new(),
         };
         let now = Instant::now();

@@ -23,12 +23,12 @@ use futures_channel::oneshot;
 use grpcio::{CallOption, ChannelBuilder, ChannelCredentialsBuilder, Environment};
 use protobuf::Message;
 
-use crate::evaluate::{evaluate_nodes, Detail, Note, NoteKind, Outcome};
-use crate::node_report::{Holds, NodeReport};
+use crate::cluster::report::{Holds, NodeReport};
+use crate::node::snapshot::SnapshotCell;
 use crate::proto::node::SnapshotRequest;
 use crate::proto::node_grpc::NodeClient;
-use crate::snapshot::SnapshotCell;
-use crate::trigger::Trigger;
+use crate::scaling::evaluate::{evaluate_nodes, Detail, Note, NoteKind, Outcome};
+use crate::scaling::trigger::Trigger;
 
 /// How long a silent peer's last report is trusted to say which pods it
 /// runs. Longer than a node reboot (~5 minutes) and than Kubernetes'
@@ -711,9 +711,9 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Metric, Readings};
-    use crate::snapshot::{Allocation, GpuSample};
-    use crate::trigger::parse;
+    use crate::node::gpu_metric::{Metric, Readings};
+    use crate::node::snapshot::{Allocation, Attribution, GpuSample};
+    use crate::scaling::trigger::parse;
 
     fn report(name: &str, util: f64, pods: &[&str]) -> Arc<NodeReport> {
         let mut readings = Readings::default();
@@ -721,7 +721,7 @@ mod tests {
         Arc::new(NodeReport {
             name: name.into(),
             usable: Ok(()),
-            attribution: Ok(()),
+            attribution: Attribution::complete(),
             gpus: vec![GpuSample {
                 uuid: Some(format!("GPU-{name}")),
                 allocations: pods
@@ -735,7 +735,6 @@ mod tests {
                     .collect(),
                 ..GpuSample::healthy(0, readings)
             }],
-            unplaced: vec![],
         })
     }
 

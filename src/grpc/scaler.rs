@@ -1,34 +1,35 @@
-//! `externalscaler.ExternalScaler`, the service KEDA calls. Handlers parse
-//! the trigger and answer from the latest snapshot (or the cluster view);
-//! they never call NVML and never block.
+//! `externalscaler.ExternalScaler`, the service KEDA calls. Handlers look
+//! the trigger up (parsed once per change) and answer from the scope's
+//! view: the latest snapshot, or the cluster view. They never call NVML and
+//! never block.
 
 use std::sync::Arc;
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
-use crate::evaluate::Detail;
+use crate::cluster::scope::Scope;
+use crate::grpc::reply::{answer, config_status, eval_status, reply};
+use crate::grpc::streams::{forward, ActiveWatch, StreamHub};
 use crate::proto::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
 use crate::proto::externalscaler_grpc::ExternalScaler;
-use crate::source::Source;
-use crate::status::{answer, config_status, eval_status, reply};
-use crate::streams::{forward, ActiveWatch, StreamHub};
-use crate::trigger_cache::{Parsed, TriggerCache};
+use crate::scaling::evaluate::Detail;
+use crate::scaling::trigger_cache::{Parsed, TriggerCache};
 
 /// The service: a cheap clone over shared state.
 #[derive(Clone)]
 pub struct ScalerService {
-    source: Source,
+    scope: Scope,
     streams: StreamHub,
     triggers: Arc<TriggerCache>,
 }
 
 impl ScalerService {
-    pub fn new(source: Source, streams: StreamHub) -> Self {
+    pub fn new(scope: Scope, streams: StreamHub) -> Self {
         Self {
-            source,
+            scope,
             streams,
             triggers: Arc::default(),
         }
@@ -71,7 +72,7 @@ impl ExternalScaler for ScalerService {
             Ok(parsed) => parsed,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
-        let view = self.source.view();
+        let view = self.scope.view();
         ctx.spawn(async move {
             let value = view.await.outcome(&parsed.trigger, Detail::ValueOnly).value;
             let result = value
@@ -95,7 +96,7 @@ impl ExternalScaler for ScalerService {
                 })
             }
         };
-        let view = self.source.view();
+        let view = self.scope.view();
         let streams = self.streams.clone();
         ctx.spawn(async move {
             let first = view.await.outcome(&parsed.trigger, Detail::ValueOnly).value;
@@ -143,7 +144,7 @@ impl ExternalScaler for ScalerService {
             );
             return reply(&ctx, sink, Err(status));
         }
-        let view = self.source.view();
+        let view = self.scope.view();
         ctx.spawn(async move {
             let result = view
                 .await

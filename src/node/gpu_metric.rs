@@ -1,4 +1,6 @@
-//! The six GPU metrics a trigger can scale on, and one GPU's readings.
+//! The GPU metric kinds a trigger can scale on (`metricType`), their units,
+//! and one GPU's readings, where an unsupported metric is absent, never 0.
+//! Not Prometheus metrics: those are exported elsewhere.
 
 use std::fmt;
 

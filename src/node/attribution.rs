@@ -1,8 +1,8 @@
 //! Which pods hold which GPUs: the kubelet's device ids matched to the
 //! GPUs NVML reports. Pure functions, tested with literal inputs.
 
-use crate::podresources::PodDevice;
-use crate::snapshot::{Allocation, GpuSample, Unplaced};
+use crate::node::kubelet::PodDevice;
+use crate::node::snapshot::{Allocation, GpuSample, Unplaced};
 
 /// Resource names whose device ids are NVIDIA GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub fn attribute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::GpuHealth;
+    use crate::node::snapshot::GpuHealth;
 
     fn gpu(index: u32, uuid: &str, mig: &[&str]) -> GpuSample {
         GpuSample {

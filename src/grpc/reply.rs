@@ -1,10 +1,10 @@
-//! How answers and errors reach gRPC: status codes for this scaler's
-//! errors, and the one way a unary handler replies.
+//! How gRPC replies are sent: status codes for this scaler's errors, and
+//! the one way a unary handler replies. Not the health service (`health`).
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
 
-use crate::evaluate::EvalError;
-use crate::trigger::ConfigError;
+use crate::scaling::evaluate::EvalError;
+use crate::scaling::trigger::ConfigError;
 
 pub fn eval_status(error: &EvalError) -> RpcStatus {
     let code = match error {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
-use crate::trigger::{self, ConfigError, Trigger};
+use crate::scaling::trigger::{self, ConfigError, Trigger};
 
 /// Entries kept; past this the cache starts again (and each trigger is
 /// parsed and logged once more).

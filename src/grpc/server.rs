@@ -1,5 +1,7 @@
 //! Starting and stopping the whole scaler: sampler thread, stream notifier,
-//! cluster sweeper and gRPC servers, in one straight line each way.
+//! cluster sweeper and gRPC servers, in one straight line each way. What
+//! can fail without side effects (TLS files, binding) comes before any
+//! thread starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,20 +9,20 @@ use std::time::Duration;
 
 use grpcio::{EnvBuilder, Environment, ServerBuilder, ServerCredentials};
 
-use crate::attribution::GpuResources;
-use crate::cluster::{Cluster, ClusterConfig, PeerTls};
-use crate::health::HealthService;
-use crate::node_service::NodeService;
-use crate::podresources::DEFAULT_SOCKET;
+use crate::cluster::scope::Scope;
+use crate::cluster::service::NodeService;
+use crate::cluster::sweep::{Cluster, ClusterConfig, PeerTls};
+use crate::grpc::health::HealthService;
+use crate::grpc::scaler::ScalerService;
+use crate::grpc::streams::StreamHub;
+use crate::grpc::tls::{self, TlsFiles};
+use crate::node::attribution::GpuResources;
+use crate::node::kubelet::DEFAULT_SOCKET;
+use crate::node::sampler::{Sampler, SamplerConfig};
+use crate::node::snapshot::SnapshotCell;
 use crate::proto::externalscaler_grpc::create_external_scaler;
 use crate::proto::health_grpc::create_health;
 use crate::proto::node_grpc::create_node;
-use crate::sampler::{Sampler, SamplerConfig};
-use crate::service::ScalerService;
-use crate::snapshot::SnapshotCell;
-use crate::source::Source;
-use crate::streams::StreamHub;
-use crate::tls::{self, TlsFiles};
 
 /// A snapshot older than this many sample intervals is stale.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
@@ -115,21 +117,21 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
             Arc::clone(&env),
         )
     });
-    let source = match &cluster {
-        Some(cluster) => Source::Cluster(Arc::clone(cluster)),
-        None => Source::Local {
+    let scope = match &cluster {
+        Some(cluster) => Scope::Cluster(Arc::clone(cluster)),
+        None => Scope::Node {
             snapshots: Arc::clone(&snapshots),
             stale_after,
         },
     };
     let streams = StreamHub::new(
         Arc::clone(&snapshots),
-        source.clone(),
+        scope.clone(),
         config.sample_interval,
     );
-    let scaler = ScalerService::new(source.clone(), streams.clone());
+    let scaler = ScalerService::new(scope.clone(), streams.clone());
     let health = HealthService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
-    let node = NodeService::new(config.node_name.clone(), Arc::clone(&snapshots), source);
+    let node = NodeService::new(config.node_name.clone(), Arc::clone(&snapshots), scope);
 
     let mut server = ServerBuilder::new(Arc::clone(&env))
         .register_service(create_external_scaler(scaler))

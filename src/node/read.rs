@@ -6,9 +6,9 @@
 //! with the error kept, so one bad sensor does not drop a GPU from every
 //! trigger.
 
-use crate::metrics::{mib, percent_used, watts, Metric, Readings};
+use crate::node::gpu_metric::{mib, percent_used, watts, Metric, Readings};
+use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
 use crate::nvml::{Device, Nvml, NvmlError};
-use crate::snapshot::{GpuHealth, GpuSample, ReadError};
 
 /// Reads every GPU. Only a failure to count the GPUs fails the whole read;
 /// a failing GPU becomes a `Lost` or `Failed` sample.

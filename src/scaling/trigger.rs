@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use crate::metrics::Metric;
+use crate::node::gpu_metric::Metric;
 
 /// Keys this scaler reads. Each also accepts a `<key>FromEnv` twin.
 pub const KEYS: [&str; 12] = [

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use grpcio::Environment;
 
-use crate::attribution::{attribute, GpuResources};
-use crate::collect::read_node;
+use crate::node::attribution::{attribute, GpuResources};
+use crate::node::kubelet::{PodResourcesClient, PodResourcesPoller, Polled};
+use crate::node::read::read_node;
+use crate::node::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell, Unplaced};
 use crate::nvml::{Nvml, NvmlLibrary};
-use crate::podresources::{PodResourcesClient, PodResourcesPoller, Polled};
-use crate::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell, Unplaced};
 
 /// The longest wait between two attempts to load or initialise NVML.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -170,8 +170,7 @@ fn run(
                 retry.reset();
                 health.fill_identity(&mut gpus);
                 health.observe(&gpus);
-                let (attribution, unplaced) =
-                    attach_pods(pods(), &mut gpus, config, &mut attribution_log);
+                let attribution = attach_pods(pods(), &mut gpus, config, &mut attribution_log);
                 cell.publish(
                     started,
                     started.elapsed(),
@@ -179,7 +178,6 @@ fn run(
                         driver_version,
                         gpus,
                         attribution,
-                        unplaced,
                     },
                 );
                 started + config.interval
@@ -211,7 +209,7 @@ fn attach_pods(
     gpus: &mut [GpuSample],
     config: &SamplerConfig,
     log: &mut AttributionLog,
-) -> (Attribution, Vec<Unplaced>) {
+) -> Attribution {
     let max_age = ATTRIBUTION_MAX_AGE.max(config.interval * 2 + POD_RESOURCES_TIMEOUT);
     let devices = match polled {
         None => Err(String::from("the kubelet has not answered yet")),
@@ -226,11 +224,11 @@ fn attach_pods(
         Ok(devices) => {
             let unplaced = attribute(gpus, &devices, &config.gpu_resources);
             log.known(&unplaced);
-            (Attribution::Known, unplaced)
+            Attribution::Known { unplaced }
         }
         Err(reason) => {
             log.unavailable(&reason);
-            (Attribution::Unavailable(reason), Vec::new())
+            Attribution::Unavailable(reason)
         }
     }
 }

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use futures_channel::mpsc::{unbounded, UnboundedSender};
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
+use crate::grpc::reply::reply;
+use crate::grpc::streams::{forward, PassView, Pushed, StreamHub, Watch};
+use crate::node::snapshot::{stale_reason, NodeState, Snapshot, SnapshotCell};
 use crate::proto::health::{
     health_check_response::ServingStatus as Status, HealthCheckRequest, HealthCheckResponse,
 };
 use crate::proto::health_grpc::Health;
-use crate::snapshot::{NodeState, Snapshot, SnapshotCell};
-use crate::status::reply;
-use crate::streams::{forward, PassView, Pushed, StreamHub, Watch};
 
 /// The service name the liveness probe asks for.
 pub const LIVENESS: &str = "liveness";
@@ -37,8 +37,8 @@ pub fn service_status(
     if !READINESS.contains(&service) {
         return None;
     }
-    let ready =
-        matches!(snapshot.state, NodeState::Ready { .. }) && snapshot.age(now) <= stale_after;
+    let ready = matches!(snapshot.state, NodeState::Ready { .. })
+        && stale_reason(snapshot.age(now), stale_after).is_none();
     Some(if ready {
         Status::SERVING
     } else {
@@ -157,21 +157,14 @@ mod tests {
 
     fn snapshot(state: NodeState, age: Duration) -> (Snapshot, Instant) {
         let now = Instant::now();
-        let snapshot = Snapshot {
-            sequence: 1,
-            taken_at: now - age,
-            duration: Duration::ZERO,
-            state,
-        };
-        (snapshot, now)
+        (Snapshot::aged(state, age, now), now)
     }
 
     fn ready() -> NodeState {
         NodeState::Ready {
             driver_version: "550".into(),
             gpus: vec![],
-            attribution: crate::snapshot::Attribution::Known,
-            unplaced: vec![],
+            attribution: crate::node::snapshot::Attribution::complete(),
         }
     }
 

@@ -1,0 +1,9 @@
+//! What a trigger asks and how it is answered: metadata parsing, profiles
+//! and selectors (`trigger`, cached per ScaledObject in `trigger_cache`),
+//! evaluation and aggregation over a list of nodes (`evaluate`), and the
+//! HPA's arithmetic (`hpa`). Pure: no I/O, no threads.
+
+pub mod evaluate;
+pub mod hpa;
+pub mod trigger;
+pub mod trigger_cache;
