@@ -239,6 +239,18 @@ pub fn wait_for_value(client: &ExternalScalerClient, pairs: &[(&str, &str)], exp
     );
 }
 
+/// Waits until GetMetrics answers with a value, and returns it: on a loaded
+/// machine a peer may miss a deadline, which is rightly an error.
+pub fn wait_for_ok(client: &ExternalScalerClient, pairs: &[(&str, &str)]) -> f64 {
+    let mut last = None;
+    let reached = wait_until(PATIENCE, || {
+        last = Some(value(client, pairs));
+        matches!(last, Some(Ok(_)))
+    });
+    assert!(reached, "never answered with a value; last answer {last:?}");
+    last.unwrap().unwrap()
+}
+
 /// Waits until GetMetrics fails with `code` and a message containing `needle`.
 pub fn wait_for_error(
     client: &ExternalScalerClient,
