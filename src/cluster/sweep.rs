@@ -10,7 +10,7 @@
 //! pods it held is UNAVAILABLE rather than 0. A peer is forgotten when its
 //! address leaves DNS (the node or its scaler pod was deleted).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -553,8 +553,8 @@ impl Cluster {
     }
 
     /// Every `--peers` entry's addresses, and the entries that did not resolve.
-    fn resolve(&self) -> (Vec<SocketAddr>, Vec<String>) {
-        let mut addresses = Vec::new();
+    fn resolve(&self) -> (HashSet<SocketAddr>, Vec<String>) {
+        let mut addresses = HashSet::new();
         let mut unresolved = Vec::new();
         for entry in &self.config.peers {
             match entry.to_socket_addrs() {
@@ -562,8 +562,6 @@ impl Cluster {
                 Err(e) => unresolved.push(format!("{entry}: cannot resolve: {e}")),
             }
         }
-        addresses.sort();
-        addresses.dedup();
         (addresses, unresolved)
     }
 
@@ -572,7 +570,7 @@ impl Cluster {
     fn forget_departed(
         &self,
         sweeper: &mut Sweeper,
-        addresses: &[SocketAddr],
+        addresses: &HashSet<SocketAddr>,
         unresolved: &[String],
     ) {
         if !unresolved.is_empty() {

@@ -100,10 +100,10 @@ pub struct Polled {
 /// answer) and keeps the latest answer for the sampler to attach.
 pub struct PodResourcesPoller {
     latest: Arc<Mutex<Option<Polled>>>,
-    /// Dropping it stops the thread.
-    stop: Option<mpsc::Sender<()>>,
-    finished: mpsc::Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    /// Dropping the sender stops the thread.
+    stop: Mutex<Option<mpsc::Sender<()>>>,
+    finished: Mutex<mpsc::Receiver<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PodResourcesPoller {
@@ -123,7 +123,7 @@ impl PodResourcesPoller {
                     loop {
                         let started = Instant::now();
                         let devices = client.list(timeout).map(Arc::new);
-                        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Polled {
+                        *lock(&latest) = Some(Polled {
                             at: Instant::now(),
                             devices,
                         });
@@ -138,31 +138,29 @@ impl PodResourcesPoller {
             })?;
         Ok(Self {
             latest,
-            stop: Some(stop),
-            finished,
-            thread: Some(thread),
+            stop: Mutex::new(Some(stop)),
+            finished: Mutex::new(finished),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
     /// The latest answer; `None` before the kubelet first answered or failed.
     pub fn latest(&self) -> Option<Polled> {
-        self.latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.latest).clone()
     }
 
     /// Stops the thread, waiting up to `grace` for a call in flight.
-    pub fn stop(&mut self, grace: Duration) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            match self.finished.recv_timeout(grace) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = thread.join();
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    log::warn!("the kubelet poller did not stop within {grace:?}; leaving it");
-                }
+    pub fn stop(&self, grace: Duration) {
+        lock(&self.stop).take();
+        let Some(thread) = lock(&self.thread).take() else {
+            return;
+        };
+        match lock(&self.finished).recv_timeout(grace) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                log::warn!("the kubelet poller did not stop within {grace:?}; leaving it");
             }
         }
     }
@@ -172,4 +170,8 @@ impl Drop for PodResourcesPoller {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(2));
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -47,7 +47,7 @@ pub struct Sampler {
     stop: Arc<StopSignal>,
     finished: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
-    poller: Option<Arc<Mutex<PodResourcesPoller>>>,
+    poller: Option<Arc<PodResourcesPoller>>,
 }
 
 impl Sampler {
@@ -59,18 +59,18 @@ impl Sampler {
         let stop = Arc::new(StopSignal::default());
         let (done, finished) = mpsc::channel();
         let client = PodResourcesClient::new(config.pod_resources_socket.clone(), env);
-        let poller = Arc::new(Mutex::new(PodResourcesPoller::start(
+        let poller = Arc::new(PodResourcesPoller::start(
             client,
             config.interval,
             POD_RESOURCES_TIMEOUT,
-        )?));
+        )?);
         let thread = std::thread::Builder::new()
             .name("nvml-sampler".into())
             .spawn({
                 let stop = Arc::clone(&stop);
                 let poller = Arc::clone(&poller);
                 move || {
-                    let pods = || lock(&poller).latest();
+                    let pods = || poller.latest();
                     run(&config, &cell, &stop, &pods);
                     let _ = done.send(());
                 }
@@ -90,13 +90,15 @@ impl Sampler {
     }
 
     fn stop_and_join(&mut self, grace: Duration) {
+        // Both threads wind down at once: the sampler is told first, then
+        // the poller is stopped while the sampler finishes its pass.
+        self.stop.raise();
         if let Some(poller) = self.poller.take() {
-            lock(&poller).stop(grace);
+            poller.stop(grace);
         }
         let Some(thread) = self.thread.take() else {
             return;
         };
-        self.stop.raise();
         match self.finished.recv_timeout(grace) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let _ = thread.join();
@@ -114,10 +116,6 @@ impl Drop for Sampler {
     fn drop(&mut self) {
         self.stop_and_join(Duration::from_secs(2));
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Default)]
