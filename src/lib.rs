@@ -2,6 +2,8 @@
 //!
 //! One folder per concern, each depending only on those before it:
 //! - `nvml`: the hand-written FFI to the driver's library;
+//! - `engine`: readers for inference engines' own `/metrics` pages (an
+//!   HTTP client and a Prometheus text parser; triggers on them are to come);
 //! - `node`: this node's pipeline, from the GPUs and the kubelet to the
 //!   published snapshot (only its sampler thread calls NVML);
 //! - `scaling`: what a trigger asks (metadata, profiles, selectors) and how
@@ -15,6 +17,7 @@
 
 pub mod cluster;
 pub mod commands;
+pub mod engine;
 pub mod grpc;
 pub mod node;
 pub mod nvml;

@@ -520,3 +520,91 @@ fn a_slow_kubelet_delays_attribution_not_readings() {
         "attribution was there before the kubelet answered"
     );
 }
+
+/// A peer that answers `Node.Snapshot` with whatever the test sets.
+#[derive(Clone, Default)]
+struct FakePeer {
+    answer: Arc<std::sync::Mutex<keda_gpu_scaler::proto::node::NodeSnapshot>>,
+}
+
+impl keda_gpu_scaler::proto::node_grpc::Node for FakePeer {
+    fn snapshot(
+        &mut self,
+        ctx: grpcio::RpcContext,
+        _req: keda_gpu_scaler::proto::node::SnapshotRequest,
+        sink: grpcio::UnarySink<keda_gpu_scaler::proto::node::NodeSnapshot>,
+    ) {
+        let answer = self.answer.lock().unwrap().clone();
+        ctx.spawn(async move {
+            let _ = sink.success(answer).await;
+        });
+    }
+}
+
+/// A peer answer of GPUs at 1% each, enough of them to encode to
+/// `bytes` give or take one GPU's size.
+fn big_answer(bytes: usize) -> keda_gpu_scaler::proto::node::NodeSnapshot {
+    use keda_gpu_scaler::proto::node::{Gpu, NodeSnapshot, Reading};
+    use protobuf::Message;
+    let gpu = |index: u32| {
+        let mut gpu = Gpu::new();
+        gpu.set_index(index);
+        gpu.set_uuid(format!("GPU-{index:0>60}"));
+        let mut reading = Reading::new();
+        reading.set_metric("gpu_utilization".into());
+        reading.set_value(1.0);
+        gpu.mut_readings().push(reading);
+        gpu
+    };
+    let mut answer = NodeSnapshot::new();
+    answer.set_node_name("big-node".into());
+    // Each GPU costs its size plus a tag and a length prefix.
+    let each = gpu(0).compute_size() as usize + 4;
+    let count = bytes / each;
+    answer.set_gpus((0..count as u32).map(gpu).collect());
+    answer
+}
+
+#[test]
+fn a_peer_answer_over_the_size_cap_is_refused_not_buffered() {
+    use keda_gpu_scaler::cluster::sweep::MAX_PEER_ANSWER_BYTES;
+    use protobuf::Message;
+    let peer = FakePeer::default();
+    let mut server =
+        grpcio::ServerBuilder::new(Arc::new(grpcio::EnvBuilder::new().cq_count(1).build()))
+            .register_service(keda_gpu_scaler::proto::node_grpc::create_node(peer.clone()))
+            .build()
+            .unwrap();
+    let port = server
+        .add_listening_port("127.0.0.1:0", grpcio::ServerCredentials::insecure())
+        .unwrap();
+    server.start();
+    let address = format!("127.0.0.1:{port}");
+    // Just under the cap: accepted, its GPUs count.
+    let under = big_answer(MAX_PEER_ANSWER_BYTES - 8 * 1024);
+    assert!((under.compute_size() as usize) < MAX_PEER_ANSWER_BYTES);
+    let gpus_under = under.gpus().len() as f64;
+    *peer.answer.lock().unwrap() = under;
+    let nodes = cluster_with(
+        &[gpus(0, &[60])],
+        std::slice::from_ref(&address),
+        CLUSTER_INTERVAL,
+        PEER_TIMEOUT,
+    );
+    let sum = [("aggregation", "sum")];
+    wait_for_value(&nodes[0].client(), &sum, 60.0 + gpus_under);
+    // Just over it: refused by gRPC, so the peer counts as not answering.
+    let over = big_answer(MAX_PEER_ANSWER_BYTES + 8 * 1024);
+    assert!((over.compute_size() as usize) > MAX_PEER_ANSWER_BYTES);
+    *peer.answer.lock().unwrap() = over;
+    let message = wait_for_error(
+        &nodes[0].client(),
+        &sum,
+        RpcStatusCode::UNAVAILABLE,
+        "no peer answered",
+    );
+    assert!(
+        message.contains(&address) && message.contains("RESOURCE_EXHAUSTED"),
+        "{message}"
+    );
+}

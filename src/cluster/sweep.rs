@@ -37,6 +37,12 @@ use crate::scaling::trigger::Trigger;
 /// is unknown.
 pub const PEER_REPORT_TRUST: Duration = Duration::from_secs(600);
 
+/// The largest peer answer accepted. A node with 8 GPUs, 7 MIG devices
+/// each and a pod on every one encodes to about 20 KB; a larger answer is
+/// refused by gRPC (RESOURCE_EXHAUSTED) and the peer counts as not
+/// answering, so a sweep's memory stays bounded by peers × this.
+pub const MAX_PEER_ANSWER_BYTES: usize = 256 * 1024;
+
 /// Entries kept for logging peer verdicts once per change.
 const MAX_LOGGED_VERDICTS: usize = 4096;
 
@@ -689,7 +695,8 @@ impl Cluster {
     }
 
     fn client(&self, address: &SocketAddr, tls: Option<&TlsMaterial>) -> NodeClient {
-        let builder = ChannelBuilder::new(Arc::clone(&self.env));
+        let builder = ChannelBuilder::new(Arc::clone(&self.env))
+            .max_receive_message_len(MAX_PEER_ANSWER_BYTES as i32);
         let channel = match (tls, &self.config.tls) {
             (Some(material), Some(config)) => builder
                 .override_ssl_target(config.server_name.clone())

@@ -1,0 +1,386 @@
+//! The Prometheus text exposition format (0.0.4), read only as far as a
+//! trigger needs: the families it names, with their `# TYPE`, labels and
+//! values. Every other line is skipped after reading its metric name, so a
+//! 200 KB page with histograms costs a scan, not a parse. Pure: text in,
+//! samples out; no I/O. Input is untrusted (any pod's `/metrics`), so
+//! every rejection says where and why, and the series kept are capped.
+
+use std::fmt;
+
+/// The most series one family may have on one page; a page with more is
+/// refused rather than buffered.
+pub const MAX_SERIES_PER_FAMILY: usize = 10_000;
+/// The most labels one series may have.
+pub const MAX_LABELS: usize = 64;
+
+/// A family's `# TYPE`. A family with no `# TYPE` line is `Untyped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    Untyped,
+}
+
+impl Kind {
+    fn parse(text: &str) -> Kind {
+        match text {
+            "counter" => Kind::Counter,
+            "gauge" => Kind::Gauge,
+            "histogram" => Kind::Histogram,
+            "summary" => Kind::Summary,
+            _ => Kind::Untyped,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
+            Kind::Untyped => "untyped",
+        }
+    }
+}
+
+/// One series of a family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The sample's own name: the family's, or with `_bucket`, `_sum`,
+    /// `_count` for histograms and summaries.
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A family that was asked for, as the page has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub kind: Kind,
+    pub samples: Vec<Sample>,
+}
+
+/// Why a page could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The families of `page` named in `wanted`, in the order asked; a family
+/// the page does not have is absent from the result. Only wanted lines are
+/// parsed.
+pub fn families(page: &str, wanted: &[&str]) -> Result<Vec<Family>, ParseError> {
+    let mut found: Vec<Family> = Vec::new();
+    for (number, line) in page.lines().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let error = |message: String| ParseError {
+            line: number + 1,
+            message,
+        };
+        if let Some(comment) = line.strip_prefix('#') {
+            if let Some((name, kind)) = type_line(comment) {
+                if wanted.contains(&name) {
+                    family_entry(&mut found, name).kind = Kind::parse(kind);
+                }
+            }
+            continue;
+        }
+        let line = line.trim_start_matches([' ', '\t']);
+        if line.is_empty() {
+            continue;
+        }
+        let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+        let name = &line[..name_end];
+        let Some(family) = family_of(name, wanted, &found) else {
+            continue;
+        };
+        let (labels, rest) = parse_labels(&line[name_end..]).map_err(error)?;
+        let value = parse_value(rest).map_err(|m| error(format!("{name}: {m}")))?;
+        let entry = family_entry(&mut found, family);
+        if entry.samples.len() >= MAX_SERIES_PER_FAMILY {
+            return Err(error(format!(
+                "{family} has more than {MAX_SERIES_PER_FAMILY} series"
+            )));
+        }
+        entry.samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    found.sort_by_key(|f| wanted.iter().position(|w| *w == f.name));
+    Ok(found)
+}
+
+/// `TYPE name kind` after the `#`.
+fn type_line(comment: &str) -> Option<(&str, &str)> {
+    let mut words = comment.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("TYPE"), Some(name), Some(kind)) => Some((name, kind)),
+        _ => None,
+    }
+}
+
+/// The wanted family a sample name belongs to: its own name, or, for a
+/// family typed histogram or summary, its name less `_bucket`, `_sum` or
+/// `_count`. The `# TYPE` decides, not the suffix: a gauge may end in
+/// `_count` (Triton's `nv_inference_pending_request_count`).
+fn family_of<'a>(name: &str, wanted: &[&'a str], found: &[Family]) -> Option<&'a str> {
+    if let Some(family) = wanted.iter().find(|w| **w == name) {
+        return Some(family);
+    }
+    for suffix in ["_bucket", "_sum", "_count"] {
+        let Some(base) = name.strip_suffix(suffix) else {
+            continue;
+        };
+        let typed = found
+            .iter()
+            .any(|f| f.name == base && matches!(f.kind, Kind::Histogram | Kind::Summary));
+        if typed {
+            return wanted.iter().find(|w| **w == base).copied();
+        }
+    }
+    None
+}
+
+fn family_entry<'f>(found: &'f mut Vec<Family>, name: &str) -> &'f mut Family {
+    let index = match found.iter().position(|f| f.name == name) {
+        Some(index) => index,
+        None => {
+            found.push(Family {
+                name: name.to_string(),
+                kind: Kind::Untyped,
+                samples: Vec::new(),
+            });
+            found.len() - 1
+        }
+    };
+    &mut found[index]
+}
+
+/// A series' labels, `(name, value)`.
+type Labels = Vec<(String, String)>;
+
+/// `{a="x",b="y"}` (possibly absent or empty, a trailing comma allowed),
+/// and what follows it.
+fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
+    let Some(mut rest) = text.strip_prefix('{') else {
+        return Ok((Vec::new(), text));
+    };
+    let mut labels = Vec::new();
+    loop {
+        rest = rest.trim_start_matches([' ', '\t']);
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let name_end = rest
+            .find(['=', ' ', '\t'])
+            .ok_or_else(|| String::from("a label without '='"))?;
+        let name = &rest[..name_end];
+        if name.is_empty() {
+            return Err(String::from("an empty label name"));
+        }
+        rest = rest[name_end..].trim_start_matches([' ', '\t']);
+        rest = rest
+            .strip_prefix('=')
+            .ok_or_else(|| format!("label {name} has no '='"))?
+            .trim_start_matches([' ', '\t']);
+        rest = rest
+            .strip_prefix('"')
+            .ok_or_else(|| format!("label {name}'s value is not quoted"))?;
+        let (value, after) = unescape(rest)
+            .ok_or_else(|| format!("label {name}'s value is not closed or has a bad escape"))?;
+        if labels.len() >= MAX_LABELS {
+            return Err(format!("more than {MAX_LABELS} labels"));
+        }
+        labels.push((name.to_string(), value));
+        rest = after.trim_start_matches([' ', '\t']);
+        rest = match rest.strip_prefix(',') {
+            Some(after) => after,
+            None if rest.starts_with('}') => rest,
+            None => return Err(format!("expected ',' or '}}' after label {name}")),
+        };
+    }
+}
+
+/// A label value up to its closing quote, with `\\`, `\"` and `\n`
+/// unescaped; `None` when it is not closed or an escape is unknown.
+fn unescape(text: &str) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &text[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                '\\' => value.push('\\'),
+                '"' => value.push('"'),
+                'n' => value.push('\n'),
+                _ => return None,
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// The value, then an optional integer timestamp (ignored).
+fn parse_value(text: &str) -> Result<f64, String> {
+    let mut words = text.split([' ', '\t']).filter(|w| !w.is_empty());
+    let value = words.next().ok_or_else(|| String::from("no value"))?;
+    let value = match value {
+        "NaN" => f64::NAN,
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        number => number
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("value {number:?} is not a number"))?,
+    };
+    match (words.next(), words.next()) {
+        (None, _) => Ok(value),
+        (Some(timestamp), None) if timestamp.parse::<i64>().is_ok() => Ok(value),
+        (Some(extra), _) => Err(format!("unexpected {extra:?} after the value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wanted_families_are_read_with_their_type() {
+        let page = "\
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine=\"0\",model_name=\"llama\"} 7.0
+vllm:num_requests_waiting{engine=\"1\",model_name=\"llama\"} 3.0
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_bucket{le=\"0.3\",model_name=\"llama\"} 4.0
+this line is garbage but belongs to no wanted family
+";
+        let found = families(page, &["vllm:num_requests_waiting"]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].kind, Kind::Gauge);
+        let values: Vec<f64> = found[0].samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, [7.0, 3.0]);
+        assert_eq!(found[0].samples[1].label("engine"), Some("1"));
+        assert_eq!(found[0].samples[1].label("model_name"), Some("llama"));
+    }
+
+    #[test]
+    fn the_type_line_decides_not_the_suffix() {
+        // Triton's pending count is a gauge whose name ends in _count.
+        let page = "\
+# TYPE nv_inference_pending_request_count gauge
+nv_inference_pending_request_count{model=\"ensemble\",version=\"1\"} 12
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_count{model_name=\"m\"} 40
+vllm:time_to_first_token_seconds_sum{model_name=\"m\"} 2.5
+";
+        let found = families(
+            page,
+            &[
+                "nv_inference_pending_request_count",
+                "vllm:time_to_first_token_seconds",
+            ],
+        )
+        .unwrap();
+        assert_eq!(found[0].kind, Kind::Gauge);
+        assert_eq!(found[0].samples[0].value, 12.0);
+        assert_eq!(found[1].kind, Kind::Histogram);
+        assert_eq!(found[1].samples.len(), 2);
+        assert_eq!(
+            found[1].samples[0].name,
+            "vllm:time_to_first_token_seconds_count"
+        );
+    }
+
+    #[test]
+    fn escapes_special_values_timestamps_and_crlf() {
+        let page = "# TYPE g gauge\r\n\
+g{path=\"C:\\\\dir\",quote=\"say \\\"hi\\\"\",nl=\"a\\nb\",} NaN 1700000000000\r\n\
+g{} +Inf\r\n\
+g -Inf\r\n\
+g{a=\"1\"} 1.5e3\r\n\
+\r\n\
+# a plain comment\r\n";
+        let found = families(page, &["g"]).unwrap();
+        let samples = &found[0].samples;
+        assert_eq!(samples[0].label("path"), Some("C:\\dir"));
+        assert_eq!(samples[0].label("quote"), Some("say \"hi\""));
+        assert_eq!(samples[0].label("nl"), Some("a\nb"));
+        assert!(samples[0].value.is_nan());
+        assert_eq!(samples[1].value, f64::INFINITY);
+        assert_eq!(samples[2].value, f64::NEG_INFINITY);
+        assert_eq!(samples[3].value, 1500.0);
+    }
+
+    #[test]
+    fn an_untyped_family_and_an_absent_one() {
+        let found = families("plain 4\n", &["plain", "missing"]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].kind, Kind::Untyped);
+    }
+
+    #[test]
+    fn broken_wanted_lines_are_errors_naming_the_line() {
+        for (line, needle) in [
+            ("g{a=\"x} 1", "not closed"),
+            ("g{a=x} 1", "not quoted"),
+            ("g{a=\"\\q\"} 1", "bad escape"),
+            ("g{a=\"x\" b=\"y\"} 1", "expected ','"),
+            ("g", "no value"),
+            ("g one", "is not a number"),
+            ("g 1 2 3", "unexpected"),
+            ("g 1 soon", "unexpected"),
+        ] {
+            let page = format!("# TYPE g gauge\n{line}\n");
+            let error = families(&page, &["g"]).unwrap_err();
+            assert_eq!(error.line, 2, "{line}");
+            assert!(error.message.contains(needle), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn series_and_labels_are_capped() {
+        let mut page = String::from("# TYPE g gauge\n");
+        for i in 0..MAX_SERIES_PER_FAMILY {
+            page.push_str(&format!("g{{i=\"{i}\"}} 1\n"));
+        }
+        assert_eq!(
+            families(&page, &["g"]).unwrap()[0].samples.len(),
+            MAX_SERIES_PER_FAMILY
+        );
+        page.push_str("g{i=\"one too many\"} 1\n");
+        let error = families(&page, &["g"]).unwrap_err();
+        assert!(error.message.contains("more than 10000 series"), "{error}");
+
+        let labels: Vec<String> = (0..=MAX_LABELS).map(|i| format!("l{i}=\"v\"")).collect();
+        let page = format!("g{{{}}} 1\n", labels.join(","));
+        let error = families(&page, &["g"]).unwrap_err();
+        assert!(error.message.contains("more than 64 labels"), "{error}");
+    }
+}
