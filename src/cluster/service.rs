@@ -1,6 +1,6 @@
 //! `kedagpuscaler.node.v1.Node`, the peer gRPC service: this node's
-//! snapshot for peers, and the per-GPU explanation behind `query
-//! --explain`. Handlers read the snapshot or a view; they never block.
+//! snapshot for peers, and the per-GPU (or per-replica) explanation
+//! behind `query --explain`. Handlers read the snapshot or a view; they never block.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use crate::cluster::scope::Scope;
 use crate::grpc::reply::{answer, config_status, reply};
 use crate::node::snapshot::SnapshotCell;
 use crate::proto::node::{
-    ExplainLine, ExplainRequest, ExplainResponse, NodeSnapshot, SnapshotRequest,
+    ExplainLine, ExplainRequest, ExplainResponse, NodeSnapshot, ReplicaLine, SnapshotRequest,
 };
 use crate::proto::node_grpc::Node;
 use crate::scaling::evaluate::{Detail, Outcome};
@@ -46,9 +46,9 @@ impl Node for NodeService {
             Ok(trigger) => trigger,
             Err(e) => return reply(&ctx, sink, Err(config_status(&e))),
         };
-        let view = self.scope.view();
+        let outcome = self.scope.outcome(&trigger, Detail::Explained);
         ctx.spawn(async move {
-            let outcome = view.await.outcome(&trigger, Detail::Explained);
+            let outcome = outcome.await;
             answer(sink, Ok(explanation(&outcome))).await
         });
     }
@@ -79,6 +79,18 @@ fn explanation(outcome: &Outcome) -> ExplainResponse {
     }
     for note in &outcome.notes {
         response.mut_notes().push(note.text.clone());
+    }
+    for replica in &outcome.replicas {
+        let mut line = ReplicaLine::new();
+        line.set_endpoint(replica.endpoint.clone());
+        line.set_address(replica.address.clone());
+        if let Some(value) = replica.value {
+            line.set_has_value(true);
+            line.set_value(value);
+        }
+        line.set_counted(replica.counted);
+        line.set_reason(replica.reason.clone());
+        response.mut_replicas().push(line);
     }
     response
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::commands::duration::parse_duration;
+use crate::scaling::duration::parse_duration;
 use crate::grpc::tls::TlsFiles;
 
 pub const USAGE: &str = "\
@@ -253,7 +253,7 @@ fn peer_timeout(text: Option<String>, sample_interval: Duration) -> Result<Durat
     if timeout >= sample_interval {
         return Err(UsageError(format!(
             "invalid --peer-timeout {text:?}: it must be below --sample-interval ({}), or one silent peer holds every request for a whole sweep",
-            crate::commands::duration::format_duration(sample_interval)
+            crate::scaling::duration::format_duration(sample_interval)
         )));
     }
     Ok(timeout)

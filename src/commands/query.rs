@@ -61,8 +61,11 @@ pub fn explain(args: &QueryArgs) -> Result<ExplainResponse, String> {
         .map_err(|e| format!("Explain: {}", describe(&e)))
 }
 
-/// One line per node and GPU.
+/// One line per node and GPU, or per engine replica.
 pub fn render_explanation(explanation: &ExplainResponse) -> String {
+    if !explanation.replicas().is_empty() {
+        return render_replicas(explanation);
+    }
     let mut out = String::from("\nexplain (per node and GPU):\n");
     out.push_str(&format!(
         "  {:<16} {:>3}  {:<40} {:>8}  {:<7} {:<32} {}\n",
@@ -94,6 +97,41 @@ pub fn render_explanation(explanation: &ExplainResponse) -> String {
             line.reason()
         ));
     }
+    render_end(explanation, &mut out);
+    out
+}
+
+/// One line per replica of an engine trigger's endpoints.
+fn render_replicas(explanation: &ExplainResponse) -> String {
+    let mut out = String::from("\nexplain (per engine replica):\n");
+    out.push_str(&format!(
+        "  {:<40} {:<24} {:>10}  {:<7} {}\n",
+        "ENDPOINT", "ADDRESS", "VALUE", "COUNTED", "WHY"
+    ));
+    for line in explanation.replicas() {
+        let value = if line.has_value() {
+            format!("{:.2}", line.value())
+        } else {
+            "n/a".to_string()
+        };
+        out.push_str(&format!(
+            "  {:<40} {:<24} {:>10}  {:<7} {}\n",
+            line.endpoint(),
+            if line.address().is_empty() {
+                "-"
+            } else {
+                line.address()
+            },
+            value,
+            if line.counted() { "yes" } else { "no" },
+            line.reason()
+        ));
+    }
+    render_end(explanation, &mut out);
+    out
+}
+
+fn render_end(explanation: &ExplainResponse, out: &mut String) {
     for note in explanation.notes() {
         out.push_str(&format!("  note: {note}\n"));
     }
@@ -102,7 +140,6 @@ pub fn render_explanation(explanation: &ExplainResponse) -> String {
     } else {
         out.push_str(&format!("  = error: {}\n", explanation.error()));
     }
-    out
 }
 
 /// The three calls, in KEDA's order; the first failure is the error.

@@ -1,7 +1,7 @@
 //! `serve`: run the scaler until SIGTERM or SIGINT, then stop in order.
 
 use crate::commands::args::ServeArgs;
-use crate::commands::duration::format_duration;
+use crate::scaling::duration::format_duration;
 use crate::commands::signals;
 use crate::grpc::server::{self, ServeConfig};
 use crate::node::attribution::GpuResources;
@@ -24,6 +24,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         gpu_resources: GpuResources {
             extra: args.gpu_resource_names.clone(),
         },
+        engine_resolver: None,
     };
     let running = server::start(&config)?;
     let host = args.listen.rsplit_once(':').map_or("", |(host, _)| host);

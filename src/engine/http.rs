@@ -9,12 +9,73 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The most bytes of status line and headers read.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most bytes of body read by default (a vLLM page is ~200 KB).
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Bytes that GETs running at once may read, together. Each connection
+/// holds what it has read off the wire (its buffered and decoded body are
+/// at most twice that) until its page is dropped, so many replicas
+/// answering at once cannot outgrow the process's memory limit.
+pub struct Budget {
+    cap: usize,
+    used: Mutex<usize>,
+}
+
+impl Budget {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            used: Mutex::new(0),
+        }
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes held now.
+    pub fn in_use(&self) -> usize {
+        *self.lock()
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        let mut used = self.lock();
+        match used.checked_add(bytes) {
+            Some(total) if total <= self.cap => {
+                *used = total;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn give(&self, bytes: usize) {
+        let mut used = self.lock();
+        *used = used.saturating_sub(bytes);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A page's text, holding its share of the [`Budget`] until dropped.
+pub struct Page<'a> {
+    pub text: String,
+    budget: &'a Budget,
+    held: usize,
+}
+
+impl Drop for Page<'_> {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
+    }
+}
 
 /// Why a GET gave no page.
 #[derive(Debug)]
@@ -53,14 +114,16 @@ impl std::error::Error for HttpError {
 }
 
 /// GETs `path` from `address` (sending `host` as the Host header) and
-/// returns the body of a 200 answer, all before `deadline`.
-pub fn get(
+/// returns the body of a 200 answer, all before `deadline`, reading at
+/// most `max_body` body bytes and no more than `budget` has left.
+pub fn get<'b>(
     address: SocketAddr,
     host: &str,
     path: &str,
     deadline: Instant,
     max_body: usize,
-) -> Result<String, HttpError> {
+    budget: &'b Budget,
+) -> Result<Page<'b>, HttpError> {
     let stream = TcpStream::connect_timeout(&address, remaining(deadline)?).map_err(io_error)?;
     let mut conn = Connection {
         stream,
@@ -68,6 +131,8 @@ pub fn get(
         start: 0,
         deadline,
         eof: false,
+        budget,
+        held: 0,
     };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/plain\r\nUser-Agent: keda-gpu-scaler\r\nConnection: close\r\n\r\n"
@@ -89,7 +154,14 @@ pub fn get(
         Framing::Chunked => conn.chunked(max_body)?,
         Framing::Close => conn.until_close(max_body)?,
     };
-    String::from_utf8(body).map_err(|_| HttpError::Malformed("the body is not UTF-8".into()))
+    let text =
+        String::from_utf8(body).map_err(|_| HttpError::Malformed("the body is not UTF-8".into()))?;
+    let held = std::mem::take(&mut conn.held);
+    Ok(Page {
+        text,
+        budget,
+        held,
+    })
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, HttpError> {
@@ -119,16 +191,25 @@ struct Head {
 }
 
 /// A connection with the bytes read but not yet used.
-struct Connection {
+struct Connection<'b> {
     stream: TcpStream,
     buffer: Vec<u8>,
     /// Where the unused bytes in `buffer` start.
     start: usize,
     deadline: Instant,
     eof: bool,
+    budget: &'b Budget,
+    /// Bytes read so far, taken from `budget`.
+    held: usize,
 }
 
-impl Connection {
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
+    }
+}
+
+impl Connection<'_> {
     /// Reads more bytes; false at the end of the stream.
     fn fill(&mut self) -> Result<bool, HttpError> {
         if self.eof {
@@ -147,6 +228,13 @@ impl Connection {
             self.eof = true;
             return Ok(false);
         }
+        if !self.budget.take(read) {
+            return Err(HttpError::TooLarge(format!(
+                "the {} MiB that scrapes running at once may hold is in use by other pages",
+                self.budget.cap() >> 20
+            )));
+        }
+        self.held += read;
         self.buffer.extend_from_slice(&chunk[..read]);
         Ok(true)
     }
@@ -257,8 +345,11 @@ impl Connection {
                 )));
             }
         }
-        let body = self.unused()[..length].to_vec();
-        self.start += length;
+        // Moves the body out rather than copying it; what follows stays.
+        let rest = self.buffer.split_off(self.start + length);
+        let mut body = std::mem::replace(&mut self.buffer, rest);
+        body.drain(..self.start);
+        self.start = 0;
         Ok(body)
     }
 
@@ -342,10 +433,16 @@ mod tests {
         (address, done)
     }
 
+    static UNLIMITED: Budget = Budget {
+        cap: usize::MAX,
+        used: Mutex::new(0),
+    };
+
     fn fetch(parts: Vec<&[u8]>, max_body: usize) -> Result<String, HttpError> {
         let (address, _done) = serve(parts.into_iter().map(<[u8]>::to_vec).collect(), false);
         let deadline = Instant::now() + Duration::from_secs(10);
-        get(address, "vllm:8000", "/metrics", deadline, max_body)
+        get(address, "vllm:8000", "/metrics", deadline, max_body, &UNLIMITED)
+            .map(|page| page.text.clone())
     }
 
     #[test]
@@ -458,7 +555,9 @@ mod tests {
             true,
         );
         let deadline = Instant::now() + Duration::from_millis(200);
-        let error = get(address, "h", "/metrics", deadline, 1024).unwrap_err();
+        let error = get(address, "h", "/metrics", deadline, 1024, &UNLIMITED)
+            .err()
+            .unwrap();
         assert!(matches!(error, HttpError::Timeout), "{error}");
         drop(done);
     }
@@ -470,7 +569,35 @@ mod tests {
             listener.local_addr().unwrap()
         };
         let deadline = Instant::now() + Duration::from_secs(5);
-        let error = get(address, "h", "/metrics", deadline, 1024).unwrap_err();
+        let error = get(address, "h", "/metrics", deadline, 1024, &UNLIMITED)
+            .err()
+            .unwrap();
         assert!(matches!(error, HttpError::Io(_)), "{error}");
+    }
+
+    #[test]
+    fn pages_read_at_once_share_one_budget() {
+        let budget = Budget::new(150);
+        let answer = |body: &str| {
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (first, _a) = serve(vec![answer(&"a".repeat(40))], false);
+        let page = get(first, "h", "/metrics", deadline, 1024, &budget).unwrap();
+        let held = budget.in_use();
+        assert!((40..=150).contains(&held), "{held}");
+        // A second page that fits what is left is read; one that does not
+        // is refused while the first is held, and read once it is dropped.
+        let (second, _b) = serve(vec![answer(&"b".repeat(70))], false);
+        let error = get(second, "h", "/metrics", deadline, 1024, &budget).err().unwrap();
+        assert!(error.to_string().contains("in use by other pages"), "{error}");
+        assert_eq!(budget.in_use(), held, "a refused read gives back what it took");
+        drop(page);
+        assert_eq!(budget.in_use(), 0);
+        let (third, _c) = serve(vec![answer(&"b".repeat(70))], false);
+        let page = get(third, "h", "/metrics", deadline, 1024, &budget).unwrap();
+        assert_eq!(page.text, "b".repeat(70));
+        drop(page);
+        assert_eq!(budget.in_use(), 0);
     }
 }

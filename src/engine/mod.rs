@@ -1,8 +1,15 @@
 //! Inference engines' own signals (queue length, requests running, KV cache
 //! use), read from every replica's Prometheus `/metrics` page without a
-//! Prometheus server. So far the two readers they need: a small HTTP/1.1
-//! GET client (`http`) and a Prometheus text parser that reads only the
-//! families asked for (`prom`). Engine triggers are not wired up yet (#9).
+//! Prometheus server: where the replicas are (`endpoint`, `resolve`), a
+//! small HTTP/1.1 GET client (`http`), a Prometheus text parser that reads
+//! only the families asked for (`prom`), each engine's names and how one
+//! page becomes one value (`signals`), and the shared, single-flight
+//! scrape of every replica (`scrape`). Nothing here knows about GPUs,
+//! triggers or gRPC.
 
+pub mod endpoint;
 pub mod http;
 pub mod prom;
+pub mod resolve;
+pub mod signals;
+pub mod scrape;

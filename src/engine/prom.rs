@@ -12,6 +12,8 @@ use std::fmt;
 pub const MAX_SERIES_PER_FAMILY: usize = 10_000;
 /// The most labels one series may have.
 pub const MAX_LABELS: usize = 64;
+/// The most declared family names kept (for "the page has … instead").
+pub const MAX_DECLARED: usize = 1024;
 
 /// A family's `# TYPE`. A family with no `# TYPE` line is `Untyped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +94,17 @@ impl std::error::Error for ParseError {}
 /// the page does not have is absent from the result. Only wanted lines are
 /// parsed.
 pub fn families(page: &str, wanted: &[&str]) -> Result<Vec<Family>, ParseError> {
+    families_and_names(page, wanted).map(|(found, _)| found)
+}
+
+/// As [`families`], with the name of every family the page declares a
+/// `# TYPE` for (at most [`MAX_DECLARED`]), in page order.
+pub fn families_and_names(
+    page: &str,
+    wanted: &[&str],
+) -> Result<(Vec<Family>, Vec<String>), ParseError> {
     let mut found: Vec<Family> = Vec::new();
+    let mut declared: Vec<String> = Vec::new();
     for (number, line) in page.lines().enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let error = |message: String| ParseError {
@@ -101,6 +113,9 @@ pub fn families(page: &str, wanted: &[&str]) -> Result<Vec<Family>, ParseError> 
         };
         if let Some(comment) = line.strip_prefix('#') {
             if let Some((name, kind)) = type_line(comment) {
+                if declared.len() < MAX_DECLARED {
+                    declared.push(name.to_string());
+                }
                 if wanted.contains(&name) {
                     family_entry(&mut found, name).kind = Kind::parse(kind);
                 }
@@ -131,7 +146,7 @@ pub fn families(page: &str, wanted: &[&str]) -> Result<Vec<Family>, ParseError> 
         });
     }
     found.sort_by_key(|f| wanted.iter().position(|w| *w == f.name));
-    Ok(found)
+    Ok((found, declared))
 }
 
 /// `TYPE name kind` after the `#`.
@@ -181,11 +196,11 @@ fn family_entry<'f>(found: &'f mut Vec<Family>, name: &str) -> &'f mut Family {
 }
 
 /// A series' labels, `(name, value)`.
-type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
 /// `{a="x",b="y"}` (possibly absent or empty, a trailing comma allowed),
 /// and what follows it.
-fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
+pub(crate) fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
     let Some(mut rest) = text.strip_prefix('{') else {
         return Ok((Vec::new(), text));
     };

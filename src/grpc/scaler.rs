@@ -72,9 +72,9 @@ impl ExternalScaler for ScalerService {
             Ok(parsed) => parsed,
             Err(status) => return reply(&ctx, sink, Err(status)),
         };
-        let view = self.scope.view();
+        let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
         ctx.spawn(async move {
-            let value = view.await.outcome(&parsed.trigger, Detail::ValueOnly).value;
+            let value = outcome.await.value;
             let result = value
                 .map(|value| is_active_response(parsed.trigger.is_active(value)))
                 .map_err(|e| eval_status(&e));
@@ -96,10 +96,10 @@ impl ExternalScaler for ScalerService {
                 })
             }
         };
-        let view = self.scope.view();
+        let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
         let streams = self.streams.clone();
         ctx.spawn(async move {
-            let first = view.await.outcome(&parsed.trigger, Detail::ValueOnly).value;
+            let first = outcome.await.value;
             match ActiveWatch::open(parsed.trigger.clone(), first) {
                 Ok((watch, pushed)) => {
                     streams.add(Box::new(watch));
@@ -144,11 +144,10 @@ impl ExternalScaler for ScalerService {
             );
             return reply(&ctx, sink, Err(status));
         }
-        let view = self.scope.view();
+        let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
         ctx.spawn(async move {
-            let result = view
+            let result = outcome
                 .await
-                .outcome(&parsed.trigger, Detail::ValueOnly)
                 .value
                 .map(|value| metrics_response(parsed.metric_name.clone(), value));
             answer(sink, result.map_err(|e| eval_status(&e))).await;

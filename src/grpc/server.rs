@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use grpcio::{EnvBuilder, Environment, ServerBuilder, ServerCredentials};
 
-use crate::cluster::scope::Scope;
+use crate::cluster::scope::{GpuScope, Scope};
+use crate::engine::scrape::{Resolver, ScrapeConfig, Scraper};
 use crate::cluster::service::NodeService;
 use crate::cluster::sweep::{Cluster, ClusterConfig, PeerTls};
 use crate::grpc::health::HealthService;
@@ -52,6 +53,8 @@ pub struct ServeConfig {
     pub peer_server_name: Option<String>,
     pub pod_resources_socket: PathBuf,
     pub gpu_resources: GpuResources,
+    /// How engine endpoints are resolved; `None`: the system's DNS.
+    pub engine_resolver: Option<Resolver>,
 }
 
 impl ServeConfig {
@@ -69,6 +72,7 @@ impl ServeConfig {
             peer_server_name: None,
             pod_resources_socket: PathBuf::from(DEFAULT_SOCKET),
             gpu_resources: GpuResources::default(),
+            engine_resolver: None,
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct RunningServer {
     probes: Option<(grpcio::Server, u16)>,
     streams: StreamHub,
     cluster: Option<Arc<Cluster>>,
+    engines: Arc<Scraper>,
     sampler: Option<Sampler>,
     port: u16,
 }
@@ -117,12 +122,22 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
             Arc::clone(&env),
         )
     });
-    let scope = match &cluster {
-        Some(cluster) => Scope::Cluster(Arc::clone(cluster)),
-        None => Scope::Node {
+    let gpus = match &cluster {
+        Some(cluster) => GpuScope::Cluster(Arc::clone(cluster)),
+        None => GpuScope::Node {
             snapshots: Arc::clone(&snapshots),
             stale_after,
         },
+    };
+    let mut scrape = ScrapeConfig::new(config.sample_interval);
+    if let Some(resolver) = &config.engine_resolver {
+        scrape.resolver = resolver.clone();
+    }
+    let engines = Scraper::new(scrape);
+    let scope = Scope {
+        gpus,
+        engines: Arc::clone(&engines),
+        sample_interval: config.sample_interval,
     };
     let streams = StreamHub::new(
         Arc::clone(&snapshots),
@@ -153,6 +168,7 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         probes: None,
         streams,
         cluster,
+        engines,
         sampler: None,
         port,
     };
@@ -252,6 +268,11 @@ impl RunningServer {
         &self.streams
     }
 
+    /// The engine scraper.
+    pub fn engines(&self) -> &Arc<Scraper> {
+        &self.engines
+    }
+
     /// The cluster sweeper, when peers are configured.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()
@@ -268,6 +289,7 @@ impl RunningServer {
         if let Some(cluster) = &self.cluster {
             cluster.shutdown();
         }
+        self.engines.shutdown();
         self.streams.shutdown();
         if let Some(mut server) = self.server.take() {
             if let Err(e) = futures_executor::block_on(server.shutdown()) {

@@ -32,7 +32,15 @@ pub struct PassView<'a> {
 
 impl PassView<'_> {
     pub fn get(&self) -> &View {
-        self.view.get_or_init(|| self.scope.view_blocking())
+        self.view.get_or_init(|| self.scope.gpus.view_blocking())
+    }
+
+    /// The trigger's value: GPU triggers from the pass's view, engine
+    /// triggers from their (shared) scrape.
+    pub fn value(&self, trigger: &Trigger) -> Result<f64, EvalError> {
+        self.scope
+            .outcome_blocking(trigger, || self.get().outcome(trigger, Detail::ValueOnly))
+            .value
     }
 }
 
@@ -43,6 +51,9 @@ pub trait Watch: Send {
     fn update(&mut self, snapshot: &Snapshot, view: &PassView<'_>, now: Instant) -> bool;
     /// When it needs a look even without a new snapshot (a heartbeat).
     fn next_due(&self) -> Option<Instant>;
+    /// Starts slow work its update will need (engine scrapes), so that a
+    /// pass waits for all of them at once rather than one after another.
+    fn prefetch(&self, _scope: &Scope) {}
     /// Ends the stream with `status`.
     fn end(&mut self, status: RpcStatus);
 }
@@ -150,6 +161,9 @@ fn notify_loop(hub: &HubInner) {
             scope: &hub.scope,
             view: OnceCell::new(),
         };
+        for watch in &current {
+            watch.prefetch(&hub.scope);
+        }
         let now = Instant::now();
         current.retain_mut(|watch| watch.update(&snapshot, &view, now));
         let mut watches = hub.lock_watches();
@@ -221,7 +235,7 @@ impl Watch for ActiveWatch {
         if self.sender.is_closed() {
             return false;
         }
-        match view.get().outcome(&self.trigger, Detail::ValueOnly).value {
+        match view.value(&self.trigger) {
             Err(e) => {
                 self.end(eval_status(&e));
                 false
@@ -240,6 +254,10 @@ impl Watch for ActiveWatch {
 
     fn next_due(&self) -> Option<Instant> {
         Some(self.next_heartbeat)
+    }
+
+    fn prefetch(&self, scope: &Scope) {
+        scope.prefetch(&self.trigger);
     }
 
     fn end(&mut self, status: RpcStatus) {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::node::snapshot::{stale_reason, GpuHealth, GpuSample, NodeState, Snapshot, Unplaced};
-use crate::scaling::trigger::{GpuSelector, Trigger};
+use crate::scaling::trigger::{GpuSelector, Source, Trigger};
 
 /// Why a trigger has no value; maps to a gRPC status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,20 @@ pub struct Outcome {
     pub selected: usize,
     /// Peers left out of the value, and why.
     pub notes: Vec<Note>,
+    /// Engine triggers: each replica's part in the value.
+    pub replicas: Vec<ReplicaLine>,
+}
+
+/// One engine replica's part in a value (or an endpoint with none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaLine {
+    /// The endpoint as configured (`http://host:port/path`).
+    pub endpoint: String,
+    /// The address read; empty when the endpoint had none.
+    pub address: String,
+    pub value: Option<f64>,
+    pub counted: bool,
+    pub reason: String,
 }
 
 /// A peer left out of a value.
@@ -91,6 +105,7 @@ impl Outcome {
             explained: Vec::new(),
             selected: 0,
             notes: Vec::new(),
+            replicas: Vec::new(),
         }
     }
 }
@@ -151,6 +166,7 @@ pub fn evaluate_nodes(trigger: &Trigger, nodes: &[NodeView<'_>], detail: Detail)
         explained,
         selected,
         notes: Vec::new(),
+        replicas: Vec::new(),
     }
 }
 
@@ -161,6 +177,12 @@ fn select_and_aggregate(
     explained: &mut Vec<Explained>,
     selected: &mut usize,
 ) -> Result<f64, EvalError> {
+    let Source::Gpu { metric, gpus } = &trigger.source else {
+        return Err(EvalError::InvalidArgument(String::from(
+            "this trigger reads an engine's /metrics, not GPUs",
+        )));
+    };
+    let (metric, gpus) = (*metric, *gpus);
     if let Some(selector) = &trigger.selector {
         if let Some(node) = nodes.iter().find(|n| n.attribution.is_err()) {
             return Err(EvalError::Unavailable(format!(
@@ -197,7 +219,7 @@ fn select_and_aggregate(
             }
         )));
     }
-    if let GpuSelector::Index(index) = trigger.gpus {
+    if let GpuSelector::Index(index) = gpus {
         if total > 0
             && !nodes
                 .iter()
@@ -218,8 +240,8 @@ fn select_and_aggregate(
     let mut excluded = Vec::new();
     for node in nodes {
         for gpu in node.gpus {
-            let value = gpu.readings().and_then(|r| r.get(trigger.metric));
-            let (counted, reason) = match why_not_selected(trigger, gpu) {
+            let value = gpu.readings().and_then(|r| r.get(metric));
+            let (counted, reason) = match why_not_selected(trigger, gpus, gpu) {
                 Some(reason) => (false, reason),
                 None => {
                     *selected += 1;
@@ -229,14 +251,14 @@ fn select_and_aggregate(
                             (true, Reason::Counted)
                         }
                         (GpuHealth::Healthy { mig_enabled, .. }, None) => {
-                            let why = match gpu.read_error(trigger.metric.name()) {
+                            let why = match gpu.read_error(metric.name()) {
                                 Some(error) => format!(" (reading it failed: {error})"),
                                 None if *mig_enabled == Some(true) => {
                                     String::from(" (MIG is enabled)")
                                 }
                                 None => String::new(),
                             };
-                            let reason = format!("does not report {}{why}", trigger.metric);
+                            let reason = format!("does not report {metric}{why}");
                             excluded.push(format!("{} {reason}", label(node.name, gpu)));
                             (false, Reason::Excluded(reason))
                         }
@@ -275,15 +297,13 @@ fn select_and_aggregate(
     }
     let value = trigger.aggregation.apply(&values).ok_or_else(|| {
         EvalError::Unavailable(format!(
-            "no healthy GPU reports {}: {}",
-            trigger.metric,
+            "no healthy GPU reports {metric}: {}",
             excluded.join("; ")
         ))
     })?;
     if !value.is_finite() || value < 0.0 {
         return Err(EvalError::Unavailable(format!(
-            "{} aggregated to {value}, which is not a valid metric value",
-            trigger.metric
+            "{metric} aggregated to {value}, which is not a valid metric value"
         )));
     }
     Ok(value)
@@ -314,8 +334,8 @@ impl Reason {
 }
 
 /// `None` when the GPU is selected; otherwise why not.
-fn why_not_selected(trigger: &Trigger, gpu: &GpuSample) -> Option<Reason> {
-    if let GpuSelector::Index(index) = trigger.gpus {
+fn why_not_selected(trigger: &Trigger, gpus: GpuSelector, gpu: &GpuSample) -> Option<Reason> {
+    if let GpuSelector::Index(index) = gpus {
         if gpu.index != index {
             return Some(Reason::OtherIndex(index));
         }

@@ -3,7 +3,9 @@
 //! evaluation and aggregation over a list of nodes (`evaluate`), and the
 //! HPA's arithmetic (`hpa`). Pure: no I/O, no threads.
 
+pub mod duration;
 pub mod evaluate;
 pub mod hpa;
 pub mod trigger;
 pub mod trigger_cache;
+pub mod replicas;

@@ -6,10 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
+use crate::engine::endpoint::{self, Endpoint};
+use crate::engine::signals::{self, Engine, Query, Series, Signal, Within};
 use crate::node::gpu_metric::Metric;
+use crate::scaling::duration::format_duration;
 
 /// Keys this scaler reads. Each also accepts a `<key>FromEnv` twin.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 17] = [
     "profile",
     "metricType",
     "targetValue",
@@ -22,6 +25,11 @@ pub const KEYS: [&str; 12] = [
     "workload",
     "podNamePattern",
     "podNamespace",
+    "engine",
+    "engineEndpoints",
+    "engineMetric",
+    "engineModel",
+    "engineTimeout",
 ];
 
 /// Keys KEDA itself reads from the same metadata; passed through, ignored.
@@ -39,27 +47,47 @@ const FROM_ENV: &str = "FromEnv";
 const DEFAULT_TARGET: f64 = 80.0;
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_POLL_INTERVAL_SECONDS: f64 = 3600.0;
+/// How long a scrape of every replica may take, by default.
+pub const DEFAULT_ENGINE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest `engineTimeout`; it must also be below the sample interval.
+pub const MAX_ENGINE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A workload profile: defaults for metric, target and activation.
+/// A workload profile: defaults for what is read, target and activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Profile {
     pub name: &'static str,
-    pub metric: Metric,
+    pub measure: Measure,
     pub target: f64,
     pub activation_threshold: f64,
 }
 
-pub const PROFILES: [Profile; 4] = [
+/// What a trigger reads: a GPU metric, or an engine's signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Gpu(Metric),
+    Engine(Engine, Signal),
+}
+
+impl fmt::Display for Measure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Measure::Gpu(metric) => write!(f, "{metric}"),
+            Measure::Engine(engine, signal) => write!(f, "{engine} {signal}"),
+        }
+    }
+}
+
+pub const PROFILES: [Profile; 8] = [
     // Not VRAM%: vLLM preallocates ~90% of VRAM at start, idle or busy.
     Profile {
         name: "vllm-inference",
-        metric: Metric::GpuUtilization,
+        measure: Measure::Gpu(Metric::GpuUtilization),
         target: 80.0,
         activation_threshold: 5.0,
     },
     Profile {
         name: "triton-inference",
-        metric: Metric::GpuUtilization,
+        measure: Measure::Gpu(Metric::GpuUtilization),
         target: 75.0,
         activation_threshold: 10.0,
     },
@@ -67,15 +95,42 @@ pub const PROFILES: [Profile; 4] = [
     // running job keeps training at its replicas: no scale-to-zero.
     Profile {
         name: "training",
-        metric: Metric::GpuUtilization,
+        measure: Measure::Gpu(Metric::GpuUtilization),
         target: 90.0,
         activation_threshold: 0.0,
     },
     Profile {
         name: "batch",
-        metric: Metric::MemoryUsedPercent,
+        measure: Measure::Gpu(Metric::MemoryUsedPercent),
         target: 70.0,
         activation_threshold: 1.0,
+    },
+    // 5 waiting requests per replica: vLLM production-stack's KEDA
+    // threshold, and llm-d's queue saturation point. For AverageValue.
+    Profile {
+        name: "vllm-queue",
+        measure: Measure::Engine(Engine::Vllm, Signal::QueueLength),
+        target: 5.0,
+        activation_threshold: 0.0,
+    },
+    // 80% KV cache: llm-d's saturation point. For Value.
+    Profile {
+        name: "vllm-kv-cache",
+        measure: Measure::Engine(Engine::Vllm, Signal::KvCacheUsagePercent),
+        target: 80.0,
+        activation_threshold: 5.0,
+    },
+    Profile {
+        name: "sglang-queue",
+        measure: Measure::Engine(Engine::Sglang, Signal::QueueLength),
+        target: 5.0,
+        activation_threshold: 0.0,
+    },
+    Profile {
+        name: "sglang-kv-cache",
+        measure: Measure::Engine(Engine::Sglang, Signal::KvCacheUsagePercent),
+        target: 80.0,
+        activation_threshold: 5.0,
     },
 ];
 
@@ -208,24 +263,74 @@ pub fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
 /// A validated trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
-    pub metric: Metric,
+    pub source: Source,
     pub target: f64,
     pub activation_threshold: f64,
-    pub gpus: GpuSelector,
     pub aggregation: Aggregation,
     pub poll_interval: Duration,
     pub profile: Option<&'static str>,
-    /// `None`: every GPU of the node (or, with peers, of the fleet).
+    /// `None`: every GPU of the node (or, with peers, of the fleet). With
+    /// an engine source: the workload behind the endpoints, to tell a
+    /// workload at zero replicas from a name that does not exist.
     pub selector: Option<Selector>,
+}
+
+/// Where a trigger's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Gpu { metric: Metric, gpus: GpuSelector },
+    Engine(EngineSource),
+}
+
+/// An engine trigger: what to read from every replica behind the endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSource {
+    /// `None` only with `engineMetric` and explicit ports.
+    pub engine: Option<Engine>,
+    pub endpoints: Vec<Endpoint>,
+    pub reads: EngineReads,
+    pub query: Query,
+    pub timeout: Duration,
+}
+
+/// What an engine trigger reads, as the user named it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineReads {
+    Signal(Signal),
+    /// `engineMetric`, as given.
+    Metric(String),
+}
+
+impl fmt::Display for EngineReads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineReads::Signal(signal) => write!(f, "metricType={signal}"),
+            EngineReads::Metric(text) => write!(f, "engineMetric={text}"),
+        }
+    }
 }
 
 impl Trigger {
     /// The metric name in GetMetricSpec: deterministic, `[a-z0-9-]` only.
     pub fn metric_name(&self) -> String {
-        let metric = self.metric.name().replace('_', "-");
-        match self.gpus {
-            GpuSelector::All => format!("{metric}-{}", self.aggregation.name()),
-            GpuSelector::Index(index) => format!("{metric}-gpu{index}"),
+        match &self.source {
+            Source::Gpu { metric, gpus } => {
+                let metric = metric.name().replace('_', "-");
+                match gpus {
+                    GpuSelector::All => format!("{metric}-{}", self.aggregation.name()),
+                    GpuSelector::Index(index) => format!("{metric}-gpu{index}"),
+                }
+            }
+            Source::Engine(source) => {
+                let engine = source.engine.map_or("engine", Engine::name);
+                let what = match &source.reads {
+                    EngineReads::Signal(signal) => signal.name().replace('_', "-"),
+                    EngineReads::Metric(text) => {
+                        format!("{}-{:08x}", kubernetes_safe(&source.query.series[0].family), fnv(text))
+                    }
+                };
+                format!("{engine}-{what}-{}", self.aggregation.name())
+            }
         }
     }
 
@@ -233,6 +338,35 @@ impl Trigger {
     pub fn is_active(&self, value: f64) -> bool {
         value > self.activation_threshold
     }
+
+    /// The engine source, for engine triggers.
+    pub fn engine(&self) -> Option<&EngineSource> {
+        match &self.source {
+            Source::Engine(source) => Some(source),
+            Source::Gpu { .. } => None,
+        }
+    }
+}
+
+/// Lowercase letters, digits and single '-', at most 48 characters.
+fn kubernetes_safe(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.truncate(48);
+    out.trim_end_matches('-').to_string()
+}
+
+/// FNV-1a, 32 bits: a stable short hash for metric names.
+fn fnv(text: &str) -> u32 {
+    text.bytes()
+        .fold(0x811c_9dc5_u32, |hash, b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 impl fmt::Display for Trigger {
@@ -240,14 +374,30 @@ impl fmt::Display for Trigger {
         if let Some(profile) = self.profile {
             write!(f, "profile={profile} ")?;
         }
-        let gpus = match self.gpus {
-            GpuSelector::All => String::from("all"),
-            GpuSelector::Index(index) => index.to_string(),
-        };
+        match &self.source {
+            Source::Gpu { metric, gpus } => {
+                let gpus = match gpus {
+                    GpuSelector::All => String::from("all"),
+                    GpuSelector::Index(index) => index.to_string(),
+                };
+                write!(f, "metricType={metric} gpuIndex={gpus} ")?;
+            }
+            Source::Engine(source) => {
+                if let Some(engine) = source.engine {
+                    write!(f, "engine={engine} ")?;
+                }
+                let endpoints: Vec<String> =
+                    source.endpoints.iter().map(ToString::to_string).collect();
+                write!(f, "{} engineEndpoints={} ", source.reads, endpoints.join(","))?;
+                if let Some((_, model)) = &source.query.model {
+                    write!(f, "engineModel={model} ")?;
+                }
+                write!(f, "engineTimeout={} ", format_duration(source.timeout))?;
+            }
+        }
         write!(
             f,
-            "metricType={} targetValue={} activationThreshold={} gpuIndex={gpus} aggregation={} pollIntervalSeconds={}",
-            self.metric,
+            "targetValue={} activationThreshold={} aggregation={} pollIntervalSeconds={}",
             self.target,
             self.activation_threshold,
             self.aggregation.name(),
@@ -298,15 +448,15 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
         .transpose()?;
     let selector = parse_selector(&given, namespace)?;
 
-    let (metric, target) = match shorthand {
+    let (measure, target) = match shorthand {
         Some((short, metric, target)) => {
             if let (Some(explicit), Some(given)) = (metric_type, get("metricType")) {
-                if explicit != metric {
+                if explicit != MetricType::Gpu(metric) {
                     return Err(ConfigError(format!(
-                        "{} sets metricType {metric}, but {} is {explicit:?}; remove one",
+                        "{} sets metricType {metric}, but {} is {:?}; remove one",
                         short.key,
                         given.key,
-                        explicit = explicit.name()
+                        given.value
                     )));
                 }
             }
@@ -316,38 +466,308 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
                     short.key, given.key
                 )));
             }
-            (metric, target)
+            (Some(Measure::Gpu(metric)), Some(target))
         }
         None => {
-            let metric = metric_type
-                .or(profile.map(|p| p.metric))
-                .unwrap_or(Metric::GpuUtilization);
+            let engine = get("engine").map(parse_engine).transpose()?;
+            let measure = match (metric_type, profile.map(|p| p.measure)) {
+                (Some(MetricType::Gpu(metric)), _) => Some(Measure::Gpu(metric)),
+                (Some(MetricType::Engine(signal)), Some(Measure::Engine(engine, _))) => {
+                    Some(Measure::Engine(engine, signal))
+                }
+                (Some(MetricType::Engine(signal)), _) => match engine {
+                    Some(engine) => Some(Measure::Engine(engine, signal)),
+                    None => {
+                        return Err(ConfigError(format!(
+                            "metricType {signal} reads an inference engine: set engine to one of {}",
+                            engine_names()
+                        )))
+                    }
+                },
+                (None, from_profile) => from_profile,
+            };
             let target = match (target_value, profile) {
-                (Some(target), _) => target,
-                (None, Some(p)) if p.metric == metric => p.target,
-                (None, Some(p)) => {
+                (Some(target), _) => Some(target),
+                (None, Some(p)) if Some(p.measure) == measure => Some(p.target),
+                (None, Some(p)) if measure.is_some() => {
                     return Err(ConfigError(format!(
-                        "profile {:?} has a target for {}, not for metricType {metric}; set targetValue",
-                        p.name, p.metric
+                        "profile {:?} has a target for {}, not for metricType {}; set targetValue",
+                        p.name,
+                        p.measure,
+                        get("metricType").map_or("", |g| g.value)
                     )))
                 }
-                (None, None) => DEFAULT_TARGET,
+                (None, _) => None,
             };
-            (metric, target)
+            (measure, target)
         }
     };
 
+    let source = parse_source(&given, measure, profile)?;
+    if let (Some(p), Some(custom), None) = (profile, get("engineMetric"), target_value) {
+        return Err(ConfigError(format!(
+            "profile {:?} has a target for {}, not for {}; set targetValue",
+            p.name, p.measure, custom.key
+        )));
+    }
+    let target = match (&source, target) {
+        (_, Some(target)) => target,
+        (Source::Gpu { .. }, None) => DEFAULT_TARGET,
+        (Source::Engine(engine), None) => {
+            return Err(ConfigError(format!(
+                "{} has no default target; set targetValue ({}) or use a profile ({})",
+                engine.reads,
+                match &engine.reads {
+                    EngineReads::Signal(Signal::QueueLength) => "waiting requests per replica",
+                    EngineReads::Signal(Signal::RunningRequests) => "running requests per replica",
+                    EngineReads::Signal(Signal::KvCacheUsagePercent) => "a percent of KV cache, 0-100",
+                    EngineReads::Metric(_) => "in the gauge's own unit",
+                },
+                engine_profile_names()
+            )))
+        }
+    };
+    let source = match (source, gpus) {
+        (Source::Gpu { metric, .. }, gpus) => Source::Gpu {
+            metric,
+            gpus: gpus.unwrap_or(GpuSelector::All),
+        },
+        (Source::Engine(_), Some(_)) => {
+            return Err(ConfigError(format!(
+                "{} selects a GPU, but this trigger reads an engine's /metrics; remove it",
+                get("gpuIndex").map_or("gpuIndex", |g| g.key)
+            )))
+        }
+        (source, None) => source,
+    };
+    let default_aggregation = match &source {
+        Source::Gpu { .. } => Aggregation::Max,
+        Source::Engine(engine) => match engine.reads {
+            EngineReads::Signal(Signal::KvCacheUsagePercent) => Aggregation::Avg,
+            _ => Aggregation::Sum,
+        },
+    };
+    let aggregation = aggregation.unwrap_or(default_aggregation);
+    let source = match source {
+        Source::Engine(mut engine) if matches!(engine.reads, EngineReads::Metric(_)) => {
+            engine.query.within = match aggregation {
+                Aggregation::Sum => Within::Sum,
+                Aggregation::Max => Within::Max,
+                Aggregation::Min => Within::Min,
+                Aggregation::Avg => Within::Avg,
+            };
+            Source::Engine(engine)
+        }
+        source => source,
+    };
+
     Ok(Trigger {
-        metric,
+        source,
         target,
         activation_threshold: activation
             .or(profile.map(|p| p.activation_threshold))
             .unwrap_or(0.0),
-        gpus: gpus.unwrap_or(GpuSelector::All),
-        aggregation: aggregation.unwrap_or(Aggregation::Max),
+        aggregation,
         poll_interval: poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
         profile: profile.map(|p| p.name),
         selector,
+    })
+}
+
+/// A `metricType`: a GPU metric or an engine signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricType {
+    Gpu(Metric),
+    Engine(Signal),
+}
+
+const ENGINE_KEYS: [&str; 5] = [
+    "engine",
+    "engineEndpoints",
+    "engineMetric",
+    "engineModel",
+    "engineTimeout",
+];
+
+fn engine_names() -> String {
+    let names: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
+    names.join(", ")
+}
+
+fn engine_profile_names() -> String {
+    let names: Vec<&str> = PROFILES
+        .iter()
+        .filter(|p| matches!(p.measure, Measure::Engine(..)))
+        .map(|p| p.name)
+        .collect();
+    names.join(", ")
+}
+
+/// The GPU or engine source; the engine keys are checked against what
+/// the trigger reads.
+fn parse_source(
+    given: &BTreeMap<&'static str, Given<'_>>,
+    measure: Option<Measure>,
+    profile: Option<Profile>,
+) -> Result<Source, ConfigError> {
+    let get = |key: &str| given.get(key);
+    let custom = get("engineMetric");
+    let (engine, reads) = match (measure, custom) {
+        (Some(Measure::Engine(..)), Some(custom)) | (Some(Measure::Gpu(_)), Some(custom))
+            if get("metricType").is_some() =>
+        {
+            return Err(ConfigError(format!(
+                "{} and {} both choose what is read; use one",
+                get("metricType").map_or("metricType", |g| g.key),
+                custom.key
+            )))
+        }
+        (Some(Measure::Gpu(_)), None) | (None, None) => {
+            let metric = match measure {
+                Some(Measure::Gpu(metric)) => metric,
+                _ => Metric::GpuUtilization,
+            };
+            if let Some(key) = ENGINE_KEYS.iter().find_map(|k| get(k)) {
+                return Err(ConfigError(format!(
+                    "{} applies to engine triggers, but metricType is {metric}; set metricType to one of {} or engineMetric, or remove it",
+                    key.key,
+                    Signal::ALL.map(Signal::name).join(", ")
+                )));
+            }
+            return Ok(Source::Gpu {
+                metric,
+                gpus: GpuSelector::All,
+            });
+        }
+        (Some(Measure::Engine(engine, signal)), None) => (Some(engine), EngineReads::Signal(signal)),
+        (_, Some(custom)) => {
+            let engine = match get("engine").map(parse_engine).transpose()? {
+                Some(engine) => Some(engine),
+                None => profile.and_then(|p| match p.measure {
+                    Measure::Engine(engine, _) => Some(engine),
+                    Measure::Gpu(_) => None,
+                }),
+            };
+            (engine, EngineReads::Metric(custom.value.to_string()))
+        }
+    };
+    if let (Some(profile), Some(given)) = (profile, get("engine")) {
+        if let Measure::Engine(profile_engine, _) = profile.measure {
+            if Some(profile_engine) != engine || parse_engine(given)? != profile_engine {
+                return Err(ConfigError(format!(
+                    "profile {:?} reads {profile_engine}, but {} is {:?}; remove one",
+                    profile.name, given.key, given.value
+                )));
+            }
+        }
+    }
+    let Some(endpoints) = get("engineEndpoints") else {
+        return Err(ConfigError(format!(
+            "{reads} reads every replica's /metrics: set engineEndpoints (a headless Service name, e.g. vllm.ml.svc.cluster.local{})",
+            engine.map_or(String::from(":PORT"), |e| format!(":{}", e.default_port()))
+        )));
+    };
+    let mut endpoints_list = endpoint::parse_list(endpoints.value, engine.map(Engine::default_port))
+        .map_err(|e| ConfigError(format!("invalid {} {:?}: {e}", endpoints.key, endpoints.value)))?;
+    if let Some(engine) = engine {
+        // An entry without a path reads the engine's default page.
+        for (entry, endpoint) in endpoints.value.split(',').zip(endpoints_list.iter_mut()) {
+            let entry = entry.trim();
+            let rest = entry.strip_prefix("http://").unwrap_or(entry);
+            if !rest.contains('/') {
+                endpoint.path = engine.default_path().to_string();
+            }
+        }
+    }
+    let model = match get("engineModel") {
+        None => None,
+        Some(model) => match engine {
+            Some(engine) => Some((engine.model_label().to_string(), model.value.to_string())),
+            None => {
+                return Err(ConfigError(format!(
+                    "{} needs engine (it names the model label: model_name for vllm and sglang, model for triton); or match the label in engineMetric",
+                    model.key
+                )))
+            }
+        },
+    };
+    let timeout = get("engineTimeout")
+        .map(parse_engine_timeout)
+        .transpose()?
+        .unwrap_or(DEFAULT_ENGINE_TIMEOUT);
+    let (series, within, gauges_only) = match &reads {
+        EngineReads::Signal(signal) => (
+            signals::table(engine.expect("a signal comes with its engine"), *signal),
+            signal.within_pod(),
+            false,
+        ),
+        EngineReads::Metric(_) => {
+            let custom = get("engineMetric").expect("engineMetric was given");
+            (vec![parse_engine_metric(custom)?], Within::Sum, true)
+        }
+    };
+    Ok(Source::Engine(EngineSource {
+        engine,
+        endpoints: endpoints_list,
+        reads,
+        query: Query {
+            series,
+            within,
+            model,
+            gauges_only,
+        },
+        timeout,
+    }))
+}
+
+fn parse_engine(given: &Given<'_>) -> Result<Engine, ConfigError> {
+    Engine::from_name(given.value)
+        .ok_or_else(|| invalid(given, &format!("one of {}", engine_names())))
+}
+
+fn parse_engine_timeout(given: &Given<'_>) -> Result<Duration, ConfigError> {
+    let expected = format!(
+        "a duration above 0 and at most {}s, e.g. 500ms or 1s (a bare number is seconds)",
+        MAX_ENGINE_TIMEOUT.as_secs()
+    );
+    let parsed = match given.value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => {
+            Duration::try_from_secs_f64(seconds).ok()
+        }
+        Ok(_) => None,
+        Err(_) => crate::scaling::duration::parse_duration(given.value).ok(),
+    };
+    match parsed {
+        Some(timeout) if !timeout.is_zero() && timeout <= MAX_ENGINE_TIMEOUT => Ok(timeout),
+        _ => Err(invalid(given, &expected)),
+    }
+}
+
+/// `name` or `name{label="value",...}`: a family and equality matchers.
+fn parse_engine_metric(given: &Given<'_>) -> Result<Series, ConfigError> {
+    const EXPECTED: &str = "a metric name with optional label matchers, e.g. vllm:num_requests_waiting{model_name=\"llama-3-8b\"}";
+    let text = given.value;
+    let name_end = text.find('{').unwrap_or(text.len());
+    let name = &text[..name_end];
+    let valid_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if !valid_name {
+        return Err(invalid(given, EXPECTED));
+    }
+    let (matchers, rest) = crate::engine::prom::parse_labels(&text[name_end..])
+        .map_err(|e| invalid(given, &format!("{EXPECTED} ({e})")))?;
+    if !rest.trim().is_empty() {
+        return Err(invalid(given, &format!("{EXPECTED} (only '=' matchers; {rest:?} follows them)")));
+    }
+    Ok(Series {
+        family: name.to_string(),
+        matchers,
+        scale: 1.0,
     })
 }
 
@@ -478,9 +898,22 @@ fn parse_profile(given: &Given<'_>) -> Result<Profile, ConfigError> {
         })
 }
 
-fn parse_metric(given: &Given<'_>) -> Result<Metric, ConfigError> {
-    Metric::from_name(given.value)
-        .ok_or_else(|| invalid(given, &format!("one of {}", Metric::names())))
+fn parse_metric(given: &Given<'_>) -> Result<MetricType, ConfigError> {
+    if let Some(metric) = Metric::from_name(given.value) {
+        return Ok(MetricType::Gpu(metric));
+    }
+    Signal::from_name(given.value)
+        .map(MetricType::Engine)
+        .ok_or_else(|| {
+            invalid(
+                given,
+                &format!(
+                    "one of {} (GPU), or {} (engine)",
+                    Metric::names(),
+                    Signal::ALL.map(Signal::name).join(", ")
+                ),
+            )
+        })
 }
 
 fn parse_aggregation(given: &Given<'_>) -> Result<Aggregation, ConfigError> {
@@ -564,16 +997,32 @@ mod tests {
         parse_pairs(pairs).expect_err("should be rejected").0
     }
 
+    fn metric_of(trigger: &Trigger) -> Metric {
+        match trigger.source {
+            Source::Gpu { metric, .. } => metric,
+            Source::Engine(_) => panic!("an engine trigger: {trigger}"),
+        }
+    }
+
+    fn gpus_of(trigger: &Trigger) -> GpuSelector {
+        match trigger.source {
+            Source::Gpu { gpus, .. } => gpus,
+            Source::Engine(_) => panic!("an engine trigger: {trigger}"),
+        }
+    }
+
     #[test]
     fn defaults_without_any_key() {
         let trigger = parse_pairs(&[("scalerAddress", "keda-gpu-scaler.keda:6000")]).unwrap();
         assert_eq!(
             trigger,
             Trigger {
-                metric: Metric::GpuUtilization,
+                source: Source::Gpu {
+                    metric: Metric::GpuUtilization,
+                    gpus: GpuSelector::All,
+                },
                 target: 80.0,
                 activation_threshold: 0.0,
-                gpus: GpuSelector::All,
                 aggregation: Aggregation::Max,
                 poll_interval: Duration::from_secs(10),
                 profile: None,
@@ -599,7 +1048,7 @@ mod tests {
         ];
         for (name, metric, target, activation) in expected {
             let trigger = parse_pairs(&[("profile", name)]).unwrap();
-            assert_eq!(trigger.metric, metric, "{name}");
+            assert_eq!(metric_of(&trigger), metric, "{name}");
             assert_eq!(trigger.target, target, "{name}");
             assert_eq!(trigger.activation_threshold, activation, "{name}");
             assert_eq!(trigger.profile, Some(name));
@@ -621,7 +1070,7 @@ mod tests {
             ("targetValue", "300"),
         ])
         .unwrap();
-        assert_eq!((trigger.metric, trigger.target), (Metric::PowerDraw, 300.0));
+        assert_eq!((metric_of(&trigger), trigger.target), (Metric::PowerDraw, 300.0));
     }
 
     #[test]
@@ -634,17 +1083,17 @@ mod tests {
     fn shorthands_set_metric_and_target() {
         let trigger = parse_pairs(&[("targetGpuUtilization", "65")]).unwrap();
         assert_eq!(
-            (trigger.metric, trigger.target),
+            (metric_of(&trigger), trigger.target),
             (Metric::GpuUtilization, 65.0)
         );
         let trigger = parse_pairs(&[("targetMemoryUtilization", "50")]).unwrap();
         assert_eq!(
-            (trigger.metric, trigger.target),
+            (metric_of(&trigger), trigger.target),
             (Metric::MemoryUsedPercent, 50.0)
         );
         let trigger = parse_pairs(&[("profile", "batch"), ("targetGpuUtilization", "40")]).unwrap();
         assert_eq!(
-            (trigger.metric, trigger.target),
+            (metric_of(&trigger), trigger.target),
             (Metric::GpuUtilization, 40.0)
         );
         // Agreeing with metricType is fine.
@@ -739,11 +1188,11 @@ mod tests {
     fn unknown_profile_metric_and_aggregation_name_the_choices() {
         assert_eq!(
             error(&[("profile", "sglang")]),
-            "invalid profile \"sglang\": expected one of vllm-inference, triton-inference, training, batch"
+            "invalid profile \"sglang\": expected one of vllm-inference, triton-inference, training, batch, vllm-queue, vllm-kv-cache, sglang-queue, sglang-kv-cache"
         );
         assert_eq!(
             error(&[("metricType", "vram")]),
-            "invalid metricType \"vram\": expected one of gpu_utilization, memory_utilization, memory_used_mib, memory_used_percent, temperature, power_draw"
+            "invalid metricType \"vram\": expected one of gpu_utilization, memory_utilization, memory_used_mib, memory_used_percent, temperature, power_draw (GPU), or queue_length, running_requests, kv_cache_usage_percent (engine)"
         );
         assert_eq!(
             error(&[("aggregation", "median")]),
@@ -802,11 +1251,11 @@ mod tests {
             );
         }
         assert_eq!(
-            parse_pairs(&[("gpuIndex", "-1")]).unwrap().gpus,
+            gpus_of(&parse_pairs(&[("gpuIndex", "-1")]).unwrap()),
             GpuSelector::All
         );
         let trigger = parse_pairs(&[("gpuIndex", "3")]).unwrap();
-        assert_eq!(trigger.gpus, GpuSelector::Index(3));
+        assert_eq!(gpus_of(&trigger), GpuSelector::Index(3));
         assert_eq!(trigger.metric_name(), "gpu-utilization-gpu3");
     }
 
@@ -928,5 +1377,142 @@ mod tests {
         let trigger = parse_pairs(&[("activationThreshold", "5")]).unwrap();
         assert!(!trigger.is_active(5.0));
         assert!(trigger.is_active(5.01));
+    }
+
+    fn engine_of(trigger: &Trigger) -> &EngineSource {
+        trigger.engine().expect("an engine trigger")
+    }
+
+    #[test]
+    fn engine_profiles_set_engine_signal_aggregation_and_target() {
+        let expected = [
+            ("vllm-queue", Engine::Vllm, Signal::QueueLength, 5.0, 0.0, Aggregation::Sum),
+            ("vllm-kv-cache", Engine::Vllm, Signal::KvCacheUsagePercent, 80.0, 5.0, Aggregation::Avg),
+            ("sglang-queue", Engine::Sglang, Signal::QueueLength, 5.0, 0.0, Aggregation::Sum),
+            ("sglang-kv-cache", Engine::Sglang, Signal::KvCacheUsagePercent, 80.0, 5.0, Aggregation::Avg),
+        ];
+        for (name, engine, signal, target, activation, aggregation) in expected {
+            let trigger = parse_pairs(&[("profile", name), ("engineEndpoints", "svc.ml")]).unwrap();
+            let source = engine_of(&trigger);
+            assert_eq!(source.engine, Some(engine), "{name}");
+            assert_eq!(source.reads, EngineReads::Signal(signal), "{name}");
+            assert_eq!(source.query.series, signals::table(engine, signal), "{name}");
+            assert_eq!(
+                (trigger.target, trigger.activation_threshold, trigger.aggregation),
+                (target, activation, aggregation),
+                "{name}"
+            );
+            assert_eq!(source.endpoints[0].port, engine.default_port());
+            assert_eq!(source.timeout, DEFAULT_ENGINE_TIMEOUT);
+        }
+        let trigger = parse_pairs(&[("profile", "vllm-queue"), ("engineEndpoints", "vllm.ml")]).unwrap();
+        assert_eq!(trigger.metric_name(), "vllm-queue-length-sum");
+        assert_eq!(
+            trigger.to_string(),
+            "profile=vllm-queue engine=vllm metricType=queue_length engineEndpoints=http://vllm.ml:8000/metrics engineTimeout=1s targetValue=5 activationThreshold=0 aggregation=sum pollIntervalSeconds=10"
+        );
+    }
+
+    #[test]
+    fn engine_keys_and_defaults() {
+        let trigger = parse_pairs(&[
+            ("engine", "trtllm"),
+            ("metricType", "kv_cache_usage_percent"),
+            ("engineEndpoints", "trt.ml, http://10.0.0.9:9000/metrics"),
+            ("engineModel", "llama"),
+            ("engineTimeout", "250ms"),
+            ("targetValue", "70"),
+            ("aggregation", "max"),
+            ("workload", "trt"),
+        ])
+        .unwrap();
+        let source = engine_of(&trigger);
+        assert_eq!(source.endpoints[0].to_string(), "http://trt.ml:8000/prometheus/metrics");
+        assert_eq!(source.endpoints[1].to_string(), "http://10.0.0.9:9000/metrics");
+        assert_eq!(source.query.model, Some(("model_name".into(), "llama".into())));
+        assert_eq!(source.timeout, Duration::from_millis(250));
+        assert_eq!(trigger.aggregation, Aggregation::Max);
+        assert!(trigger.selector.is_some());
+        let triton = parse_pairs(&[
+            ("engine", "triton"),
+            ("metricType", "queue_length"),
+            ("engineEndpoints", "triton"),
+            ("engineModel", "ensemble"),
+            ("engineTimeout", "0.5"),
+            ("targetValue", "10"),
+        ])
+        .unwrap();
+        let source = engine_of(&triton);
+        assert_eq!(source.endpoints[0].to_string(), "http://triton:8002/metrics");
+        assert_eq!(source.query.model, Some(("model".into(), "ensemble".into())));
+        assert_eq!(source.timeout, Duration::from_millis(500));
+        assert_eq!(triton.aggregation, Aggregation::Sum);
+    }
+
+    #[test]
+    fn engine_metric_reads_any_gauge() {
+        let trigger = parse_pairs(&[
+            ("engineMetric", "vllm:num_requests_waiting{model_name=\"llama-3-8b\"}"),
+            ("engineEndpoints", "vllm:8000"),
+            ("targetValue", "3"),
+            ("aggregation", "max"),
+        ])
+        .unwrap();
+        let source = engine_of(&trigger);
+        assert_eq!(source.engine, None);
+        assert!(source.query.gauges_only);
+        assert_eq!(source.query.within, Within::Max);
+        assert_eq!(
+            source.query.series,
+            vec![Series {
+                family: "vllm:num_requests_waiting".into(),
+                matchers: vec![("model_name".into(), "llama-3-8b".into())],
+                scale: 1.0
+            }]
+        );
+        let name = trigger.metric_name();
+        assert!(name.starts_with("engine-vllm-num-requests-waiting-"), "{name}");
+        assert!(name.ends_with("-max"), "{name}");
+        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        // Other matchers, another name.
+        let other = parse_pairs(&[
+            ("engineMetric", "vllm:num_requests_waiting{model_name=\"b\"}"),
+            ("engineEndpoints", "vllm:8000"),
+            ("targetValue", "3"),
+            ("aggregation", "max"),
+        ])
+        .unwrap();
+        assert_ne!(other.metric_name(), name);
+    }
+
+    #[test]
+    fn engine_mistakes_name_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("engine", "tgi"), ("metricType", "queue_length")], "invalid engine \"tgi\": expected one of vllm, sglang, trtllm, triton"),
+            (&[("metricType", "queue_length"), ("engineEndpoints", "v:1")], "metricType queue_length reads an inference engine: set engine to one of vllm, sglang, trtllm, triton"),
+            (&[("engine", "vllm"), ("metricType", "queue_length"), ("targetValue", "5")], "metricType=queue_length reads every replica's /metrics: set engineEndpoints (a headless Service name, e.g. vllm.ml.svc.cluster.local:8000)"),
+            (&[("engine", "vllm"), ("metricType", "queue_length"), ("engineEndpoints", "v")], "metricType=queue_length has no default target; set targetValue (waiting requests per replica) or use a profile (vllm-queue, vllm-kv-cache, sglang-queue, sglang-kv-cache)"),
+            (&[("engineEndpoints", "v:1")], "engineEndpoints applies to engine triggers, but metricType is gpu_utilization"),
+            (&[("metricType", "power_draw"), ("engine", "vllm")], "engine applies to engine triggers, but metricType is power_draw"),
+            (&[("targetGpuUtilization", "50"), ("engineModel", "m")], "engineModel applies to engine triggers"),
+            (&[("profile", "vllm-queue"), ("engineEndpoints", "v"), ("gpuIndex", "0")], "gpuIndex selects a GPU, but this trigger reads an engine's /metrics; remove it"),
+            (&[("profile", "vllm-queue"), ("engine", "sglang"), ("engineEndpoints", "v")], "profile \"vllm-queue\" reads vllm, but engine is \"sglang\"; remove one"),
+            (&[("profile", "vllm-queue"), ("engineEndpoints", "https://v")], "invalid engineEndpoints \"https://v\": entry \"https://v\" is HTTPS"),
+            (&[("profile", "vllm-queue"), ("engineEndpoints", "v"), ("engineTimeout", "0")], "invalid engineTimeout \"0\": expected a duration above 0 and at most 30s"),
+            (&[("profile", "vllm-queue"), ("engineEndpoints", "v"), ("engineTimeout", "1 minute")], "invalid engineTimeout \"1 minute\""),
+            (&[("profile", "vllm-queue"), ("engineEndpoints", "v"), ("engineTimeout", "31s")], "invalid engineTimeout \"31s\""),
+            (&[("engineMetric", "x"), ("metricType", "queue_length"), ("engine", "vllm"), ("engineEndpoints", "v")], "metricType and engineMetric both choose what is read; use one"),
+            (&[("engineMetric", "9x"), ("engineEndpoints", "v:1"), ("targetValue", "1")], "invalid engineMetric \"9x\": expected a metric name"),
+            (&[("engineMetric", "x{a=b}"), ("engineEndpoints", "v:1"), ("targetValue", "1")], "invalid engineMetric \"x{a=b}\""),
+            (&[("engineMetric", "x{a=\"b\"} 1"), ("engineEndpoints", "v:1"), ("targetValue", "1")], "only '=' matchers"),
+            (&[("engineMetric", "x"), ("engineEndpoints", "v"), ("targetValue", "1")], "invalid engineEndpoints \"v\": entry \"v\" has no port; add :PORT or set engine"),
+            (&[("engineMetric", "x"), ("engineEndpoints", "v:1"), ("engineModel", "m"), ("targetValue", "1")], "engineModel needs engine"),
+            (&[("profile", "vllm-queue"), ("engineMetric", "x"), ("engineEndpoints", "v")], "profile \"vllm-queue\" has a target for vllm queue_length, not for engineMetric; set targetValue"),
+            (&[("profile", "vllm-inference"), ("metricType", "queue_length"), ("engine", "vllm"), ("engineEndpoints", "v")], "profile \"vllm-inference\" has a target for gpu_utilization, not for metricType queue_length; set targetValue"),
+        ];
+        for (pairs, expected) in cases {
+            let message = error(pairs);
+            assert!(message.contains(expected), "{pairs:?}:\n  got      {message}\n  expected {expected}");
+        }
     }
 }

@@ -1,0 +1,514 @@
+//! The shared scrape of engine endpoints. Each endpoint is resolved to all
+//! its addresses and every address is read in parallel, at most once per
+//! sample interval however many triggers and streams ask (single flight:
+//! callers that arrive while a round runs share it). A round runs on its
+//! own threads with one deadline; callers get a future and never block a
+//! gRPC thread. Pages are parsed as they arrive and only the families
+//! asked for are kept; bodies read at once share one memory budget.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use crate::engine::endpoint::Endpoint;
+use crate::engine::http::{self, Budget};
+use crate::engine::prom::{self, Family};
+use crate::engine::resolve::{self, Resolved};
+
+/// Replicas read at once in one round; the rest wait for a free worker
+/// (within the same deadline).
+pub const MAX_PARALLEL: usize = 64;
+/// Bytes that pages being read at once may hold, across all rounds.
+pub const BUDGET_BYTES: usize = 16 * 1024 * 1024;
+/// Endpoints remembered; the one asked for least recently goes first.
+pub const MAX_ENDPOINTS: usize = 1024;
+/// An endpoint no trigger asked for in this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+const WORKER_STACK: usize = 256 * 1024;
+
+/// Resolves a host to its addresses: glibc's `getaddrinfo` in
+/// production, a table in tests that need what cluster DNS answers.
+#[derive(Clone)]
+pub struct Resolver(pub Arc<dyn Fn(&str, u16) -> Resolved + Send + Sync>);
+
+impl Resolver {
+    pub fn system() -> Self {
+        Resolver(Arc::new(resolve::resolve))
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+/// How scrapes run.
+#[derive(Clone)]
+pub struct ScrapeConfig {
+    /// A round younger than this is reused.
+    pub interval: Duration,
+    pub max_body: usize,
+    pub budget_bytes: usize,
+    pub resolver: Resolver,
+}
+
+impl ScrapeConfig {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            max_body: http::MAX_BODY_BYTES,
+            budget_bytes: BUDGET_BYTES,
+            resolver: Resolver::system(),
+        }
+    }
+}
+
+/// One round over one endpoint: what DNS said and what each replica gave.
+#[derive(Debug)]
+pub struct Scrape {
+    pub endpoint: Endpoint,
+    pub completed_at: Instant,
+    /// The families this round parsed.
+    pub read: BTreeSet<String>,
+    pub resolution: Resolution,
+    pub replicas: Vec<Replica>,
+}
+
+/// What DNS said about the endpoint's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// `replicas` holds one entry per address.
+    Addresses,
+    /// The name exists with no address: no replica is ready.
+    NoAddress(String),
+    /// DNS does not know the name. `resolved_before`: it had addresses
+    /// earlier in this process's life (the workload went to zero), as
+    /// opposed to a name that never resolved (a typo, or a workload that
+    /// was at zero when this scaler started).
+    NoSuchName {
+        error: String,
+        resolved_before: bool,
+    },
+    /// The lookup failed; the replicas are unknown.
+    Failed(String),
+}
+
+/// One replica's page, reduced to the families asked for.
+#[derive(Debug)]
+pub struct Replica {
+    pub address: SocketAddr,
+    pub page: Result<PageFamilies, String>,
+}
+
+#[derive(Debug)]
+pub struct PageFamilies {
+    pub families: Vec<Family>,
+    /// Every family the page declares (capped), for messages.
+    pub declared: Vec<String>,
+}
+
+pub struct Scraper {
+    config: ScrapeConfig,
+    budget: Budget,
+    state: Mutex<State>,
+    idle: Condvar,
+    rounds: AtomicU64,
+    fetches: AtomicU64,
+    running: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<Endpoint, Entry>,
+    stopped: bool,
+}
+
+struct Entry {
+    wanted: BTreeSet<String>,
+    last: Option<Arc<Scrape>>,
+    running: bool,
+    waiters: Vec<Waiter>,
+    last_asked: Instant,
+    resolved_before: bool,
+    /// The error each failing address gave last, to log changes once.
+    failing: HashMap<SocketAddr, String>,
+    /// The last resolution problem logged.
+    unresolved: Option<String>,
+}
+
+struct Waiter {
+    families: Vec<String>,
+    sender: oneshot::Sender<Arc<Scrape>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Scraper {
+    pub fn new(config: ScrapeConfig) -> Arc<Self> {
+        Arc::new(Self {
+            budget: Budget::new(config.budget_bytes),
+            config,
+            state: Mutex::new(State::default()),
+            idle: Condvar::new(),
+            rounds: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+        })
+    }
+
+    /// Rounds run so far (one per endpoint per interval at most).
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Replica GETs made so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint's latest round with `families` parsed: the cached one
+    /// while younger than one interval, else the next, shared with every
+    /// caller waiting for it. `timeout` bounds a round this call starts.
+    pub fn scrape(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        families: &[&str],
+        timeout: Duration,
+    ) -> impl Future<Output = Arc<Scrape>> + Send + 'static {
+        let ready = self.request(endpoint, families, timeout);
+        let endpoint = endpoint.clone();
+        async move {
+            match ready {
+                Ok(scrape) => scrape,
+                Err(receiver) => receiver
+                    .await
+                    .unwrap_or_else(|_| Arc::new(Scrape::failed(endpoint, "keda-gpu-scaler is shutting down"))),
+            }
+        }
+    }
+
+    fn request(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        families: &[&str],
+        timeout: Duration,
+    ) -> Result<Arc<Scrape>, oneshot::Receiver<Arc<Scrape>>> {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        if state.stopped {
+            return Ok(Arc::new(Scrape::failed(
+                endpoint.clone(),
+                "keda-gpu-scaler is shutting down",
+            )));
+        }
+        forget_old(&mut state.entries, endpoint, now);
+        let entry = state.entries.entry(endpoint.clone()).or_insert_with(|| Entry {
+            wanted: BTreeSet::new(),
+            last: None,
+            running: false,
+            waiters: Vec::new(),
+            last_asked: now,
+            resolved_before: false,
+            failing: HashMap::new(),
+            unresolved: None,
+        });
+        entry.last_asked = now;
+        entry.wanted.extend(families.iter().map(|f| f.to_string()));
+        if let Some(last) = &entry.last {
+            if now.duration_since(last.completed_at) < self.config.interval && last.covers(families) {
+                return Ok(Arc::clone(last));
+            }
+        }
+        let (sender, receiver) = oneshot::channel();
+        entry.waiters.push(Waiter {
+            families: families.iter().map(|f| f.to_string()).collect(),
+            sender,
+        });
+        if !entry.running {
+            entry.running = true;
+            let wanted = entry.wanted.clone();
+            let resolved_before = entry.resolved_before;
+            drop(state);
+            self.start_round(endpoint.clone(), wanted, resolved_before, timeout);
+        }
+        Err(receiver)
+    }
+
+    fn start_round(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        wanted: BTreeSet<String>,
+        resolved_before: bool,
+        timeout: Duration,
+    ) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let scraper = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("engine-scrape".into())
+            .spawn(move || {
+                let scrape = scraper.round(endpoint, wanted, resolved_before, timeout);
+                scraper.finish(scrape, timeout);
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start an engine scrape thread: {e}");
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            // The waiters' senders drop with the entry's next round; fail them now.
+            let mut state = lock(&self.state);
+            for entry in state.entries.values_mut() {
+                if entry.running && entry.last.is_none() {
+                    entry.running = false;
+                    entry.waiters.clear();
+                }
+            }
+        }
+    }
+
+    /// Resolves the endpoint and reads every address before the deadline.
+    fn round(
+        &self,
+        endpoint: Endpoint,
+        wanted: BTreeSet<String>,
+        resolved_before: bool,
+        timeout: Duration,
+    ) -> Scrape {
+        let deadline = Instant::now() + timeout;
+        let (resolution, addresses) = match (self.config.resolver.0)(&endpoint.host, endpoint.port) {
+            Resolved::Addresses(addresses) => (Resolution::Addresses, addresses),
+            Resolved::NoAddress(error) => (Resolution::NoAddress(error), Vec::new()),
+            Resolved::NoSuchName(error) => (
+                Resolution::NoSuchName {
+                    error,
+                    resolved_before,
+                },
+                Vec::new(),
+            ),
+            Resolved::Failed(error) => (Resolution::Failed(error), Vec::new()),
+        };
+        let families: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let pages = self.read_all(&endpoint, &addresses, &families, deadline, timeout);
+        Scrape {
+            replicas: addresses
+                .into_iter()
+                .zip(pages)
+                .map(|(address, page)| Replica { address, page })
+                .collect(),
+            endpoint,
+            completed_at: Instant::now(),
+            read: wanted,
+            resolution,
+        }
+    }
+
+    /// Every address, at most `MAX_PARALLEL` at once, in address order.
+    fn read_all(
+        &self,
+        endpoint: &Endpoint,
+        addresses: &[SocketAddr],
+        families: &[&str],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Vec<Result<PageFamilies, String>> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<PageFamilies, String>>>> =
+            Mutex::new((0..addresses.len()).map(|_| None).collect());
+        let host = endpoint.host_header();
+        let work = || loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(address) = addresses.get(index) else {
+                return;
+            };
+            let page = if Instant::now() >= deadline {
+                Err(format!(
+                    "not read: the {}ms engineTimeout passed while other replicas were read",
+                    timeout.as_millis()
+                ))
+            } else {
+                self.fetches.fetch_add(1, Ordering::Relaxed);
+                self.read_one(*address, &host, &endpoint.path, families, deadline)
+            };
+            lock(&results)[index] = Some(page);
+        };
+        let workers = addresses.len().min(MAX_PARALLEL);
+        std::thread::scope(|scope| {
+            let mut spawned = 0;
+            for _ in 1..workers {
+                let started = std::thread::Builder::new()
+                    .name("engine-read".into())
+                    .stack_size(WORKER_STACK)
+                    .spawn_scoped(scope, work);
+                if started.is_ok() {
+                    spawned += 1;
+                }
+            }
+            log::trace!("engine scrape of {endpoint}: {} workers", spawned + 1);
+            // This thread works too, so a round always makes progress.
+            work();
+        });
+        results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(String::from("not read"))))
+            .collect()
+    }
+
+    fn read_one(
+        &self,
+        address: SocketAddr,
+        host: &str,
+        path: &str,
+        families: &[&str],
+        deadline: Instant,
+    ) -> Result<PageFamilies, String> {
+        let page = http::get(address, host, path, deadline, self.config.max_body, &self.budget)
+            .map_err(|e| e.to_string())?;
+        let (families, declared) = prom::families_and_names(&page.text, families)
+            .map_err(|e| format!("the page is not Prometheus text: {e}"))?;
+        Ok(PageFamilies { families, declared })
+    }
+
+    /// Publishes a round: to the cache and its waiters; starts another
+    /// when a waiter asked for families this round did not parse.
+    fn finish(self: &Arc<Self>, scrape: Scrape, timeout: Duration) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        let scrape = Arc::new(scrape);
+        let mut again = None;
+        {
+            let mut state = lock(&self.state);
+            if let Some(entry) = state.entries.get_mut(&scrape.endpoint) {
+                entry.log_changes(&scrape);
+                if scrape.resolution == Resolution::Addresses {
+                    entry.resolved_before = true;
+                }
+                entry.running = false;
+                entry.last = Some(Arc::clone(&scrape));
+                let mut later = Vec::new();
+                for waiter in entry.waiters.drain(..) {
+                    let families: Vec<&str> = waiter.families.iter().map(String::as_str).collect();
+                    if scrape.covers(&families) {
+                        let _ = waiter.sender.send(Arc::clone(&scrape));
+                    } else {
+                        later.push(waiter);
+                    }
+                }
+                entry.waiters = later;
+                if !entry.waiters.is_empty() && !state.stopped {
+                    let entry = state.entries.get_mut(&scrape.endpoint).expect("present");
+                    entry.running = true;
+                    again = Some((entry.wanted.clone(), entry.resolved_before));
+                }
+            }
+        }
+        if let Some((wanted, resolved_before)) = again {
+            self.start_round(scrape.endpoint.clone(), wanted, resolved_before, timeout);
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        let _state = lock(&self.state);
+        self.idle.notify_all();
+    }
+
+    /// Refuses new scrapes and waits for rounds in flight (each bounded
+    /// by its deadline) to end.
+    pub fn shutdown(&self) {
+        let mut state = lock(&self.state);
+        state.stopped = true;
+        while self.running.load(Ordering::SeqCst) > 0 {
+            state = self
+                .idle
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        for entry in state.entries.values_mut() {
+            entry.waiters.clear();
+        }
+    }
+}
+
+impl Scrape {
+    fn failed(endpoint: Endpoint, reason: &str) -> Self {
+        Self {
+            endpoint,
+            completed_at: Instant::now(),
+            read: BTreeSet::new(),
+            resolution: Resolution::Failed(reason.to_string()),
+            replicas: Vec::new(),
+        }
+    }
+
+    fn covers(&self, families: &[&str]) -> bool {
+        families.iter().all(|f| self.read.contains(*f))
+    }
+}
+
+impl Entry {
+    /// Logs each replica that starts or stops failing, and DNS changes, once.
+    fn log_changes(&mut self, scrape: &Scrape) {
+        let endpoint = &scrape.endpoint;
+        let unresolved = match &scrape.resolution {
+            Resolution::Addresses => None,
+            Resolution::NoAddress(e) => Some(format!("no address ({e})")),
+            Resolution::NoSuchName { error, .. } => Some(format!("unknown to DNS ({error})")),
+            Resolution::Failed(e) => Some(format!("lookup failed ({e})")),
+        };
+        if unresolved != self.unresolved {
+            match &unresolved {
+                Some(what) => log::warn!("engine endpoint {endpoint}: {what}"),
+                None => log::info!(
+                    "engine endpoint {endpoint}: resolves to {} address(es)",
+                    scrape.replicas.len()
+                ),
+            }
+            self.unresolved = unresolved;
+        }
+        let mut failing = HashMap::new();
+        for replica in &scrape.replicas {
+            let previous = self.failing.remove(&replica.address);
+            match (&replica.page, previous) {
+                (Err(error), previous) => {
+                    if previous.as_deref() != Some(error) {
+                        log::warn!(
+                            "engine endpoint {endpoint}: replica {} cannot be read: {error}",
+                            replica.address
+                        );
+                    }
+                    failing.insert(replica.address, error.clone());
+                }
+                (Ok(_), Some(_)) => {
+                    log::info!("engine endpoint {endpoint}: replica {} answers again", replica.address)
+                }
+                (Ok(_), None) => {}
+            }
+        }
+        self.failing = failing;
+    }
+}
+
+/// Drops entries nobody asked for lately, and the least recently asked
+/// when `MAX_ENDPOINTS` is reached (keeping `keep` and running rounds).
+fn forget_old(entries: &mut HashMap<Endpoint, Entry>, keep: &Endpoint, now: Instant) {
+    entries.retain(|endpoint, entry| {
+        entry.running || endpoint == keep || now.duration_since(entry.last_asked) < FORGET_AFTER
+    });
+    while entries.len() >= MAX_ENDPOINTS && !entries.contains_key(keep) {
+        let oldest = entries
+            .iter()
+            .filter(|(_, e)| !e.running)
+            .min_by_key(|(_, e)| e.last_asked)
+            .map(|(endpoint, _)| endpoint.clone());
+        match oldest {
+            Some(endpoint) => {
+                entries.remove(&endpoint);
+            }
+            None => break,
+        }
+    }
+}

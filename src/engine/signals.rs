@@ -1,0 +1,476 @@
+//! What each engine calls its queue, its running requests and its KV-cache
+//! use, and how one replica's page turns into one number: the series a
+//! trigger reads (`Query`), filtered by model, deduplicated across ranks
+//! and combined within the pod. Pure: families in, a value or the reason
+//! there is none out.
+
+use std::fmt;
+
+use crate::engine::prom::{Family, Kind};
+
+/// The engines with a metrics table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    Vllm,
+    Sglang,
+    /// `trtllm-serve`, TensorRT-LLM's OpenAI-compatible server.
+    Trtllm,
+    /// Triton Inference Server, with its TensorRT-LLM backend where present.
+    Triton,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 4] = [Engine::Vllm, Engine::Sglang, Engine::Trtllm, Engine::Triton];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Vllm => "vllm",
+            Engine::Sglang => "sglang",
+            Engine::Trtllm => "trtllm",
+            Engine::Triton => "triton",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The port its metrics are served on when an endpoint leaves it out.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Engine::Vllm | Engine::Trtllm => 8000,
+            Engine::Sglang => 30000,
+            Engine::Triton => 8002,
+        }
+    }
+
+    /// The default path of its metrics page.
+    pub fn default_path(self) -> &'static str {
+        match self {
+            // trtllm-serve serves Prometheus text under /prometheus/metrics;
+            // its /metrics is JSON.
+            Engine::Trtllm => "/prometheus/metrics",
+            _ => "/metrics",
+        }
+    }
+
+    /// The label that names the model a series is about.
+    pub fn model_label(self) -> &'static str {
+        match self {
+            Engine::Vllm | Engine::Sglang | Engine::Trtllm => "model_name",
+            Engine::Triton => "model",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The engine `metricType`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    QueueLength,
+    RunningRequests,
+    KvCacheUsagePercent,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [
+        Signal::QueueLength,
+        Signal::RunningRequests,
+        Signal::KvCacheUsagePercent,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::QueueLength => "queue_length",
+            Signal::RunningRequests => "running_requests",
+            Signal::KvCacheUsagePercent => "kv_cache_usage_percent",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// How one pod's series combine: counts add up (one series per
+    /// data-parallel engine), a usage takes the fullest.
+    pub fn within_pod(self) -> Within {
+        match self {
+            Signal::QueueLength | Signal::RunningRequests => Within::Sum,
+            Signal::KvCacheUsagePercent => Within::Max,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the series of one pod combine into its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Within {
+    Sum,
+    Max,
+    Min,
+    Avg,
+}
+
+/// One family to read, with the label values a series must have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub family: String,
+    pub matchers: Vec<(String, String)>,
+    /// Multiplies the value (a 0–1 fraction becomes a percent).
+    pub scale: f64,
+}
+
+impl fmt::Display for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.family)?;
+        if !self.matchers.is_empty() {
+            let matchers: Vec<String> = self
+                .matchers
+                .iter()
+                .map(|(name, value)| format!("{name}={value:?}"))
+                .collect();
+            write!(f, "{{{}}}", matchers.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a trigger reads from each replica's page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// In order of preference: the first one a page has is read (a newer
+    /// name, then the older one).
+    pub series: Vec<Series>,
+    pub within: Within,
+    /// Keep only series whose `(label, value)` is this.
+    pub model: Option<(String, String)>,
+    /// Only gauges (and untyped families) may be read.
+    pub gauges_only: bool,
+}
+
+/// Labels that repeat one engine's series once per tensor- or
+/// pipeline-parallel rank; those copies count once.
+const RANK_LABELS: [&str; 3] = ["tp_rank", "pp_rank", "moe_ep_rank"];
+
+fn series(family: &str, matchers: &[(&str, &str)], scale: f64) -> Series {
+    Series {
+        family: family.to_string(),
+        matchers: matchers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        scale,
+    }
+}
+
+/// The engine's series for a signal, newest name first.
+pub fn table(engine: Engine, signal: Signal) -> Vec<Series> {
+    use Engine::*;
+    use Signal::*;
+    match (engine, signal) {
+        (Vllm, QueueLength) => vec![series("vllm:num_requests_waiting", &[], 1.0)],
+        (Vllm, RunningRequests) => vec![series("vllm:num_requests_running", &[], 1.0)],
+        (Vllm, KvCacheUsagePercent) => vec![
+            series("vllm:kv_cache_usage_perc", &[], 100.0),
+            // Removed from vLLM in late 2025; older servers still have it.
+            series("vllm:gpu_cache_usage_perc", &[], 100.0),
+        ],
+        (Sglang, QueueLength) => vec![series("sglang:num_queue_reqs", &[], 1.0)],
+        (Sglang, RunningRequests) => vec![series("sglang:num_running_reqs", &[], 1.0)],
+        (Sglang, KvCacheUsagePercent) => vec![series("sglang:token_usage", &[], 100.0)],
+        (Trtllm, QueueLength) => vec![series("trtllm_num_requests_waiting", &[], 1.0)],
+        (Trtllm, RunningRequests) => vec![series("trtllm_num_requests_running", &[], 1.0)],
+        (Trtllm, KvCacheUsagePercent) => vec![series("trtllm_kv_cache_utilization", &[], 100.0)],
+        (Triton, QueueLength) => vec![
+            series("nv_trt_llm_request_metrics", &[("request_type", "waiting")], 1.0),
+            series("nv_inference_pending_request_count", &[], 1.0),
+        ],
+        (Triton, RunningRequests) => vec![series(
+            "nv_trt_llm_request_metrics",
+            &[("request_type", "scheduled")],
+            1.0,
+        )],
+        (Triton, KvCacheUsagePercent) => vec![series(
+            "nv_trt_llm_kv_cache_block_metrics",
+            &[("kv_cache_block_type", "fraction")],
+            100.0,
+        )],
+    }
+}
+
+/// Why a page gave no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unread {
+    /// The page lacks the series; the text names what it has instead.
+    Absent(String),
+    /// The family is there but is not a gauge (`engineMetric` only).
+    NotAGauge(String),
+    /// A value that is not a finite number >= 0.
+    Invalid(String),
+}
+
+impl Unread {
+    pub fn message(&self) -> &str {
+        match self {
+            Unread::Absent(m) | Unread::NotAGauge(m) | Unread::Invalid(m) => m,
+        }
+    }
+}
+
+impl Query {
+    /// Every family name the query may read, for the parser.
+    pub fn families(&self) -> Vec<&str> {
+        self.series.iter().map(|s| s.family.as_str()).collect()
+    }
+
+    /// The replica's value from its page's `families` (the wanted ones)
+    /// and `names` (every family the page declares, for the message when
+    /// the wanted ones are absent).
+    pub fn read(&self, families: &[Family], names: &[String]) -> Result<f64, Unread> {
+        for wanted in &self.series {
+            let Some(family) = families.iter().find(|f| f.name == wanted.family) else {
+                continue;
+            };
+            if self.gauges_only && matches!(family.kind, Kind::Counter | Kind::Histogram | Kind::Summary)
+            {
+                return Err(Unread::NotAGauge(format!(
+                    "{} is a {} on this page; engineMetric reads gauges only (a rate needs two scrapes)",
+                    family.name,
+                    family.kind.name()
+                )));
+            }
+            let values = self.matching(wanted, family);
+            if values.is_empty() {
+                continue;
+            }
+            let value = combine(self.within, &values) * wanted.scale;
+            if !value.is_finite() || value < 0.0 {
+                return Err(Unread::Invalid(format!(
+                    "{wanted} reads {value}, which is not a finite number >= 0"
+                )));
+            }
+            return Ok(value);
+        }
+        Err(Unread::Absent(self.absent(families, names)))
+    }
+
+    /// The values of the family's series that match, one per series once
+    /// rank copies are folded.
+    fn matching(&self, wanted: &Series, family: &Family) -> Vec<f64> {
+        let mut groups: Vec<(Vec<&(String, String)>, f64)> = Vec::new();
+        for sample in &family.samples {
+            if sample.name != family.name {
+                continue;
+            }
+            let wanted_labels = wanted.matchers.iter().chain(&self.model);
+            if !wanted_labels
+                .into_iter()
+                .all(|(name, value)| sample.label(name) == Some(value.as_str()))
+            {
+                continue;
+            }
+            let mut key: Vec<&(String, String)> = sample
+                .labels
+                .iter()
+                .filter(|(name, _)| !RANK_LABELS.contains(&name.as_str()))
+                .collect();
+            key.sort();
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, value)) => *value = value.max(sample.value),
+                None => groups.push((key, sample.value)),
+            }
+        }
+        groups.into_iter().map(|(_, value)| value).collect()
+    }
+
+    /// What the page has instead: the family without the model or label
+    /// match, or families with the same prefix (an older name).
+    fn absent(&self, families: &[Family], names: &[String]) -> String {
+        let wanted: Vec<String> = self
+            .series
+            .iter()
+            .map(|s| match &self.model {
+                Some((label, value)) => {
+                    let mut s = s.clone();
+                    s.matchers.push((label.clone(), value.clone()));
+                    s.to_string()
+                }
+                None => s.to_string(),
+            })
+            .collect();
+        let mut text = format!("the page has no {}", wanted.join(" nor "));
+        if let Some(family) = families.iter().find(|f| !f.samples.is_empty()) {
+            let mut seen: Vec<String> = Vec::new();
+            for sample in family.samples.iter().filter(|s| s.name == family.name) {
+                let labels: Vec<String> = sample
+                    .labels
+                    .iter()
+                    .filter(|(n, _)| !RANK_LABELS.contains(&n.as_str()))
+                    .map(|(n, v)| format!("{n}={v:?}"))
+                    .collect();
+                let shown = format!("{}{{{}}}", family.name, labels.join(","));
+                if !seen.contains(&shown) && seen.len() < 5 {
+                    seen.push(shown);
+                }
+            }
+            text.push_str(&format!("; it has {}", seen.join(", ")));
+            return text;
+        }
+        let prefixes: Vec<&str> = self.series.iter().map(|s| prefix(&s.family)).collect();
+        let similar: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| prefixes.contains(&prefix(name)))
+            .take(8)
+            .collect();
+        if similar.is_empty() {
+            text.push_str(&format!("; it declares {} other families", names.len()));
+        } else {
+            text.push_str(&format!("; it has {}", similar.join(", ")));
+        }
+        text
+    }
+}
+
+/// `vllm:` of `vllm:num_requests_waiting`, `nv_` of `nv_inference_…`.
+fn prefix(name: &str) -> &str {
+    match name.find([':', '_']) {
+        Some(end) => &name[..=end],
+        None => name,
+    }
+}
+
+fn combine(within: Within, values: &[f64]) -> f64 {
+    let sum: f64 = values.iter().sum();
+    match within {
+        Within::Sum => sum,
+        Within::Max => values.iter().copied().fold(f64::MIN, f64::max),
+        Within::Min => values.iter().copied().fold(f64::MAX, f64::min),
+        Within::Avg => sum / values.len() as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::prom::families;
+
+    fn query(engine: Engine, signal: Signal, model: Option<&str>) -> Query {
+        Query {
+            series: table(engine, signal),
+            within: signal.within_pod(),
+            model: model.map(|m| (engine.model_label().to_string(), m.to_string())),
+            gauges_only: false,
+        }
+    }
+
+    fn read(query: &Query, page: &str) -> Result<f64, Unread> {
+        let wanted = query.families();
+        let found = families(page, &wanted).unwrap();
+        let names: Vec<String> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(String::from)
+            .collect();
+        query.read(&found, &names)
+    }
+
+    #[test]
+    fn data_parallel_engines_add_up_and_usage_takes_the_fullest() {
+        let page = "# TYPE vllm:num_requests_waiting gauge\n\
+            vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 3\n\
+            vllm:num_requests_waiting{engine=\"1\",model_name=\"m\"} 4\n\
+            # TYPE vllm:kv_cache_usage_perc gauge\n\
+            vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.25\n\
+            vllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.5\n";
+        assert_eq!(read(&query(Engine::Vllm, Signal::QueueLength, None), page), Ok(7.0));
+        assert_eq!(
+            read(&query(Engine::Vllm, Signal::KvCacheUsagePercent, None), page),
+            Ok(50.0)
+        );
+    }
+
+    #[test]
+    fn rank_copies_count_once() {
+        let page = "# TYPE sglang:num_queue_reqs gauge\n\
+            sglang:num_queue_reqs{model_name=\"m\",tp_rank=\"0\"} 5\n\
+            sglang:num_queue_reqs{model_name=\"m\",tp_rank=\"1\"} 5\n\
+            sglang:num_queue_reqs{model_name=\"m\",dp_rank=\"1\",tp_rank=\"0\"} 2\n";
+        assert_eq!(read(&query(Engine::Sglang, Signal::QueueLength, None), page), Ok(7.0));
+    }
+
+    #[test]
+    fn the_model_filter_keeps_its_series_and_names_the_others() {
+        let page = "# TYPE nv_inference_pending_request_count gauge\n\
+            nv_inference_pending_request_count{model=\"a\",version=\"1\"} 2\n\
+            nv_inference_pending_request_count{model=\"b\",version=\"1\"} 9\n";
+        assert_eq!(read(&query(Engine::Triton, Signal::QueueLength, Some("b")), page), Ok(9.0));
+        assert_eq!(read(&query(Engine::Triton, Signal::QueueLength, None), page), Ok(11.0));
+        let missing = read(&query(Engine::Triton, Signal::QueueLength, Some("c")), page).unwrap_err();
+        assert!(
+            missing.message().contains("model=\"c\"")
+                && missing
+                    .message()
+                    .contains("it has nv_inference_pending_request_count{model=\"a\",version=\"1\"}"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn newer_names_first_then_the_older_one() {
+        let old = "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.4\n";
+        assert_eq!(read(&query(Engine::Vllm, Signal::KvCacheUsagePercent, None), old), Ok(40.0));
+        let trt = "# TYPE nv_trt_llm_request_metrics gauge\n\
+            nv_trt_llm_request_metrics{model=\"ensemble\",request_type=\"waiting\",version=\"1\"} 6\n\
+            nv_trt_llm_request_metrics{model=\"ensemble\",request_type=\"scheduled\",version=\"1\"} 8\n\
+            # TYPE nv_inference_pending_request_count gauge\n\
+            nv_inference_pending_request_count{model=\"ensemble\",version=\"1\"} 1\n";
+        assert_eq!(read(&query(Engine::Triton, Signal::QueueLength, None), trt), Ok(6.0));
+        assert_eq!(read(&query(Engine::Triton, Signal::RunningRequests, None), trt), Ok(8.0));
+    }
+
+    #[test]
+    fn an_absent_metric_names_what_the_page_has() {
+        let page = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 1\n\
+            # TYPE vllm:cache_config_info gauge\nvllm:cache_config_info 1\n\
+            # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3\n";
+        let error = read(&query(Engine::Vllm, Signal::KvCacheUsagePercent, None), page).unwrap_err();
+        assert_eq!(
+            error,
+            Unread::Absent(
+                "the page has no vllm:kv_cache_usage_perc nor vllm:gpu_cache_usage_perc; it has vllm:num_requests_waiting, vllm:cache_config_info".into()
+            )
+        );
+    }
+
+    #[test]
+    fn custom_gauges_only() {
+        let page = "# TYPE vllm:request_success_total counter\nvllm:request_success_total 4\n";
+        let query = Query {
+            series: vec![series("vllm:request_success_total", &[], 1.0)],
+            within: Within::Sum,
+            model: None,
+            gauges_only: true,
+        };
+        let error = read(&query, page).unwrap_err();
+        assert!(matches!(error, Unread::NotAGauge(ref m) if m.contains("is a counter")), "{error:?}");
+    }
+
+    #[test]
+    fn negative_or_nan_is_not_a_value() {
+        let page = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting NaN\n";
+        let error = read(&query(Engine::Vllm, Signal::QueueLength, None), page).unwrap_err();
+        assert!(matches!(error, Unread::Invalid(_)), "{error:?}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Applies an engine trigger to the scraped replicas: one value per
+//! replica, aggregated across replicas, with the HPA's rule for replicas
+//! that cannot be read (they push the count neither up nor down), and
+//! every other fault an error. A workload at zero replicas is 0; a name
+//! that may be a typo is not. Pure: scrapes in, an outcome out.
+
+use std::sync::Arc;
+
+use crate::engine::scrape::{Resolution, Scrape};
+use crate::engine::signals::Unread;
+use crate::scaling::evaluate::{Detail, EvalError, Outcome, ReplicaLine};
+use crate::scaling::trigger::{Aggregation, EngineSource, Trigger};
+
+/// Whether `engine_outcome` needs to know if the trigger's workload has
+/// pods: when no endpoint has an address and a selector can tell a
+/// workload at zero from a wrong name.
+pub fn needs_pods(trigger: &Trigger, scrapes: &[Arc<Scrape>]) -> bool {
+    trigger.selector.is_some()
+        && scrapes.iter().all(|s| s.replicas.is_empty())
+        && !scrapes
+            .iter()
+            .any(|s| matches!(s.resolution, Resolution::Failed(_)))
+}
+
+/// The trigger's value over the scrapes of its endpoints. `pods`: the
+/// selector's pods (from GPU attribution) when `needs_pods` said so.
+pub fn engine_outcome(
+    trigger: &Trigger,
+    source: &EngineSource,
+    scrapes: &[Arc<Scrape>],
+    pods: Option<Result<Vec<String>, String>>,
+    detail: Detail,
+) -> Outcome {
+    let mut lines = Vec::new();
+    let value = evaluate(trigger, source, scrapes, pods, &mut lines);
+    Outcome {
+        value,
+        explained: Vec::new(),
+        selected: lines.iter().filter(|l| !l.address.is_empty()).count(),
+        notes: Vec::new(),
+        replicas: if detail == Detail::Explained {
+            lines
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn evaluate(
+    trigger: &Trigger,
+    source: &EngineSource,
+    scrapes: &[Arc<Scrape>],
+    pods: Option<Result<Vec<String>, String>>,
+    lines: &mut Vec<ReplicaLine>,
+) -> Result<f64, EvalError> {
+    let mut read = Vec::new();
+    let mut missing: Vec<usize> = Vec::new();
+    let mut unknown = Vec::new();
+    let mut empty = Vec::new();
+    for scrape in scrapes {
+        let endpoint = scrape.endpoint.to_string();
+        let no_address = |reason: String| ReplicaLine {
+            endpoint: endpoint.clone(),
+            address: String::new(),
+            value: None,
+            counted: false,
+            reason,
+        };
+        match &scrape.resolution {
+            Resolution::Addresses => {}
+            Resolution::NoAddress(error) => {
+                empty.push(format!("{endpoint} has no address ({error})"));
+                lines.push(no_address(format!("no address: {error}")));
+            }
+            Resolution::NoSuchName {
+                error,
+                resolved_before: true,
+            } => {
+                empty.push(format!(
+                    "{endpoint} is unknown to DNS ({error}) after having addresses"
+                ));
+                lines.push(no_address(format!(
+                    "unknown to DNS ({error}); it had addresses before: read as no replica"
+                )));
+            }
+            Resolution::NoSuchName { error, .. } => {
+                unknown.push(format!(
+                    "{endpoint} is unknown to DNS ({error}) and has not resolved since this scaler started"
+                ));
+                lines.push(no_address(format!("unknown to DNS: {error}")));
+            }
+            Resolution::Failed(error) => {
+                lines.push(no_address(format!("DNS lookup failed: {error}")));
+                return Err(EvalError::Unavailable(format!(
+                    "cannot resolve engine endpoint {endpoint}: {error}"
+                )));
+            }
+        }
+        for replica in &scrape.replicas {
+            let result = match &replica.page {
+                Err(error) => Err(error.clone()),
+                Ok(page) => match source.query.read(&page.families, &page.declared) {
+                    Ok(value) => Ok(value),
+                    Err(Unread::NotAGauge(message)) => {
+                        return Err(EvalError::InvalidArgument(format!(
+                            "invalid engineMetric: {message} (replica {} of {endpoint})",
+                            replica.address
+                        )))
+                    }
+                    Err(unread) => Err(unread.message().to_string()),
+                },
+            };
+            let (value, reason) = match result {
+                Ok(value) => {
+                    read.push(value);
+                    (Some(value), String::from("counted"))
+                }
+                Err(error) => {
+                    missing.push(lines.len());
+                    (None, error)
+                }
+            };
+            lines.push(ReplicaLine {
+                endpoint: endpoint.clone(),
+                address: replica.address.to_string(),
+                value,
+                counted: value.is_some(),
+                reason,
+            });
+        }
+    }
+    let addresses = read.len() + missing.len();
+
+    if addresses == 0 {
+        return no_replica(trigger, &empty, &unknown, pods);
+    }
+    if !unknown.is_empty() {
+        return Err(EvalError::Unavailable(format!(
+            "{}; check engineEndpoints",
+            unknown.join("; ")
+        )));
+    }
+    if read.is_empty() {
+        let errors: Vec<String> = missing
+            .iter()
+            .map(|&i| format!("{}: {}", lines[i].address, lines[i].reason))
+            .collect();
+        return Err(EvalError::Unavailable(format!(
+            "no replica of {} could be read: {}",
+            endpoints(scrapes),
+            errors.join("; ")
+        )));
+    }
+
+    let (value, stand_in) = with_missing(trigger.aggregation, trigger.target, &read, missing.len());
+    for &i in &missing {
+        lines[i].reason = format!("missing, counted as {stand_in}: {}", lines[i].reason);
+    }
+    if !value.is_finite() || value < 0.0 {
+        return Err(EvalError::Unavailable(format!(
+            "the replicas aggregated to {value}, which is not a valid metric value"
+        )));
+    }
+    Ok(value)
+}
+
+/// No endpoint has an address.
+fn no_replica(
+    trigger: &Trigger,
+    empty: &[String],
+    unknown: &[String],
+    pods: Option<Result<Vec<String>, String>>,
+) -> Result<f64, EvalError> {
+    let dns = empty.iter().chain(unknown).cloned().collect::<Vec<_>>().join("; ");
+    match (&trigger.selector, pods) {
+        (Some(selector), Some(Err(error))) => Err(EvalError::Unavailable(format!(
+            "{dns}; cannot tell whether {selector} is at zero replicas: {error}"
+        ))),
+        (Some(selector), Some(Ok(pods))) if !pods.is_empty() => {
+            Err(EvalError::Unavailable(format!(
+                "{dns}, yet {selector} has pods holding GPUs ({}): they are not ready yet (a model still loading?), or engineEndpoints names another Service",
+                pods.join(", ")
+            )))
+        }
+        // The workload has no pods: zero replicas, so nothing waits.
+        (Some(_), Some(Ok(_))) => Ok(0.0),
+        (Some(selector), None) => Err(EvalError::Unavailable(format!(
+            "{dns}; the pods of {selector} were not looked up"
+        ))),
+        (None, _) if unknown.is_empty() => Ok(0.0),
+        (None, _) => Err(EvalError::Unavailable(format!(
+            "{dns}: a misspelt name, or a workload that was at zero replicas when this scaler started. Cluster DNS answers both the same way (NXDOMAIN); set workload (or podNamePattern) so that a workload with no pods reads as 0"
+        ))),
+    }
+}
+
+fn endpoints(scrapes: &[Arc<Scrape>]) -> String {
+    let names: Vec<String> = scrapes.iter().map(|s| s.endpoint.to_string()).collect();
+    names.join(", ")
+}
+
+/// The value with `missing` replicas that could not be read, as the HPA
+/// treats pods without metrics: at the target when the replicas read are
+/// below it, at 0 when above, and never so far that the direction of
+/// scaling reverses (then the value is the one that keeps the replica
+/// count). Sums assume `metricType: AverageValue` (the target is per
+/// replica); the other aggregations assume `Value`. Also returns what a
+/// missing replica counted as.
+pub fn with_missing(aggregation: Aggregation, target: f64, read: &[f64], missing: usize) -> (f64, f64) {
+    let value = aggregation.apply(read).unwrap_or(0.0);
+    if missing == 0 {
+        return (value, 0.0);
+    }
+    let replicas = (read.len() + missing) as f64;
+    // What one replica reads, to compare with the target.
+    let per_replica = match aggregation {
+        Aggregation::Sum => value / read.len() as f64,
+        _ => value,
+    };
+    let stand_in = if per_replica < target { target } else { 0.0 };
+    let mut all = read.to_vec();
+    all.extend(std::iter::repeat_n(stand_in, missing));
+    let with = aggregation.apply(&all).unwrap_or(0.0);
+    // The value at which the HPA keeps the current count.
+    let steady = match aggregation {
+        Aggregation::Sum => replicas * target,
+        _ => target,
+    };
+    let value = if per_replica < target {
+        with.min(steady)
+    } else {
+        with.max(steady)
+    };
+    (value, stand_in)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_replica_pushes_neither_up_nor_down() {
+        // Sum of queues, target 5 per replica: 2 read replicas below target.
+        let (value, stand_in) = with_missing(Aggregation::Sum, 5.0, &[1.0, 2.0], 1);
+        assert_eq!((value, stand_in), (8.0, 5.0));
+        // Above target: the missing one counts as 0 ...
+        let (value, stand_in) = with_missing(Aggregation::Sum, 5.0, &[20.0, 30.0], 1);
+        assert_eq!((value, stand_in), (50.0, 0.0));
+        // ... unless that would read below 3 x 5 and scale down.
+        let (value, _) = with_missing(Aggregation::Sum, 5.0, &[6.0, 6.0], 1);
+        assert_eq!(value, 15.0);
+        // Averages (Value): below, the missing one sits at the target.
+        assert_eq!(with_missing(Aggregation::Avg, 80.0, &[40.0, 60.0], 2), (65.0, 80.0));
+        // Above: at 0 it would read 45 and scale down; it keeps the count.
+        assert_eq!(with_missing(Aggregation::Avg, 80.0, &[90.0], 1), (80.0, 0.0));
+        assert_eq!(with_missing(Aggregation::Avg, 80.0, &[100.0, 100.0], 1).0, 80.0);
+        assert_eq!(with_missing(Aggregation::Avg, 60.0, &[100.0, 100.0], 1).0, 200.0 / 3.0);
+        // Max below the target never scales down while one is missing.
+        assert_eq!(with_missing(Aggregation::Max, 80.0, &[10.0], 1).0, 80.0);
+        assert_eq!(with_missing(Aggregation::Max, 80.0, &[95.0], 1).0, 95.0);
+        // Min above the target would read 0; it keeps the count instead.
+        assert_eq!(with_missing(Aggregation::Min, 80.0, &[90.0, 95.0], 1).0, 80.0);
+        assert_eq!(with_missing(Aggregation::Min, 80.0, &[10.0, 95.0], 1).0, 10.0);
+        // Nothing missing: the plain aggregate.
+        assert_eq!(with_missing(Aggregation::Sum, 5.0, &[1.0, 2.0], 0), (3.0, 0.0));
+    }
+}
