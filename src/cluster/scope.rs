@@ -65,18 +65,19 @@ impl Scope {
                 view.await.outcome(&trigger, detail)
             });
         };
-        let timeout_error = (source.timeout >= self.sample_interval).then(|| {
-            EvalError::InvalidArgument(format!(
-                "invalid engineTimeout {:?}: it must be below this scaler's sample interval ({:?})",
-                source.timeout, self.sample_interval
-            ))
-        });
+        let (timeout, timeout_error) = match source.timeout(self.sample_interval) {
+            Ok(timeout) => (timeout, None),
+            Err(e) => (Duration::ZERO, Some(EvalError::InvalidArgument(e.0))),
+        };
         let families = source.query.families();
-        let scrapes: Vec<_> = source
-            .endpoints
-            .iter()
-            .map(|endpoint| self.engines.scrape(endpoint, &families, source.timeout))
-            .collect();
+        let scrapes: Vec<_> = match timeout_error {
+            Some(_) => Vec::new(),
+            None => source
+                .endpoints
+                .iter()
+                .map(|endpoint| self.engines.scrape(endpoint, &families, timeout))
+                .collect(),
+        };
         let gpus = self.gpus.clone();
         futures_util::future::Either::Right(async move {
             if let Some(error) = timeout_error {
@@ -111,9 +112,12 @@ impl Scope {
     /// Starts the scrapes an engine trigger will need, without waiting.
     pub fn prefetch(&self, trigger: &Trigger) {
         if let Source::Engine(source) = &trigger.source {
+            let Ok(timeout) = source.timeout(self.sample_interval) else {
+                return;
+            };
             let families = source.query.families();
             for endpoint in &source.endpoints {
-                drop(self.engines.scrape(endpoint, &families, source.timeout));
+                drop(self.engines.scrape(endpoint, &families, timeout));
             }
         }
     }

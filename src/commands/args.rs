@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::scaling::duration::parse_duration;
 use crate::grpc::tls::TlsFiles;
+use crate::scaling::duration::parse_duration;
 
 pub const USAGE: &str = "\
 keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML

@@ -1,10 +1,10 @@
 //! `serve`: run the scaler until SIGTERM or SIGINT, then stop in order.
 
 use crate::commands::args::ServeArgs;
-use crate::scaling::duration::format_duration;
 use crate::commands::signals;
 use crate::grpc::server::{self, ServeConfig};
 use crate::node::attribution::GpuResources;
+use crate::scaling::duration::format_duration;
 
 pub fn run(args: &ServeArgs) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask and

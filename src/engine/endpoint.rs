@@ -45,7 +45,8 @@ pub fn parse_list(text: &str, default_port: Option<u16>) -> Result<Vec<Endpoint>
         if entry.is_empty() {
             return Err(String::from("has an empty entry"));
         }
-        let endpoint = parse_one(entry, default_port).map_err(|e| format!("entry {entry:?} {e}"))?;
+        let endpoint =
+            parse_one(entry, default_port).map_err(|e| format!("entry {entry:?} {e}"))?;
         if !endpoints.contains(&endpoint) {
             endpoints.push(endpoint);
         }
@@ -67,7 +68,9 @@ fn parse_one(entry: &str, default_port: Option<u16>) -> Result<Endpoint, String>
             "is HTTPS; engines are read over plain HTTP only (in a mesh with strict mTLS, exclude the metrics port)",
         ));
     } else if let Some((scheme, _)) = entry.split_once("://") {
-        return Err(format!("has scheme {scheme:?}; use http:// or leave it out"));
+        return Err(format!(
+            "has scheme {scheme:?}; use http:// or leave it out"
+        ));
     } else {
         entry
     };
@@ -75,8 +78,7 @@ fn parse_one(entry: &str, default_port: Option<u16>) -> Result<Endpoint, String>
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, "/metrics"),
     };
-    if path.len() > MAX_PATH || !path.bytes().all(|b| b.is_ascii_graphic()) || path.contains('#')
-    {
+    if path.len() > MAX_PATH || !path.bytes().all(|b| b.is_ascii_graphic()) || path.contains('#') {
         return Err(format!(
             "has path {path:?}: expected visible ASCII without '#', at most {MAX_PATH} bytes"
         ));
@@ -101,7 +103,9 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), String> {
             .split_once(']')
             .ok_or_else(|| String::from("has '[' without ']'"))?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("has {host:?} in brackets, which is not an IPv6 address"));
+            return Err(format!(
+                "has {host:?} in brackets, which is not an IPv6 address"
+            ));
         }
         match after {
             "" => (host, None),
@@ -111,7 +115,9 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), String> {
             },
         }
     } else if authority.matches(':').count() > 1 {
-        return Err(String::from("has an IPv6 address without brackets; write [ADDRESS]:PORT"));
+        return Err(String::from(
+            "has an IPv6 address without brackets; write [ADDRESS]:PORT",
+        ));
     } else {
         match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -167,7 +173,10 @@ mod tests {
             one("vllm.ml.svc.cluster.local", Some(8000)),
             Ok(endpoint("vllm.ml.svc.cluster.local", 8000, "/metrics"))
         );
-        assert_eq!(one("vllm:9000", Some(8000)), Ok(endpoint("vllm", 9000, "/metrics")));
+        assert_eq!(
+            one("vllm:9000", Some(8000)),
+            Ok(endpoint("vllm", 9000, "/metrics"))
+        );
         assert_eq!(
             one("http://triton:8002/metrics", None),
             Ok(endpoint("triton", 8002, "/metrics"))
@@ -176,17 +185,29 @@ mod tests {
             one("http://10.0.0.7/prometheus/metrics", Some(8000)),
             Ok(endpoint("10.0.0.7", 8000, "/prometheus/metrics"))
         );
-        assert_eq!(one("[::1]:30000", None), Ok(endpoint("::1", 30000, "/metrics")));
-        assert_eq!(one("http://[fd00::5]", Some(8000)).unwrap().host_header(), "[fd00::5]:8000");
+        assert_eq!(
+            one("[::1]:30000", None),
+            Ok(endpoint("::1", 30000, "/metrics"))
+        );
+        assert_eq!(
+            one("http://[fd00::5]", Some(8000)).unwrap().host_header(),
+            "[fd00::5]:8000"
+        );
         let list = parse_list(" a:1 , b:2,a:1", None).unwrap();
-        assert_eq!(list, vec![endpoint("a", 1, "/metrics"), endpoint("b", 2, "/metrics")]);
+        assert_eq!(
+            list,
+            vec![endpoint("a", 1, "/metrics"), endpoint("b", 2, "/metrics")]
+        );
         assert_eq!(list[1].to_string(), "http://b:2/metrics");
     }
 
     #[test]
     fn mistakes_say_what_is_wrong() {
         let cases = [
-            ("https://vllm:8000", "is HTTPS; engines are read over plain HTTP only"),
+            (
+                "https://vllm:8000",
+                "is HTTPS; engines are read over plain HTTP only",
+            ),
             ("grpc://vllm:8000", "has scheme \"grpc\""),
             ("vllm", "has no port; add :PORT or set engine"),
             ("vllm:0", "has port \"0\": expected 1 to 65535"),

@@ -154,14 +154,10 @@ pub fn get<'b>(
         Framing::Chunked => conn.chunked(max_body)?,
         Framing::Close => conn.until_close(max_body)?,
     };
-    let text =
-        String::from_utf8(body).map_err(|_| HttpError::Malformed("the body is not UTF-8".into()))?;
+    let text = String::from_utf8(body)
+        .map_err(|_| HttpError::Malformed("the body is not UTF-8".into()))?;
     let held = std::mem::take(&mut conn.held);
-    Ok(Page {
-        text,
-        budget,
-        held,
-    })
+    Ok(Page { text, budget, held })
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, HttpError> {
@@ -441,8 +437,15 @@ mod tests {
     fn fetch(parts: Vec<&[u8]>, max_body: usize) -> Result<String, HttpError> {
         let (address, _done) = serve(parts.into_iter().map(<[u8]>::to_vec).collect(), false);
         let deadline = Instant::now() + Duration::from_secs(10);
-        get(address, "vllm:8000", "/metrics", deadline, max_body, &UNLIMITED)
-            .map(|page| page.text.clone())
+        get(
+            address,
+            "vllm:8000",
+            "/metrics",
+            deadline,
+            max_body,
+            &UNLIMITED,
+        )
+        .map(|page| page.text.clone())
     }
 
     #[test]
@@ -579,7 +582,11 @@ mod tests {
     fn pages_read_at_once_share_one_budget() {
         let budget = Budget::new(150);
         let answer = |body: &str| {
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         let (first, _a) = serve(vec![answer(&"a".repeat(40))], false);
@@ -589,9 +596,18 @@ mod tests {
         // A second page that fits what is left is read; one that does not
         // is refused while the first is held, and read once it is dropped.
         let (second, _b) = serve(vec![answer(&"b".repeat(70))], false);
-        let error = get(second, "h", "/metrics", deadline, 1024, &budget).err().unwrap();
-        assert!(error.to_string().contains("in use by other pages"), "{error}");
-        assert_eq!(budget.in_use(), held, "a refused read gives back what it took");
+        let error = get(second, "h", "/metrics", deadline, 1024, &budget)
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("in use by other pages"),
+            "{error}"
+        );
+        assert_eq!(
+            budget.in_use(),
+            held,
+            "a refused read gives back what it took"
+        );
         drop(page);
         assert_eq!(budget.in_use(), 0);
         let (third, _c) = serve(vec![answer(&"b".repeat(70))], false);

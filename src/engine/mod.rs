@@ -11,5 +11,5 @@ pub mod endpoint;
 pub mod http;
 pub mod prom;
 pub mod resolve;
-pub mod signals;
 pub mod scrape;
+pub mod signals;

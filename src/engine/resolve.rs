@@ -139,7 +139,9 @@ mod tests {
         );
         match resolve("localhost", 8000) {
             Resolved::Addresses(addresses) => {
-                assert!(addresses.iter().all(|a| a.port() == 8000 && a.ip().is_loopback()))
+                assert!(addresses
+                    .iter()
+                    .all(|a| a.port() == 8000 && a.ip().is_loopback()))
             }
             other => panic!("localhost: {other:?}"),
         }

@@ -188,9 +188,9 @@ impl Scraper {
         async move {
             match ready {
                 Ok(scrape) => scrape,
-                Err(receiver) => receiver
-                    .await
-                    .unwrap_or_else(|_| Arc::new(Scrape::failed(endpoint, "keda-gpu-scaler is shutting down"))),
+                Err(receiver) => receiver.await.unwrap_or_else(|_| {
+                    Arc::new(Scrape::failed(endpoint, "keda-gpu-scaler is shutting down"))
+                }),
             }
         }
     }
@@ -210,20 +210,24 @@ impl Scraper {
             )));
         }
         forget_old(&mut state.entries, endpoint, now);
-        let entry = state.entries.entry(endpoint.clone()).or_insert_with(|| Entry {
-            wanted: BTreeSet::new(),
-            last: None,
-            running: false,
-            waiters: Vec::new(),
-            last_asked: now,
-            resolved_before: false,
-            failing: HashMap::new(),
-            unresolved: None,
-        });
+        let entry = state
+            .entries
+            .entry(endpoint.clone())
+            .or_insert_with(|| Entry {
+                wanted: BTreeSet::new(),
+                last: None,
+                running: false,
+                waiters: Vec::new(),
+                last_asked: now,
+                resolved_before: false,
+                failing: HashMap::new(),
+                unresolved: None,
+            });
         entry.last_asked = now;
         entry.wanted.extend(families.iter().map(|f| f.to_string()));
         if let Some(last) = &entry.last {
-            if now.duration_since(last.completed_at) < self.config.interval && last.covers(families) {
+            if now.duration_since(last.completed_at) < self.config.interval && last.covers(families)
+            {
                 return Ok(Arc::clone(last));
             }
         }
@@ -280,7 +284,8 @@ impl Scraper {
         timeout: Duration,
     ) -> Scrape {
         let deadline = Instant::now() + timeout;
-        let (resolution, addresses) = match (self.config.resolver.0)(&endpoint.host, endpoint.port) {
+        let (resolution, addresses) = match (self.config.resolver.0)(&endpoint.host, endpoint.port)
+        {
             Resolved::Addresses(addresses) => (Resolution::Addresses, addresses),
             Resolved::NoAddress(error) => (Resolution::NoAddress(error), Vec::new()),
             Resolved::NoSuchName(error) => (
@@ -368,8 +373,15 @@ impl Scraper {
         families: &[&str],
         deadline: Instant,
     ) -> Result<PageFamilies, String> {
-        let page = http::get(address, host, path, deadline, self.config.max_body, &self.budget)
-            .map_err(|e| e.to_string())?;
+        let page = http::get(
+            address,
+            host,
+            path,
+            deadline,
+            self.config.max_body,
+            &self.budget,
+        )
+        .map_err(|e| e.to_string())?;
         let (families, declared) = prom::families_and_names(&page.text, families)
             .map_err(|e| format!("the page is not Prometheus text: {e}"))?;
         Ok(PageFamilies { families, declared })
@@ -483,7 +495,10 @@ impl Entry {
                     failing.insert(replica.address, error.clone());
                 }
                 (Ok(_), Some(_)) => {
-                    log::info!("engine endpoint {endpoint}: replica {} answers again", replica.address)
+                    log::info!(
+                        "engine endpoint {endpoint}: replica {} answers again",
+                        replica.address
+                    )
                 }
                 (Ok(_), None) => {}
             }

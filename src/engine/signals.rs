@@ -192,7 +192,11 @@ pub fn table(engine: Engine, signal: Signal) -> Vec<Series> {
         (Trtllm, RunningRequests) => vec![series("trtllm_num_requests_running", &[], 1.0)],
         (Trtllm, KvCacheUsagePercent) => vec![series("trtllm_kv_cache_utilization", &[], 100.0)],
         (Triton, QueueLength) => vec![
-            series("nv_trt_llm_request_metrics", &[("request_type", "waiting")], 1.0),
+            series(
+                "nv_trt_llm_request_metrics",
+                &[("request_type", "waiting")],
+                1.0,
+            ),
             series("nv_inference_pending_request_count", &[], 1.0),
         ],
         (Triton, RunningRequests) => vec![series(
@@ -241,7 +245,8 @@ impl Query {
             let Some(family) = families.iter().find(|f| f.name == wanted.family) else {
                 continue;
             };
-            if self.gauges_only && matches!(family.kind, Kind::Counter | Kind::Histogram | Kind::Summary)
+            if self.gauges_only
+                && matches!(family.kind, Kind::Counter | Kind::Histogram | Kind::Summary)
             {
                 return Err(Unread::NotAGauge(format!(
                     "{} is a {} on this page; engineMetric reads gauges only (a rate needs two scrapes)",
@@ -394,9 +399,15 @@ mod tests {
             # TYPE vllm:kv_cache_usage_perc gauge\n\
             vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.25\n\
             vllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.5\n";
-        assert_eq!(read(&query(Engine::Vllm, Signal::QueueLength, None), page), Ok(7.0));
         assert_eq!(
-            read(&query(Engine::Vllm, Signal::KvCacheUsagePercent, None), page),
+            read(&query(Engine::Vllm, Signal::QueueLength, None), page),
+            Ok(7.0)
+        );
+        assert_eq!(
+            read(
+                &query(Engine::Vllm, Signal::KvCacheUsagePercent, None),
+                page
+            ),
             Ok(50.0)
         );
     }
@@ -407,7 +418,10 @@ mod tests {
             sglang:num_queue_reqs{model_name=\"m\",tp_rank=\"0\"} 5\n\
             sglang:num_queue_reqs{model_name=\"m\",tp_rank=\"1\"} 5\n\
             sglang:num_queue_reqs{model_name=\"m\",dp_rank=\"1\",tp_rank=\"0\"} 2\n";
-        assert_eq!(read(&query(Engine::Sglang, Signal::QueueLength, None), page), Ok(7.0));
+        assert_eq!(
+            read(&query(Engine::Sglang, Signal::QueueLength, None), page),
+            Ok(7.0)
+        );
     }
 
     #[test]
@@ -415,14 +429,21 @@ mod tests {
         let page = "# TYPE nv_inference_pending_request_count gauge\n\
             nv_inference_pending_request_count{model=\"a\",version=\"1\"} 2\n\
             nv_inference_pending_request_count{model=\"b\",version=\"1\"} 9\n";
-        assert_eq!(read(&query(Engine::Triton, Signal::QueueLength, Some("b")), page), Ok(9.0));
-        assert_eq!(read(&query(Engine::Triton, Signal::QueueLength, None), page), Ok(11.0));
-        let missing = read(&query(Engine::Triton, Signal::QueueLength, Some("c")), page).unwrap_err();
+        assert_eq!(
+            read(&query(Engine::Triton, Signal::QueueLength, Some("b")), page),
+            Ok(9.0)
+        );
+        assert_eq!(
+            read(&query(Engine::Triton, Signal::QueueLength, None), page),
+            Ok(11.0)
+        );
+        let missing =
+            read(&query(Engine::Triton, Signal::QueueLength, Some("c")), page).unwrap_err();
         assert!(
             missing.message().contains("model=\"c\"")
-                && missing
-                    .message()
-                    .contains("it has nv_inference_pending_request_count{model=\"a\",version=\"1\"}"),
+                && missing.message().contains(
+                    "it has nv_inference_pending_request_count{model=\"a\",version=\"1\"}"
+                ),
             "{missing:?}"
         );
     }
@@ -430,14 +451,23 @@ mod tests {
     #[test]
     fn newer_names_first_then_the_older_one() {
         let old = "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.4\n";
-        assert_eq!(read(&query(Engine::Vllm, Signal::KvCacheUsagePercent, None), old), Ok(40.0));
+        assert_eq!(
+            read(&query(Engine::Vllm, Signal::KvCacheUsagePercent, None), old),
+            Ok(40.0)
+        );
         let trt = "# TYPE nv_trt_llm_request_metrics gauge\n\
             nv_trt_llm_request_metrics{model=\"ensemble\",request_type=\"waiting\",version=\"1\"} 6\n\
             nv_trt_llm_request_metrics{model=\"ensemble\",request_type=\"scheduled\",version=\"1\"} 8\n\
             # TYPE nv_inference_pending_request_count gauge\n\
             nv_inference_pending_request_count{model=\"ensemble\",version=\"1\"} 1\n";
-        assert_eq!(read(&query(Engine::Triton, Signal::QueueLength, None), trt), Ok(6.0));
-        assert_eq!(read(&query(Engine::Triton, Signal::RunningRequests, None), trt), Ok(8.0));
+        assert_eq!(
+            read(&query(Engine::Triton, Signal::QueueLength, None), trt),
+            Ok(6.0)
+        );
+        assert_eq!(
+            read(&query(Engine::Triton, Signal::RunningRequests, None), trt),
+            Ok(8.0)
+        );
     }
 
     #[test]
@@ -445,7 +475,11 @@ mod tests {
         let page = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 1\n\
             # TYPE vllm:cache_config_info gauge\nvllm:cache_config_info 1\n\
             # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3\n";
-        let error = read(&query(Engine::Vllm, Signal::KvCacheUsagePercent, None), page).unwrap_err();
+        let error = read(
+            &query(Engine::Vllm, Signal::KvCacheUsagePercent, None),
+            page,
+        )
+        .unwrap_err();
         assert_eq!(
             error,
             Unread::Absent(
@@ -464,7 +498,10 @@ mod tests {
             gauges_only: true,
         };
         let error = read(&query, page).unwrap_err();
-        assert!(matches!(error, Unread::NotAGauge(ref m) if m.contains("is a counter")), "{error:?}");
+        assert!(
+            matches!(error, Unread::NotAGauge(ref m) if m.contains("is a counter")),
+            "{error:?}"
+        );
     }
 
     #[test]

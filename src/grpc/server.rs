@@ -10,9 +10,9 @@ use std::time::Duration;
 use grpcio::{EnvBuilder, Environment, ServerBuilder, ServerCredentials};
 
 use crate::cluster::scope::{GpuScope, Scope};
-use crate::engine::scrape::{Resolver, ScrapeConfig, Scraper};
 use crate::cluster::service::NodeService;
 use crate::cluster::sweep::{Cluster, ClusterConfig, PeerTls};
+use crate::engine::scrape::{Resolver, ScrapeConfig, Scraper};
 use crate::grpc::health::HealthService;
 use crate::grpc::scaler::ScalerService;
 use crate::grpc::streams::StreamHub;

@@ -6,6 +6,6 @@
 pub mod duration;
 pub mod evaluate;
 pub mod hpa;
+pub mod replicas;
 pub mod trigger;
 pub mod trigger_cache;
-pub mod replicas;

@@ -171,7 +171,12 @@ fn no_replica(
     unknown: &[String],
     pods: Option<Result<Vec<String>, String>>,
 ) -> Result<f64, EvalError> {
-    let dns = empty.iter().chain(unknown).cloned().collect::<Vec<_>>().join("; ");
+    let dns = empty
+        .iter()
+        .chain(unknown)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
     match (&trigger.selector, pods) {
         (Some(selector), Some(Err(error))) => Err(EvalError::Unavailable(format!(
             "{dns}; cannot tell whether {selector} is at zero replicas: {error}"
@@ -206,7 +211,12 @@ fn endpoints(scrapes: &[Arc<Scrape>]) -> String {
 /// count). Sums assume `metricType: AverageValue` (the target is per
 /// replica); the other aggregations assume `Value`. Also returns what a
 /// missing replica counted as.
-pub fn with_missing(aggregation: Aggregation, target: f64, read: &[f64], missing: usize) -> (f64, f64) {
+pub fn with_missing(
+    aggregation: Aggregation,
+    target: f64,
+    read: &[f64],
+    missing: usize,
+) -> (f64, f64) {
     let value = aggregation.apply(read).unwrap_or(0.0);
     if missing == 0 {
         return (value, 0.0);
@@ -250,18 +260,39 @@ mod tests {
         let (value, _) = with_missing(Aggregation::Sum, 5.0, &[6.0, 6.0], 1);
         assert_eq!(value, 15.0);
         // Averages (Value): below, the missing one sits at the target.
-        assert_eq!(with_missing(Aggregation::Avg, 80.0, &[40.0, 60.0], 2), (65.0, 80.0));
+        assert_eq!(
+            with_missing(Aggregation::Avg, 80.0, &[40.0, 60.0], 2),
+            (65.0, 80.0)
+        );
         // Above: at 0 it would read 45 and scale down; it keeps the count.
-        assert_eq!(with_missing(Aggregation::Avg, 80.0, &[90.0], 1), (80.0, 0.0));
-        assert_eq!(with_missing(Aggregation::Avg, 80.0, &[100.0, 100.0], 1).0, 80.0);
-        assert_eq!(with_missing(Aggregation::Avg, 60.0, &[100.0, 100.0], 1).0, 200.0 / 3.0);
+        assert_eq!(
+            with_missing(Aggregation::Avg, 80.0, &[90.0], 1),
+            (80.0, 0.0)
+        );
+        assert_eq!(
+            with_missing(Aggregation::Avg, 80.0, &[100.0, 100.0], 1).0,
+            80.0
+        );
+        assert_eq!(
+            with_missing(Aggregation::Avg, 60.0, &[100.0, 100.0], 1).0,
+            200.0 / 3.0
+        );
         // Max below the target never scales down while one is missing.
         assert_eq!(with_missing(Aggregation::Max, 80.0, &[10.0], 1).0, 80.0);
         assert_eq!(with_missing(Aggregation::Max, 80.0, &[95.0], 1).0, 95.0);
         // Min above the target would read 0; it keeps the count instead.
-        assert_eq!(with_missing(Aggregation::Min, 80.0, &[90.0, 95.0], 1).0, 80.0);
-        assert_eq!(with_missing(Aggregation::Min, 80.0, &[10.0, 95.0], 1).0, 10.0);
+        assert_eq!(
+            with_missing(Aggregation::Min, 80.0, &[90.0, 95.0], 1).0,
+            80.0
+        );
+        assert_eq!(
+            with_missing(Aggregation::Min, 80.0, &[10.0, 95.0], 1).0,
+            10.0
+        );
         // Nothing missing: the plain aggregate.
-        assert_eq!(with_missing(Aggregation::Sum, 5.0, &[1.0, 2.0], 0), (3.0, 0.0));
+        assert_eq!(
+            with_missing(Aggregation::Sum, 5.0, &[1.0, 2.0], 0),
+            (3.0, 0.0)
+        );
     }
 }

@@ -290,7 +290,25 @@ pub struct EngineSource {
     pub endpoints: Vec<Endpoint>,
     pub reads: EngineReads,
     pub query: Query,
-    pub timeout: Duration,
+    /// `engineTimeout`; `None`: [`DEFAULT_ENGINE_TIMEOUT`], or half the
+    /// sample interval when that is shorter.
+    pub timeout: Option<Duration>,
+}
+
+impl EngineSource {
+    /// The deadline for one scrape of every replica, with this sample
+    /// interval; an explicit `engineTimeout` at or above it is an error.
+    pub fn timeout(&self, sample_interval: Duration) -> Result<Duration, ConfigError> {
+        match self.timeout {
+            None => Ok(DEFAULT_ENGINE_TIMEOUT.min(sample_interval / 2)),
+            Some(timeout) if timeout < sample_interval => Ok(timeout),
+            Some(timeout) => Err(ConfigError(format!(
+                "invalid engineTimeout {}: it must be below this scaler's sample interval ({})",
+                format_duration(timeout),
+                format_duration(sample_interval)
+            ))),
+        }
+    }
 }
 
 /// What an engine trigger reads, as the user named it.
@@ -326,7 +344,11 @@ impl Trigger {
                 let what = match &source.reads {
                     EngineReads::Signal(signal) => signal.name().replace('_', "-"),
                     EngineReads::Metric(text) => {
-                        format!("{}-{:08x}", kubernetes_safe(&source.query.series[0].family), fnv(text))
+                        format!(
+                            "{}-{:08x}",
+                            kubernetes_safe(&source.query.series[0].family),
+                            fnv(text)
+                        )
                     }
                 };
                 format!("{engine}-{what}-{}", self.aggregation.name())
@@ -365,8 +387,9 @@ fn kubernetes_safe(text: &str) -> String {
 
 /// FNV-1a, 32 bits: a stable short hash for metric names.
 fn fnv(text: &str) -> u32 {
-    text.bytes()
-        .fold(0x811c_9dc5_u32, |hash, b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    text.bytes().fold(0x811c_9dc5_u32, |hash, b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl fmt::Display for Trigger {
@@ -388,11 +411,18 @@ impl fmt::Display for Trigger {
                 }
                 let endpoints: Vec<String> =
                     source.endpoints.iter().map(ToString::to_string).collect();
-                write!(f, "{} engineEndpoints={} ", source.reads, endpoints.join(","))?;
+                write!(
+                    f,
+                    "{} engineEndpoints={} ",
+                    source.reads,
+                    endpoints.join(",")
+                )?;
                 if let Some((_, model)) = &source.query.model {
                     write!(f, "engineModel={model} ")?;
                 }
-                write!(f, "engineTimeout={} ", format_duration(source.timeout))?;
+                if let Some(timeout) = source.timeout {
+                    write!(f, "engineTimeout={} ", format_duration(timeout))?;
+                }
             }
         }
         write!(
@@ -454,9 +484,7 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
                 if explicit != MetricType::Gpu(metric) {
                     return Err(ConfigError(format!(
                         "{} sets metricType {metric}, but {} is {:?}; remove one",
-                        short.key,
-                        given.key,
-                        given.value
+                        short.key, given.key, given.value
                     )));
                 }
             }
@@ -477,12 +505,10 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
                 }
                 (Some(MetricType::Engine(signal)), _) => match engine {
                     Some(engine) => Some(Measure::Engine(engine, signal)),
-                    None => {
-                        return Err(ConfigError(format!(
-                            "metricType {signal} reads an inference engine: set engine to one of {}",
-                            engine_names()
-                        )))
-                    }
+                    None => return Err(ConfigError(format!(
+                        "metricType {signal} reads an inference engine: set engine to one of {}",
+                        engine_names()
+                    ))),
                 },
                 (None, from_profile) => from_profile,
             };
@@ -520,7 +546,8 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
                 match &engine.reads {
                     EngineReads::Signal(Signal::QueueLength) => "waiting requests per replica",
                     EngineReads::Signal(Signal::RunningRequests) => "running requests per replica",
-                    EngineReads::Signal(Signal::KvCacheUsagePercent) => "a percent of KV cache, 0-100",
+                    EngineReads::Signal(Signal::KvCacheUsagePercent) =>
+                        "a percent of KV cache, 0-100",
                     EngineReads::Metric(_) => "in the gauge's own unit",
                 },
                 engine_profile_names()
@@ -639,7 +666,9 @@ fn parse_source(
                 gpus: GpuSelector::All,
             });
         }
-        (Some(Measure::Engine(engine, signal)), None) => (Some(engine), EngineReads::Signal(signal)),
+        (Some(Measure::Engine(engine, signal)), None) => {
+            (Some(engine), EngineReads::Signal(signal))
+        }
         (_, Some(custom)) => {
             let engine = match get("engine").map(parse_engine).transpose()? {
                 Some(engine) => Some(engine),
@@ -667,8 +696,13 @@ fn parse_source(
             engine.map_or(String::from(":PORT"), |e| format!(":{}", e.default_port()))
         )));
     };
-    let mut endpoints_list = endpoint::parse_list(endpoints.value, engine.map(Engine::default_port))
-        .map_err(|e| ConfigError(format!("invalid {} {:?}: {e}", endpoints.key, endpoints.value)))?;
+    let mut endpoints_list =
+        endpoint::parse_list(endpoints.value, engine.map(Engine::default_port)).map_err(|e| {
+            ConfigError(format!(
+                "invalid {} {:?}: {e}",
+                endpoints.key, endpoints.value
+            ))
+        })?;
     if let Some(engine) = engine {
         // An entry without a path reads the engine's default page.
         for (entry, endpoint) in endpoints.value.split(',').zip(endpoints_list.iter_mut()) {
@@ -691,10 +725,7 @@ fn parse_source(
             }
         },
     };
-    let timeout = get("engineTimeout")
-        .map(parse_engine_timeout)
-        .transpose()?
-        .unwrap_or(DEFAULT_ENGINE_TIMEOUT);
+    let timeout = get("engineTimeout").map(parse_engine_timeout).transpose()?;
     let (series, within, gauges_only) = match &reads {
         EngineReads::Signal(signal) => (
             signals::table(engine.expect("a signal comes with its engine"), *signal),
@@ -762,7 +793,10 @@ fn parse_engine_metric(given: &Given<'_>) -> Result<Series, ConfigError> {
     let (matchers, rest) = crate::engine::prom::parse_labels(&text[name_end..])
         .map_err(|e| invalid(given, &format!("{EXPECTED} ({e})")))?;
     if !rest.trim().is_empty() {
-        return Err(invalid(given, &format!("{EXPECTED} (only '=' matchers; {rest:?} follows them)")));
+        return Err(invalid(
+            given,
+            &format!("{EXPECTED} (only '=' matchers; {rest:?} follows them)"),
+        ));
     }
     Ok(Series {
         family: name.to_string(),
@@ -1070,7 +1104,10 @@ mod tests {
             ("targetValue", "300"),
         ])
         .unwrap();
-        assert_eq!((metric_of(&trigger), trigger.target), (Metric::PowerDraw, 300.0));
+        assert_eq!(
+            (metric_of(&trigger), trigger.target),
+            (Metric::PowerDraw, 300.0)
+        );
     }
 
     #[test]
@@ -1386,30 +1423,75 @@ mod tests {
     #[test]
     fn engine_profiles_set_engine_signal_aggregation_and_target() {
         let expected = [
-            ("vllm-queue", Engine::Vllm, Signal::QueueLength, 5.0, 0.0, Aggregation::Sum),
-            ("vllm-kv-cache", Engine::Vllm, Signal::KvCacheUsagePercent, 80.0, 5.0, Aggregation::Avg),
-            ("sglang-queue", Engine::Sglang, Signal::QueueLength, 5.0, 0.0, Aggregation::Sum),
-            ("sglang-kv-cache", Engine::Sglang, Signal::KvCacheUsagePercent, 80.0, 5.0, Aggregation::Avg),
+            (
+                "vllm-queue",
+                Engine::Vllm,
+                Signal::QueueLength,
+                5.0,
+                0.0,
+                Aggregation::Sum,
+            ),
+            (
+                "vllm-kv-cache",
+                Engine::Vllm,
+                Signal::KvCacheUsagePercent,
+                80.0,
+                5.0,
+                Aggregation::Avg,
+            ),
+            (
+                "sglang-queue",
+                Engine::Sglang,
+                Signal::QueueLength,
+                5.0,
+                0.0,
+                Aggregation::Sum,
+            ),
+            (
+                "sglang-kv-cache",
+                Engine::Sglang,
+                Signal::KvCacheUsagePercent,
+                80.0,
+                5.0,
+                Aggregation::Avg,
+            ),
         ];
         for (name, engine, signal, target, activation, aggregation) in expected {
             let trigger = parse_pairs(&[("profile", name), ("engineEndpoints", "svc.ml")]).unwrap();
             let source = engine_of(&trigger);
             assert_eq!(source.engine, Some(engine), "{name}");
             assert_eq!(source.reads, EngineReads::Signal(signal), "{name}");
-            assert_eq!(source.query.series, signals::table(engine, signal), "{name}");
             assert_eq!(
-                (trigger.target, trigger.activation_threshold, trigger.aggregation),
+                source.query.series,
+                signals::table(engine, signal),
+                "{name}"
+            );
+            assert_eq!(
+                (
+                    trigger.target,
+                    trigger.activation_threshold,
+                    trigger.aggregation
+                ),
                 (target, activation, aggregation),
                 "{name}"
             );
             assert_eq!(source.endpoints[0].port, engine.default_port());
-            assert_eq!(source.timeout, DEFAULT_ENGINE_TIMEOUT);
+            assert_eq!(source.timeout, None);
+            assert_eq!(
+                source.timeout(Duration::from_secs(5)),
+                Ok(DEFAULT_ENGINE_TIMEOUT)
+            );
+            assert_eq!(
+                source.timeout(Duration::from_secs(1)),
+                Ok(Duration::from_millis(500))
+            );
         }
-        let trigger = parse_pairs(&[("profile", "vllm-queue"), ("engineEndpoints", "vllm.ml")]).unwrap();
+        let trigger =
+            parse_pairs(&[("profile", "vllm-queue"), ("engineEndpoints", "vllm.ml")]).unwrap();
         assert_eq!(trigger.metric_name(), "vllm-queue-length-sum");
         assert_eq!(
             trigger.to_string(),
-            "profile=vllm-queue engine=vllm metricType=queue_length engineEndpoints=http://vllm.ml:8000/metrics engineTimeout=1s targetValue=5 activationThreshold=0 aggregation=sum pollIntervalSeconds=10"
+            "profile=vllm-queue engine=vllm metricType=queue_length engineEndpoints=http://vllm.ml:8000/metrics targetValue=5 activationThreshold=0 aggregation=sum pollIntervalSeconds=10"
         );
     }
 
@@ -1427,10 +1509,27 @@ mod tests {
         ])
         .unwrap();
         let source = engine_of(&trigger);
-        assert_eq!(source.endpoints[0].to_string(), "http://trt.ml:8000/prometheus/metrics");
-        assert_eq!(source.endpoints[1].to_string(), "http://10.0.0.9:9000/metrics");
-        assert_eq!(source.query.model, Some(("model_name".into(), "llama".into())));
-        assert_eq!(source.timeout, Duration::from_millis(250));
+        assert_eq!(
+            source.endpoints[0].to_string(),
+            "http://trt.ml:8000/prometheus/metrics"
+        );
+        assert_eq!(
+            source.endpoints[1].to_string(),
+            "http://10.0.0.9:9000/metrics"
+        );
+        assert_eq!(
+            source.query.model,
+            Some(("model_name".into(), "llama".into()))
+        );
+        assert_eq!(source.timeout, Some(Duration::from_millis(250)));
+        assert_eq!(
+            source.timeout(Duration::from_millis(300)),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            source.timeout(Duration::from_millis(250)).unwrap_err().0,
+            "invalid engineTimeout 250ms: it must be below this scaler's sample interval (250ms)"
+        );
         assert_eq!(trigger.aggregation, Aggregation::Max);
         assert!(trigger.selector.is_some());
         let triton = parse_pairs(&[
@@ -1443,16 +1542,25 @@ mod tests {
         ])
         .unwrap();
         let source = engine_of(&triton);
-        assert_eq!(source.endpoints[0].to_string(), "http://triton:8002/metrics");
-        assert_eq!(source.query.model, Some(("model".into(), "ensemble".into())));
-        assert_eq!(source.timeout, Duration::from_millis(500));
+        assert_eq!(
+            source.endpoints[0].to_string(),
+            "http://triton:8002/metrics"
+        );
+        assert_eq!(
+            source.query.model,
+            Some(("model".into(), "ensemble".into()))
+        );
+        assert_eq!(source.timeout, Some(Duration::from_millis(500)));
         assert_eq!(triton.aggregation, Aggregation::Sum);
     }
 
     #[test]
     fn engine_metric_reads_any_gauge() {
         let trigger = parse_pairs(&[
-            ("engineMetric", "vllm:num_requests_waiting{model_name=\"llama-3-8b\"}"),
+            (
+                "engineMetric",
+                "vllm:num_requests_waiting{model_name=\"llama-3-8b\"}",
+            ),
             ("engineEndpoints", "vllm:8000"),
             ("targetValue", "3"),
             ("aggregation", "max"),
@@ -1471,12 +1579,20 @@ mod tests {
             }]
         );
         let name = trigger.metric_name();
-        assert!(name.starts_with("engine-vllm-num-requests-waiting-"), "{name}");
+        assert!(
+            name.starts_with("engine-vllm-num-requests-waiting-"),
+            "{name}"
+        );
         assert!(name.ends_with("-max"), "{name}");
-        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
         // Other matchers, another name.
         let other = parse_pairs(&[
-            ("engineMetric", "vllm:num_requests_waiting{model_name=\"b\"}"),
+            (
+                "engineMetric",
+                "vllm:num_requests_waiting{model_name=\"b\"}",
+            ),
             ("engineEndpoints", "vllm:8000"),
             ("targetValue", "3"),
             ("aggregation", "max"),
@@ -1512,7 +1628,10 @@ mod tests {
         ];
         for (pairs, expected) in cases {
             let message = error(pairs);
-            assert!(message.contains(expected), "{pairs:?}:\n  got      {message}\n  expected {expected}");
+            assert!(
+                message.contains(expected),
+                "{pairs:?}:\n  got      {message}\n  expected {expected}"
+            );
         }
     }
 }

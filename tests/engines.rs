@@ -1,0 +1,553 @@
+//! Engine triggers through the real gRPC server, scraper and HTTP client:
+//! fake engine replicas serve pages shaped like each engine's on loopback
+//! addresses that share one port (as a headless Service's pods do), and a
+//! table stands in for cluster DNS, so that "no address" and "no such
+//! name" can be answered as CoreDNS answers them. Process-level failures
+//! (a stopped replica) are in `engines_process.rs`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use fake_engine::{Answer, Behaviour, Kind, Load, Replica};
+use grpcio::RpcStatusCode;
+use keda_gpu_scaler::engine::resolve::Resolved;
+use keda_gpu_scaler::engine::scrape::Resolver;
+use keda_gpu_scaler::grpc::server::{self, RunningServer};
+use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
+
+/// Cluster DNS as a table: a name with addresses, a name with none
+/// (NODATA), and any other name unknown (NXDOMAIN).
+#[derive(Clone, Default)]
+struct Dns(Arc<Mutex<HashMap<String, Vec<IpAddr>>>>);
+
+impl Dns {
+    fn set(&self, name: &str, ips: &[IpAddr]) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), ips.to_vec());
+    }
+
+    fn remove(&self, name: &str) {
+        self.0.lock().unwrap().remove(name);
+    }
+
+    fn resolver(&self) -> Resolver {
+        let table = Arc::clone(&self.0);
+        Resolver(Arc::new(move |host, port| {
+            match table.lock().unwrap().get(host) {
+                None => Resolved::NoSuchName("Name or service not known".into()),
+                Some(ips) if ips.is_empty() => {
+                    Resolved::NoAddress("No address associated with hostname".into())
+                }
+                Some(ips) => Resolved::Addresses(
+                    ips.iter()
+                        .map(|ip| std::net::SocketAddr::new(*ip, port))
+                        .collect(),
+                ),
+            }
+        }))
+    }
+}
+
+/// Replicas on 127.0.0.2, .3, … all on one port.
+struct Fleet {
+    replicas: Vec<Replica>,
+    port: u16,
+}
+
+impl Fleet {
+    fn start(kind: Kind, loads: &[Load]) -> Fleet {
+        'ports: loop {
+            let port = free_port();
+            let mut replicas = Vec::new();
+            for (i, load) in loads.iter().enumerate() {
+                let ip = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
+                match Replica::start((ip, port), Behaviour::new(kind, load.clone())) {
+                    Ok(replica) => replicas.push(replica),
+                    Err(_) => continue 'ports,
+                }
+            }
+            return Fleet { replicas, port };
+        }
+    }
+
+    fn ips(&self) -> Vec<IpAddr> {
+        self.replicas.iter().map(|r| r.address().ip()).collect()
+    }
+
+    fn hits(&self) -> u64 {
+        self.replicas.iter().map(Replica::hits).sum()
+    }
+}
+
+fn load(waiting: u64, running: u64, kv: f64) -> Load {
+    Load {
+        waiting,
+        running,
+        kv,
+        ..Load::default()
+    }
+}
+
+/// A scaler with this DNS; its GPU side is one fake GPU held by nobody.
+struct Scaler {
+    server: RunningServer,
+    client: ExternalScalerClient,
+    _fake: FakeNvml,
+    _kubelet: Option<grpcio::Server>,
+}
+
+impl Scaler {
+    fn start(dns: &Dns) -> Scaler {
+        Self::start_with(dns, None, INTERVAL)
+    }
+
+    fn start_with(dns: &Dns, kubelet: Option<&FakeKubelet>, interval: Duration) -> Scaler {
+        let fake =
+            FakeNvml::new("gpu 0 uuid=GPU-0 util=10 mem_total_mib=81920 mem_used_mib=8192\n");
+        let mut config = local_config(&fake.library);
+        config.sample_interval = interval;
+        config.engine_resolver = Some(dns.resolver());
+        let kubelet = kubelet.map(|k| {
+            let socket = fake.dir.join("kubelet.sock");
+            config.pod_resources_socket = socket.clone();
+            k.serve(&socket)
+        });
+        let server = server::start(&config).expect("start server");
+        let client = client(server.port());
+        Scaler {
+            server,
+            client,
+            _fake: fake,
+            _kubelet: kubelet,
+        }
+    }
+
+    fn value(&self, pairs: &[(&str, &str)]) -> Result<f64, (RpcStatusCode, String)> {
+        value(&self.client, pairs)
+    }
+}
+
+fn endpoint(name: &str, port: u16) -> String {
+    format!("{name}:{port}")
+}
+
+#[test]
+fn every_replica_is_read_and_summed_or_averaged() {
+    let dns = Dns::default();
+    let fleet = Fleet::start(
+        Kind::Vllm,
+        &[load(3, 4, 0.2), load(8, 6, 0.4), load(1, 2, 0.6)],
+    );
+    dns.set("vllm.ml", &fleet.ips());
+    let scaler = Scaler::start(&dns);
+    let at = endpoint("vllm.ml", fleet.port);
+    let queue = [("profile", "vllm-queue"), ("engineEndpoints", at.as_str())];
+    assert_eq!(scaler.value(&queue), Ok(12.0));
+    let running = [
+        ("engine", "vllm"),
+        ("metricType", "running_requests"),
+        ("targetValue", "8"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    assert_eq!(scaler.value(&running), Ok(12.0));
+    let kv = [
+        ("profile", "vllm-kv-cache"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    let average = scaler.value(&kv).unwrap();
+    assert!((average - 40.0).abs() < 1e-9, "{average}");
+    assert!(is_active(&scaler.client, &kv).unwrap().result());
+
+    // The explanation lists every replica with its value.
+    let explained = explain(scaler.server.port(), &queue).unwrap();
+    assert_eq!(explained.value(), 12.0);
+    let mut values: Vec<(String, f64)> = explained
+        .replicas()
+        .iter()
+        .map(|r| (r.address().to_string(), r.value()))
+        .collect();
+    values.sort_by(|a, b| a.0.cmp(&b.0));
+    let port = fleet.port;
+    assert_eq!(
+        values,
+        vec![
+            (format!("127.0.0.2:{port}"), 3.0),
+            (format!("127.0.0.3:{port}"), 8.0),
+            (format!("127.0.0.4:{port}"), 1.0)
+        ]
+    );
+    assert!(explained
+        .replicas()
+        .iter()
+        .all(|r| r.counted() && r.reason() == "counted"));
+}
+
+#[test]
+fn each_engine_is_read_by_its_own_names() {
+    let dns = Dns::default();
+    let scaler = Scaler::start(&dns);
+    // (page, engine, metricType, value expected, extra keys)
+    let busy = Load {
+        waiting: 7,
+        running: 5,
+        kv: 0.5,
+        data_parallel: 2,
+        tp_copies: 2,
+        ..Load::default()
+    };
+    let cases: [(Kind, &str, &str, f64, &[(&str, &str)]); 11] = [
+        // Two data-parallel engines on one page: queues add up, KV takes the fuller.
+        (Kind::Vllm, "vllm", "queue_length", 7.0, &[]),
+        (Kind::Vllm, "vllm", "kv_cache_usage_percent", 50.0, &[]),
+        // vLLM before v0.11 only has the old KV name.
+        (Kind::VllmOld, "vllm", "kv_cache_usage_percent", 50.0, &[]),
+        // SGLang repeating every series per TP rank: counted once.
+        (Kind::Sglang, "sglang", "queue_length", 7.0, &[]),
+        (Kind::Sglang, "sglang", "running_requests", 5.0, &[]),
+        (Kind::Sglang, "sglang", "kv_cache_usage_percent", 50.0, &[]),
+        // trtllm-serve: Prometheus text at /prometheus/metrics (its /metrics is JSON).
+        (Kind::Trtllm, "trtllm", "queue_length", 7.0, &[]),
+        (Kind::Trtllm, "trtllm", "kv_cache_usage_percent", 50.0, &[]),
+        // Triton with TensorRT-LLM: request_type and kv_cache_block_type series.
+        (Kind::TritonTrtllm, "triton", "running_requests", 5.0, &[]),
+        (
+            Kind::TritonTrtllm,
+            "triton",
+            "kv_cache_usage_percent",
+            50.0,
+            &[],
+        ),
+        // Triton without it: the pending count of the model named.
+        (
+            Kind::Triton,
+            "triton",
+            "queue_length",
+            7.0,
+            &[("engineModel", "ensemble")],
+        ),
+    ];
+    for (i, (kind, engine, metric, expected, extra)) in cases.iter().enumerate() {
+        let fleet = Fleet::start(*kind, &[busy.clone()]);
+        let name = format!("engine-{i}.ml");
+        dns.set(&name, &fleet.ips());
+        let at = endpoint(&name, fleet.port);
+        let mut pairs = vec![
+            ("engine", *engine),
+            ("metricType", *metric),
+            ("targetValue", "5"),
+            ("engineEndpoints", at.as_str()),
+        ];
+        pairs.extend_from_slice(extra);
+        let value = scaler.value(&pairs);
+        assert!(
+            matches!(value, Ok(v) if (v - expected).abs() < 1e-9),
+            "{kind:?} {metric}: {value:?}, expected {expected}"
+        );
+    }
+    // Triton with TensorRT-LLM queues inside the backend: its `waiting`.
+    let fleet = Fleet::start(Kind::TritonTrtllm, &[busy.clone()]);
+    dns.set("triton.ml", &fleet.ips());
+    let at = endpoint("triton.ml", fleet.port);
+    let pairs = [
+        ("engine", "triton"),
+        ("metricType", "queue_length"),
+        ("targetValue", "5"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    assert_eq!(scaler.value(&pairs), Ok(7.0));
+}
+
+#[test]
+fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
+    let dns = Dns::default();
+    // Four replicas, two waiting each: 8 in all, below 5 per replica.
+    let fleet = Fleet::start(Kind::Vllm, &vec![load(2, 1, 0.1); 4]);
+    dns.set("vllm.ml", &fleet.ips());
+    let scaler = Scaler::start(&dns);
+    let at = endpoint("vllm.ml", fleet.port);
+    let queue = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", at.as_str()),
+        ("engineTimeout", "50ms"),
+    ];
+    assert_eq!(scaler.value(&queue), Ok(8.0));
+
+    // Each way a replica can fail, one at a time: it counts as at the
+    // target (5), so the total reads 2+2+2+5 = 11, not 6.
+    let failures: [(&str, Box<dyn Fn(&mut Behaviour)>); 5] = [
+        (
+            "no answer before the deadline",
+            Box::new(|b| b.answer = Answer::Stall),
+        ),
+        (
+            "HTTP status 503",
+            Box::new(|b| b.answer = Answer::Status(503)),
+        ),
+        (
+            "malformed HTTP answer",
+            Box::new(|b| b.answer = Answer::Garbage),
+        ),
+        (
+            "the page is not Prometheus text",
+            Box::new(|b| b.page = Some("vllm:num_requests_waiting{model_name=\"m\" 3\n".into())),
+        ),
+        (
+            "the page has no vllm:num_requests_waiting",
+            Box::new(|b| b.kind = Kind::Sglang),
+        ),
+    ];
+    for (why, break_it) in &failures {
+        fleet.replicas[3].set(|b| break_it(b));
+        wait_for_value(&scaler.client, &queue, 11.0);
+        let explained = explain(scaler.server.port(), &queue).unwrap();
+        let missing: Vec<_> = explained
+            .replicas()
+            .iter()
+            .filter(|r| !r.counted())
+            .collect();
+        assert_eq!(missing.len(), 1, "{why}: {explained:?}");
+        assert!(
+            missing[0].reason().starts_with("missing, counted as 5:")
+                && missing[0].reason().contains(why),
+            "{why}: {}",
+            missing[0].reason()
+        );
+        fleet.replicas[3].set(|b| *b = Behaviour::new(Kind::Vllm, load(2, 1, 0.1)));
+        wait_for_value(&scaler.client, &queue, 8.0);
+    }
+
+    // A refused connection (the replica's process is gone) is missing too.
+    let mut fleet = fleet;
+    fleet.replicas.pop();
+    wait_for_value(&scaler.client, &queue, 11.0);
+
+    // Above the target, the missing one counts as 0, but never so low
+    // that the count would fall: 3 replicas at 20 sum to 60 (not 80).
+    for replica in &fleet.replicas {
+        replica.set(|b| b.load.waiting = 20);
+    }
+    wait_for_value(&scaler.client, &queue, 60.0);
+    // 3 at 6 would read 18 < 4 x 5 with a 0: it reads 20, no change.
+    for replica in &fleet.replicas {
+        replica.set(|b| b.load.waiting = 6);
+    }
+    wait_for_value(&scaler.client, &queue, 20.0);
+}
+
+#[test]
+fn no_replica_answering_is_an_error_naming_each() {
+    let dns = Dns::default();
+    let fleet = Fleet::start(Kind::Vllm, &[load(2, 1, 0.1), load(2, 1, 0.1)]);
+    dns.set("vllm.ml", &fleet.ips());
+    let scaler = Scaler::start(&dns);
+    let at = endpoint("vllm.ml", fleet.port);
+    let queue = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", at.as_str()),
+        ("engineTimeout", "50ms"),
+    ];
+    fleet.replicas[0].set(|b| b.answer = Answer::Stall);
+    fleet.replicas[1].set(|b| b.answer = Answer::Status(500));
+    let message = wait_for_error(
+        &scaler.client,
+        &queue,
+        RpcStatusCode::UNAVAILABLE,
+        "no replica of",
+    );
+    let port = fleet.port;
+    assert!(
+        message.contains(&format!("127.0.0.2:{port}: no answer before the deadline"))
+            && message.contains(&format!("127.0.0.3:{port}: HTTP status 500")),
+        "{message}"
+    );
+    let active = is_active(&scaler.client, &queue).unwrap_err();
+    assert_eq!(status_of(active).0, RpcStatusCode::UNAVAILABLE);
+}
+
+#[test]
+fn a_page_without_the_metric_says_what_it_has() {
+    let dns = Dns::default();
+    let fleet = Fleet::start(Kind::Vllm, &[load(2, 1, 0.3)]);
+    dns.set("vllm.ml", &fleet.ips());
+    let scaler = Scaler::start(&dns);
+    let at = endpoint("vllm.ml", fleet.port);
+    // A dashboard-era name that vLLM removed: the page's own vllm: names are listed.
+    let old = [
+        ("engineMetric", "vllm:gpu_cache_usage_perc"),
+        ("engine", "vllm"),
+        ("targetValue", "0.8"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    let (code, message) = scaler.value(&old).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+    assert!(
+        message.contains("the page has no vllm:gpu_cache_usage_perc; it has vllm:num_requests_running, vllm:num_requests_waiting, vllm:engine_sleep_state, vllm:kv_cache_usage_perc"),
+        "{message}"
+    );
+    // A model the replicas do not serve: the models they do are named.
+    let other_model = [
+        ("profile", "vllm-queue"),
+        ("engineModel", "mistral"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    let (_, message) = scaler.value(&other_model).unwrap_err();
+    assert!(
+        message.contains("model_name=\"mistral\"")
+            && message.contains("it has vllm:num_requests_waiting{engine=\"0\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"}"),
+        "{message}"
+    );
+    // A counter is refused as INVALID_ARGUMENT, saying why.
+    let counter = [
+        ("engineMetric", "vllm:prompt_tokens_total"),
+        ("engine", "vllm"),
+        ("targetValue", "100"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    let (code, message) = scaler.value(&counter).unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+    assert!(
+        message.contains(
+            "is a counter on this page; engineMetric reads gauges only (a rate needs two scrapes)"
+        ),
+        "{message}"
+    );
+    // Any gauge by name and labels.
+    let custom = [
+        (
+            "engineMetric",
+            "vllm:engine_sleep_state{sleep_state=\"awake\"}",
+        ),
+        ("engine", "vllm"),
+        ("targetValue", "1"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    assert_eq!(scaler.value(&custom), Ok(1.0));
+}
+
+#[test]
+fn a_workload_at_zero_replicas_reads_zero_and_a_wrong_name_does_not() {
+    let dns = Dns::default();
+    let kubelet = FakeKubelet::default();
+    let scaler = Scaler::start_with(&dns, Some(&kubelet), INTERVAL);
+    let port = free_port().to_string();
+
+    // A name with no address (NODATA): zero replicas, 0 and inactive.
+    dns.set("empty.ml", &[]);
+    let empty = format!("empty.ml:{port}");
+    let queue = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", empty.as_str()),
+    ];
+    assert_eq!(scaler.value(&queue), Ok(0.0));
+    assert!(!is_active(&scaler.client, &queue).unwrap().result());
+
+    // NXDOMAIN for a name never seen: a typo and an empty headless Service
+    // look the same to DNS, so without a workload it is an error.
+    let typo = format!("vlm.ml:{port}");
+    let pairs = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", typo.as_str()),
+    ];
+    let (code, message) = scaler.value(&pairs).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+    assert!(
+        message.contains("is unknown to DNS") && message.contains("set workload"),
+        "{message}"
+    );
+
+    // With workload, attribution decides: no pod holds a GPU, so 0 ...
+    let with_workload = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", typo.as_str()),
+        ("workload", "vllm"),
+    ];
+    wait_for_value(&scaler.client, &with_workload, 0.0);
+    // ... and once a pod of it holds a GPU, the name should have an address.
+    kubelet.set_pods(&[("default", "vllm-7d9f8b6c5d-x2k4p", "GPU-0")]);
+    let message = wait_for_error(
+        &scaler.client,
+        &with_workload,
+        RpcStatusCode::UNAVAILABLE,
+        "has pods holding GPUs (default/vllm-7d9f8b6c5d-x2k4p)",
+    );
+    assert!(message.contains("not ready yet"), "{message}");
+
+    // A name that had addresses and then lost them (scaled to zero): 0.
+    let fleet = Fleet::start(Kind::Vllm, &[load(4, 1, 0.1)]);
+    dns.set("vllm.ml", &fleet.ips());
+    let at = endpoint("vllm.ml", fleet.port);
+    let pairs = [("profile", "vllm-queue"), ("engineEndpoints", at.as_str())];
+    wait_for_value(&scaler.client, &pairs, 4.0);
+    dns.remove("vllm.ml");
+    wait_for_value(&scaler.client, &pairs, 0.0);
+    let explained = explain(scaler.server.port(), &pairs).unwrap();
+    assert!(
+        explained.replicas()[0]
+            .reason()
+            .contains("it had addresses before"),
+        "{explained:?}"
+    );
+}
+
+#[test]
+fn each_endpoint_is_read_once_per_interval_whatever_the_callers() {
+    let dns = Dns::default();
+    let fleet = Fleet::start(Kind::Vllm, &[load(3, 1, 0.1), load(3, 1, 0.1)]);
+    dns.set("vllm.ml", &fleet.ips());
+    // A long interval, so that every call below falls within one.
+    let scaler = Scaler::start_with(&dns, None, Duration::from_secs(30));
+    let at = endpoint("vllm.ml", fleet.port);
+    let queue = [("profile", "vllm-queue"), ("engineEndpoints", at.as_str())];
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let client = scaler.client.clone();
+            let queue: Vec<(String, String)> = queue
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            std::thread::spawn(move || {
+                let pairs: Vec<(&str, &str)> = queue
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                (0..5).map(|_| value(&client, &pairs)).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert!(thread.join().unwrap().iter().all(|v| *v == Ok(6.0)));
+    }
+    assert_eq!(fleet.hits(), 2, "80 calls, two replicas, one read each");
+    assert_eq!(scaler.server.engines().rounds(), 1);
+}
+
+#[test]
+fn an_engine_timeout_at_or_above_the_interval_is_refused() {
+    let dns = Dns::default();
+    dns.set("vllm.ml", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let scaler = Scaler::start(&dns);
+    let pairs = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", "vllm.ml"),
+        ("engineTimeout", "100ms"),
+    ];
+    let (code, message) = scaler.value(&pairs).unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+    assert!(
+        message.starts_with(
+            "invalid engineTimeout 100ms: it must be below this scaler's sample interval (100ms)"
+        ),
+        "{message}"
+    );
+    // Unset, it is half the interval here (1s where the interval allows).
+    let pairs = [("profile", "vllm-queue"), ("engineEndpoints", "vllm.ml")];
+    let (code, message) = scaler.value(&pairs).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+}
