@@ -551,3 +551,37 @@ fn an_engine_timeout_at_or_above_the_interval_is_refused() {
     let (code, message) = scaler.value(&pairs).unwrap_err();
     assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
 }
+
+#[test]
+fn push_streams_follow_the_engine_queue() {
+    use futures_util::StreamExt;
+    let dns = Dns::default();
+    let fleet = Fleet::start(Kind::Vllm, &[load(0, 0, 0.0), load(0, 0, 0.0)]);
+    dns.set("vllm.ml", &fleet.ips());
+    let scaler = Scaler::start(&dns);
+    let at = endpoint("vllm.ml", fleet.port);
+    let pairs = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", at.as_str()),
+        ("engineTimeout", "50ms"),
+        ("pollIntervalSeconds", "3600"),
+    ];
+    let mut stream = scaler
+        .client
+        .stream_is_active_opt(&scaled_object(&pairs), call_option())
+        .unwrap();
+    let mut next = || match futures_executor::block_on(stream.next()).expect("a message") {
+        Ok(response) => Ok(response.result()),
+        Err(e) => Err(status_of(e)),
+    };
+    assert_eq!(next(), Ok(false), "nothing waits");
+    fleet.replicas[1].set(|b| b.load.waiting = 3);
+    assert_eq!(next(), Ok(true), "a queue wakes the workload");
+    // Every replica silent: the stream ends with an error, not a false.
+    for replica in &fleet.replicas {
+        replica.set(|b| b.answer = Answer::Stall);
+    }
+    let (code, message) = next().unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+    assert!(message.contains("no replica of"), "{message}");
+}

@@ -94,14 +94,16 @@ impl std::error::Error for ParseError {}
 /// the page does not have is absent from the result. Only wanted lines are
 /// parsed.
 pub fn families(page: &str, wanted: &[&str]) -> Result<Vec<Family>, ParseError> {
-    families_and_names(page, wanted).map(|(found, _)| found)
+    families_and_names(page, wanted, MAX_SERIES_PER_FAMILY).map(|(found, _)| found)
 }
 
 /// As [`families`], with the name of every family the page declares a
-/// `# TYPE` for (at most [`MAX_DECLARED`]), in page order.
+/// `# TYPE` for (at most [`MAX_DECLARED`]), in page order, and at most
+/// `max_series` series per family.
 pub fn families_and_names(
     page: &str,
     wanted: &[&str],
+    max_series: usize,
 ) -> Result<(Vec<Family>, Vec<String>), ParseError> {
     let mut found: Vec<Family> = Vec::new();
     let mut declared: Vec<String> = Vec::new();
@@ -134,10 +136,8 @@ pub fn families_and_names(
         let (labels, rest) = parse_labels(&line[name_end..]).map_err(error)?;
         let value = parse_value(rest).map_err(|m| error(format!("{name}: {m}")))?;
         let entry = family_entry(&mut found, family);
-        if entry.samples.len() >= MAX_SERIES_PER_FAMILY {
-            return Err(error(format!(
-                "{family} has more than {MAX_SERIES_PER_FAMILY} series"
-            )));
+        if entry.samples.len() >= max_series {
+            return Err(error(format!("{family} has more than {max_series} series")));
         }
         entry.samples.push(Sample {
             name: name.to_string(),
@@ -397,5 +397,21 @@ g{a=\"1\"} 1.5e3\r\n\
         let page = format!("g{{{}}} 1\n", labels.join(","));
         let error = families(&page, &["g"]).unwrap_err();
         assert!(error.message.contains("more than 64 labels"), "{error}");
+    }
+
+    #[test]
+    fn declared_names_are_kept_in_order_up_to_the_cap() {
+        let page: String = (0..MAX_DECLARED + 5)
+            .map(|i| format!("# TYPE family_{i} gauge\nfamily_{i} 1\n"))
+            .collect();
+        let (found, declared) =
+            families_and_names(&page, &["family_3"], MAX_SERIES_PER_FAMILY).unwrap();
+        assert_eq!(found[0].samples[0].value, 1.0);
+        assert_eq!(declared.len(), MAX_DECLARED);
+        assert_eq!(declared[0], "family_0");
+        assert_eq!(
+            declared[MAX_DECLARED - 1],
+            format!("family_{}", MAX_DECLARED - 1)
+        );
     }
 }

@@ -20,11 +20,21 @@ use crate::engine::http::{self, Budget};
 use crate::engine::prom::{self, Family};
 use crate::engine::resolve::{self, Resolved};
 
+/// The most series of one family kept per page: an engine page has a few
+/// per model and data-parallel rank.
+pub const MAX_SERIES_PER_FAMILY: usize = 256;
 /// Replicas read at once in one round; the rest wait for a free worker
 /// (within the same deadline).
 pub const MAX_PARALLEL: usize = 64;
 /// Bytes that pages being read at once may hold, across all rounds.
 pub const BUDGET_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of parsed series and names that cached rounds may keep, across
+/// all endpoints; a replica whose page would go over is missing.
+pub const KEPT_BYTES: usize = 8 * 1024 * 1024;
+/// Replicas read per endpoint; addresses beyond are missing.
+pub const MAX_REPLICAS: usize = 1024;
+/// Names kept per page for "the page has … instead" messages.
+const MAX_SIMILAR: usize = 16;
 /// Endpoints remembered; the one asked for least recently goes first.
 pub const MAX_ENDPOINTS: usize = 1024;
 /// An endpoint no trigger asked for in this long is forgotten.
@@ -55,6 +65,7 @@ pub struct ScrapeConfig {
     pub interval: Duration,
     pub max_body: usize,
     pub budget_bytes: usize,
+    pub kept_bytes: usize,
     pub resolver: Resolver,
 }
 
@@ -64,6 +75,7 @@ impl ScrapeConfig {
             interval,
             max_body: http::MAX_BODY_BYTES,
             budget_bytes: BUDGET_BYTES,
+            kept_bytes: KEPT_BYTES,
             resolver: Resolver::system(),
         }
     }
@@ -78,6 +90,23 @@ pub struct Scrape {
     pub read: BTreeSet<String>,
     pub resolution: Resolution,
     pub replicas: Vec<Replica>,
+    /// Bytes of [`KEPT_BYTES`] this round holds, given back when dropped.
+    kept: Kept,
+}
+
+/// A share of the kept-bytes budget.
+#[derive(Debug, Default)]
+struct Kept {
+    bytes: usize,
+    pool: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.fetch_sub(self.bytes, Ordering::SeqCst);
+        }
+    }
 }
 
 /// What DNS said about the endpoint's host.
@@ -109,13 +138,34 @@ pub struct Replica {
 #[derive(Debug)]
 pub struct PageFamilies {
     pub families: Vec<Family>,
-    /// Every family the page declares (capped), for messages.
+    /// Families the page declares whose names start like a wanted one's
+    /// (at most 16), for "the page has … instead" messages.
     pub declared: Vec<String>,
+}
+
+impl PageFamilies {
+    /// Roughly what it holds in memory.
+    fn bytes(&self) -> usize {
+        let series: usize = self
+            .families
+            .iter()
+            .flat_map(|f| &f.samples)
+            .map(|s| {
+                48 + s.name.len()
+                    + s.labels
+                        .iter()
+                        .map(|(n, v)| 48 + n.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        series + self.declared.iter().map(|n| 24 + n.len()).sum::<usize>()
+    }
 }
 
 pub struct Scraper {
     config: ScrapeConfig,
     budget: Budget,
+    kept: Arc<AtomicUsize>,
     state: Mutex<State>,
     idle: Condvar,
     rounds: AtomicU64,
@@ -155,6 +205,7 @@ impl Scraper {
     pub fn new(config: ScrapeConfig) -> Arc<Self> {
         Arc::new(Self {
             budget: Budget::new(config.budget_bytes),
+            kept: Arc::new(AtomicUsize::new(0)),
             config,
             state: Mutex::new(State::default()),
             idle: Condvar::new(),
@@ -298,7 +349,37 @@ impl Scraper {
             Resolved::Failed(error) => (Resolution::Failed(error), Vec::new()),
         };
         let families: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let pages = self.read_all(&endpoint, &addresses, &families, deadline, timeout);
+        let read = addresses.len().min(MAX_REPLICAS);
+        let mut pages = self.read_all(&endpoint, &addresses[..read], &families, deadline, timeout);
+        pages.extend((read..addresses.len()).map(|_| {
+            Err(format!(
+                "not read: the name has more than {MAX_REPLICAS} addresses"
+            ))
+        }));
+        // Keep what fits the budget; a page over it is a missing replica.
+        let mut kept = Kept {
+            bytes: 0,
+            pool: Some(Arc::clone(&self.kept)),
+        };
+        for page in &mut pages {
+            let Ok(parsed) = page else { continue };
+            let bytes = parsed.bytes();
+            let fits = self
+                .kept
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                    used.checked_add(bytes)
+                        .filter(|total| *total <= self.config.kept_bytes)
+                })
+                .is_ok();
+            if fits {
+                kept.bytes += bytes;
+            } else {
+                *page = Err(format!(
+                    "not kept: its series would go over the {} MiB all engine scrapes may hold",
+                    self.config.kept_bytes >> 20
+                ));
+            }
+        }
         Scrape {
             replicas: addresses
                 .into_iter()
@@ -309,6 +390,7 @@ impl Scraper {
             completed_at: Instant::now(),
             read: wanted,
             resolution,
+            kept,
         }
     }
 
@@ -382,9 +464,19 @@ impl Scraper {
             &self.budget,
         )
         .map_err(|e| e.to_string())?;
-        let (families, declared) = prom::families_and_names(&page.text, families)
-            .map_err(|e| format!("the page is not Prometheus text: {e}"))?;
-        Ok(PageFamilies { families, declared })
+        let (found, declared) =
+            prom::families_and_names(&page.text, families, MAX_SERIES_PER_FAMILY)
+                .map_err(|e| format!("the page is not Prometheus text: {e}"))?;
+        let prefixes: Vec<&str> = families_prefixes(families);
+        let declared = declared
+            .into_iter()
+            .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
+            .take(MAX_SIMILAR)
+            .collect();
+        Ok(PageFamilies {
+            families: found,
+            declared,
+        })
     }
 
     /// Publishes a round: to the cache and its waiters; starts another
@@ -445,7 +537,24 @@ impl Scraper {
     }
 }
 
+/// `vllm:` of `vllm:num_requests_waiting`, `nv_` of `nv_inference_…`.
+pub fn prefix(name: &str) -> &str {
+    match name.find([':', '_']) {
+        Some(end) => &name[..=end],
+        None => name,
+    }
+}
+
+fn families_prefixes<'a>(families: &[&'a str]) -> Vec<&'a str> {
+    families.iter().map(|f| prefix(f)).collect()
+}
+
 impl Scrape {
+    /// Bytes of parsed series this round keeps (while cached or in use).
+    pub fn kept_bytes(&self) -> usize {
+        self.kept.bytes
+    }
+
     fn failed(endpoint: Endpoint, reason: &str) -> Self {
         Self {
             endpoint,
@@ -453,6 +562,7 @@ impl Scrape {
             read: BTreeSet::new(),
             resolution: Resolution::Failed(reason.to_string()),
             replicas: Vec::new(),
+            kept: Kept::default(),
         }
     }
 
@@ -525,5 +635,127 @@ fn forget_old(entries: &mut HashMap<Endpoint, Entry>, keep: &Endpoint, now: Inst
             }
             None => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fake_engine::{Behaviour, Kind, Load, Replica};
+
+    fn scraper(config: impl FnOnce(&mut ScrapeConfig)) -> Arc<Scraper> {
+        let mut settings = ScrapeConfig::new(Duration::from_secs(60));
+        config(&mut settings);
+        Scraper::new(settings)
+    }
+
+    fn endpoint(replica: &Replica) -> Endpoint {
+        Endpoint {
+            host: replica.address().ip().to_string(),
+            port: replica.address().port(),
+            path: String::from("/metrics"),
+        }
+    }
+
+    fn busy() -> Behaviour {
+        Behaviour::new(
+            Kind::Vllm,
+            Load {
+                waiting: 4,
+                ..Load::default()
+            },
+        )
+    }
+
+    fn scrape(scraper: &Arc<Scraper>, endpoint: &Endpoint, families: &[&str]) -> Arc<Scrape> {
+        futures_executor::block_on(scraper.scrape(endpoint, families, Duration::from_secs(5)))
+    }
+
+    #[test]
+    fn pages_are_capped_each_and_together() {
+        let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+        let endpoint = endpoint(&replica);
+        let size = fake_engine::page(Kind::Vllm, &busy().load).len();
+        // A page exactly at the per-page cap is read; one byte less is not.
+        let at_cap = scraper(|c| c.max_body = size);
+        let page = &scrape(&at_cap, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
+        assert!(page.is_ok(), "{page:?}");
+        let below = scraper(|c| c.max_body = size - 1);
+        let page = &scrape(&below, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
+        assert!(matches!(page, Err(e) if e.contains("over the")), "{page:?}");
+        // Pages read at once share the budget: one that does not fit is
+        // refused, and the budget is whole again afterwards.
+        let small = scraper(|c| c.budget_bytes = size / 2);
+        let page = &scrape(&small, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
+        assert!(
+            matches!(page, Err(e) if e.contains("that scrapes running at once may hold is in use")),
+            "{page:?}"
+        );
+        assert_eq!(small.budget.in_use(), 0);
+        assert_eq!(at_cap.budget.in_use(), 0);
+    }
+
+    #[test]
+    fn series_kept_across_rounds_are_capped() {
+        let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+        let endpoint = endpoint(&replica);
+        let wanted = ["vllm:num_requests_waiting"];
+        let probe = scraper(|_| {});
+        let one = scrape(&probe, &endpoint, &wanted);
+        let bytes = one.kept_bytes();
+        assert!(bytes > 0 && probe.kept.load(Ordering::SeqCst) == bytes);
+        drop(one);
+        // The probe's cache still holds the round.
+        assert_eq!(probe.kept.load(Ordering::SeqCst), bytes);
+        // Room for exactly one page: the first endpoint's round is kept,
+        // a second endpoint's replica is missing, saying why.
+        let tight = scraper(|c| c.kept_bytes = bytes);
+        assert!(scrape(&tight, &endpoint, &wanted).replicas[0].page.is_ok());
+        let other = Endpoint {
+            host: String::from("localhost"),
+            ..endpoint.clone()
+        };
+        let page = &scrape(&tight, &other, &wanted).replicas[0].page;
+        assert!(
+            matches!(page, Err(e) if e.contains("would go over the 0 MiB")),
+            "{page:?}"
+        );
+    }
+
+    #[test]
+    fn a_family_not_read_yet_starts_one_more_round_then_both_are_cached() {
+        let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+        let endpoint = endpoint(&replica);
+        let scraper = scraper(|_| {});
+        let waiting = scrape(&scraper, &endpoint, &["vllm:num_requests_waiting"]);
+        assert_eq!(waiting.replicas[0].page.as_ref().unwrap().families.len(), 1);
+        let running = scrape(&scraper, &endpoint, &["vllm:num_requests_running"]);
+        assert_eq!(scraper.rounds(), 2);
+        assert_eq!(running.read.len(), 2, "the second round reads both");
+        for families in [
+            &["vllm:num_requests_waiting"][..],
+            &["vllm:num_requests_running"],
+        ] {
+            scrape(&scraper, &endpoint, families);
+        }
+        assert_eq!(scraper.rounds(), 2);
+        assert_eq!(replica.hits(), 2);
+    }
+
+    #[test]
+    fn after_shutdown_nothing_is_read() {
+        let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+        let scraper = scraper(|_| {});
+        scraper.shutdown();
+        let scrape = scrape(
+            &scraper,
+            &endpoint(&replica),
+            &["vllm:num_requests_waiting"],
+        );
+        assert_eq!(
+            scrape.resolution,
+            Resolution::Failed("keda-gpu-scaler is shutting down".into())
+        );
+        assert_eq!(replica.hits(), 0);
     }
 }

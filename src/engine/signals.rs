@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::engine::prom::{Family, Kind};
+use crate::engine::scrape::prefix;
 
 /// The engines with a metrics table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -339,19 +340,16 @@ impl Query {
             .take(8)
             .collect();
         if similar.is_empty() {
-            text.push_str(&format!("; it declares {} other families", names.len()));
+            let mut prefixes = prefixes;
+            prefixes.dedup();
+            text.push_str(&format!(
+                "; no family on it starts with {} (is engine right?)",
+                prefixes.join(" or ")
+            ));
         } else {
             text.push_str(&format!("; it has {}", similar.join(", ")));
         }
         text
-    }
-}
-
-/// `vllm:` of `vllm:num_requests_waiting`, `nv_` of `nv_inference_…`.
-fn prefix(name: &str) -> &str {
-    match name.find([':', '_']) {
-        Some(end) => &name[..=end],
-        None => name,
     }
 }
 

@@ -505,10 +505,12 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
                 }
                 (Some(MetricType::Engine(signal)), _) => match engine {
                     Some(engine) => Some(Measure::Engine(engine, signal)),
-                    None => return Err(ConfigError(format!(
+                    None => {
+                        return Err(ConfigError(format!(
                         "metricType {signal} reads an inference engine: set engine to one of {}",
                         engine_names()
-                    ))),
+                    )))
+                    }
                 },
                 (None, from_profile) => from_profile,
             };

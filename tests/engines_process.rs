@@ -1,0 +1,202 @@
+//! Engine triggers with real processes: the `serve` binary reads replicas
+//! that are `fake-engine` processes, one of which is stopped with SIGSTOP
+//! (its kernel still accepts connections; nothing answers), and
+//! `query --explain` shows each replica as a user would see it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use common::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
+
+/// Builds the fake-engine binary once per test binary, in its own target
+/// directory (the main one is locked by the running `cargo test`).
+fn fake_engine_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target_dir = root.join("target").join("fake-engine");
+            let status = Command::new(env!("CARGO"))
+                .current_dir(root)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--offline",
+                    "-p",
+                    "fake-engine",
+                    "--target-dir",
+                ])
+                .arg(&target_dir)
+                .status()
+                .expect("run cargo to build fake-engine");
+            assert!(status.success(), "building fake-engine failed");
+            target_dir.join("debug").join("fake-engine")
+        })
+        .clone()
+}
+
+/// A child process killed (and continued first, if stopped) on drop.
+struct Process(Child);
+
+impl Process {
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) with a live child's pid and a valid signal.
+        assert_eq!(unsafe { libc::kill(self.0.id() as libc::pid_t, signal) }, 0);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: as above; a stopped process must be continued to die cleanly.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGCONT) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One fake vLLM replica process serving what `state` says; its address.
+fn replica(state: &Path) -> (Process, String) {
+    let mut child = Command::new(fake_engine_binary())
+        .args(["--engine", "vllm", "--listen", "127.0.0.1:0", "--state"])
+        .arg(state)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn fake-engine");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("fake-engine said {line:?}"))
+        .to_string();
+    (Process(child), address)
+}
+
+#[test]
+fn a_stopped_replica_is_missing_not_zero() {
+    let fake = FakeNvml::new(&gpu_line(0, 10));
+    let states: Vec<PathBuf> = (0..3)
+        .map(|i| fake.dir.join(format!("engine-{i}")))
+        .collect();
+    for state in &states {
+        std::fs::write(state, "waiting=2 running=1 kv=0.2").unwrap();
+    }
+    let replicas: Vec<(Process, String)> = states.iter().map(|s| replica(s)).collect();
+    let endpoints: Vec<&str> = replicas.iter().map(|(_, a)| a.as_str()).collect();
+    let endpoints = endpoints.join(",");
+
+    let port = free_port();
+    let log = std::fs::File::create(fake.dir.join("serve.log")).unwrap();
+    let _serve = Process(
+        Command::new(BINARY)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--sample-interval",
+                "200ms",
+            ])
+            .arg("--nvml-library")
+            .arg(&fake.library)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let client = client(port);
+    let queue = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", endpoints.as_str()),
+        ("engineTimeout", "100ms"),
+    ];
+    wait_for_value(&client, &queue, 6.0);
+
+    // The queue grows on every replica: 3 x 9 = 27 waiting.
+    for state in &states {
+        std::fs::write(state, "waiting=9 running=4 kv=0.7").unwrap();
+    }
+    wait_for_value(&client, &queue, 27.0);
+
+    // One replica stops: above the target it counts as 0, but the total
+    // never drops below 3 x 5, so the HPA neither grows nor shrinks on it.
+    replicas[2].0.signal(libc::SIGSTOP);
+    wait_for_value(&client, &queue, 18.0);
+
+    // query --explain, as a user runs it, names the silent replica.
+    let output = Command::new(BINARY)
+        .args([
+            "query",
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--replicas",
+            "3",
+            "--explain",
+        ])
+        .args(
+            queue
+                .iter()
+                .flat_map(|(k, v)| ["--metadata".to_string(), format!("{k}={v}")]),
+        )
+        .output()
+        .expect("run query");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let silent = &replicas[2].1;
+    let line = text
+        .lines()
+        .find(|l| l.contains(silent.as_str()))
+        .unwrap_or_else(|| panic!("no line for {silent}:\n{text}"));
+    assert!(
+        line.contains("missing, counted as 0: no answer before the deadline"),
+        "{line}\n{text}"
+    );
+    assert!(
+        text.contains("explain (per engine replica):") && text.contains("= 18.00"),
+        "{text}"
+    );
+
+    // The log says which replica and why, once.
+    let logged = wait_until(PATIENCE, || {
+        std::fs::read_to_string(fake.dir.join("serve.log"))
+            .unwrap_or_default()
+            .contains(&format!(
+                "replica {silent} cannot be read: no answer before the deadline"
+            ))
+    });
+    assert!(logged, "the serve log does not name the silent replica");
+
+    // All stopped: an error naming each, never 0.
+    replicas[0].0.signal(libc::SIGSTOP);
+    replicas[1].0.signal(libc::SIGSTOP);
+    let message = wait_for_error(
+        &client,
+        &queue,
+        grpcio::RpcStatusCode::UNAVAILABLE,
+        "no replica of",
+    );
+    for (_, address) in &replicas {
+        assert!(
+            message.contains(&format!("{address}: no answer before the deadline")),
+            "{message}"
+        );
+    }
+
+    // They resume: the value returns.
+    for (process, _) in &replicas {
+        process.signal(libc::SIGCONT);
+    }
+    wait_for_value(&client, &queue, 27.0);
+}
