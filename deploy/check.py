@@ -6,12 +6,16 @@
 - deploy/manifests.yaml and the rendered charts validate against the
   Kubernetes schemas (kubernetes-validate, strict);
 - every example validates against KEDA's ScaledObject/TriggerAuthentication
-  CRD schemas (../shared/keda), percent triggers use metricType Value, and
-  the real scaler accepts every external trigger's metadata;
+  CRD schemas (../shared/keda) and its other objects against Kubernetes'
+  schemas; percent triggers use metricType Value, summed queues
+  AverageValue; engine endpoints name a headless Service of the example;
+  and the real scaler accepts every external trigger's metadata and, for
+  engine triggers, reads a value from a fake engine of that kind;
 - the Dockerfile: hadolint, a nonroot distroless final stage, an entrypoint
   naming the binary, and a release binary that needs nothing but glibc.
 
 Usage: check.py --helm HELM --binary BIN --release-binary BIN --fake-nvml LIB
+                --fake-engine BIN
 """
 
 import argparse
@@ -32,13 +36,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "deploy", "helm", "keda-gpu-scaler")
 MANIFESTS = os.path.join(ROOT, "deploy", "manifests.yaml")
 KEDA_CRDS = os.path.join(ROOT, "..", "shared", "keda")
-PERCENT_METRICS = {"gpu_utilization", "memory_utilization", "memory_used_percent"}
+PERCENT_METRICS = {"gpu_utilization", "memory_utilization", "memory_used_percent",
+                   "kv_cache_usage_percent"}
 PROFILE_METRICS = {
     "vllm-inference": "gpu_utilization",
     "triton-inference": "gpu_utilization",
     "training": "gpu_utilization",
     "batch": "memory_used_percent",
+    "vllm-queue": "queue_length",
+    "vllm-kv-cache": "kv_cache_usage_percent",
+    "sglang-queue": "queue_length",
+    "sglang-kv-cache": "kv_cache_usage_percent",
 }
+PROFILE_ENGINES = {"vllm-queue": "vllm", "vllm-kv-cache": "vllm",
+                   "sglang-queue": "sglang", "sglang-kv-cache": "sglang"}
+# The fake engine page for each engine (Triton: with the TensorRT-LLM backend).
+FAKE_ENGINE_KINDS = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "triton": "triton-trtllm"}
 GLIBC = {"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
 
 failures = []
@@ -163,18 +176,36 @@ def external_triggers():
                         yield os.path.basename(path), trigger
 
 
-def check_examples(schemas):
+def engine_of(meta):
+    return meta.get("engine") or PROFILE_ENGINES.get(meta.get("profile"))
+
+
+def check_examples(schemas, tmp):
+    others = []
+    headless = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "deploy", "examples", "*.yaml"))):
         name = os.path.basename(path)
         with open(path) as f:
             text = f.read()
         check(re.search(r"^# Behaviour: ", text, re.M) is not None, f"{name} states its behaviour")
         for obj in load_all(text):
+            if obj["kind"] not in schemas:
+                others.append(obj)
+                if obj["kind"] == "Service" and obj["spec"].get("clusterIP") == "None":
+                    ns = obj["metadata"]["namespace"]
+                    host = f"{obj['metadata']['name']}.{ns}.svc.cluster.local"
+                    headless[(name, host)] = [p["port"] for p in obj["spec"]["ports"]]
+                continue
             try:
                 jsonschema.validate(obj, schemas[obj["kind"]])
                 check(True, f"{name}: {obj['kind']} {obj['metadata']['name']} matches KEDA's CRD")
             except jsonschema.ValidationError as e:
                 check(False, f"{name}: {obj['kind']} {obj['metadata']['name']}: {e.message}")
+    if others:
+        path = os.path.join(tmp, "example-objects.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump_all(others, f)
+        check_kubernetes_schemas([path])
     for name, trigger in external_triggers():
         meta = trigger["metadata"]
         metric = meta.get("metricType") or PROFILE_METRICS.get(meta.get("profile"), "gpu_utilization")
@@ -184,12 +215,32 @@ def check_examples(schemas):
             metric = "memory_used_percent"
         if metric in PERCENT_METRICS:
             check(trigger.get("metricType") == "Value", f"{name}: percent metric {metric} uses metricType Value")
+        if metric in ("queue_length", "running_requests"):
+            check(trigger.get("metricType", "AverageValue") == "AverageValue",
+                  f"{name}: the summed {metric} uses metricType AverageValue (a target per replica)")
+        if "engineEndpoints" in meta:
+            for entry in meta["engineEndpoints"].split(","):
+                host, _, port = entry.strip().removeprefix("http://").split("/")[0].partition(":")
+                ports = headless.get((name, host))
+                default = {"vllm": 8000, "sglang": 30000, "trtllm": 8000, "triton": 8002}[engine_of(meta)]
+                check(ports is not None and int(port or default) in ports,
+                      f"{name}: engine endpoint {entry.strip()} is a port of a headless Service in the example")
         check(meta.get("scalerAddress") == "keda-gpu-scaler.keda.svc.cluster.local:6000",
               f"{name}: scalerAddress is the Service's address")
         check("workload" in meta or "podNamePattern" in meta, f"{name}: the trigger selects its workload")
 
 
-def check_metadata_accepted(binary, fake_nvml, tmp):
+def start_fake_engine(fake_engine, engine, tmp):
+    state = os.path.join(tmp, f"engine-{engine}")
+    with open(state, "w") as f:
+        f.write("waiting=6 running=3 kv=0.5 model=tensorrt_llm")
+    process = subprocess.Popen([fake_engine, "--engine", FAKE_ENGINE_KINDS[engine], "--state", state,
+                                "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    address = process.stdout.readline().strip().removeprefix("listening on ")
+    return process, address
+
+
+def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
     scenario = os.path.join(tmp, "scenario")
     with open(scenario, "w") as f:
         for i in range(4):
@@ -210,14 +261,32 @@ def check_metadata_accepted(binary, fake_nvml, tmp):
         selector_keys = {"workload", "podNamePattern", "podNamespace"}
         for name, trigger in external_triggers():
             meta = trigger["metadata"]
-            # Node-wide (no pod selector): the fake GPUs give a value.
-            node_wide = query(binary, port, {k: v for k, v in meta.items() if k not in selector_keys})
-            check(node_wide.returncode == 0, f"{name}: the {trigger['type']} metadata gives a value node-wide"
-                  + ("" if node_wide.returncode == 0 else ": " + node_wide.stderr.strip()))
-            # As written: accepted; without a kubelet here, attribution is unavailable.
+            if "engineEndpoints" in meta:
+                # The endpoints pointed at a fake engine of the trigger's kind.
+                engine = engine_of(meta)
+                fake, address = start_fake_engine(fake_engine, engine, tmp)
+                try:
+                    local = dict(meta, engineEndpoints=address)
+                    read = query(binary, port, {k: v for k, v in local.items() if k not in selector_keys})
+                finally:
+                    fake.terminate()
+                    fake.wait(timeout=10)
+                check(read.returncode == 0 and "value " in read.stdout,
+                      f"{name}: the engine trigger reads a value from a fake {engine}"
+                      + ("" if read.returncode == 0 else ": " + read.stderr.strip()))
+            else:
+                # Node-wide (no pod selector): the fake GPUs give a value.
+                node_wide = query(binary, port, {k: v for k, v in meta.items() if k not in selector_keys})
+                check(node_wide.returncode == 0, f"{name}: the {trigger['type']} metadata gives a value node-wide"
+                      + ("" if node_wide.returncode == 0 else ": " + node_wide.stderr.strip()))
+            # As written: accepted; without a kubelet or cluster DNS here,
+            # attribution is unavailable or the Service name unknown.
             full = query(binary, port, meta)
             accepted = full.returncode == 0 or ("INVALID_ARGUMENT" not in full.stderr
-                                                and "pod attribution is unavailable" in full.stderr)
+                                                and ("pod attribution is unavailable" in full.stderr
+                                                     or "unknown to DNS" in full.stderr
+                                                     or "DNS lookup failed" in full.stderr
+                                                     or "cannot resolve" in full.stderr))
             check(accepted, f"{name}: the scaler accepts the metadata as written"
                   + ("" if accepted else ": " + full.stderr.strip()))
     finally:
@@ -277,12 +346,13 @@ def main():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--release-binary", required=True)
     parser.add_argument("--fake-nvml", required=True)
+    parser.add_argument("--fake-engine", required=True)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rendered = check_chart(args.helm, tmp)
         check_kubernetes_schemas([MANIFESTS, *rendered])
-        check_examples(crd_schemas())
-        check_metadata_accepted(args.binary, args.fake_nvml, tmp)
+        check_examples(crd_schemas(), tmp)
+        check_metadata_accepted(args.binary, args.fake_nvml, args.fake_engine, tmp)
         check_dockerfile(args.release_binary)
     print(f"deployment checks: {len(passes)} passed, {len(failures)} failed")
     return 1 if failures else 0

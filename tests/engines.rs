@@ -202,7 +202,8 @@ fn each_engine_is_read_by_its_own_names() {
         tp_copies: 2,
         ..Load::default()
     };
-    let cases: [(Kind, &str, &str, f64, &[(&str, &str)]); 11] = [
+    type Case<'a> = (Kind, &'a str, &'a str, f64, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 11] = [
         // Two data-parallel engines on one page: queues add up, KV takes the fuller.
         (Kind::Vllm, "vllm", "queue_length", 7.0, &[]),
         (Kind::Vllm, "vllm", "kv_cache_usage_percent", 50.0, &[]),
@@ -234,7 +235,7 @@ fn each_engine_is_read_by_its_own_names() {
         ),
     ];
     for (i, (kind, engine, metric, expected, extra)) in cases.iter().enumerate() {
-        let fleet = Fleet::start(*kind, &[busy.clone()]);
+        let fleet = Fleet::start(*kind, std::slice::from_ref(&busy));
         let name = format!("engine-{i}.ml");
         dns.set(&name, &fleet.ips());
         let at = endpoint(&name, fleet.port);
@@ -252,7 +253,7 @@ fn each_engine_is_read_by_its_own_names() {
         );
     }
     // Triton with TensorRT-LLM queues inside the backend: its `waiting`.
-    let fleet = Fleet::start(Kind::TritonTrtllm, &[busy.clone()]);
+    let fleet = Fleet::start(Kind::TritonTrtllm, std::slice::from_ref(&busy));
     dns.set("triton.ml", &fleet.ips());
     let at = endpoint("triton.ml", fleet.port);
     let pairs = [
@@ -281,7 +282,8 @@ fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
 
     // Each way a replica can fail, one at a time: it counts as at the
     // target (5), so the total reads 2+2+2+5 = 11, not 6.
-    let failures: [(&str, Box<dyn Fn(&mut Behaviour)>); 5] = [
+    type Break = Box<dyn Fn(&mut Behaviour)>;
+    let failures: [(&str, Break); 5] = [
         (
             "no answer before the deadline",
             Box::new(|b| b.answer = Answer::Stall),

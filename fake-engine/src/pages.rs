@@ -602,7 +602,7 @@ fn trtllm(out: &mut String, load: &Load) {
         "trtllm_time_to_first_token_seconds",
         "Histogram of time to first token in seconds.",
         &TTFT,
-        &[labels.clone()],
+        std::slice::from_ref(&labels),
         false,
     );
     histogram(

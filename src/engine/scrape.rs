@@ -44,7 +44,10 @@ const WORKER_STACK: usize = 256 * 1024;
 /// Resolves a host to its addresses: glibc's `getaddrinfo` in
 /// production, a table in tests that need what cluster DNS answers.
 #[derive(Clone)]
-pub struct Resolver(pub Arc<dyn Fn(&str, u16) -> Resolved + Send + Sync>);
+pub struct Resolver(pub Arc<ResolveFn>);
+
+/// `(host, port)` to what DNS says.
+pub type ResolveFn = dyn Fn(&str, u16) -> Resolved + Send + Sync;
 
 impl Resolver {
     pub fn system() -> Self {

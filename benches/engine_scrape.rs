@@ -1,0 +1,255 @@
+//! Engine scrapes against their floor: 64 loopback replicas (one
+//! `fake-engine` process) each serve a vLLM page of about 200 KB, with its
+//! histograms. The scraper reads all 64 as a trigger does (resolve, fetch
+//! in parallel, parse the wanted families, keep them); the floor makes the
+//! same 64 fetches with the same HTTP client and threads, and parses
+//! nothing. Also: parse throughput alone, and CPU per scrape.
+//!
+//! Run: `cargo bench --bench engine_scrape`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keda_gpu_scaler::engine::endpoint::Endpoint;
+use keda_gpu_scaler::engine::http::{self, Budget};
+use keda_gpu_scaler::engine::prom;
+use keda_gpu_scaler::engine::resolve::Resolved;
+use keda_gpu_scaler::engine::scrape::{Resolver, ScrapeConfig, Scraper};
+
+const REPLICAS: usize = 64;
+/// Scrapes per alternating round, for each of scraper and floor.
+const SCRAPES: usize = 20;
+const ROUNDS: usize = 5;
+const WANTED: [&str; 3] = [
+    "vllm:num_requests_waiting",
+    "vllm:num_requests_running",
+    "vllm:kv_cache_usage_perc",
+];
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    // Six data-parallel engines: a page the size of a busy production one.
+    std::fs::write(&state, "waiting=3 running=2 kv=0.4 dp=6").unwrap();
+    let (mut engines, addresses) = start_engines(&state);
+
+    let page = fetch(addresses[0]).expect("a page");
+    println!(
+        "vLLM page: {} bytes, {} lines, {} families; {REPLICAS} replicas on loopback",
+        page.len(),
+        page.lines().count(),
+        page.lines().filter(|l| l.starts_with("# TYPE")).count()
+    );
+
+    // Parse alone: the wanted families out of the whole page.
+    let parses = 2_000;
+    let started = cpu_seconds();
+    for _ in 0..parses {
+        let parsed = prom::families_and_names(&page, &WANTED, 256).unwrap();
+        assert_eq!(parsed.0.len(), 3);
+    }
+    let cpu = cpu_seconds() - started;
+    println!(
+        "parse: {:.0} MB/s of page, {:.0} µs CPU per page",
+        (page.len() * parses) as f64 / cpu / 1e6,
+        cpu / parses as f64 * 1e6
+    );
+
+    let scraper = Scraper::new(ScrapeConfig {
+        // Every call a new round: the cache would otherwise answer.
+        interval: Duration::ZERO,
+        resolver: Resolver(Arc::new({
+            let addresses = addresses.clone();
+            move |_, _| Resolved::Addresses(addresses.clone())
+        })),
+        ..ScrapeConfig::new(Duration::ZERO)
+    });
+    let endpoint = Endpoint {
+        host: String::from("vllm.bench"),
+        port: addresses[0].port(),
+        path: String::from("/metrics"),
+    };
+    let scrape = || {
+        let started = Instant::now();
+        let round =
+            futures_executor::block_on(scraper.scrape(&endpoint, &WANTED, Duration::from_secs(5)));
+        let elapsed = started.elapsed();
+        assert!(
+            round.replicas.iter().all(|r| r.page.is_ok()),
+            "a replica failed"
+        );
+        elapsed
+    };
+    let budget = Budget::new(usize::MAX);
+    let floor = || {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for address in &addresses {
+                let budget = &budget;
+                scope.spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    http::get(
+                        *address,
+                        "vllm.bench",
+                        "/metrics",
+                        deadline,
+                        http::MAX_BODY_BYTES,
+                        budget,
+                    )
+                    .expect("floor fetch");
+                });
+            }
+        });
+        started.elapsed()
+    };
+
+    // Warm up, then alternate which goes first in each round.
+    for _ in 0..3 {
+        scrape();
+        floor();
+    }
+    let (mut scraper_all, mut floor_all) = (Vec::new(), Vec::new());
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    let (mut scraper_cpu, mut floor_cpu) = (0.0, 0.0);
+    let timed = |run: &dyn Fn() -> Duration, cpu: &mut f64| -> Vec<f64> {
+        let before = cpu_seconds();
+        let latencies = (0..SCRAPES).map(|_| run().as_secs_f64() * 1e3).collect();
+        *cpu += cpu_seconds() - before;
+        latencies
+    };
+    for round in 0..ROUNDS {
+        let (s, f) = if round % 2 == 0 {
+            let s = timed(&scrape, &mut scraper_cpu);
+            (s, timed(&floor, &mut floor_cpu))
+        } else {
+            let f = timed(&floor, &mut floor_cpu);
+            (timed(&scrape, &mut scraper_cpu), f)
+        };
+        p50s.push(percentile(&s, 0.5) / percentile(&f, 0.5));
+        p99s.push(percentile(&s, 0.99) / percentile(&f, 0.99));
+        scraper_all.extend(s);
+        floor_all.extend(f);
+    }
+    println!("scrape of all {REPLICAS} replicas (ms)");
+    println!("{:<28} {:>8} {:>8} {:>8}", "", "scrapes", "p50", "p99");
+    for (name, latencies) in [
+        ("scraper (fetch + parse)", &scraper_all),
+        ("floor (fetch only)", &floor_all),
+    ] {
+        println!(
+            "{name:<28} {:>8} {:>8.2} {:>8.2}",
+            latencies.len(),
+            percentile(latencies, 0.5),
+            percentile(latencies, 0.99)
+        );
+    }
+    let per_scrape = |cpu: f64| cpu / (ROUNDS * SCRAPES) as f64 * 1e3;
+    println!(
+        "CPU per scrape of {REPLICAS}: scraper {:.1} ms, floor {:.1} ms (this process; the engines run in another)",
+        per_scrape(scraper_cpu),
+        per_scrape(floor_cpu)
+    );
+    println!(
+        "ratio scraper/floor, median of {ROUNDS} alternating rounds: p50 {:.2}, p99 {:.2} (goal <= 1.2 at p99); CPU {:.2}",
+        percentile(&p50s, 0.5),
+        percentile(&p99s, 0.5),
+        scraper_cpu / floor_cpu
+    );
+    let per_replica_ms = per_scrape(scraper_cpu) / REPLICAS as f64;
+    let waves = 1000_usize.div_ceil(REPLICAS);
+    println!(
+        "at 1,000 replicas: ~{:.0} ms of CPU per scrape ({per_replica_ms:.2} ms each); {waves} waves of {REPLICAS} reads, ~{:.0} ms at this p50 per wave",
+        per_replica_ms * 1000.0,
+        waves as f64 * percentile(&scraper_all, 0.5)
+    );
+    let _ = engines.kill();
+    let _ = engines.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One fake-engine process listening on 127.0.0.2 … 127.0.0.65, one port.
+fn start_engines(state: &Path) -> (std::process::Child, Vec<SocketAddr>) {
+    let binary = fake_engine_binary();
+    'ports: loop {
+        let port = common::free_port();
+        let addresses: Vec<SocketAddr> = (0..REPLICAS)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8)), port))
+            .collect();
+        let mut command = Command::new(&binary);
+        command.args(["--engine", "vllm", "--state"]).arg(state);
+        for address in &addresses {
+            command.args(["--listen", &address.to_string()]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for _ in 0..REPLICAS {
+            if !matches!(lines.next(), Some(Ok(line)) if line.starts_with("listening on")) {
+                let _ = child.wait();
+                continue 'ports;
+            }
+        }
+        return (child, addresses);
+    }
+}
+
+fn fake_engine_binary() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = root.join("target").join("fake-engine-release");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--offline",
+            "--release",
+            "-p",
+            "fake-engine",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .status()
+        .expect("run cargo to build fake-engine");
+    assert!(status.success(), "building fake-engine failed");
+    target_dir.join("release").join("fake-engine")
+}
+
+fn fetch(address: SocketAddr) -> Result<String, http::HttpError> {
+    let budget = Budget::new(usize::MAX);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    http::get(
+        address,
+        "vllm.bench",
+        "/metrics",
+        deadline,
+        http::MAX_BODY_BYTES,
+        &budget,
+    )
+    .map(|page| page.text.clone())
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// This process's user plus system CPU so far, in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
