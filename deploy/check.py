@@ -230,10 +230,10 @@ def check_examples(schemas, tmp):
         check("workload" in meta or "podNamePattern" in meta, f"{name}: the trigger selects its workload")
 
 
-def start_fake_engine(fake_engine, engine, tmp):
+def start_fake_engine(fake_engine, engine, model, tmp):
     state = os.path.join(tmp, f"engine-{engine}")
     with open(state, "w") as f:
-        f.write("waiting=6 running=3 kv=0.5 model=tensorrt_llm")
+        f.write(f"waiting=6 running=3 kv=0.5 model={model}")
     process = subprocess.Popen([fake_engine, "--engine", FAKE_ENGINE_KINDS[engine], "--state", state,
                                 "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
     address = process.stdout.readline().strip().removeprefix("listening on ")
@@ -264,7 +264,7 @@ def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
             if "engineEndpoints" in meta:
                 # The endpoints pointed at a fake engine of the trigger's kind.
                 engine = engine_of(meta)
-                fake, address = start_fake_engine(fake_engine, engine, tmp)
+                fake, address = start_fake_engine(fake_engine, engine, meta.get("engineModel", "llm"), tmp)
                 try:
                     local = dict(meta, engineEndpoints=address)
                     read = query(binary, port, {k: v for k, v in local.items() if k not in selector_keys})
