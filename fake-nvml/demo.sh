@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The scaler doing its job on a machine without a GPU: it serves two
 # simulated GPUs from the fake NVML library and shows, with `query`, what
-# KEDA sees and what the HPA would do as the load changes and a GPU fails.
+# KEDA sees and what the HPA would do as the load changes and a GPU fails;
+# then three fake vLLM replicas whose queue grows and one of which stops
+# answering, read by an engine trigger.
 # Installs cmake (needed to build gRPC's C core) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ fi
 
 echo "== building (the first build compiles gRPC and BoringSSL: about 6-10 minutes on 2 cores)"
 cargo build --quiet
-cargo build --quiet -p fake-nvml
+cargo build --quiet -p fake-nvml -p fake-engine
 bin=target/debug/keda-gpu-scaler
 work=$(mktemp -d)
 export NVML_LIBRARY_PATH=$PWD/target/debug/libfake_nvml.so
@@ -37,7 +39,8 @@ SCENARIO
 scenario 95 70
 "$bin" serve --listen 127.0.0.1:0 --sample-interval 250ms 2> "$work/serve.log" &
 server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+engines=()
+trap 'kill -CONT ${engines[@]+"${engines[@]}"} 2>/dev/null || true; kill $server ${engines[@]+"${engines[@]}"} 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
     port=$(sed -n 's/.*serving externalscaler.ExternalScaler on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/serve.log")
     [ -n "$port" ] && break
@@ -66,6 +69,39 @@ scenario 60 50 "fail 0 * GPU_IS_LOST
 fail 1 * GPU_IS_LOST"; settle
 echo; echo "== every GPU lost: an error, never a 0, so KEDA applies the ScaledObject's fallback"
 query || echo "   -> query exited $? as KEDA would see an error"
+
+echo; echo "== vLLM's own queue: three fake vLLM replicas on loopback (pages shaped like vLLM's /metrics)"
+endpoints=()
+for i in 0 1 2; do
+    echo "waiting=1 running=4 kv=0.3" > "$work/vllm-$i"
+    target/debug/fake-engine --engine vllm --state "$work/vllm-$i" --listen 127.0.0.1:0 > "$work/vllm-$i.out" &
+    engines+=($!)
+done
+for i in 0 1 2; do
+    for _ in $(seq 100); do
+        address=$(sed -n 's/^listening on //p' "$work/vllm-$i.out")
+        [ -n "$address" ] && break
+        sleep 0.1
+    done
+    endpoints+=("$address")
+done
+list=$(IFS=,; echo "${endpoints[*]}")
+# In a cluster: engineEndpoints=<headless Service>, which resolves to every ready pod.
+engine_query() { "$bin" query --address "127.0.0.1:$port" --metadata profile=vllm-queue \
+    --metadata "engineEndpoints=$list" --metadata engineTimeout=200ms --replicas 3 "$@"; }
+engine_query --explain
+echo "   -> 3 waiting in all, 5 per replica wanted: AverageValue asks for ceil(3 / 5) = 1 replica."
+
+for i in 0 1 2; do echo "waiting=12 running=8 kv=0.9" > "$work/vllm-$i"; done; settle
+echo; echo "== the queue grows to 12 per replica (GPU utilization would read ~100% all along)"
+engine_query
+echo "   -> 36 waiting: ceil(36 / 5) = 8 replicas."
+
+kill -STOP "${engines[2]}"; settle
+echo; echo "== one replica stops answering (SIGSTOP): it is missing, not 0"
+engine_query --explain
+echo "   -> above the target it counts as 0, but never below 3 x 5: the count does not move because of it."
+kill -CONT "${engines[2]}"
 
 echo; echo "== SIGTERM: graceful shutdown"
 kill -TERM "$server"; wait "$server" && echo "server exited 0"

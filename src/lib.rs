@@ -2,8 +2,9 @@
 //!
 //! One folder per concern, each depending only on those before it:
 //! - `nvml`: the hand-written FFI to the driver's library;
-//! - `engine`: readers for inference engines' own `/metrics` pages (an
-//!   HTTP client and a Prometheus text parser; triggers on them are to come);
+//! - `engine`: inference engines' own `/metrics` pages, read from every
+//!   replica (endpoints, DNS, an HTTP client, a Prometheus text parser, each
+//!   engine's names, and the shared scrape);
 //! - `node`: this node's pipeline, from the GPUs and the kubelet to the
 //!   published snapshot (only its sampler thread calls NVML);
 //! - `scaling`: what a trigger asks (metadata, profiles, selectors) and how

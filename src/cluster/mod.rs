@@ -1,7 +1,7 @@
 //! The peer view: sweeping the peers (`sweep`), the node report shared by
 //! this node and its peers (`report`), the peer gRPC service (`service`),
-//! and the choice between this node's view and the cluster's (`scope`).
-//! Nothing here calls NVML.
+//! and what a trigger is answered from (`scope`: this node's view, the
+//! cluster's, or the engine scrape). Nothing here calls NVML or an engine.
 
 pub mod report;
 pub mod scope;

@@ -395,7 +395,10 @@ impl Connection<'_> {
                 "the body is over the {max_body}-byte limit"
             )));
         }
-        Ok(self.unused().to_vec())
+        let mut body = std::mem::take(&mut self.buffer);
+        body.drain(..self.start);
+        self.start = 0;
+        Ok(body)
     }
 }
 

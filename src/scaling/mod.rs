@@ -1,7 +1,8 @@
 //! What a trigger asks and how it is answered: metadata parsing, profiles
 //! and selectors (`trigger`, cached per ScaledObject in `trigger_cache`),
-//! evaluation and aggregation over a list of nodes (`evaluate`), and the
-//! HPA's arithmetic (`hpa`). Pure: no I/O, no threads.
+//! evaluation and aggregation over a list of nodes (`evaluate`) or over an
+//! engine's replicas (`replicas`), the HPA's arithmetic (`hpa`), and
+//! durations as users type them (`duration`). Pure: no I/O, no threads.
 
 pub mod duration;
 pub mod evaluate;
