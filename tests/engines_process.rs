@@ -199,4 +199,104 @@ fn a_stopped_replica_is_missing_not_zero() {
         process.signal(libc::SIGCONT);
     }
     wait_for_value(&client, &queue, 27.0);
+
+    // Replicas that answer without the metric: an error naming it, never 0.
+    for state in &states {
+        std::fs::write(state, "engine=sglang waiting=9").unwrap();
+    }
+    let message = wait_for_error(
+        &client,
+        &queue,
+        grpcio::RpcStatusCode::UNAVAILABLE,
+        "the page has no vllm:num_requests_waiting",
+    );
+    assert!(
+        message.contains("no family on it starts with vllm: (is engine right?)"),
+        "{message}"
+    );
+
+    // Bad metadata: INVALID_ARGUMENT naming the key.
+    let too_slow = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", endpoints.as_str()),
+        ("engineTimeout", "2s"),
+    ];
+    let (code, message) = value(&client, &too_slow).unwrap_err();
+    assert_eq!(code, grpcio::RpcStatusCode::INVALID_ARGUMENT);
+    assert!(message.starts_with("invalid engineTimeout 2s"), "{message}");
+}
+
+#[test]
+fn a_service_name_without_addresses_through_system_dns() {
+    use keda_gpu_scaler::engine::resolve::{resolve, Resolved};
+    // `.invalid` never resolves (RFC 6761): what cluster DNS answers for a
+    // misspelt Service and for a headless one with no ready pod alike.
+    let name = "vllm-metrics.invalid";
+    let fake = FakeNvml::new("gpu 0 uuid=GPU-0 util=10 mem_total_mib=81920 mem_used_mib=8192\n");
+    let kubelet = FakeKubelet::default();
+    let socket = fake.dir.join("kubelet.sock");
+    let _kubelet_server = kubelet.serve(&socket);
+    let port = free_port();
+    let _serve = Process(
+        Command::new(BINARY)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--sample-interval",
+                "200ms",
+            ])
+            .arg("--nvml-library")
+            .arg(&fake.library)
+            .arg("--pod-resources-socket")
+            .arg(&socket)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let client = client(port);
+    let endpoint = format!("{name}:8000");
+    let plain = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", endpoint.as_str()),
+    ];
+    let with_workload = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", endpoint.as_str()),
+        ("workload", "vllm"),
+    ];
+    match resolve(name, 8000) {
+        Resolved::NoSuchName(_) => {
+            // Never resolved and no workload to ask: an error, not 0.
+            let message = wait_for_error(
+                &client,
+                &plain,
+                grpcio::RpcStatusCode::UNAVAILABLE,
+                "unknown to DNS",
+            );
+            assert!(message.contains("set workload"), "{message}");
+            // With the workload: no pod of it holds a GPU, so zero replicas.
+            wait_for_value(&client, &with_workload, 0.0);
+            kubelet.set_pods(&[("default", "vllm-0", "GPU-0")]);
+            wait_for_error(
+                &client,
+                &with_workload,
+                grpcio::RpcStatusCode::UNAVAILABLE,
+                "has pods holding GPUs (default/vllm-0)",
+            );
+        }
+        other => {
+            // A machine whose resolver cannot be reached: the replicas are
+            // unknown, which must be an error whatever the selector says.
+            eprintln!("system DNS answers {other:?} for {name}");
+            for pairs in [&plain[..], &with_workload[..]] {
+                wait_for_error(
+                    &client,
+                    pairs,
+                    grpcio::RpcStatusCode::UNAVAILABLE,
+                    "cannot resolve engine endpoint",
+                );
+            }
+        }
+    }
 }

@@ -267,16 +267,7 @@ impl Scraper {
         let entry = state
             .entries
             .entry(endpoint.clone())
-            .or_insert_with(|| Entry {
-                wanted: BTreeSet::new(),
-                last: None,
-                running: false,
-                waiters: Vec::new(),
-                last_asked: now,
-                resolved_before: false,
-                failing: HashMap::new(),
-                unresolved: None,
-            });
+            .or_insert_with(|| Entry::new(now));
         entry.last_asked = now;
         entry.wanted.extend(families.iter().map(|f| f.to_string()));
         if let Some(last) = &entry.last {
@@ -575,6 +566,19 @@ impl Scrape {
 }
 
 impl Entry {
+    fn new(now: Instant) -> Self {
+        Self {
+            wanted: BTreeSet::new(),
+            last: None,
+            running: false,
+            waiters: Vec::new(),
+            last_asked: now,
+            resolved_before: false,
+            failing: HashMap::new(),
+            unresolved: None,
+        }
+    }
+
     /// Logs each replica that starts or stops failing, and DNS changes, once.
     fn log_changes(&mut self, scrape: &Scrape) {
         let endpoint = &scrape.endpoint;
@@ -743,6 +747,38 @@ mod tests {
         }
         assert_eq!(scraper.rounds(), 2);
         assert_eq!(replica.hits(), 2);
+    }
+
+    #[test]
+    fn endpoints_are_forgotten_when_idle_or_past_the_cap() {
+        // A "now" in the future, so that the ages below never reach back
+        // before this machine's boot (where Instant cannot go).
+        let now = Instant::now() + 2 * FORGET_AFTER;
+        let endpoint = |i: usize| Endpoint {
+            host: format!("h{i}"),
+            port: 1,
+            path: String::from("/metrics"),
+        };
+        let mut entries: HashMap<Endpoint, Entry> = HashMap::new();
+        for i in 0..MAX_ENDPOINTS {
+            let mut entry = Entry::new(now);
+            // Endpoint i was last asked for i + 1 ms ago.
+            entry.last_asked = now - Duration::from_millis(1 + i as u64);
+            entries.insert(endpoint(i), entry);
+        }
+        // At the cap, a new endpoint makes room by dropping the least
+        // recently asked one.
+        forget_old(&mut entries, &endpoint(MAX_ENDPOINTS), now);
+        assert_eq!(entries.len(), MAX_ENDPOINTS - 1);
+        assert!(!entries.contains_key(&endpoint(MAX_ENDPOINTS - 1)));
+        // An endpoint nobody asked for in FORGET_AFTER goes; a running one stays.
+        entries.get_mut(&endpoint(1)).unwrap().last_asked = now - FORGET_AFTER;
+        let running = entries.get_mut(&endpoint(2)).unwrap();
+        running.last_asked = now - FORGET_AFTER;
+        running.running = true;
+        forget_old(&mut entries, &endpoint(3), now);
+        assert!(!entries.contains_key(&endpoint(1)));
+        assert!(entries.contains_key(&endpoint(2)));
     }
 
     #[test]
