@@ -21,16 +21,21 @@ use keda_gpu_scaler::grpc::server::{self, RunningServer};
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
 
 /// Cluster DNS as a table: a name with addresses, a name with none
-/// (NODATA), and any other name unknown (NXDOMAIN).
+/// (NODATA), a name whose lookup fails (SERVFAIL: `None`), and any other
+/// name unknown (NXDOMAIN).
 #[derive(Clone, Default)]
-struct Dns(Arc<Mutex<HashMap<String, Vec<IpAddr>>>>);
+struct Dns(Arc<Mutex<HashMap<String, Option<Vec<IpAddr>>>>>);
 
 impl Dns {
     fn set(&self, name: &str, ips: &[IpAddr]) {
         self.0
             .lock()
             .unwrap()
-            .insert(name.to_string(), ips.to_vec());
+            .insert(name.to_string(), Some(ips.to_vec()));
+    }
+
+    fn fail(&self, name: &str) {
+        self.0.lock().unwrap().insert(name.to_string(), None);
     }
 
     fn remove(&self, name: &str) {
@@ -42,10 +47,11 @@ impl Dns {
         Resolver(Arc::new(move |host, port| {
             match table.lock().unwrap().get(host) {
                 None => Resolved::NoSuchName("Name or service not known".into()),
-                Some(ips) if ips.is_empty() => {
+                Some(None) => Resolved::Failed("Temporary failure in name resolution".into()),
+                Some(Some(ips)) if ips.is_empty() => {
                     Resolved::NoAddress("No address associated with hostname".into())
                 }
-                Some(ips) => Resolved::Addresses(
+                Some(Some(ips)) => Resolved::Addresses(
                     ips.iter()
                         .map(|ip| std::net::SocketAddr::new(*ip, port))
                         .collect(),
@@ -54,6 +60,11 @@ impl Dns {
         }))
     }
 }
+
+/// Long enough that a loaded 2-core machine does not miss it by accident;
+/// tests that stall a replica use it with [`SLOW_INTERVAL`].
+const TIMEOUT: &str = "300ms";
+const SLOW_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Replicas on 127.0.0.2, .3, … all on one port.
 struct Fleet {
@@ -271,12 +282,12 @@ fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
     // Four replicas, two waiting each: 8 in all, below 5 per replica.
     let fleet = Fleet::start(Kind::Vllm, &vec![load(2, 1, 0.1); 4]);
     dns.set("vllm.ml", &fleet.ips());
-    let scaler = Scaler::start(&dns);
+    let scaler = Scaler::start_with(&dns, None, SLOW_INTERVAL);
     let at = endpoint("vllm.ml", fleet.port);
     let queue = [
         ("profile", "vllm-queue"),
         ("engineEndpoints", at.as_str()),
-        ("engineTimeout", "50ms"),
+        ("engineTimeout", TIMEOUT),
     ];
     assert_eq!(scaler.value(&queue), Ok(8.0));
 
@@ -348,12 +359,12 @@ fn no_replica_answering_is_an_error_naming_each() {
     let dns = Dns::default();
     let fleet = Fleet::start(Kind::Vllm, &[load(2, 1, 0.1), load(2, 1, 0.1)]);
     dns.set("vllm.ml", &fleet.ips());
-    let scaler = Scaler::start(&dns);
+    let scaler = Scaler::start_with(&dns, None, SLOW_INTERVAL);
     let at = endpoint("vllm.ml", fleet.port);
     let queue = [
         ("profile", "vllm-queue"),
         ("engineEndpoints", at.as_str()),
-        ("engineTimeout", "50ms"),
+        ("engineTimeout", TIMEOUT),
     ];
     fleet.replicas[0].set(|b| b.answer = Answer::Stall);
     fleet.replicas[1].set(|b| b.answer = Answer::Status(500));
@@ -440,37 +451,34 @@ fn a_workload_at_zero_replicas_reads_zero_and_a_wrong_name_does_not() {
     let scaler = Scaler::start_with(&dns, Some(&kubelet), INTERVAL);
     let port = free_port().to_string();
 
-    // A name with no address (NODATA): zero replicas, 0 and inactive.
+    // Without a workload, a name with no address is an error, whether DNS
+    // says the name exists (NODATA) or not (NXDOMAIN): zero replicas,
+    // replicas that are all unready, and a typo look alike.
     dns.set("empty.ml", &[]);
-    let empty = format!("empty.ml:{port}");
-    let queue = [
-        ("profile", "vllm-queue"),
-        ("engineEndpoints", empty.as_str()),
-    ];
-    assert_eq!(scaler.value(&queue), Ok(0.0));
-    assert!(!is_active(&scaler.client, &queue).unwrap().result());
-
-    // NXDOMAIN for a name never seen: a typo and an empty headless Service
-    // look the same to DNS, so without a workload it is an error.
+    for name in ["empty.ml", "vlm.ml"] {
+        let at = format!("{name}:{port}");
+        let pairs = [("profile", "vllm-queue"), ("engineEndpoints", at.as_str())];
+        let (code, message) = scaler.value(&pairs).unwrap_err();
+        assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+        assert!(message.contains("set workload"), "{message}");
+    }
     let typo = format!("vlm.ml:{port}");
     let pairs = [
         ("profile", "vllm-queue"),
         ("engineEndpoints", typo.as_str()),
     ];
-    let (code, message) = scaler.value(&pairs).unwrap_err();
-    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
-    assert!(
-        message.contains("is unknown to DNS") && message.contains("set workload"),
-        "{message}"
-    );
+    let (_, message) = scaler.value(&pairs).unwrap_err();
+    assert!(message.contains("is unknown to DNS"), "{message}");
 
-    // With workload, attribution decides: no pod holds a GPU, so 0 ...
+    // With workload, attribution decides: no pod holds a GPU, so 0 and
+    // inactive ...
     let with_workload = [
         ("profile", "vllm-queue"),
         ("engineEndpoints", typo.as_str()),
         ("workload", "vllm"),
     ];
     wait_for_value(&scaler.client, &with_workload, 0.0);
+    assert!(!is_active(&scaler.client, &with_workload).unwrap().result());
     // ... and once a pod of it holds a GPU, the name should have an address.
     kubelet.set_pods(&[("default", "vllm-7d9f8b6c5d-x2k4p", "GPU-0")]);
     let message = wait_for_error(
@@ -479,22 +487,40 @@ fn a_workload_at_zero_replicas_reads_zero_and_a_wrong_name_does_not() {
         RpcStatusCode::UNAVAILABLE,
         "has pods holding GPUs (default/vllm-7d9f8b6c5d-x2k4p)",
     );
-    assert!(message.contains("not ready yet"), "{message}");
+    assert!(message.contains("none is ready"), "{message}");
 
-    // A name that had addresses and then lost them (scaled to zero): 0.
+    // A workload scaled to zero: its name loses its addresses and its pods
+    // are gone, so 0.
+    kubelet.set_pods(&[]);
     let fleet = Fleet::start(Kind::Vllm, &[load(4, 1, 0.1)]);
     dns.set("vllm.ml", &fleet.ips());
     let at = endpoint("vllm.ml", fleet.port);
-    let pairs = [("profile", "vllm-queue"), ("engineEndpoints", at.as_str())];
+    let pairs = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", at.as_str()),
+        ("workload", "vllm"),
+    ];
     wait_for_value(&scaler.client, &pairs, 4.0);
     dns.remove("vllm.ml");
     wait_for_value(&scaler.client, &pairs, 0.0);
     let explained = explain(scaler.server.port(), &pairs).unwrap();
     assert!(
-        explained.replicas()[0]
-            .reason()
-            .contains("it had addresses before"),
+        explained.replicas()[0].reason().contains("unknown to DNS"),
         "{explained:?}"
+    );
+
+    // A lookup that fails is no answer about the replicas: an error, even
+    // with a workload whose pods are gone.
+    dns.fail("vllm.ml");
+    let message = wait_for_error(
+        &scaler.client,
+        &pairs,
+        RpcStatusCode::UNAVAILABLE,
+        "DNS lookup failed",
+    );
+    assert!(
+        message.contains("Temporary failure in name resolution"),
+        "{message}"
     );
 }
 
@@ -552,6 +578,12 @@ fn an_engine_timeout_at_or_above_the_interval_is_refused() {
     let pairs = [("profile", "vllm-queue"), ("engineEndpoints", "vllm.ml")];
     let (code, message) = scaler.value(&pairs).unwrap_err();
     assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(
+        message.starts_with(
+            "no replica of http://vllm.ml:8000/metrics could be read: 127.0.0.1:8000:"
+        ),
+        "{message}"
+    );
 }
 
 #[test]
@@ -560,12 +592,12 @@ fn push_streams_follow_the_engine_queue() {
     let dns = Dns::default();
     let fleet = Fleet::start(Kind::Vllm, &[load(0, 0, 0.0), load(0, 0, 0.0)]);
     dns.set("vllm.ml", &fleet.ips());
-    let scaler = Scaler::start(&dns);
+    let scaler = Scaler::start_with(&dns, None, SLOW_INTERVAL);
     let at = endpoint("vllm.ml", fleet.port);
     let pairs = [
         ("profile", "vllm-queue"),
         ("engineEndpoints", at.as_str()),
-        ("engineTimeout", "50ms"),
+        ("engineTimeout", TIMEOUT),
         ("pollIntervalSeconds", "3600"),
     ];
     let mut stream = scaler

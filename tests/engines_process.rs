@@ -102,7 +102,7 @@ fn a_stopped_replica_is_missing_not_zero() {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--sample-interval",
-                "200ms",
+                "500ms",
             ])
             .arg("--nvml-library")
             .arg(&fake.library)
@@ -116,7 +116,7 @@ fn a_stopped_replica_is_missing_not_zero() {
     let queue = [
         ("profile", "vllm-queue"),
         ("engineEndpoints", endpoints.as_str()),
-        ("engineTimeout", "100ms"),
+        ("engineTimeout", "300ms"),
     ];
     wait_for_value(&client, &queue, 6.0);
 

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The most bytes of status line and headers read.
@@ -18,12 +18,17 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bytes that GETs running at once may read, together. Each connection
-/// holds what it has read off the wire (its buffered and decoded body are
-/// at most twice that) until its page is dropped, so many replicas
-/// answering at once cannot outgrow the process's memory limit.
+/// holds what it has read off the wire until its page is dropped, so many
+/// replicas answering at once cannot outgrow the process's memory limit.
+/// A connection that has read nothing yet waits (until its deadline) for
+/// room; one part-way through a page that finds no room fails at once, so
+/// two half-read pages never wait on each other.
 pub struct Budget {
     cap: usize,
     used: Mutex<usize>,
+    freed: Condvar,
+    #[cfg(test)]
+    waiting: Mutex<usize>,
 }
 
 impl Budget {
@@ -31,6 +36,9 @@ impl Budget {
         Self {
             cap,
             used: Mutex::new(0),
+            freed: Condvar::new(),
+            #[cfg(test)]
+            waiting: Mutex::new(0),
         }
     }
 
@@ -43,20 +51,49 @@ impl Budget {
         *self.lock()
     }
 
-    fn take(&self, bytes: usize) -> bool {
+    /// Takes `bytes`; a caller that holds nothing yet (`first`) may wait
+    /// for room until `deadline`.
+    fn take(&self, bytes: usize, first: bool, deadline: Instant) -> bool {
         let mut used = self.lock();
-        match used.checked_add(bytes) {
-            Some(total) if total <= self.cap => {
-                *used = total;
-                true
+        loop {
+            match used.checked_add(bytes) {
+                Some(total) if total <= self.cap => {
+                    *used = total;
+                    return true;
+                }
+                _ if !first || bytes > self.cap => return false,
+                _ => {}
             }
-            _ => false,
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            #[cfg(test)]
+            {
+                *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            #[cfg(test)]
+            {
+                *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            }
         }
+    }
+
+    /// Readers waiting for room now (for tests).
+    #[cfg(test)]
+    fn freed_waiters(&self) -> usize {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn give(&self, bytes: usize) {
         let mut used = self.lock();
         *used = used.saturating_sub(bytes);
+        self.freed.notify_all();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
@@ -224,10 +261,10 @@ impl Connection<'_> {
             self.eof = true;
             return Ok(false);
         }
-        if !self.budget.take(read) {
+        if !self.budget.take(read, self.held == 0, self.deadline) {
             return Err(HttpError::TooLarge(format!(
-                "the {} MiB that scrapes running at once may hold is in use by other pages",
-                self.budget.cap() >> 20
+                "the {} bytes that scrapes running at once may hold are in use by other pages",
+                self.budget.cap()
             )));
         }
         self.held += read;
@@ -368,7 +405,11 @@ impl Connection<'_> {
                     }
                 }
             }
-            if body.len() + size > max_body {
+            if body
+                .len()
+                .checked_add(size)
+                .is_none_or(|total| total > max_body)
+            {
                 return Err(HttpError::TooLarge(format!(
                     "the chunked body is over the {max_body}-byte limit"
                 )));
@@ -435,6 +476,8 @@ mod tests {
     static UNLIMITED: Budget = Budget {
         cap: usize::MAX,
         used: Mutex::new(0),
+        freed: Condvar::new(),
+        waiting: Mutex::new(0),
     };
 
     fn fetch(parts: Vec<&[u8]>, max_body: usize) -> Result<String, HttpError> {
@@ -512,6 +555,12 @@ mod tests {
         assert!(matches!(chunked, Err(HttpError::TooLarge(_))));
         let close = fetch(vec![b"HTTP/1.1 200 OK\r\n\r\n12345"], 4);
         assert!(matches!(close, Err(HttpError::TooLarge(_))));
+        // A chunk size that would overflow the count is too large, not a panic.
+        let huge = fetch(
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n"],
+            4,
+        );
+        assert!(matches!(huge, Err(HttpError::TooLarge(_))), "{huge:?}");
         let header = format!(
             "HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n",
             "a".repeat(MAX_HEADER_BYTES)
@@ -596,10 +645,11 @@ mod tests {
         let page = get(first, "h", "/metrics", deadline, 1024, &budget).unwrap();
         let held = budget.in_use();
         assert!((40..=150).contains(&held), "{held}");
-        // A second page that fits what is left is read; one that does not
-        // is refused while the first is held, and read once it is dropped.
+        // A page that does not fit what is left waits for room, and is
+        // refused at its deadline if none comes.
         let (second, _b) = serve(vec![answer(&"b".repeat(70))], false);
-        let error = get(second, "h", "/metrics", deadline, 1024, &budget)
+        let soon = Instant::now() + Duration::from_millis(200);
+        let error = get(second, "h", "/metrics", soon, 1024, &budget)
             .err()
             .unwrap();
         assert!(
@@ -611,12 +661,31 @@ mod tests {
             held,
             "a refused read gives back what it took"
         );
-        drop(page);
+        // One that waits is read as soon as the first page is dropped.
+        let (third, _c) = serve(vec![answer(&"c".repeat(70))], false);
+        let waiting = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                get(third, "h", "/metrics", deadline, 1024, &budget).map(|p| p.text.clone())
+            });
+            // Dropped only once the reader is waiting for room.
+            let until = Instant::now() + Duration::from_secs(10);
+            while budget.freed_waiters() == 0 {
+                assert!(Instant::now() < until, "the reader never waited for room");
+                std::thread::yield_now();
+            }
+            drop(page);
+            reader.join().unwrap()
+        });
+        assert_eq!(waiting.unwrap(), "c".repeat(70));
         assert_eq!(budget.in_use(), 0);
-        let (third, _c) = serve(vec![answer(&"b".repeat(70))], false);
-        let page = get(third, "h", "/metrics", deadline, 1024, &budget).unwrap();
-        assert_eq!(page.text, "b".repeat(70));
-        drop(page);
-        assert_eq!(budget.in_use(), 0);
+        // A page over the whole budget is refused without waiting.
+        let (huge, _d) = serve(vec![answer(&"d".repeat(200))], false);
+        let error = get(huge, "h", "/metrics", deadline, 1024, &budget)
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("in use by other pages"),
+            "{error}"
+        );
     }
 }

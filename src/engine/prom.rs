@@ -121,6 +121,18 @@ pub fn families_and_names(
                 if wanted.contains(&name) {
                     family_entry(&mut found, name).kind = Kind::parse(kind);
                 }
+                // `x_count`, `x_sum`, `x_bucket` asked for by their own
+                // name belong to a histogram or summary `x`: they are
+                // typed as it, not read as gauges.
+                let kind = Kind::parse(kind);
+                if matches!(kind, Kind::Histogram | Kind::Summary) {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        let series = format!("{name}{suffix}");
+                        if wanted.contains(&series.as_str()) {
+                            family_entry(&mut found, &series).kind = kind;
+                        }
+                    }
+                }
             }
             continue;
         }
@@ -413,5 +425,15 @@ g{a=\"1\"} 1.5e3\r\n\
             declared[MAX_DECLARED - 1],
             format!("family_{}", MAX_DECLARED - 1)
         );
+    }
+
+    #[test]
+    fn a_histogram_series_asked_for_by_name_is_typed_as_its_histogram() {
+        let page = "# TYPE vllm:e2e_request_latency_seconds histogram\n\
+            vllm:e2e_request_latency_seconds_bucket{le=\"+Inf\"} 5\n\
+            vllm:e2e_request_latency_seconds_count 5\n";
+        let found = families(page, &["vllm:e2e_request_latency_seconds_count"]).unwrap();
+        assert_eq!(found[0].kind, Kind::Histogram);
+        assert_eq!(found[0].samples[0].value, 5.0);
     }
 }

@@ -69,6 +69,7 @@ pub struct ScrapeConfig {
     pub max_body: usize,
     pub budget_bytes: usize,
     pub kept_bytes: usize,
+    pub max_replicas: usize,
     pub resolver: Resolver,
 }
 
@@ -79,6 +80,7 @@ impl ScrapeConfig {
             max_body: http::MAX_BODY_BYTES,
             budget_bytes: BUDGET_BYTES,
             kept_bytes: KEPT_BYTES,
+            max_replicas: MAX_REPLICAS,
             resolver: Resolver::system(),
         }
     }
@@ -119,15 +121,10 @@ pub enum Resolution {
     Addresses,
     /// The name exists with no address: no replica is ready.
     NoAddress(String),
-    /// DNS does not know the name. `resolved_before`: it had addresses
-    /// earlier in this process's life (the workload went to zero), as
-    /// opposed to a name that never resolved (a typo, or a workload that
-    /// was at zero when this scaler started).
-    NoSuchName {
-        error: String,
-        resolved_before: bool,
-    },
-    /// The lookup failed; the replicas are unknown.
+    /// DNS does not know the name: a misspelt name, and a headless Service
+    /// with no ready pod, alike (cluster DNS answers both NXDOMAIN).
+    NoSuchName(String),
+    /// The lookup failed or did not answer in time; the replicas are unknown.
     Failed(String),
 }
 
@@ -188,7 +185,6 @@ struct Entry {
     running: bool,
     waiters: Vec<Waiter>,
     last_asked: Instant,
-    resolved_before: bool,
     /// The error each failing address gave last, to log changes once.
     failing: HashMap<SocketAddr, String>,
     /// The last resolution problem logged.
@@ -197,7 +193,17 @@ struct Entry {
 
 struct Waiter {
     families: Vec<String>,
+    timeout: Duration,
     sender: oneshot::Sender<Arc<Scrape>>,
+}
+
+/// What a round is to do.
+struct Plan {
+    endpoint: Endpoint,
+    wanted: BTreeSet<String>,
+    timeout: Duration,
+    /// Kept bytes of the round this one replaces (released once it lands).
+    replacing: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -279,78 +285,90 @@ impl Scraper {
         let (sender, receiver) = oneshot::channel();
         entry.waiters.push(Waiter {
             families: families.iter().map(|f| f.to_string()).collect(),
+            timeout,
             sender,
         });
-        if !entry.running {
-            entry.running = true;
-            let wanted = entry.wanted.clone();
-            let resolved_before = entry.resolved_before;
-            drop(state);
-            self.start_round(endpoint.clone(), wanted, resolved_before, timeout);
+        let plan = self.plan(endpoint, entry);
+        drop(state);
+        if let Some(plan) = plan {
+            self.start_round(plan);
         }
         Err(receiver)
     }
 
-    fn start_round(
-        self: &Arc<Self>,
-        endpoint: Endpoint,
-        wanted: BTreeSet<String>,
-        resolved_before: bool,
-        timeout: Duration,
-    ) {
+    /// The next round for an entry with waiters, unless one is running.
+    /// Called under the state lock, so that `shutdown` sees it counted.
+    fn plan(&self, endpoint: &Endpoint, entry: &mut Entry) -> Option<Plan> {
+        if entry.running || entry.waiters.is_empty() {
+            return None;
+        }
+        entry.running = true;
         self.running.fetch_add(1, Ordering::SeqCst);
+        Some(Plan {
+            endpoint: endpoint.clone(),
+            wanted: entry.wanted.clone(),
+            // The longest deadline among the triggers waiting for it.
+            timeout: entry.waiters.iter().map(|w| w.timeout).max()?,
+            replacing: entry.last.as_ref().map_or(0, |last| last.kept.bytes),
+        })
+    }
+
+    fn start_round(self: &Arc<Self>, plan: Plan) {
+        let endpoint = plan.endpoint.clone();
         let scraper = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("engine-scrape".into())
             .spawn(move || {
-                let scrape = scraper.round(endpoint, wanted, resolved_before, timeout);
-                scraper.finish(scrape, timeout);
+                let endpoint = plan.endpoint.clone();
+                // A panic in a round (or a worker) must still answer its
+                // waiters and let shutdown finish.
+                let round =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scraper.round(plan)));
+                let scrape = round.unwrap_or_else(|_| {
+                    Scrape::failed(
+                        endpoint,
+                        "the scrape failed unexpectedly (a panic; see the log)",
+                    )
+                });
+                scraper.finish(scrape);
             });
         if let Err(e) = spawned {
             log::error!("cannot start an engine scrape thread: {e}");
-            self.running.fetch_sub(1, Ordering::SeqCst);
-            // The waiters' senders drop with the entry's next round; fail them now.
-            let mut state = lock(&self.state);
-            for entry in state.entries.values_mut() {
-                if entry.running && entry.last.is_none() {
-                    entry.running = false;
-                    entry.waiters.clear();
-                }
-            }
+            let failed = Scrape::failed(endpoint, &format!("cannot start a scrape thread: {e}"));
+            self.finish(failed);
         }
     }
 
     /// Resolves the endpoint and reads every address before the deadline.
-    fn round(
-        &self,
-        endpoint: Endpoint,
-        wanted: BTreeSet<String>,
-        resolved_before: bool,
-        timeout: Duration,
-    ) -> Scrape {
+    fn round(&self, plan: Plan) -> Scrape {
+        let Plan {
+            endpoint,
+            wanted,
+            timeout,
+            replacing,
+        } = plan;
         let deadline = Instant::now() + timeout;
-        let (resolution, addresses) = match (self.config.resolver.0)(&endpoint.host, endpoint.port)
-        {
-            Resolved::Addresses(addresses) => (Resolution::Addresses, addresses),
+        let (resolution, addresses) = match self.resolve(&endpoint, deadline) {
+            Resolved::Addresses(addresses) => (Resolution::Addresses, one_family(addresses)),
             Resolved::NoAddress(error) => (Resolution::NoAddress(error), Vec::new()),
-            Resolved::NoSuchName(error) => (
-                Resolution::NoSuchName {
-                    error,
-                    resolved_before,
-                },
+            Resolved::NoSuchName(error) => (Resolution::NoSuchName(error), Vec::new()),
+            Resolved::Failed(error) => (
+                Resolution::Failed(format!("DNS lookup failed: {error}")),
                 Vec::new(),
             ),
-            Resolved::Failed(error) => (Resolution::Failed(error), Vec::new()),
         };
         let families: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let read = addresses.len().min(MAX_REPLICAS);
+        let read = addresses.len().min(self.config.max_replicas);
         let mut pages = self.read_all(&endpoint, &addresses[..read], &families, deadline, timeout);
+        let limit = self.config.max_replicas;
         pages.extend((read..addresses.len()).map(|_| {
             Err(format!(
-                "not read: the name has more than {MAX_REPLICAS} addresses"
+                "not read: the name has more than {limit} addresses"
             ))
         }));
-        // Keep what fits the budget; a page over it is a missing replica.
+        // Keep what fits the budget (this endpoint's previous round, which
+        // this one replaces, counts as free); a page over it is missing.
+        let cap = self.config.kept_bytes + replacing;
         let mut kept = Kept {
             bytes: 0,
             pool: Some(Arc::clone(&self.kept)),
@@ -361,16 +379,15 @@ impl Scraper {
             let fits = self
                 .kept
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                    used.checked_add(bytes)
-                        .filter(|total| *total <= self.config.kept_bytes)
+                    used.checked_add(bytes).filter(|total| *total <= cap)
                 })
                 .is_ok();
             if fits {
                 kept.bytes += bytes;
             } else {
                 *page = Err(format!(
-                    "not kept: its series would go over the {} MiB all engine scrapes may hold",
-                    self.config.kept_bytes >> 20
+                    "not kept: its series would go over the {} all engine scrapes may hold",
+                    size(self.config.kept_bytes)
                 ));
             }
         }
@@ -385,6 +402,35 @@ impl Scraper {
             read: wanted,
             resolution,
             kept,
+        }
+    }
+
+    /// The resolver's answer, or `Failed` when it does not come before the
+    /// deadline (`getaddrinfo` cannot be interrupted; its thread finishes
+    /// on its own and its answer is dropped).
+    fn resolve(&self, endpoint: &Endpoint, deadline: Instant) -> Resolved {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let resolver = self.config.resolver.clone();
+        let (host, port) = (endpoint.host.clone(), endpoint.port);
+        let spawned = std::thread::Builder::new()
+            .name("engine-dns".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                let _ = sender.send((resolver.0)(&host, port));
+            });
+        if let Err(e) = spawned {
+            return Resolved::Failed(format!("cannot start a DNS thread: {e}"));
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(wait) {
+            Ok(resolved) => resolved,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Resolved::Failed(format!(
+                "no answer within the engineTimeout ({}ms left of it)",
+                wait.as_millis()
+            )),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Resolved::Failed(String::from("the lookup failed unexpectedly (see the log)"))
+            }
         }
     }
 
@@ -475,42 +521,37 @@ impl Scraper {
 
     /// Publishes a round: to the cache and its waiters; starts another
     /// when a waiter asked for families this round did not parse.
-    fn finish(self: &Arc<Self>, scrape: Scrape, timeout: Duration) {
+    fn finish(self: &Arc<Self>, scrape: Scrape) {
         self.rounds.fetch_add(1, Ordering::Relaxed);
         let scrape = Arc::new(scrape);
         let mut again = None;
         {
             let mut state = lock(&self.state);
+            let stopped = state.stopped;
             if let Some(entry) = state.entries.get_mut(&scrape.endpoint) {
                 entry.log_changes(&scrape);
-                if scrape.resolution == Resolution::Addresses {
-                    entry.resolved_before = true;
-                }
                 entry.running = false;
                 entry.last = Some(Arc::clone(&scrape));
                 let mut later = Vec::new();
                 for waiter in entry.waiters.drain(..) {
                     let families: Vec<&str> = waiter.families.iter().map(String::as_str).collect();
-                    if scrape.covers(&families) {
+                    // A round that failed before reading (a panic, no
+                    // thread) answers everyone rather than trying again.
+                    if scrape.covers(&families) || stopped || scrape.read.is_empty() {
                         let _ = waiter.sender.send(Arc::clone(&scrape));
                     } else {
                         later.push(waiter);
                     }
                 }
                 entry.waiters = later;
-                if !entry.waiters.is_empty() && !state.stopped {
-                    let entry = state.entries.get_mut(&scrape.endpoint).expect("present");
-                    entry.running = true;
-                    again = Some((entry.wanted.clone(), entry.resolved_before));
-                }
+                again = self.plan(&scrape.endpoint, entry);
             }
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.idle.notify_all();
         }
-        if let Some((wanted, resolved_before)) = again {
-            self.start_round(scrape.endpoint.clone(), wanted, resolved_before, timeout);
+        if let Some(plan) = again {
+            self.start_round(plan);
         }
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        let _state = lock(&self.state);
-        self.idle.notify_all();
     }
 
     /// Refuses new scrapes and waits for rounds in flight (each bounded
@@ -528,6 +569,28 @@ impl Scraper {
         for entry in state.entries.values_mut() {
             entry.waiters.clear();
         }
+    }
+}
+
+/// One address per pod: a dual-stack headless Service answers with an
+/// IPv4 and an IPv6 address for each, which would count every replica
+/// twice. IPv4 when there is any, else IPv6.
+fn one_family(addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    if addresses.iter().any(SocketAddr::is_ipv4) {
+        addresses.into_iter().filter(SocketAddr::is_ipv4).collect()
+    } else {
+        addresses
+    }
+}
+
+/// `8 MiB`, `512 KiB`, `100 bytes`.
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -573,7 +636,6 @@ impl Entry {
             running: false,
             waiters: Vec::new(),
             last_asked: now,
-            resolved_before: false,
             failing: HashMap::new(),
             unresolved: None,
         }
@@ -585,8 +647,8 @@ impl Entry {
         let unresolved = match &scrape.resolution {
             Resolution::Addresses => None,
             Resolution::NoAddress(e) => Some(format!("no address ({e})")),
-            Resolution::NoSuchName { error, .. } => Some(format!("unknown to DNS ({error})")),
-            Resolution::Failed(e) => Some(format!("lookup failed ({e})")),
+            Resolution::NoSuchName(e) => Some(format!("unknown to DNS ({e})")),
+            Resolution::Failed(e) => Some(e.clone()),
         };
         if unresolved != self.unresolved {
             match &unresolved {
@@ -695,7 +757,7 @@ mod tests {
         let small = scraper(|c| c.budget_bytes = size / 2);
         let page = &scrape(&small, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
         assert!(
-            matches!(page, Err(e) if e.contains("that scrapes running at once may hold is in use")),
+            matches!(page, Err(e) if e.contains("in use by other pages")),
             "{page:?}"
         );
         assert_eq!(small.budget.in_use(), 0);
@@ -724,7 +786,7 @@ mod tests {
         };
         let page = &scrape(&tight, &other, &wanted).replicas[0].page;
         assert!(
-            matches!(page, Err(e) if e.contains("would go over the 0 MiB")),
+            matches!(page, Err(e) if e.contains("would go over the") && e.contains("all engine scrapes may hold")),
             "{page:?}"
         );
     }
@@ -779,6 +841,139 @@ mod tests {
         forget_old(&mut entries, &endpoint(3), now);
         assert!(!entries.contains_key(&endpoint(1)));
         assert!(entries.contains_key(&endpoint(2)));
+    }
+
+    fn resolver(answer: impl Fn(&str, u16) -> Resolved + Send + Sync + 'static) -> Resolver {
+        Resolver(Arc::new(answer))
+    }
+
+    #[test]
+    fn a_dual_stack_name_counts_each_pod_once() {
+        let v4: SocketAddr = "10.0.0.1:8000".parse().unwrap();
+        let v6: SocketAddr = "[fd00::1]:8000".parse().unwrap();
+        assert_eq!(one_family(vec![v6, v4]), vec![v4]);
+        assert_eq!(one_family(vec![v6]), vec![v6]);
+    }
+
+    #[test]
+    fn dns_is_bounded_by_the_deadline_and_its_failures_are_failures() {
+        let endpoint = Endpoint {
+            host: String::from("slow.dns"),
+            port: 8000,
+            path: String::from("/metrics"),
+        };
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let blocked = Mutex::new(blocked);
+        let slow = scraper(|c| {
+            c.resolver = resolver(move |_, _| {
+                let _ = blocked.lock().unwrap().recv();
+                Resolved::NoAddress(String::from("late"))
+            })
+        });
+        let round =
+            futures_executor::block_on(slow.scrape(&endpoint, &["x"], Duration::from_millis(100)));
+        assert!(
+            matches!(&round.resolution, Resolution::Failed(e) if e.starts_with("DNS lookup failed: no answer within the engineTimeout")),
+            "{:?}",
+            round.resolution
+        );
+        drop(release);
+        let panicking = scraper(|c| c.resolver = resolver(|_, _| panic!("resolver bug")));
+        let round = scrape(&panicking, &endpoint, &["x"]);
+        assert!(
+            matches!(&round.resolution, Resolution::Failed(e) if e.contains("failed unexpectedly")),
+            "{:?}",
+            round.resolution
+        );
+    }
+
+    #[test]
+    fn shutdown_waits_for_a_round_in_flight_and_answers_it() {
+        let stalled = Replica::start(
+            "127.0.0.1:0",
+            Behaviour {
+                answer: fake_engine::Answer::Stall,
+                ..busy()
+            },
+        )
+        .unwrap();
+        let scraper = scraper(|_| {});
+        let pending = scraper.scrape(
+            &endpoint(&stalled),
+            &["vllm:num_requests_waiting"],
+            Duration::from_millis(300),
+        );
+        // The round is counted before `scrape` returns, so shutdown waits for it.
+        assert_eq!(scraper.running.load(Ordering::SeqCst), 1);
+        scraper.shutdown();
+        assert_eq!(scraper.running.load(Ordering::SeqCst), 0);
+        let round = futures_executor::block_on(pending);
+        assert!(
+            matches!(&round.replicas[0].page, Err(e) if e.contains("no answer before the deadline")),
+            "{round:?}"
+        );
+    }
+
+    #[test]
+    fn a_steady_round_replaces_its_predecessor_within_the_cap() {
+        let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+        let endpoint = endpoint(&replica);
+        let wanted = ["vllm:num_requests_waiting"];
+        let bytes = scrape(&scraper(|_| {}), &endpoint, &wanted).kept_bytes();
+        // Room for exactly one round, and every call a new round.
+        let tight = scraper(|c| {
+            c.kept_bytes = bytes;
+            c.interval = Duration::ZERO;
+        });
+        for _ in 0..5 {
+            let round = scrape(&tight, &endpoint, &wanted);
+            assert!(round.replicas[0].page.is_ok(), "{round:?}");
+        }
+    }
+
+    #[test]
+    fn chunked_pages_are_read() {
+        let replica = Replica::start(
+            "127.0.0.1:0",
+            Behaviour {
+                chunked: true,
+                ..busy()
+            },
+        )
+        .unwrap();
+        let round = scrape(
+            &scraper(|_| {}),
+            &endpoint(&replica),
+            &["vllm:num_requests_waiting"],
+        );
+        let page = round.replicas[0].page.as_ref().unwrap();
+        assert_eq!(page.families[0].samples[0].value, 4.0);
+    }
+
+    #[test]
+    fn addresses_past_the_replica_cap_are_missing_not_dropped() {
+        let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+        let address = replica.address();
+        let capped = scraper(|c| {
+            c.max_replicas = 1;
+            c.resolver = resolver(move |_, _| {
+                Resolved::Addresses(vec![
+                    address,
+                    SocketAddr::new("127.0.0.9".parse().unwrap(), 1),
+                ])
+            });
+        });
+        let endpoint = Endpoint {
+            host: String::from("two.dns"),
+            ..endpoint(&replica)
+        };
+        let round = scrape(&capped, &endpoint, &["vllm:num_requests_waiting"]);
+        assert_eq!(round.replicas.len(), 2);
+        assert!(round.replicas[0].page.is_ok());
+        assert!(
+            matches!(&round.replicas[1].page, Err(e) if e.contains("more than 1 addresses")),
+            "{round:?}"
+        );
     }
 
     #[test]

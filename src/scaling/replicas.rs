@@ -55,7 +55,6 @@ fn evaluate(
 ) -> Result<f64, EvalError> {
     let mut read = Vec::new();
     let mut missing: Vec<usize> = Vec::new();
-    let mut unknown = Vec::new();
     let mut empty = Vec::new();
     for scrape in scrapes {
         let endpoint = scrape.endpoint.to_string();
@@ -72,27 +71,14 @@ fn evaluate(
                 empty.push(format!("{endpoint} has no address ({error})"));
                 lines.push(no_address(format!("no address: {error}")));
             }
-            Resolution::NoSuchName {
-                error,
-                resolved_before: true,
-            } => {
-                empty.push(format!(
-                    "{endpoint} is unknown to DNS ({error}) after having addresses"
-                ));
-                lines.push(no_address(format!(
-                    "unknown to DNS ({error}); it had addresses before: read as no replica"
-                )));
-            }
-            Resolution::NoSuchName { error, .. } => {
-                unknown.push(format!(
-                    "{endpoint} is unknown to DNS ({error}) and has not resolved since this scaler started"
-                ));
+            Resolution::NoSuchName(error) => {
+                empty.push(format!("{endpoint} is unknown to DNS ({error})"));
                 lines.push(no_address(format!("unknown to DNS: {error}")));
             }
             Resolution::Failed(error) => {
-                lines.push(no_address(format!("DNS lookup failed: {error}")));
+                lines.push(no_address(error.clone()));
                 return Err(EvalError::Unavailable(format!(
-                    "cannot resolve engine endpoint {endpoint}: {error}"
+                    "cannot read engine endpoint {endpoint}: {error}"
                 )));
             }
         }
@@ -132,19 +118,20 @@ fn evaluate(
     let addresses = read.len() + missing.len();
 
     if addresses == 0 {
-        return no_replica(trigger, &empty, &unknown, pods);
-    }
-    if !unknown.is_empty() {
-        return Err(EvalError::Unavailable(format!(
-            "{}; check engineEndpoints",
-            unknown.join("; ")
-        )));
+        return no_replica(trigger, &empty, pods);
     }
     if read.is_empty() {
-        let errors: Vec<String> = missing
+        let mut errors: Vec<String> = missing
             .iter()
-            .map(|&i| format!("{}: {}", lines[i].address, lines[i].reason))
+            .take(MAX_LISTED)
+            .map(|&i| format!("{}: {}", lines[i].address, shorten(&lines[i].reason)))
             .collect();
+        if missing.len() > MAX_LISTED {
+            errors.push(format!(
+                "and {} more (query --explain lists them)",
+                missing.len() - MAX_LISTED
+            ));
+        }
         return Err(EvalError::Unavailable(format!(
             "no replica of {} could be read: {}",
             endpoints(scrapes),
@@ -164,26 +151,33 @@ fn evaluate(
     Ok(value)
 }
 
-/// No endpoint has an address.
+/// Replicas named in an error message; `--explain` lists them all.
+const MAX_LISTED: usize = 10;
+/// The longest reason quoted per replica in an error message.
+const MAX_REASON: usize = 300;
+
+fn shorten(reason: &str) -> String {
+    match reason.char_indices().nth(MAX_REASON) {
+        Some((end, _)) => format!("{}…", &reason[..end]),
+        None => reason.to_string(),
+    }
+}
+
+/// No endpoint has an address: the workload is at zero replicas, or every
+/// pod is unready, or the name is wrong. Only the workload's pods can tell.
 fn no_replica(
     trigger: &Trigger,
     empty: &[String],
-    unknown: &[String],
     pods: Option<Result<Vec<String>, String>>,
 ) -> Result<f64, EvalError> {
-    let dns = empty
-        .iter()
-        .chain(unknown)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
+    let dns = empty.join("; ");
     match (&trigger.selector, pods) {
         (Some(selector), Some(Err(error))) => Err(EvalError::Unavailable(format!(
             "{dns}; cannot tell whether {selector} is at zero replicas: {error}"
         ))),
         (Some(selector), Some(Ok(pods))) if !pods.is_empty() => {
             Err(EvalError::Unavailable(format!(
-                "{dns}, yet {selector} has pods holding GPUs ({}): they are not ready yet (a model still loading?), or engineEndpoints names another Service",
+                "{dns}, yet {selector} has pods holding GPUs ({}): none is ready (a model still loading, or failing its readiness probe?), or engineEndpoints names another Service",
                 pods.join(", ")
             )))
         }
@@ -192,9 +186,8 @@ fn no_replica(
         (Some(selector), None) => Err(EvalError::Unavailable(format!(
             "{dns}; the pods of {selector} were not looked up"
         ))),
-        (None, _) if unknown.is_empty() => Ok(0.0),
         (None, _) => Err(EvalError::Unavailable(format!(
-            "{dns}: a misspelt name, or a workload that was at zero replicas when this scaler started. Cluster DNS answers both the same way (NXDOMAIN); set workload (or podNamePattern) so that a workload with no pods reads as 0"
+            "{dns}: a workload at zero replicas, replicas that are all unready, or a misspelt name. Cluster DNS cannot tell them apart (it answers NXDOMAIN for a headless Service with no ready pod); set workload (or podNamePattern) so that a workload with no pods reads as 0"
         ))),
     }
 }
