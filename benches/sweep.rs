@@ -125,6 +125,7 @@ fn attributed_node_size() -> u64 {
             },
             mig_devices: vec![],
             read_errors: vec![],
+            unreported: vec![],
             allocations: vec![Allocation {
                 namespace: "inference".into(),
                 pod: format!("vllm-7d9f8b6c5d-x2k4{i}"),

@@ -31,7 +31,7 @@ fn every_metric_is_read_and_converted() {
     let fake = FakeNvml::new(ONE_GPU);
     let nvml = open_fake(&fake.library).expect("open fake NVML");
     assert_eq!(nvml.driver_version().unwrap(), "550.54.15");
-    let gpus = read_node(&nvml).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
     assert_eq!(gpus.len(), 1);
     let gpu = &gpus[0];
     assert_eq!(
@@ -69,7 +69,7 @@ fn library_without_v2_symbols_falls_back_to_v1() {
     let library = std::sync::Arc::new(load_fake(&fake.library).expect("v1 library loads"));
     assert!(!library.has_memory_info_v2());
     let nvml = Nvml::init(library).expect("nvmlInit");
-    let gpus = read_node(&nvml).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
     let readings = gpus[0].readings().unwrap();
     assert_eq!(readings.get(Metric::GpuUtilization), Some(37.0));
     // v1 memory info counts reserved memory as used.
@@ -154,7 +154,7 @@ fn not_supported_metric_is_absent_not_zero() {
         "{ONE_GPU}fail 0 power NOT_SUPPORTED\nfail 0 temperature NOT_SUPPORTED\n"
     ));
     let nvml = open_fake(&fake.library).unwrap();
-    let gpus = read_node(&nvml).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
     let readings = gpus[0].readings().expect("still healthy");
     assert_eq!(readings.get(Metric::PowerDraw), None);
     assert_eq!(readings.get(Metric::Temperature), None);
@@ -165,7 +165,7 @@ fn not_supported_metric_is_absent_not_zero() {
 fn mig_gpu_reports_no_utilization() {
     let fake = FakeNvml::new("gpu 0 util=50 mem_used_mib=1024 mig=1 mig_uuids=MIG-aa,MIG-bb\n");
     let nvml = open_fake(&fake.library).unwrap();
-    let gpus = read_node(&nvml).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
     // Enumerated through the optional MIG entry points, skipping the empty slot.
     assert_eq!(gpus[0].mig_devices, ["MIG-aa", "MIG-bb"]);
     match &gpus[0].health {
@@ -187,7 +187,7 @@ fn lost_gpu_is_marked_lost_and_others_still_read() {
         "{ONE_GPU}gpu 1 util=80\nfail 1 utilization GPU_IS_LOST\n"
     ));
     let nvml = open_fake(&fake.library).unwrap();
-    let gpus = read_node(&nvml).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
     assert!(gpus[0].readings().is_some());
     match &gpus[1].health {
         GpuHealth::Lost { error } => assert_eq!(
@@ -202,7 +202,7 @@ fn lost_gpu_is_marked_lost_and_others_still_read() {
 fn other_gpu_errors_mark_it_failed() {
     let fake = FakeNvml::new(&format!("{ONE_GPU}fail 0 handle UNKNOWN\n"));
     let nvml = open_fake(&fake.library).unwrap();
-    let gpus = read_node(&nvml).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
     assert!(
         matches!(&gpus[0].health, GpuHealth::Failed { error } if error.contains("NVML_ERROR_UNKNOWN (999)")),
         "{:?}",

@@ -20,7 +20,18 @@
 //! generation 2                       # a change ends the session (calls return UNINITIALIZED until nvmlInit)
 //! ```
 //!
-//! Calls are `handle uuid name memory utilization temperature power mig`.
+//! GPM and byte counters (not in the `v1-only` build, like drivers before
+//! R520): `gpm=1 sm=45 occupancy=30 tensor=20 dram=50` makes the GPU
+//! support GPM and report those percentages between two samples at least
+//! 100 ms apart; `pcie_tx_mbps=… pcie_rx_mbps=…` drive its PCIe byte
+//! counters (`pcie=0`: none), and `nvlink_tx_mbps=… nvlink_rx_mbps=…` its
+//! NVLink KiB counters (none unless given); each counter grows at its rate
+//! from when the library loaded, and `nvlink_epoch=N` restarts the NVLink
+//! counters from 0 whenever N changes (a driver reload). `pcie_bits=32`
+//! makes the PCIe counters 32-bit, so that they wrap.
+//!
+//! Calls are `handle uuid name memory utilization temperature power mig
+//! gpm fields`.
 //! A missing scenario file makes nvmlInit fail with DRIVER_NOT_LOADED.
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
@@ -104,6 +115,15 @@ struct Gpu {
     power_mw: u32,
     mig: bool,
     mig_uuids: Vec<String>,
+    gpm: bool,
+    /// sm, occupancy, tensor, dram.
+    gpm_values: [f64; 4],
+    pcie: bool,
+    pcie_bits: u32,
+    pcie_mbps: [f64; 2],
+    nvlink: bool,
+    nvlink_mbps: [f64; 2],
+    nvlink_epoch: u64,
 }
 
 #[derive(Default)]
@@ -220,6 +240,8 @@ fn gpu(index: usize, fields: &[&str]) -> Gpu {
         uuid: format!("GPU-00000000-0000-0000-0000-{index:012}"),
         name: "Fake NVIDIA GPU".into(),
         mem_total_mib: 81920,
+        pcie: true,
+        pcie_bits: 64,
         ..Default::default()
     };
     for field in fields {
@@ -239,6 +261,25 @@ fn gpu(index: usize, fields: &[&str]) -> Gpu {
             "power_mw" => gpu.power_mw = number() as u32,
             "mig" => gpu.mig = number() != 0,
             "mig_uuids" => gpu.mig_uuids = value.split(',').map(String::from).collect(),
+            "gpm" => gpu.gpm = number() != 0,
+            "sm" => gpu.gpm_values[0] = value.parse().unwrap_or(0.0),
+            "occupancy" => gpu.gpm_values[1] = value.parse().unwrap_or(0.0),
+            "tensor" => gpu.gpm_values[2] = value.parse().unwrap_or(0.0),
+            "dram" => gpu.gpm_values[3] = value.parse().unwrap_or(0.0),
+            "pcie" => gpu.pcie = number() != 0,
+            "pcie_bits" => gpu.pcie_bits = number() as u32,
+            "pcie_tx_mbps" => gpu.pcie_mbps[0] = value.parse().unwrap_or(0.0),
+            "pcie_rx_mbps" => gpu.pcie_mbps[1] = value.parse().unwrap_or(0.0),
+            "nvlink" => gpu.nvlink = number() != 0,
+            "nvlink_tx_mbps" => {
+                gpu.nvlink = true;
+                gpu.nvlink_mbps[0] = value.parse().unwrap_or(0.0)
+            }
+            "nvlink_rx_mbps" => {
+                gpu.nvlink = true;
+                gpu.nvlink_mbps[1] = value.parse().unwrap_or(0.0)
+            }
+            "nvlink_epoch" => gpu.nvlink_epoch = number(),
             _ => {}
         }
     }
@@ -630,4 +671,230 @@ pub unsafe extern "C" fn nvmlDeviceGetMigMode(
         *pending = s.gpus[i].mig as c_uint;
         Ok(())
     }))
+}
+
+#[cfg(not(feature = "v1-only"))]
+mod gpm {
+    //! GPM and field values, as drivers from R520 export them.
+    use super::*;
+
+    /// When this library loaded: counters grow from here.
+    static LOADED: Mutex<Option<Instant>> = Mutex::new(None);
+    /// (gpu, epoch) → when that NVLink epoch was first seen.
+    static NVLINK_EPOCHS: Mutex<Vec<(usize, u64, Instant)>> = Mutex::new(Vec::new());
+
+    fn since(start: Instant) -> f64 {
+        start.elapsed().as_micros() as f64
+    }
+
+    fn loaded() -> Instant {
+        *LOADED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Instant::now)
+    }
+
+    fn nvlink_epoch_start(gpu: usize, epoch: u64) -> Instant {
+        let mut epochs = NVLINK_EPOCHS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, at)) = epochs.iter().find(|(g, e, _)| *g == gpu && *e == epoch) {
+            return *at;
+        }
+        epochs.retain(|(g, _, _)| *g != gpu);
+        let now = Instant::now();
+        epochs.push((gpu, epoch, now));
+        now
+    }
+
+    #[repr(C)]
+    pub struct GpmSupport {
+        version: c_uint,
+        is_supported_device: c_uint,
+    }
+
+    /// One `nvmlGpmMetric_t` (40 bytes).
+    #[repr(C)]
+    pub struct GpmMetric {
+        metric_id: c_uint,
+        nvml_return: Return,
+        value: f64,
+        info: [*mut c_char; 3],
+    }
+
+    /// The fixed head of `nvmlGpmMetricsGet_t`; the metrics array follows
+    /// at offset 24 and is touched only up to `num_metrics`, as a driver
+    /// built with a smaller NVML_GPM_METRIC_MAX would.
+    #[repr(C)]
+    pub struct GpmMetricsGetHead {
+        version: c_uint,
+        num_metrics: c_uint,
+        sample1: *mut Sample,
+        sample2: *mut Sample,
+    }
+
+    /// What the fake keeps in a GPM sample buffer.
+    pub struct Sample {
+        gpu: Option<usize>,
+        at: Option<Instant>,
+    }
+
+    /// Metric slots as old drivers laid them out: fewer than the header's.
+    const OLDEST_METRIC_MAX: c_uint = 98;
+
+    #[no_mangle]
+    pub unsafe extern "C" fn nvmlGpmQueryDeviceSupport(
+        device: Device,
+        support: *mut GpmSupport,
+    ) -> Return {
+        code(device_call(device, "gpm").and_then(|(s, i)| {
+            if support.is_null() || (*support).version != 1 {
+                return Err(ARGUMENT_VERSION_MISMATCH);
+            }
+            (*support).is_supported_device = s.gpus[i].gpm as c_uint;
+            Ok(())
+        }))
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn nvmlGpmSampleAlloc(sample: *mut *mut Sample) -> Return {
+        if sample.is_null() {
+            return INVALID_ARGUMENT;
+        }
+        *sample = Box::into_raw(Box::new(Sample {
+            gpu: None,
+            at: None,
+        }));
+        SUCCESS
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn nvmlGpmSampleFree(sample: *mut Sample) -> Return {
+        if sample.is_null() {
+            return INVALID_ARGUMENT;
+        }
+        drop(Box::from_raw(sample));
+        SUCCESS
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn nvmlGpmSampleGet(device: Device, sample: *mut Sample) -> Return {
+        code(device_call(device, "gpm").and_then(|(s, i)| {
+            if sample.is_null() {
+                return Err(INVALID_ARGUMENT);
+            }
+            if !s.gpus[i].gpm {
+                return Err(NOT_SUPPORTED);
+            }
+            (*sample).gpu = Some(i);
+            (*sample).at = Some(Instant::now());
+            Ok(())
+        }))
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn nvmlGpmMetricsGet(request: *mut GpmMetricsGetHead) -> Return {
+        code((|| {
+            let scenario = session_scenario(current())?;
+            if request.is_null() {
+                return Err(INVALID_ARGUMENT);
+            }
+            let head = &*request;
+            if head.version != 1 {
+                return Err(ARGUMENT_VERSION_MISMATCH);
+            }
+            if head.num_metrics > OLDEST_METRIC_MAX
+                || head.sample1.is_null()
+                || head.sample2.is_null()
+            {
+                return Err(INVALID_ARGUMENT);
+            }
+            let (first, second) = (&*head.sample1, &*head.sample2);
+            let (Some(gpu), Some(a), Some(b)) = (first.gpu, first.at, second.at) else {
+                return Err(INVALID_ARGUMENT);
+            };
+            if second.gpu != Some(gpu) || b.duration_since(a) < Duration::from_millis(100) {
+                return Err(INVALID_ARGUMENT);
+            }
+            let values = scenario.gpus.get(gpu).ok_or(INVALID_ARGUMENT)?.gpm_values;
+            let metrics = (request as *mut u8).add(24) as *mut GpmMetric;
+            for slot in 0..head.num_metrics as usize {
+                let metric = &mut *metrics.add(slot);
+                let value = match metric.metric_id {
+                    2 => Some(values[0]),
+                    3 => Some(values[1]),
+                    5 => Some(values[2]),
+                    10 => Some(values[3]),
+                    _ => None,
+                };
+                match value {
+                    Some(value) => {
+                        metric.nvml_return = SUCCESS;
+                        metric.value = value;
+                    }
+                    None => metric.nvml_return = NOT_SUPPORTED,
+                }
+            }
+            Ok(())
+        })())
+    }
+
+    /// `nvmlFieldValue_t` (40 bytes).
+    #[repr(C)]
+    pub struct FieldValue {
+        field_id: c_uint,
+        scope_id: c_uint,
+        timestamp: i64,
+        latency_usec: i64,
+        value_type: c_uint,
+        nvml_return: Return,
+        value: u64,
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
+        device: Device,
+        count: c_int,
+        values: *mut FieldValue,
+    ) -> Return {
+        code(device_call(device, "fields").and_then(|(s, i)| {
+            if values.is_null() || count < 0 {
+                return Err(INVALID_ARGUMENT);
+            }
+            let gpu = &s.gpus[i];
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            for slot in 0..count as usize {
+                let field = &mut *values.add(slot);
+                field.timestamp = now_us;
+                field.value_type = 3;
+                let counter = match (field.field_id, field.scope_id) {
+                    (197 | 198, _) if gpu.pcie => {
+                        let rate = gpu.pcie_mbps[(field.field_id - 197) as usize];
+                        let bytes = (rate * since(loaded())) as u64;
+                        if gpu.pcie_bits == 32 {
+                            field.value_type = 1;
+                            // Starts near the top, so that it wraps soon.
+                            Some(bytes.wrapping_add(0xFFFF_0000) & 0xFFFF_FFFF)
+                        } else {
+                            Some(bytes)
+                        }
+                    }
+                    (138 | 139, u32::MAX) if gpu.nvlink => {
+                        let rate = gpu.nvlink_mbps[(field.field_id - 138) as usize];
+                        let start = nvlink_epoch_start(i, gpu.nvlink_epoch);
+                        Some((rate * since(start) / 1024.0) as u64)
+                    }
+                    _ => None,
+                };
+                match counter {
+                    Some(value) => {
+                        field.nvml_return = SUCCESS;
+                        field.value = value;
+                    }
+                    None => field.nvml_return = NOT_SUPPORTED,
+                }
+            }
+            Ok(())
+        }))
+    }
 }

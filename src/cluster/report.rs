@@ -16,6 +16,10 @@ use crate::proto::node::{
 use crate::scaling::evaluate::NodeView;
 use crate::scaling::trigger::Selector;
 
+/// Read errors (and unreported reasons) kept per GPU from a peer; its whole
+/// answer is capped too, at 256 KiB.
+const MAX_READ_ERRORS: usize = 64;
+
 /// A node's snapshot as the cluster view holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeReport {
@@ -209,6 +213,12 @@ fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
         e.set_error(read_error.error.clone());
         message.mut_read_errors().push(e);
     }
+    for unreported in &gpu.unreported {
+        let mut e = ReadErrorProto::new();
+        e.set_what(unreported.what.clone());
+        e.set_error(unreported.error.clone());
+        message.mut_unreported().push(e);
+    }
     message.set_mig_devices(gpu.mig_devices.clone());
     message
 }
@@ -276,15 +286,20 @@ fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
             .iter()
             .map(allocation_from_proto)
             .collect(),
-        read_errors: message
-            .read_errors()
-            .iter()
-            .map(|e| ReadError {
-                what: e.what().to_string(),
-                error: e.error().to_string(),
-            })
-            .collect(),
+        read_errors: read_errors_from_proto(message.read_errors()),
+        unreported: read_errors_from_proto(message.unreported()),
     })
+}
+
+fn read_errors_from_proto(errors: &[ReadErrorProto]) -> Vec<ReadError> {
+    errors
+        .iter()
+        .take(MAX_READ_ERRORS)
+        .map(|e| ReadError {
+            what: e.what().to_string(),
+            error: e.error().to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -321,6 +336,10 @@ mod tests {
                     what: "temperature".into(),
                     error: "Unknown Error".into(),
                 }],
+                unreported: vec![ReadError {
+                    what: "sm_activity".into(),
+                    error: "this GPU has no GPM".into(),
+                }],
                 allocations: vec![Allocation {
                     namespace: "ml".into(),
                     pod: "vllm-0".into(),
@@ -338,6 +357,7 @@ mod tests {
                 mig_devices: vec![],
                 allocations: vec![],
                 read_errors: vec![],
+                unreported: vec![],
             },
         ];
         let (snap, now) = snapshot(gpus.clone(), Attribution::complete());
@@ -399,6 +419,7 @@ mod tests {
                 mig_devices: vec![],
                 allocations: vec![],
                 read_errors: vec![],
+                unreported: vec![],
             })
             .collect();
         let (mut snap, now) = snapshot(gpus, Attribution::complete());

@@ -1,9 +1,11 @@
-//! `devices`: one NVML read of every GPU, as a table or JSON. This is how a
-//! user checks a distroless pod with `kubectl exec`.
+//! `devices`: an NVML read of every GPU, as a table or JSON. This is how a
+//! user checks a distroless pod with `kubectl exec`. Rates (GPM, PCIe,
+//! NVLink) need two samples, so it reads twice, 200 ms apart.
 
 use crate::commands::args::DevicesArgs;
 use crate::commands::json::{self, JsonObject};
 use crate::node::gpu_metric::Metric;
+use crate::node::rates::{Rates, GPM_MIN_SPACING};
 use crate::node::read::read_node;
 use crate::node::snapshot::{GpuHealth, GpuSample};
 use crate::nvml::Nvml;
@@ -17,7 +19,12 @@ pub fn run(args: &DevicesArgs) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     let driver_version = nvml.driver_version().map_err(|e| e.to_string())?;
-    let gpus = read_node(&nvml).map_err(|e| e.to_string())?;
+    let mut rates = Rates::default();
+    read_node(&nvml, &mut rates).map_err(|e| e.to_string())?;
+    // The second read gives the rates; GPM needs its samples 100 ms apart.
+    std::thread::sleep(GPM_MIN_SPACING * 2);
+    let gpus = read_node(&nvml, &mut rates).map_err(|e| e.to_string())?;
+    drop(rates);
     let library = nvml.library().path().to_string();
     if args.json {
         println!("{}", render_json(&library, &driver_version, &gpus));
@@ -34,8 +41,9 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
         gpus.len()
     );
     out.push_str(&format!(
-        "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8}  {}\n",
-        "IDX", "UUID", "NAME", "GPU%", "MEM%", "USED_MIB", "USED%", "TEMP_C", "POWER_W", "STATUS"
+        "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8} {:>5} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}  {}\n",
+        "IDX", "UUID", "NAME", "GPU%", "MEM%", "USED_MIB", "USED%", "TEMP_C", "POWER_W", "SM%",
+        "TNSR%", "DRAM%", "PCIE_TX", "PCIE_RX", "NVL_TX", "NVL_RX", "STATUS"
     ));
     for gpu in gpus {
         let cell =
@@ -44,7 +52,7 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
                 None => "n/a".to_string(),
             };
         out.push_str(&format!(
-            "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8}  {}\n",
+            "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8} {:>5} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}  {}\n",
             gpu.index,
             gpu.uuid.as_deref().unwrap_or("?"),
             gpu.name.as_deref().unwrap_or("?"),
@@ -54,8 +62,37 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
             cell(Metric::MemoryUsedPercent, 1),
             cell(Metric::Temperature, 0),
             cell(Metric::PowerDraw, 1),
+            cell(Metric::SmActivity, 0),
+            cell(Metric::TensorActivity, 0),
+            cell(Metric::DramBandwidthUtilization, 0),
+            cell(Metric::PcieTxMbps, 1),
+            cell(Metric::PcieRxMbps, 1),
+            cell(Metric::NvlinkTxMbps, 1),
+            cell(Metric::NvlinkRxMbps, 1),
             status(gpu),
         ));
+    }
+    // Why a metric reads n/a, once per reason, with the GPUs it applies to.
+    let mut reasons: Vec<(String, Vec<u32>)> = Vec::new();
+    for gpu in gpus {
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for e in &gpu.unreported {
+            match groups.iter_mut().find(|(why, _)| *why == e.error) {
+                Some((_, what)) => what.push(&e.what),
+                None => groups.push((&e.error, vec![&e.what])),
+            }
+        }
+        for (why, what) in groups {
+            let line = format!("{}: {why}", what.join(", "));
+            match reasons.iter_mut().find(|(l, _)| *l == line) {
+                Some((_, indexes)) => indexes.push(gpu.index),
+                None => reasons.push((line, vec![gpu.index])),
+            }
+        }
+    }
+    for (line, indexes) in reasons {
+        let indexes: Vec<String> = indexes.iter().map(u32::to_string).collect();
+        out.push_str(&format!("n/a on GPU {}: {line}\n", indexes.join(", ")));
     }
     out
 }
@@ -126,6 +163,17 @@ pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> S
                 })
                 .collect();
             object.raw("read_errors", &json::array(&read_errors));
+            let unreported: Vec<String> = gpu
+                .unreported
+                .iter()
+                .map(|e| {
+                    let mut error = JsonObject::new();
+                    error.string("what", Some(&e.what));
+                    error.string("why", Some(&e.error));
+                    error.finish()
+                })
+                .collect();
+            object.raw("unreported", &json::array(&unreported));
             object.finish()
         })
         .collect();
@@ -161,6 +209,7 @@ mod tests {
                 mig_devices: vec![],
                 allocations: vec![],
                 read_errors: vec![],
+                unreported: vec![],
             },
         ]
     }
@@ -174,7 +223,8 @@ mod tests {
             "{json}"
         );
         assert!(
-            json.contains(r#""power_draw":71.5,"read_errors":[]}"#),
+            json.contains(r#""power_draw":71.5,"sm_activity":null"#)
+                && json.contains(r#""nvlink_rx_mbps":null,"read_errors":[],"unreported":[]}"#),
             "{json}"
         );
         assert!(

@@ -155,6 +155,7 @@ mod tests {
             mig_devices: mig.iter().map(|m| m.to_string()).collect(),
             allocations: vec![],
             read_errors: vec![],
+            unreported: vec![],
         }
     }
 

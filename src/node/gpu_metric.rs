@@ -13,16 +13,48 @@ pub enum Metric {
     MemoryUsedPercent,
     Temperature,
     PowerDraw,
+    /// GPM `SM_UTIL`: percent of SMs busy (Hopper and newer).
+    SmActivity,
+    /// GPM `SM_OCCUPANCY`: percent of warp slots in use.
+    SmOccupancy,
+    /// GPM `ANY_TENSOR_UTIL`: percent of time any tensor core was busy.
+    TensorActivity,
+    /// GPM `DRAM_BW_UTIL`: percent of DRAM bandwidth used.
+    DramBandwidthUtilization,
+    PcieTxMbps,
+    PcieRxMbps,
+    NvlinkTxMbps,
+    NvlinkRxMbps,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 14] = [
         Metric::GpuUtilization,
         Metric::MemoryUtilization,
         Metric::MemoryUsedMib,
         Metric::MemoryUsedPercent,
         Metric::Temperature,
         Metric::PowerDraw,
+        Metric::SmActivity,
+        Metric::SmOccupancy,
+        Metric::TensorActivity,
+        Metric::DramBandwidthUtilization,
+        Metric::PcieTxMbps,
+        Metric::PcieRxMbps,
+        Metric::NvlinkTxMbps,
+        Metric::NvlinkRxMbps,
+    ];
+
+    /// Rates from two samples: absent until the second pass.
+    pub const RATES: [Metric; 8] = [
+        Metric::SmActivity,
+        Metric::SmOccupancy,
+        Metric::TensorActivity,
+        Metric::DramBandwidthUtilization,
+        Metric::PcieTxMbps,
+        Metric::PcieRxMbps,
+        Metric::NvlinkTxMbps,
+        Metric::NvlinkRxMbps,
     ];
 
     /// The `metricType` spelling.
@@ -34,15 +66,33 @@ impl Metric {
             Metric::MemoryUsedPercent => "memory_used_percent",
             Metric::Temperature => "temperature",
             Metric::PowerDraw => "power_draw",
+            Metric::SmActivity => "sm_activity",
+            Metric::SmOccupancy => "sm_occupancy",
+            Metric::TensorActivity => "tensor_activity",
+            Metric::DramBandwidthUtilization => "dram_bandwidth_utilization",
+            Metric::PcieTxMbps => "pcie_tx_mbps",
+            Metric::PcieRxMbps => "pcie_rx_mbps",
+            Metric::NvlinkTxMbps => "nvlink_tx_mbps",
+            Metric::NvlinkRxMbps => "nvlink_rx_mbps",
         }
     }
 
     pub fn unit(self) -> &'static str {
         match self {
-            Metric::GpuUtilization | Metric::MemoryUtilization | Metric::MemoryUsedPercent => "%",
+            Metric::GpuUtilization
+            | Metric::MemoryUtilization
+            | Metric::MemoryUsedPercent
+            | Metric::SmActivity
+            | Metric::SmOccupancy
+            | Metric::TensorActivity
+            | Metric::DramBandwidthUtilization => "%",
             Metric::MemoryUsedMib => "MiB",
             Metric::Temperature => "°C",
             Metric::PowerDraw => "W",
+            Metric::PcieTxMbps
+            | Metric::PcieRxMbps
+            | Metric::NvlinkTxMbps
+            | Metric::NvlinkRxMbps => "MB/s",
         }
     }
 
@@ -68,7 +118,7 @@ impl fmt::Display for Metric {
 
 /// One GPU's readings. A metric the GPU does not support is `None`, never 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Readings([Option<f64>; 6]);
+pub struct Readings([Option<f64>; Metric::ALL.len()]);
 
 impl Readings {
     pub fn get(&self, metric: Metric) -> Option<f64> {

@@ -6,18 +6,28 @@
 //! with the error kept, so one bad sensor does not drop a GPU from every
 //! trigger.
 
+use std::time::Instant;
+
 use crate::node::gpu_metric::{mib, percent_used, watts, Metric, Readings};
+use crate::node::rates::{RateOut, Rates};
 use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
 use crate::nvml::{Device, Nvml, NvmlError};
 
 /// Reads every GPU. Only a failure to count the GPUs fails the whole read;
-/// a failing GPU becomes a `Lost` or `Failed` sample.
-pub fn read_node(nvml: &Nvml) -> Result<Vec<GpuSample>, NvmlError> {
+/// a failing GPU becomes a `Lost` or `Failed` sample. `rates` carries the
+/// previous pass's samples for rate metrics (GPM, PCIe, NVLink).
+pub fn read_node(nvml: &Nvml, rates: &mut Rates) -> Result<Vec<GpuSample>, NvmlError> {
     let count = nvml.device_count()?;
-    Ok((0..count).map(|index| read_gpu(nvml, index)).collect())
+    let now = Instant::now();
+    let gpus: Vec<GpuSample> = (0..count)
+        .map(|index| read_gpu(nvml, index, rates, now))
+        .collect();
+    let present: Vec<&str> = gpus.iter().filter_map(|g| g.uuid.as_deref()).collect();
+    rates.retain(&present);
+    Ok(gpus)
 }
 
-fn read_gpu(nvml: &Nvml, index: u32) -> GpuSample {
+fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSample {
     let mut sample = GpuSample {
         index,
         uuid: None,
@@ -28,12 +38,21 @@ fn read_gpu(nvml: &Nvml, index: u32) -> GpuSample {
         mig_devices: Vec::new(),
         allocations: Vec::new(),
         read_errors: Vec::new(),
+        unreported: Vec::new(),
     };
     let result = nvml.device(index).and_then(|device| {
         sample.uuid = Some(device.uuid()?);
         let mut reads = Reads::default();
         sample.name = reads.take(&["name"], device.name())?;
-        let health = read_metrics(&device, &mut reads)?;
+        let mut health = read_metrics(&device, &mut reads)?;
+        if let (GpuHealth::Healthy { readings, .. }, Some(uuid)) = (&mut health, &sample.uuid) {
+            let mut out = RateOut {
+                readings,
+                unreported: &mut sample.unreported,
+                errors: &mut reads.errors,
+            };
+            rates.read(nvml, &device, uuid, now, &mut out)?;
+        }
         if let GpuHealth::Healthy {
             mig_enabled: Some(true),
             ..

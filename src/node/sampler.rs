@@ -14,6 +14,7 @@ use grpcio::Environment;
 
 use crate::node::attribution::{attribute, GpuResources};
 use crate::node::kubelet::{PodResourcesClient, PodResourcesPoller, Polled};
+use crate::node::rates::Rates;
 use crate::node::read::read_node;
 use crate::node::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell, Unplaced};
 use crate::nvml::{Nvml, NvmlLibrary};
@@ -144,6 +145,8 @@ impl StopSignal {
 
 /// An initialised NVML and what does not change while it lives.
 struct Session {
+    /// Holds GPM buffers: declared (so dropped) before `nvml`.
+    rates: Rates,
     nvml: Nvml,
     driver_version: String,
 }
@@ -240,8 +243,8 @@ fn sample(
     if session.is_none() {
         *session = Some(open_session(config, library)?);
     }
-    let current = session.as_ref().expect("opened above");
-    match read_node(&current.nvml) {
+    let current = session.as_mut().expect("opened above");
+    match read_node(&current.nvml, &mut current.rates) {
         Ok(gpus) => Ok((current.driver_version.clone(), gpus)),
         Err(e) => {
             // Shut this session down; the next pass initialises NVML afresh.
@@ -279,6 +282,7 @@ fn open_session(
         opened.path()
     );
     Ok(Session {
+        rates: Rates::default(),
         nvml,
         driver_version,
     })

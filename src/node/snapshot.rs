@@ -78,6 +78,9 @@ pub struct GpuSample {
     /// Readings that failed on an otherwise healthy GPU; those metrics are
     /// absent for it, and this says why.
     pub read_errors: Vec<ReadError>,
+    /// Metrics this GPU does not report (no GPM, no NVLink, a rate before
+    /// its second sample), and why; absent, not failed.
+    pub unreported: Vec<ReadError>,
 }
 
 /// One reading NVML could not give for a GPU that still answers.
@@ -106,6 +109,9 @@ pub struct Allocation {
     pub device_id: String,
 }
 
+// Nearly every GPU is Healthy, so boxing its readings would only add an
+// allocation per GPU per pass.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum GpuHealth {
     Healthy {
@@ -130,6 +136,14 @@ impl GpuSample {
     /// Why `what` (a metric name) is absent on this GPU, when a read failed.
     pub fn read_error(&self, what: &str) -> Option<&str> {
         self.read_errors
+            .iter()
+            .find(|e| e.what == what)
+            .map(|e| e.error.as_str())
+    }
+
+    /// Why `what` (a metric name) is not reported on this GPU, if known.
+    pub fn unreported(&self, what: &str) -> Option<&str> {
+        self.unreported
             .iter()
             .find(|e| e.what == what)
             .map(|e| e.error.as_str())
@@ -172,6 +186,7 @@ impl GpuSample {
             mig_devices: vec![],
             allocations: vec![],
             read_errors: vec![],
+            unreported: vec![],
         }
     }
 }

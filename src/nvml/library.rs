@@ -137,16 +137,47 @@ impl NvmlLibrary {
                 max_mig_device_count: resolver.optional(symbols::DEVICE_GET_MAX_MIG_DEVICE_COUNT),
                 mig_device_handle_by_index: resolver
                     .optional(symbols::DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX),
+                gpu_instance_id: resolver.optional(symbols::DEVICE_GET_GPU_INSTANCE_ID),
+                compute_instance_id: resolver.optional(symbols::DEVICE_GET_COMPUTE_INSTANCE_ID),
+                field_values: resolver.optional(symbols::DEVICE_GET_FIELD_VALUES),
+                gpm: (|| {
+                    Some(GpmApi {
+                        query_device_support: resolver
+                            .optional(symbols::GPM_QUERY_DEVICE_SUPPORT)?,
+                        sample_alloc: resolver.optional(symbols::GPM_SAMPLE_ALLOC)?,
+                        sample_free: resolver.optional(symbols::GPM_SAMPLE_FREE)?,
+                        sample_get: resolver.optional(symbols::GPM_SAMPLE_GET)?,
+                        mig_sample_get: resolver.optional(symbols::GPM_MIG_SAMPLE_GET),
+                        metrics_get: resolver.optional(symbols::GPM_METRICS_GET)?,
+                    })
+                })(),
             }
         })
     }
 }
 
-/// Optional entry points (R450 and newer drivers).
+/// Optional entry points (newer drivers); each `None` where missing.
 pub struct OptionalApi {
     pub mig_mode: Option<sys::DeviceGetMigModeFn>,
     pub max_mig_device_count: Option<sys::DeviceGetMaxMigDeviceCountFn>,
     pub mig_device_handle_by_index: Option<sys::DeviceGetMigDeviceHandleByIndexFn>,
+    pub gpu_instance_id: Option<sys::DeviceGetInstanceIdFn>,
+    pub compute_instance_id: Option<sys::DeviceGetInstanceIdFn>,
+    pub field_values: Option<sys::DeviceGetFieldValuesFn>,
+    /// All of GPM, or `None` when any required part is missing.
+    pub gpm: Option<GpmApi>,
+}
+
+/// GPM's entry points (R520 and newer). `mig_sample_get` may be missing
+/// on its own; MIG instances then have no GPM metrics.
+#[derive(Clone, Copy)]
+pub struct GpmApi {
+    pub query_device_support: sys::GpmQueryDeviceSupportFn,
+    pub sample_alloc: sys::GpmSampleAllocFn,
+    pub sample_free: sys::GpmSampleFreeFn,
+    pub sample_get: sys::GpmSampleGetFn,
+    pub mig_sample_get: Option<sys::GpmMigSampleGetFn>,
+    pub metrics_get: sys::GpmMetricsGetFn,
 }
 
 struct Resolver<'a> {

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use error::{LoadError, NvmlError, ReturnCode};
+use library::GpmApi;
 pub use library::{candidate_paths, NvmlLibrary, DRIVER_DIRS, SONAME};
 
 use sys::{nvmlDevice_t, nvmlReturn_t, MemoryInfoFn, NVML_SUCCESS};
@@ -254,6 +255,131 @@ impl Device<'_> {
         Ok(uuids)
     }
 
+    /// The GPU-instance id of this MIG device. Optional.
+    pub fn gpu_instance_id(&self) -> Result<u32, NvmlError> {
+        self.instance_id(
+            sys::symbols::DEVICE_GET_GPU_INSTANCE_ID,
+            self.nvml.library.optional().gpu_instance_id,
+        )
+    }
+
+    /// The compute-instance id of this MIG device. Optional.
+    pub fn compute_instance_id(&self) -> Result<u32, NvmlError> {
+        self.instance_id(
+            sys::symbols::DEVICE_GET_COMPUTE_INSTANCE_ID,
+            self.nvml.library.optional().compute_instance_id,
+        )
+    }
+
+    fn instance_id(
+        &self,
+        symbol: &'static str,
+        f: Option<sys::DeviceGetInstanceIdFn>,
+    ) -> Result<u32, NvmlError> {
+        let f = f.ok_or(NvmlError::MissingSymbol(symbol))?;
+        let mut id: c_uint = 0;
+        // SAFETY: `id` is a valid out-pointer.
+        let code = unsafe { f(self.handle, &mut id) };
+        self.nvml.check(symbol, code)?;
+        Ok(id)
+    }
+
+    /// Whether the GPU supports GPM (Hopper and newer). Optional: errors
+    /// with `MissingSymbol` on drivers without GPM.
+    pub fn gpm_supported(&self) -> Result<bool, NvmlError> {
+        let gpm = self.nvml.gpm()?;
+        let mut support = sys::nvmlGpmSupport_t {
+            version: sys::NVML_GPM_SUPPORT_VERSION,
+            isSupportedDevice: 0,
+        };
+        // SAFETY: `support` is a valid out-pointer with its version set.
+        let code = unsafe { (gpm.query_device_support)(self.handle, &mut support) };
+        self.nvml
+            .check(sys::symbols::GPM_QUERY_DEVICE_SUPPORT, code)?;
+        Ok(support.isSupportedDevice != 0)
+    }
+
+    /// Fills `sample` with this GPU's GPM counters now.
+    pub fn gpm_sample(&self, sample: &GpmSample) -> Result<(), NvmlError> {
+        let gpm = self.nvml.gpm()?;
+        // SAFETY: `sample` was allocated by nvmlGpmSampleAlloc of this
+        // library and is not freed while borrowed.
+        let code = unsafe { (gpm.sample_get)(self.handle, sample.sample) };
+        self.nvml.check(sys::symbols::GPM_SAMPLE_GET, code)
+    }
+
+    /// Fills `sample` with the GPM counters of one GPU instance (MIG) of
+    /// this GPU, by its GPU-instance id.
+    pub fn gpm_mig_sample(&self, gpu_instance: u32, sample: &GpmSample) -> Result<(), NvmlError> {
+        let symbol = sys::symbols::GPM_MIG_SAMPLE_GET;
+        let f = self
+            .nvml
+            .gpm()?
+            .mig_sample_get
+            .ok_or(NvmlError::MissingSymbol(symbol))?;
+        // SAFETY: as in `gpm_sample`.
+        let code = unsafe { f(self.handle, gpu_instance, sample.sample) };
+        self.nvml.check(symbol, code)
+    }
+
+    /// Counters from `nvmlDeviceGetFieldValues`, one per `(field, scope)`,
+    /// each with its own result: the call succeeds when any field did.
+    pub fn field_values(
+        &self,
+        requests: &[(c_uint, c_uint)],
+    ) -> Result<Vec<FieldValue>, NvmlError> {
+        let symbol = sys::symbols::DEVICE_GET_FIELD_VALUES;
+        let f = self
+            .nvml
+            .library
+            .optional()
+            .field_values
+            .ok_or(NvmlError::MissingSymbol(symbol))?;
+        let mut values: Vec<sys::nvmlFieldValue_t> = requests
+            .iter()
+            .map(|&(field, scope)| sys::nvmlFieldValue_t {
+                fieldId: field,
+                scopeId: scope,
+                timestamp: 0,
+                latencyUsec: 0,
+                valueType: 0,
+                nvmlReturn: 0,
+                value: sys::nvmlValue_t { ullVal: 0 },
+            })
+            .collect();
+        // SAFETY: `values` holds `requests.len()` initialised entries with
+        // their field and scope set; NVML writes only within them.
+        let code = unsafe {
+            f(
+                self.handle,
+                values.len() as std::os::raw::c_int,
+                values.as_mut_ptr(),
+            )
+        };
+        self.nvml.check(symbol, code)?;
+        Ok(values
+            .iter()
+            .map(|v| FieldValue {
+                field: v.fieldId,
+                result: self
+                    .nvml
+                    .check(symbol, v.nvmlReturn)
+                    .and_then(|()| {
+                        counter(v).ok_or(NvmlError::Call {
+                            function: symbol,
+                            code: ReturnCode::from(sys::NVML_ERROR_NOT_SUPPORTED),
+                            description: format!("value type {} is not a counter", v.valueType),
+                        })
+                    })
+                    .map(|(value, bits)| Counter {
+                        value,
+                        bits,
+                        timestamp_us: v.timestamp,
+                    }),
+            })
+            .collect())
+    }
+
     fn string(
         &self,
         function: &'static str,
@@ -264,6 +390,115 @@ impl Device<'_> {
         let code = unsafe { f(self.handle, buf.as_mut_ptr(), buf.len() as c_uint) };
         self.nvml.check(function, code)?;
         Ok(string_from_buffer(&buf))
+    }
+}
+
+/// One field from `nvmlDeviceGetFieldValues`.
+#[derive(Debug)]
+pub struct FieldValue {
+    pub field: c_uint,
+    pub result: Result<Counter, NvmlError>,
+}
+
+/// A cumulative counter and when NVML read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub value: u64,
+    /// Its width: it wraps at 2^bits.
+    pub bits: u32,
+    /// Microseconds since 1970.
+    pub timestamp_us: i64,
+}
+
+/// The counter in a field value, by its declared type.
+fn counter(value: &sys::nvmlFieldValue_t) -> Option<(u64, u32)> {
+    // SAFETY: the union is read as the member `valueType` names, which
+    // NVML wrote; every member is plain data.
+    unsafe {
+        match value.valueType {
+            sys::NVML_VALUE_TYPE_UNSIGNED_INT => Some((u64::from(value.value.uiVal), 32)),
+            sys::NVML_VALUE_TYPE_UNSIGNED_LONG => Some((value.value.ulVal, 64)),
+            sys::NVML_VALUE_TYPE_UNSIGNED_LONG_LONG => Some((value.value.ullVal, 64)),
+            _ => None,
+        }
+    }
+}
+
+/// A GPM sample buffer, freed (`nvmlGpmSampleFree`) on drop. Drop every
+/// sample before the session that took it.
+pub struct GpmSample {
+    library: Arc<NvmlLibrary>,
+    sample: sys::nvmlGpmSample_t,
+}
+
+// SAFETY: the buffer is driver memory behind an opaque pointer, used only
+// through NVML calls, which are thread-safe; it has no thread affinity.
+unsafe impl Send for GpmSample {}
+
+impl Drop for GpmSample {
+    fn drop(&mut self) {
+        if let Some(gpm) = &self.library.optional().gpm {
+            // SAFETY: allocated by nvmlGpmSampleAlloc of this library, freed once.
+            unsafe { (gpm.sample_free)(self.sample) };
+        }
+    }
+}
+
+/// What GPM computed for one metric between two samples.
+pub type GpmValue = Result<f64, NvmlError>;
+
+impl Nvml {
+    fn gpm(&self) -> Result<&GpmApi, NvmlError> {
+        self.library
+            .optional()
+            .gpm
+            .as_ref()
+            .ok_or(NvmlError::MissingSymbol(sys::symbols::GPM_SAMPLE_GET))
+    }
+
+    /// A new, empty GPM sample buffer.
+    pub fn gpm_sample_alloc(&self) -> Result<GpmSample, NvmlError> {
+        let gpm = self.gpm()?;
+        let mut sample: sys::nvmlGpmSample_t = std::ptr::null_mut();
+        // SAFETY: `sample` is a valid out-pointer.
+        let code = unsafe { (gpm.sample_alloc)(&mut sample) };
+        self.check(sys::symbols::GPM_SAMPLE_ALLOC, code)?;
+        Ok(GpmSample {
+            library: Arc::clone(&self.library),
+            sample,
+        })
+    }
+
+    /// The metrics `ids` between two samples of the same GPU (or GPU
+    /// instance), `earlier` first, each with its own result. The request
+    /// is allocated at the largest layout any driver expects, so a driver
+    /// newer than this header writes within it.
+    pub fn gpm_metrics(
+        &self,
+        earlier: &GpmSample,
+        later: &GpmSample,
+        ids: &[c_uint],
+    ) -> Result<Vec<GpmValue>, NvmlError> {
+        let gpm = self.gpm()?;
+        let mut request = sys::nvmlGpmMetricsGet_t::new();
+        let count = ids.len().min(sys::NVML_GPM_METRIC_MAX);
+        request.numMetrics = count as c_uint;
+        request.sample1 = earlier.sample;
+        request.sample2 = later.sample;
+        for (slot, id) in request.metrics.iter_mut().zip(&ids[..count]) {
+            slot.metricId = *id;
+        }
+        // SAFETY: `request` is a valid, versioned nvmlGpmMetricsGet_t whose
+        // samples stay alive for the call.
+        let code = unsafe { (gpm.metrics_get)(&mut *request) };
+        self.check(sys::symbols::GPM_METRICS_GET, code)?;
+        Ok(request.metrics[..count]
+            .iter()
+            .map(|metric| {
+                self.check(sys::symbols::GPM_METRICS_GET, metric.nvmlReturn)
+                    .map(|()| metric.value)
+            })
+            .collect())
     }
 }
 

@@ -1,9 +1,9 @@
 //! Raw NVML C ABI: the types, constants and entry-point signatures this
 //! scaler uses, as NVML's public header (`nvml.h`) declares them. No logic
 //! lives here; `super` wraps it in a safe API.
-#![allow(non_camel_case_types)]
+#![allow(non_camel_case_types, non_snake_case)]
 
-use std::os::raw::{c_char, c_uint, c_ulonglong, c_void};
+use std::os::raw::{c_char, c_int, c_longlong, c_uint, c_ulonglong, c_void};
 
 /// `nvmlReturn_t`: every entry point returns one.
 pub type nvmlReturn_t = c_uint;
@@ -109,6 +109,143 @@ pub type DeviceGetMaxMigDeviceCountFn =
 pub type DeviceGetMigDeviceHandleByIndexFn =
     unsafe extern "C" fn(nvmlDevice_t, c_uint, *mut nvmlDevice_t) -> nvmlReturn_t;
 
+pub type DeviceGetInstanceIdFn = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint) -> nvmlReturn_t;
+pub type DeviceGetFieldValuesFn =
+    unsafe extern "C" fn(nvmlDevice_t, c_int, *mut nvmlFieldValue_t) -> nvmlReturn_t;
+pub type GpmQueryDeviceSupportFn =
+    unsafe extern "C" fn(nvmlDevice_t, *mut nvmlGpmSupport_t) -> nvmlReturn_t;
+pub type GpmSampleAllocFn = unsafe extern "C" fn(*mut nvmlGpmSample_t) -> nvmlReturn_t;
+pub type GpmSampleFreeFn = unsafe extern "C" fn(nvmlGpmSample_t) -> nvmlReturn_t;
+pub type GpmSampleGetFn = unsafe extern "C" fn(nvmlDevice_t, nvmlGpmSample_t) -> nvmlReturn_t;
+pub type GpmMigSampleGetFn =
+    unsafe extern "C" fn(nvmlDevice_t, c_uint, nvmlGpmSample_t) -> nvmlReturn_t;
+pub type GpmMetricsGetFn = unsafe extern "C" fn(*mut nvmlGpmMetricsGet_t) -> nvmlReturn_t;
+
+/// `nvmlGpmSample_t`: an opaque sample buffer owned by the driver.
+pub type nvmlGpmSample_t = *mut c_void;
+
+/// `nvmlGpmSupport_t`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct nvmlGpmSupport_t {
+    pub version: c_uint,
+    pub isSupportedDevice: c_uint,
+}
+
+/// `NVML_GPM_SUPPORT_VERSION`.
+pub const NVML_GPM_SUPPORT_VERSION: c_uint = 1;
+/// `NVML_GPM_METRICS_GET_VERSION`: still 1 although the metrics array grew
+/// from 98 to 210 to 333 slots across drivers (see `nvmlGpmMetricsGet_t`).
+pub const NVML_GPM_METRICS_GET_VERSION: c_uint = 1;
+/// `NVML_GPM_METRIC_MAX` in the newest nvml.h: the array is allocated at
+/// this size, the largest any driver may expect.
+pub const NVML_GPM_METRIC_MAX: usize = 333;
+/// `NVML_GPM_METRIC_SM_UTIL`: percent of SMs busy, 0-100.
+pub const NVML_GPM_METRIC_SM_UTIL: c_uint = 2;
+/// `NVML_GPM_METRIC_SM_OCCUPANCY`: percent of warps active vs the maximum.
+pub const NVML_GPM_METRIC_SM_OCCUPANCY: c_uint = 3;
+/// `NVML_GPM_METRIC_ANY_TENSOR_UTIL`: percent of time any tensor op ran.
+pub const NVML_GPM_METRIC_ANY_TENSOR_UTIL: c_uint = 5;
+/// `NVML_GPM_METRIC_DRAM_BW_UTIL`: percent of DRAM bandwidth used.
+pub const NVML_GPM_METRIC_DRAM_BW_UTIL: c_uint = 10;
+
+/// `nvmlGpmMetric_t.metricInfo`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct nvmlGpmMetricInfo {
+    pub shortName: *mut c_char,
+    pub longName: *mut c_char,
+    pub unit: *mut c_char,
+}
+
+/// `nvmlGpmMetric_t`: one metric asked for (`metricId`) and its answer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct nvmlGpmMetric_t {
+    pub metricId: c_uint,
+    pub nvmlReturn: nvmlReturn_t,
+    pub value: f64,
+    pub metricInfo: nvmlGpmMetricInfo,
+}
+
+/// `nvmlGpmMetricsGet_t`, at the newest (largest) size.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct nvmlGpmMetricsGet_t {
+    pub version: c_uint,
+    pub numMetrics: c_uint,
+    pub sample1: nvmlGpmSample_t,
+    pub sample2: nvmlGpmSample_t,
+    pub metrics: [nvmlGpmMetric_t; NVML_GPM_METRIC_MAX],
+}
+
+impl nvmlGpmMetricsGet_t {
+    /// Zeroed, with `version` set: every slot not asked for stays zero.
+    pub fn new() -> Box<Self> {
+        let empty = nvmlGpmMetric_t {
+            metricId: 0,
+            nvmlReturn: 0,
+            value: 0.0,
+            metricInfo: nvmlGpmMetricInfo {
+                shortName: std::ptr::null_mut(),
+                longName: std::ptr::null_mut(),
+                unit: std::ptr::null_mut(),
+            },
+        };
+        Box::new(Self {
+            version: NVML_GPM_METRICS_GET_VERSION,
+            numMetrics: 0,
+            sample1: std::ptr::null_mut(),
+            sample2: std::ptr::null_mut(),
+            metrics: [empty; NVML_GPM_METRIC_MAX],
+        })
+    }
+}
+
+/// `nvmlValueType_t` values this scaler reads.
+pub const NVML_VALUE_TYPE_UNSIGNED_INT: c_uint = 1;
+pub const NVML_VALUE_TYPE_UNSIGNED_LONG: c_uint = 2;
+pub const NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: c_uint = 3;
+
+/// `nvmlValue_t`: 8 bytes, read as the `valueType` says.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union nvmlValue_t {
+    pub dVal: f64,
+    pub siVal: c_int,
+    pub uiVal: c_uint,
+    /// `unsigned long`: 64 bits on the LP64 Linux targets this builds for.
+    pub ulVal: u64,
+    pub ullVal: c_ulonglong,
+    pub sllVal: c_longlong,
+    pub usVal: u16,
+}
+
+/// `nvmlFieldValue_t`: one field asked for and its own result.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct nvmlFieldValue_t {
+    pub fieldId: c_uint,
+    pub scopeId: c_uint,
+    /// CPU time of the value, microseconds since 1970.
+    pub timestamp: c_longlong,
+    pub latencyUsec: c_longlong,
+    pub valueType: c_uint,
+    pub nvmlReturn: nvmlReturn_t,
+    pub value: nvmlValue_t,
+}
+
+/// `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`: NVLink data sent, KiB, cumulative.
+pub const NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX: c_uint = 138;
+/// `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`: NVLink data received, KiB.
+pub const NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: c_uint = 139;
+/// `NVML_FI_DEV_PCIE_COUNT_TX_BYTES`: PCIe bytes sent; may wrap.
+pub const NVML_FI_DEV_PCIE_COUNT_TX_BYTES: c_uint = 197;
+/// `NVML_FI_DEV_PCIE_COUNT_RX_BYTES`: PCIe bytes received; may wrap.
+pub const NVML_FI_DEV_PCIE_COUNT_RX_BYTES: c_uint = 198;
+/// A `scopeId` of UINT_MAX sums an NVLink counter over every link.
+pub const NVML_SCOPE_ALL_LINKS: c_uint = c_uint::MAX;
+
 /// Memory info through whichever entry point the library exports.
 #[derive(Clone, Copy)]
 pub enum MemoryInfoFn {
@@ -158,17 +295,68 @@ pub mod symbols {
     pub const DEVICE_GET_MAX_MIG_DEVICE_COUNT: &str = "nvmlDeviceGetMaxMigDeviceCount";
     /// Optional: R450 and newer.
     pub const DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX: &str = "nvmlDeviceGetMigDeviceHandleByIndex";
+    /// Optional: R450 and newer; on a MIG device handle.
+    pub const DEVICE_GET_GPU_INSTANCE_ID: &str = "nvmlDeviceGetGpuInstanceId";
+    /// Optional: R450 and newer; on a MIG device handle.
+    pub const DEVICE_GET_COMPUTE_INSTANCE_ID: &str = "nvmlDeviceGetComputeInstanceId";
+    /// Optional: R325 and newer.
+    pub const DEVICE_GET_FIELD_VALUES: &str = "nvmlDeviceGetFieldValues";
+    /// Optional, with the other GPM entry points: R520 and newer.
+    pub const GPM_QUERY_DEVICE_SUPPORT: &str = "nvmlGpmQueryDeviceSupport";
+    pub const GPM_SAMPLE_ALLOC: &str = "nvmlGpmSampleAlloc";
+    pub const GPM_SAMPLE_FREE: &str = "nvmlGpmSampleFree";
+    pub const GPM_SAMPLE_GET: &str = "nvmlGpmSampleGet";
+    pub const GPM_MIG_SAMPLE_GET: &str = "nvmlGpmMigSampleGet";
+    pub const GPM_METRICS_GET: &str = "nvmlGpmMetricsGet";
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::mem::{offset_of, size_of};
+
     #[test]
     fn struct_layouts_match_nvml_h() {
-        assert_eq!(std::mem::size_of::<nvmlUtilization_t>(), 8);
-        assert_eq!(std::mem::size_of::<nvmlMemory_t>(), 24);
-        assert_eq!(std::mem::size_of::<nvmlMemory_v2_t>(), 40);
+        assert_eq!(size_of::<nvmlUtilization_t>(), 8);
+        assert_eq!(size_of::<nvmlMemory_t>(), 24);
+        assert_eq!(size_of::<nvmlMemory_v2_t>(), 40);
         assert_eq!(NVML_MEMORY_V2, 0x0200_0028);
+    }
+
+    #[test]
+    fn gpm_layouts_match_nvml_h() {
+        assert_eq!(size_of::<nvmlGpmSupport_t>(), 8);
+        assert_eq!(offset_of!(nvmlGpmSupport_t, isSupportedDevice), 4);
+        // metricId, nvmlReturn, a double, three char pointers.
+        assert_eq!(size_of::<nvmlGpmMetric_t>(), 40);
+        assert_eq!(offset_of!(nvmlGpmMetric_t, nvmlReturn), 4);
+        assert_eq!(offset_of!(nvmlGpmMetric_t, value), 8);
+        assert_eq!(offset_of!(nvmlGpmMetric_t, metricInfo), 16);
+        // version, numMetrics, two sample pointers, 333 metrics.
+        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, numMetrics), 4);
+        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, sample1), 8);
+        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, sample2), 16);
+        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, metrics), 24);
+        assert_eq!(size_of::<nvmlGpmMetricsGet_t>(), 24 + 333 * 40);
+        let fresh = nvmlGpmMetricsGet_t::new();
+        assert_eq!(fresh.version, 1);
+        assert!(fresh
+            .metrics
+            .iter()
+            .all(|m| m.metricId == 0 && m.value == 0.0));
+    }
+
+    #[test]
+    fn field_value_layout_matches_nvml_h() {
+        assert_eq!(size_of::<nvmlValue_t>(), 8);
+        assert_eq!(size_of::<std::os::raw::c_ulong>(), size_of::<u64>());
+        assert_eq!(size_of::<nvmlFieldValue_t>(), 40);
+        assert_eq!(offset_of!(nvmlFieldValue_t, scopeId), 4);
+        assert_eq!(offset_of!(nvmlFieldValue_t, timestamp), 8);
+        assert_eq!(offset_of!(nvmlFieldValue_t, latencyUsec), 16);
+        assert_eq!(offset_of!(nvmlFieldValue_t, valueType), 24);
+        assert_eq!(offset_of!(nvmlFieldValue_t, nvmlReturn), 28);
+        assert_eq!(offset_of!(nvmlFieldValue_t, value), 32);
     }
 }

@@ -253,6 +253,9 @@ fn select_and_aggregate(
                         (GpuHealth::Healthy { mig_enabled, .. }, None) => {
                             let why = match gpu.read_error(metric.name()) {
                                 Some(error) => format!(" (reading it failed: {error})"),
+                                None if gpu.unreported(metric.name()).is_some() => {
+                                    format!(" ({})", gpu.unreported(metric.name()).unwrap_or(""))
+                                }
                                 None if *mig_enabled == Some(true) => {
                                     String::from(" (MIG is enabled)")
                                 }

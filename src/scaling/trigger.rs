@@ -1231,7 +1231,7 @@ mod tests {
         );
         assert_eq!(
             error(&[("metricType", "vram")]),
-            "invalid metricType \"vram\": expected one of gpu_utilization, memory_utilization, memory_used_mib, memory_used_percent, temperature, power_draw (GPU), or queue_length, running_requests, kv_cache_usage_percent (engine)"
+            "invalid metricType \"vram\": expected one of gpu_utilization, memory_utilization, memory_used_mib, memory_used_percent, temperature, power_draw, sm_activity, sm_occupancy, tensor_activity, dram_bandwidth_utilization, pcie_tx_mbps, pcie_rx_mbps, nvlink_tx_mbps, nvlink_rx_mbps (GPU), or queue_length, running_requests, kv_cache_usage_percent (engine)"
         );
         assert_eq!(
             error(&[("aggregation", "median")]),

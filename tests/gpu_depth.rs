@@ -1,0 +1,268 @@
+//! GPM activity and PCIe/NVLink throughput through the real dlopen path:
+//! the fake NVML exports the GPM and field-value entry points with
+//! nvml.h's layouts (its GPM checks the request's version and writes only
+//! the slots asked for), and the scaler turns two samples a pass apart
+//! into rates.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use grpcio::RpcStatusCode;
+use keda_gpu_scaler::grpc::server;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
+
+/// GPU 0: Hopper-like, with GPM, PCIe and NVLink. GPU 1: no GPM, no NVLink.
+const TWO_GPUS: &str = "gpu 0 uuid=GPU-h gpm=1 sm=45 occupancy=30 tensor=20 dram=50 pcie_tx_mbps=300 pcie_rx_mbps=120 nvlink_tx_mbps=2000 nvlink_rx_mbps=1000 util=99\n\
+gpu 1 uuid=GPU-a util=80 pcie_tx_mbps=50\n";
+
+fn within(value: f64, expected: f64, tolerance: f64) -> bool {
+    (value - expected).abs() <= expected * tolerance
+}
+
+/// Waits until GetMetrics gives a value `accept` takes; returns it.
+fn wait_for(
+    client: &keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient,
+    pairs: &[(&str, &str)],
+    accept: impl Fn(f64) -> bool,
+) -> f64 {
+    let mut last = None;
+    let reached = wait_until(PATIENCE, || {
+        last = Some(value(client, pairs));
+        matches!(last, Some(Ok(v)) if accept(v))
+    });
+    assert!(reached, "{pairs:?}: last answer {last:?}");
+    last.unwrap().unwrap()
+}
+
+#[test]
+fn gpm_activity_is_a_rate_between_passes_and_absent_without_gpm() {
+    let fake = FakeNvml::new(TWO_GPUS);
+    let server = start_server(&fake);
+    let client = client(server.port());
+    for (metric, expected) in [
+        ("sm_activity", 45.0),
+        ("sm_occupancy", 30.0),
+        ("tensor_activity", 20.0),
+        ("dram_bandwidth_utilization", 50.0),
+    ] {
+        wait_for_value(
+            &client,
+            &[("metricType", metric), ("gpuIndex", "0")],
+            expected,
+        );
+        // GPU 1 has no GPM: absent with the reason, never 0.
+        let message = wait_for_error(
+            &client,
+            &[("metricType", metric), ("gpuIndex", "1")],
+            RpcStatusCode::UNAVAILABLE,
+            "this GPU has no GPM",
+        );
+        assert!(
+            message.contains(&format!("does not report {metric}")),
+            "{message}"
+        );
+        // Over both GPUs, the one that reports it counts.
+        wait_for_value(
+            &client,
+            &[("metricType", metric), ("aggregation", "max")],
+            expected,
+        );
+    }
+    // sm_activity tells a busy kernel from a busy GPU: 99% utilization, 45% of SMs.
+    wait_for_value(
+        &client,
+        &[("metricType", "gpu_utilization"), ("gpuIndex", "0")],
+        99.0,
+    );
+}
+
+#[test]
+fn pcie_and_nvlink_throughput_from_counter_deltas() {
+    let fake = FakeNvml::new(TWO_GPUS);
+    let server = start_server(&fake);
+    let client = client(server.port());
+    let rate = |metric: &str, gpu: &str| {
+        let pairs = [("metricType", metric), ("gpuIndex", gpu)];
+        wait_for(&client, &pairs, |_| true)
+    };
+    for (metric, gpu, expected) in [
+        ("pcie_tx_mbps", "0", 300.0),
+        ("pcie_rx_mbps", "0", 120.0),
+        ("nvlink_tx_mbps", "0", 2000.0),
+        ("nvlink_rx_mbps", "0", 1000.0),
+        ("pcie_tx_mbps", "1", 50.0),
+    ] {
+        let value = rate(metric, gpu);
+        assert!(
+            within(value, expected, 0.02),
+            "{metric} on GPU {gpu}: {value}, expected {expected}"
+        );
+    }
+    // No NVLink on GPU 1: absent, saying so.
+    let message = wait_for_error(
+        &client,
+        &[("metricType", "nvlink_tx_mbps"), ("gpuIndex", "1")],
+        RpcStatusCode::UNAVAILABLE,
+        "no NVLink on this GPU",
+    );
+    assert!(
+        message.contains("does not report nvlink_tx_mbps"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_counter_reset_skips_one_pass_and_a_32_bit_counter_wraps() {
+    let fake = FakeNvml::new(
+        "gpu 0 uuid=GPU-h nvlink_tx_mbps=2000 nvlink_rx_mbps=1000 nvlink_epoch=1 pcie_bits=32 pcie_tx_mbps=400\n",
+    );
+    // Passes far enough apart that the one without a rate is seen.
+    let mut config = local_config(&fake.library);
+    config.sample_interval = Duration::from_millis(400);
+    let server = server::start(&config).expect("start server");
+    let client = client(server.port());
+    let nvlink = [("metricType", "nvlink_tx_mbps"), ("gpuIndex", "0")];
+    let pcie = [("metricType", "pcie_tx_mbps"), ("gpuIndex", "0")];
+    wait_for(&client, &nvlink, |v| within(v, 2000.0, 0.02));
+    // The 32-bit PCIe counter started just below 2^32 and wrapped within
+    // the first passes; every rate since is the real one.
+    for _ in 0..3 {
+        let value = wait_for(&client, &pcie, |_| true);
+        assert!(within(value, 400.0, 0.02), "pcie_tx_mbps {value}");
+    }
+    // A driver reload restarts the NVLink counters: that pass has no rate
+    // (never a negative or huge one), and the next has the real rate again.
+    fake.set("gpu 0 uuid=GPU-h nvlink_tx_mbps=2000 nvlink_rx_mbps=1000 nvlink_epoch=2 pcie_bits=32 pcie_tx_mbps=400\n");
+    let message = wait_for_error(&client, &nvlink, RpcStatusCode::UNAVAILABLE, "was reset");
+    assert!(message.contains("the rate resumes next pass"), "{message}");
+    wait_for(&client, &nvlink, |v| within(v, 2000.0, 0.02));
+}
+
+#[test]
+fn an_old_driver_without_gpm_or_field_values_reports_them_absent() {
+    let fake = FakeNvml::with_variant(Variant::V1Only, TWO_GPUS);
+    let server = start_server(&fake);
+    let client = client(server.port());
+    let message = wait_for_error(
+        &client,
+        &[("metricType", "sm_activity"), ("gpuIndex", "0")],
+        RpcStatusCode::UNAVAILABLE,
+        "GPM is not available",
+    );
+    assert!(
+        message.contains("is not exported by this NVML library"),
+        "{message}"
+    );
+    let message = wait_for_error(
+        &client,
+        &[("metricType", "pcie_rx_mbps"), ("gpuIndex", "0")],
+        RpcStatusCode::UNAVAILABLE,
+        "nvmlDeviceGetFieldValues is not exported",
+    );
+    assert!(
+        message.contains("does not report pcie_rx_mbps"),
+        "{message}"
+    );
+    // The older metrics still read.
+    wait_for_value(
+        &client,
+        &[("metricType", "gpu_utilization"), ("gpuIndex", "0")],
+        99.0,
+    );
+}
+
+#[test]
+fn query_and_devices_show_every_new_metric() {
+    let fake = FakeNvml::new(TWO_GPUS);
+    let port = free_port();
+    let mut serve = Command::new(BINARY)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--sample-interval",
+            "200ms",
+        ])
+        .arg("--nvml-library")
+        .arg(&fake.library)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let client = client(port);
+    for (metric, expected) in [
+        ("sm_activity", "45.00"),
+        ("sm_occupancy", "30.00"),
+        ("tensor_activity", "20.00"),
+        ("dram_bandwidth_utilization", "50.00"),
+        ("pcie_tx_mbps", "3"),
+        ("pcie_rx_mbps", "1"),
+        ("nvlink_tx_mbps", "2"),
+        ("nvlink_rx_mbps", "1"),
+    ] {
+        let pairs = [
+            ("metricType", metric),
+            ("gpuIndex", "0"),
+            ("targetValue", "50"),
+        ];
+        wait_for(&client, &pairs, |_| true);
+        let output = Command::new(BINARY)
+            .args(["query", "--address", &format!("127.0.0.1:{port}")])
+            .args(
+                pairs
+                    .iter()
+                    .flat_map(|(k, v)| ["--metadata".to_string(), format!("{k}={v}")]),
+            )
+            .output()
+            .expect("run query");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{metric}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let name = metric.replace('_', "-");
+        assert!(
+            text.contains(&format!("metric        {name}-gpu0")),
+            "{text}"
+        );
+        let value_line = text.lines().find(|l| l.starts_with("value")).unwrap_or("");
+        assert!(
+            value_line.contains(&format!("value         {expected}")),
+            "{metric}: {value_line}"
+        );
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+
+    // `devices` reads twice, so its table has the rates, and says why the
+    // rest are n/a.
+    let output = Command::new(BINARY)
+        .args(["devices", "--nvml-library"])
+        .arg(&fake.library)
+        .output()
+        .expect("run devices");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("SM%") && text.contains("NVL_TX"), "{text}");
+    let gpu0 = text.lines().find(|l| l.starts_with("0 ")).unwrap_or("");
+    assert!(gpu0.contains(" 45 ") && gpu0.contains(" 20 "), "{gpu0}");
+    assert!(
+        text.contains("n/a on GPU 1: sm_activity, sm_occupancy, tensor_activity, dram_bandwidth_utilization: this GPU has no GPM"),
+        "{text}"
+    );
+    let output = Command::new(BINARY)
+        .args(["devices", "--json", "--nvml-library"])
+        .arg(&fake.library)
+        .output()
+        .expect("run devices --json");
+    let json = String::from_utf8_lossy(&output.stdout);
+    assert!(json.contains("\"sm_activity\":45"), "{json}");
+    assert!(
+        json.contains("\"unreported\":[{\"what\":\"sm_activity\",\"why\":\"this GPU has no GPM"),
+        "{json}"
+    );
+}
