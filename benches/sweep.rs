@@ -123,7 +123,7 @@ fn attributed_node_size() -> u64 {
                 readings,
                 mig_enabled: Some(false),
             },
-            mig_devices: vec![],
+            mig: vec![],
             read_errors: vec![],
             unreported: vec![],
             allocations: vec![Allocation {

@@ -266,3 +266,120 @@ fn query_and_devices_show_every_new_metric() {
         "{json}"
     );
 }
+
+/// GPU 0 in MIG mode with GPM: two 3g.40gb devices in slots 0 and 2 (slot
+/// 1 empty, as after deleting an instance), busy and idle.
+const MIG_GPU: &str = "gpu 0 uuid=GPU-m name=\"NVIDIA H200\" mig=1 gpm=1 sm=50 mem_used_mib=34000 util=90\n\
+mig 0 0 uuid=MIG-busy profile=3g.40gb gi=1 ci=0 mem_total_mib=40000 mem_used_mib=30000 sm=80 occupancy=60 tensor=70 dram=55\n\
+mig 0 2 uuid=MIG-idle profile=3g.40gb gi=2 ci=0 mem_total_mib=40000 mem_used_mib=4000 sm=10 occupancy=5 tensor=2 dram=3\n";
+
+#[test]
+fn a_pod_on_a_mig_device_reads_its_own_slice() {
+    let fake = FakeNvml::new(MIG_GPU);
+    let kubelet = FakeKubelet::default();
+    let socket = fake.dir.join("kubelet.sock");
+    let _kubelet_server = kubelet.serve(&socket);
+    kubelet.set_pods(&[
+        ("default", "vllm-0", "MIG-busy"),
+        // deviceIDStrategy: index, GPU 0 MIG slot 2.
+        ("default", "batch-0", "0:2"),
+    ]);
+    let mut config = local_config(&fake.library);
+    config.pod_resources_socket = socket;
+    let server = server::start(&config).expect("start server");
+    let client = client(server.port());
+
+    for (workload, metric, expected) in [
+        ("vllm", "sm_activity", 80.0),
+        ("vllm", "tensor_activity", 70.0),
+        ("vllm", "memory_used_percent", 75.0),
+        ("batch", "sm_activity", 10.0),
+        ("batch", "dram_bandwidth_utilization", 3.0),
+        ("batch", "memory_used_percent", 10.0),
+    ] {
+        wait_for_value(
+            &client,
+            &[("workload", workload), ("metricType", metric)],
+            expected,
+        );
+    }
+    // The whole GPU still reads as itself, node-wide.
+    wait_for_value(
+        &client,
+        &[("metricType", "sm_activity"), ("gpuIndex", "0")],
+        50.0,
+    );
+    // Utilization does not exist on MIG: absent, saying what to use.
+    let message = wait_for_error(
+        &client,
+        &[("workload", "vllm"), ("metricType", "gpu_utilization")],
+        RpcStatusCode::UNAVAILABLE,
+        "does not report gpu_utilization",
+    );
+    assert!(
+        message.contains("use sm_activity") && message.contains("MIG 3g.40gb (MIG-busy)"),
+        "{message}"
+    );
+
+    // --explain names the MIG device and its pod.
+    let explained = explain(
+        server.port(),
+        &[("workload", "vllm"), ("metricType", "sm_activity")],
+    )
+    .unwrap();
+    let line = explained
+        .lines()
+        .iter()
+        .find(|l| l.gpu_uuid() == "MIG-busy")
+        .expect("a line for the MIG device");
+    assert_eq!(
+        (line.gpu_index(), line.value(), line.counted()),
+        (0, 80.0, true)
+    );
+    assert_eq!(line.pods(), ["default/vllm-0"]);
+
+    // A MIG id that matches no MIG device is a fault for its pod.
+    kubelet.set_pods(&[("default", "vllm-0", "MIG-deleted")]);
+    wait_for_error(
+        &client,
+        &[("workload", "vllm"), ("metricType", "sm_activity")],
+        RpcStatusCode::UNAVAILABLE,
+        "matches no GPU or MIG device",
+    );
+}
+
+#[test]
+fn devices_lists_mig_devices_under_their_gpu() {
+    let fake = FakeNvml::new(MIG_GPU);
+    let output = Command::new(BINARY)
+        .args(["devices", "--nvml-library"])
+        .arg(&fake.library)
+        .output()
+        .expect("run devices");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    let row = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} row:\n{text}"))
+            .to_string()
+    };
+    let busy = row("0/0 ");
+    assert!(
+        busy.contains("MIG-busy") && busy.contains("MIG 3g.40gb gi1 ci0") && busy.contains(" 80 "),
+        "{busy}"
+    );
+    let idle = row("0/2 ");
+    assert!(idle.contains("MIG-idle") && idle.contains(" 10 "), "{idle}");
+    let output = Command::new(BINARY)
+        .args(["devices", "--json", "--nvml-library"])
+        .arg(&fake.library)
+        .output()
+        .expect("run devices --json");
+    let json = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        json.contains("\"mig\":[{\"slot\":0,\"uuid\":\"MIG-busy\",\"profile\":\"3g.40gb\",\"gpu_instance\":1,\"compute_instance\":0,\"gpu_utilization\":null"),
+        "{json}"
+    );
+    assert!(json.contains("\"sm_activity\":80"), "{json}");
+}

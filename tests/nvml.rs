@@ -167,7 +167,8 @@ fn mig_gpu_reports_no_utilization() {
     let nvml = open_fake(&fake.library).unwrap();
     let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
     // Enumerated through the optional MIG entry points, skipping the empty slot.
-    assert_eq!(gpus[0].mig_devices, ["MIG-aa", "MIG-bb"]);
+    let uuids: Vec<&str> = gpus[0].mig.iter().map(|m| m.uuid.as_str()).collect();
+    assert_eq!(uuids, ["MIG-aa", "MIG-bb"]);
     match &gpus[0].health {
         GpuHealth::Healthy {
             readings,

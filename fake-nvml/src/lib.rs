@@ -12,7 +12,9 @@
 //! ```text
 //! driver 550.54.15
 //! gpu 0 uuid=GPU-0a name="NVIDIA H100" util=37 mem_util=12 mem_total_mib=81559 mem_used_mib=2048 mem_reserved_mib=512 temp=41 power_mw=71000 mig=0
-//! gpu 1 uuid=GPU-1b mig=1 mig_uuids=MIG-aa,MIG-bb   # MIG on, with two MIG devices
+//! gpu 1 uuid=GPU-1b mig=1 mig_uuids=MIG-aa,MIG-bb   # MIG on, with two MIG devices (slots 0, 1)
+//! mig 1 3 uuid=MIG-cc profile=3g.40gb gi=2 ci=0 mem_total_mib=40192 mem_used_mib=1024 sm=30 occupancy=20 tensor=10 dram=40
+//!                                    # MIG device in slot 3 of GPU 1 (slot 2 stays empty)
 //! fail 0 utilization NOT_SUPPORTED   # that call on GPU 0 returns the code; `*` is every call
 //! hang 0 power 30000                 # that call blocks up to 30000 ms, less if the line goes away
 //! init_error DRIVER_NOT_LOADED       # nvmlInit fails
@@ -114,7 +116,8 @@ struct Gpu {
     temp: u32,
     power_mw: u32,
     mig: bool,
-    mig_uuids: Vec<String>,
+    /// MIG devices by slot; `None` is an empty slot.
+    migs: Vec<Option<Mig>>,
     gpm: bool,
     /// sm, occupancy, tensor, dram.
     gpm_values: [f64; 4],
@@ -124,6 +127,50 @@ struct Gpu {
     nvlink: bool,
     nvlink_mbps: [f64; 2],
     nvlink_epoch: u64,
+}
+
+/// A MIG device (a compute instance in a GPU instance).
+#[derive(Clone, Default)]
+struct Mig {
+    uuid: String,
+    profile: String,
+    gpu_instance: u32,
+    compute_instance: u32,
+    mem_total_mib: u64,
+    mem_used_mib: u64,
+    /// sm, occupancy, tensor, dram.
+    gpm_values: [f64; 4],
+}
+
+fn mig(slot: usize, fields: &[&str]) -> Mig {
+    let mut mig = Mig {
+        uuid: format!("MIG-00000000-0000-0000-0000-{slot:012}"),
+        profile: String::from("1g.10gb"),
+        gpu_instance: slot as u32 + 1,
+        mem_total_mib: 10240,
+        ..Default::default()
+    };
+    for field in fields {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let number = || value.parse::<u64>().unwrap_or(0);
+        let float = || value.parse::<f64>().unwrap_or(0.0);
+        match key {
+            "uuid" => mig.uuid = value.to_string(),
+            "profile" => mig.profile = value.to_string(),
+            "gi" => mig.gpu_instance = number() as u32,
+            "ci" => mig.compute_instance = number() as u32,
+            "mem_total_mib" => mig.mem_total_mib = number(),
+            "mem_used_mib" => mig.mem_used_mib = number(),
+            "sm" => mig.gpm_values[0] = float(),
+            "occupancy" => mig.gpm_values[1] = float(),
+            "tensor" => mig.gpm_values[2] = float(),
+            "dram" => mig.gpm_values[3] = float(),
+            _ => {}
+        }
+    }
+    mig
 }
 
 #[derive(Default)]
@@ -219,6 +266,16 @@ fn parse(text: &str) -> Scenario {
                 }
                 scenario.gpus[index] = gpu(index, fields);
             }
+            ["mig", gpu, slot, fields @ ..] => {
+                let (gpu, slot): (usize, usize) =
+                    (gpu.parse().unwrap_or(0), slot.parse().unwrap_or(0));
+                if let Some(gpu) = scenario.gpus.get_mut(gpu) {
+                    if gpu.migs.len() <= slot {
+                        gpu.migs.resize(slot + 1, None);
+                    }
+                    gpu.migs[slot] = Some(mig(slot, fields));
+                }
+            }
             ["fail", index, call, code] => scenario.fails.push((
                 index.parse().unwrap_or(0),
                 call.to_string(),
@@ -260,7 +317,18 @@ fn gpu(index: usize, fields: &[&str]) -> Gpu {
             "temp" => gpu.temp = number() as u32,
             "power_mw" => gpu.power_mw = number() as u32,
             "mig" => gpu.mig = number() != 0,
-            "mig_uuids" => gpu.mig_uuids = value.split(',').map(String::from).collect(),
+            "mig_uuids" => {
+                gpu.migs = value
+                    .split(',')
+                    .enumerate()
+                    .map(|(slot, uuid)| {
+                        Some(Mig {
+                            uuid: uuid.to_string(),
+                            ..mig(slot, &[])
+                        })
+                    })
+                    .collect()
+            }
             "gpm" => gpu.gpm = number() != 0,
             "sm" => gpu.gpm_values[0] = value.parse().unwrap_or(0.0),
             "occupancy" => gpu.gpm_values[1] = value.parse().unwrap_or(0.0),
@@ -508,12 +576,8 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(
     if let Some(offset) = (device as usize).checked_sub(MIG_HANDLE_BASE) {
         let (gpu, slot) = (offset / 0x100, offset % 0x100);
         return code(session_scenario(current()).and_then(|s| {
-            let mig = s
-                .gpus
-                .get(gpu)
-                .and_then(|g| g.mig_uuids.get(slot))
-                .ok_or(INVALID_ARGUMENT)?;
-            write_string(mig, uuid, length)
+            let mig = mig_of(&s, gpu, slot)?;
+            write_string(&mig.uuid, uuid, length)
         }));
     }
     code(device_call(device, "uuid").and_then(|(s, i)| write_string(&s.gpus[i].uuid, uuid, length)))
@@ -529,7 +593,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMaxMigDeviceCount(
         if count.is_null() {
             return Err(INVALID_ARGUMENT);
         }
-        *count = s.gpus[i].mig_uuids.len() as c_uint + 1;
+        *count = s.gpus[i].migs.len() as c_uint + 1;
         Ok(())
     }))
 }
@@ -545,7 +609,11 @@ pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
         if mig.is_null() {
             return Err(INVALID_ARGUMENT);
         }
-        if index as usize >= s.gpus[i].mig_uuids.len() {
+        if s.gpus[i]
+            .migs
+            .get(index as usize)
+            .is_none_or(Option::is_none)
+        {
             return Err(NOT_FOUND);
         }
         *mig = (MIG_HANDLE_BASE + i * 0x100 + index as usize) as Device;
@@ -559,12 +627,72 @@ pub unsafe extern "C" fn nvmlDeviceGetName(
     name: *mut c_char,
     length: c_uint,
 ) -> Return {
+    if let Some((s, gpu, slot)) = mig_handle(device) {
+        return code(mig_of(&s, gpu, slot).and_then(|m| {
+            let text = format!("{} MIG {}", s.gpus[gpu].name, m.profile);
+            write_string(&text, name, length)
+        }));
+    }
     code(device_call(device, "name").and_then(|(s, i)| write_string(&s.gpus[i].name, name, length)))
+}
+
+/// `(scenario, gpu, slot)` when `device` is a MIG device handle.
+fn mig_handle(device: Device) -> Option<(Arc<Scenario>, usize, usize)> {
+    let offset = (device as usize).checked_sub(MIG_HANDLE_BASE)?;
+    let scenario = session_scenario(current()).ok()?;
+    Some((scenario, offset / 0x100, offset % 0x100))
+}
+
+fn mig_of(scenario: &Scenario, gpu: usize, slot: usize) -> Result<&Mig, Return> {
+    scenario
+        .gpus
+        .get(gpu)
+        .and_then(|g| g.migs.get(slot))
+        .and_then(Option::as_ref)
+        .ok_or(INVALID_ARGUMENT)
+}
+
+/// On a MIG device handle: its GPU-instance id.
+#[cfg(not(feature = "v1-only"))]
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceId(device: Device, id: *mut c_uint) -> Return {
+    code(match mig_handle(device) {
+        Some((s, gpu, slot)) if !id.is_null() => {
+            mig_of(&s, gpu, slot).map(|m| *id = m.gpu_instance)
+        }
+        _ => Err(INVALID_ARGUMENT),
+    })
+}
+
+/// On a MIG device handle: its compute-instance id.
+#[cfg(not(feature = "v1-only"))]
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetComputeInstanceId(device: Device, id: *mut c_uint) -> Return {
+    code(match mig_handle(device) {
+        Some((s, gpu, slot)) if !id.is_null() => {
+            mig_of(&s, gpu, slot).map(|m| *id = m.compute_instance)
+        }
+        _ => Err(INVALID_ARGUMENT),
+    })
 }
 
 /// v1 counts reserved memory as used.
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(device: Device, memory: *mut Memory) -> Return {
+    if let Some((s, gpu, slot)) = mig_handle(device) {
+        return code(mig_of(&s, gpu, slot).and_then(|m| {
+            if memory.is_null() {
+                return Err(INVALID_ARGUMENT);
+            }
+            let (total, used) = (m.mem_total_mib * MIB, m.mem_used_mib * MIB);
+            *memory = Memory {
+                total,
+                free: total.saturating_sub(used),
+                used,
+            };
+            Ok(())
+        }));
+    }
     code(device_call(device, "memory").and_then(|(s, i)| {
         let gpu = &s.gpus[i];
         if memory.is_null() {
@@ -587,6 +715,25 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
     device: Device,
     memory: *mut MemoryV2,
 ) -> Return {
+    if let Some((s, gpu, slot)) = mig_handle(device) {
+        return code(mig_of(&s, gpu, slot).and_then(|m| {
+            if memory.is_null() {
+                return Err(INVALID_ARGUMENT);
+            }
+            if (*memory).version != MEMORY_V2_VERSION {
+                return Err(ARGUMENT_VERSION_MISMATCH);
+            }
+            let (total, used) = (m.mem_total_mib * MIB, m.mem_used_mib * MIB);
+            *memory = MemoryV2 {
+                version: MEMORY_V2_VERSION,
+                total,
+                reserved: 0,
+                free: total.saturating_sub(used),
+                used,
+            };
+            Ok(())
+        }));
+    }
     code(device_call(device, "memory").and_then(|(s, i)| {
         let gpu = &s.gpus[i];
         if memory.is_null() {
@@ -734,6 +881,8 @@ mod gpm {
     /// What the fake keeps in a GPM sample buffer.
     pub struct Sample {
         gpu: Option<usize>,
+        /// The GPU instance, for a MIG sample.
+        gpu_instance: Option<u32>,
         at: Option<Instant>,
     }
 
@@ -761,6 +910,7 @@ mod gpm {
         }
         *sample = Box::into_raw(Box::new(Sample {
             gpu: None,
+            gpu_instance: None,
             at: None,
         }));
         SUCCESS
@@ -785,6 +935,35 @@ mod gpm {
                 return Err(NOT_SUPPORTED);
             }
             (*sample).gpu = Some(i);
+            (*sample).gpu_instance = None;
+            (*sample).at = Some(Instant::now());
+            Ok(())
+        }))
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn nvmlGpmMigSampleGet(
+        device: Device,
+        gpu_instance: c_uint,
+        sample: *mut Sample,
+    ) -> Return {
+        code(device_call(device, "gpm").and_then(|(s, i)| {
+            if sample.is_null() {
+                return Err(INVALID_ARGUMENT);
+            }
+            if !s.gpus[i].gpm {
+                return Err(NOT_SUPPORTED);
+            }
+            let exists = s.gpus[i]
+                .migs
+                .iter()
+                .flatten()
+                .any(|m| m.gpu_instance == gpu_instance);
+            if !exists {
+                return Err(NOT_FOUND);
+            }
+            (*sample).gpu = Some(i);
+            (*sample).gpu_instance = Some(gpu_instance);
             (*sample).at = Some(Instant::now());
             Ok(())
         }))
@@ -811,10 +990,25 @@ mod gpm {
             let (Some(gpu), Some(a), Some(b)) = (first.gpu, first.at, second.at) else {
                 return Err(INVALID_ARGUMENT);
             };
-            if second.gpu != Some(gpu) || b.duration_since(a) < Duration::from_millis(100) {
+            if second.gpu != Some(gpu)
+                || second.gpu_instance != first.gpu_instance
+                || b.duration_since(a) < Duration::from_millis(100)
+            {
                 return Err(INVALID_ARGUMENT);
             }
-            let values = scenario.gpus.get(gpu).ok_or(INVALID_ARGUMENT)?.gpm_values;
+            let parent = scenario.gpus.get(gpu).ok_or(INVALID_ARGUMENT)?;
+            let values = match first.gpu_instance {
+                None => parent.gpm_values,
+                Some(gi) => {
+                    parent
+                        .migs
+                        .iter()
+                        .flatten()
+                        .find(|m| m.gpu_instance == gi)
+                        .ok_or(NOT_FOUND)?
+                        .gpm_values
+                }
+            };
             let metrics = (request as *mut u8).add(24) as *mut GpmMetric;
             for slot in 0..head.num_metrics as usize {
                 let metric = &mut *metrics.add(slot);

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use crate::node::gpu_metric::{Metric, Readings};
 use crate::node::snapshot::{
-    stale_reason, Allocation, Attribution, GpuHealth, GpuSample, NodeState, ReadError, Snapshot,
-    Unplaced,
+    stale_reason, Allocation, Attribution, GpuHealth, GpuSample, MigSample, NodeState, ReadError,
+    Snapshot, Unplaced,
 };
 use crate::proto::node::{
-    Allocation as AllocationProto, Gpu, MigMode, NodeSnapshot, ReadError as ReadErrorProto, Reading,
+    Allocation as AllocationProto, Gpu, MigDevice, MigMode, NodeSnapshot,
+    ReadError as ReadErrorProto, Reading,
 };
 use crate::scaling::evaluate::NodeView;
 use crate::scaling::trigger::Selector;
@@ -19,6 +20,8 @@ use crate::scaling::trigger::Selector;
 /// Read errors (and unreported reasons) kept per GPU from a peer; its whole
 /// answer is capped too, at 256 KiB.
 const MAX_READ_ERRORS: usize = 64;
+/// MIG devices kept per GPU from a peer (a GPU has at most 7 today).
+const MAX_MIG_DEVICES: usize = 16;
 
 /// A node's snapshot as the cluster view holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +68,11 @@ impl NodeReport {
             (Ok(()), Err(reason)) => return Holds::Unknown(reason.to_string()),
             (Ok(()), Ok(unplaced)) => unplaced.iter().map(|u| &u.allocation),
         };
-        let placed = self.gpus.iter().flat_map(|g| &g.allocations);
+        let placed = self.gpus.iter().flat_map(|g| {
+            g.allocations
+                .iter()
+                .chain(g.mig.iter().flat_map(|m| &m.allocations))
+        });
         let mut pods: Vec<String> = placed
             .chain(unplaced)
             .filter(|a| selector.matches(&a.namespace, &a.pod))
@@ -182,14 +189,7 @@ fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
             readings,
             mig_enabled,
         } => {
-            for metric in Metric::ALL {
-                if let Some(value) = readings.get(metric) {
-                    let mut reading = Reading::new();
-                    reading.set_metric(metric.name().to_string());
-                    reading.set_value(value);
-                    message.mut_readings().push(reading);
-                }
-            }
+            message.set_readings(readings_to_proto(readings));
             message.set_mig_mode(match mig_enabled {
                 None => MigMode::MIG_MODE_UNKNOWN,
                 Some(false) => MigMode::MIG_MODE_DISABLED,
@@ -207,20 +207,98 @@ fn gpu_to_proto(gpu: &GpuSample) -> Gpu {
             .mut_allocations()
             .push(allocation_to_proto(allocation));
     }
-    for read_error in &gpu.read_errors {
-        let mut e = ReadErrorProto::new();
-        e.set_what(read_error.what.clone());
-        e.set_error(read_error.error.clone());
-        message.mut_read_errors().push(e);
-    }
-    for unreported in &gpu.unreported {
-        let mut e = ReadErrorProto::new();
-        e.set_what(unreported.what.clone());
-        e.set_error(unreported.error.clone());
-        message.mut_unreported().push(e);
-    }
-    message.set_mig_devices(gpu.mig_devices.clone());
+    message.set_read_errors(read_errors_to_proto(&gpu.read_errors));
+    message.set_unreported(read_errors_to_proto(&gpu.unreported));
+    message.set_mig_devices(gpu.mig.iter().map(|m| m.uuid.clone()).collect());
+    message.set_mig(gpu.mig.iter().map(mig_to_proto).collect());
     message
+}
+
+fn readings_to_proto(readings: &Readings) -> Vec<Reading> {
+    Metric::ALL
+        .iter()
+        .filter_map(|metric| {
+            let value = readings.get(*metric)?;
+            let mut reading = Reading::new();
+            reading.set_metric(metric.name().to_string());
+            reading.set_value(value);
+            Some(reading)
+        })
+        .collect()
+}
+
+fn read_errors_to_proto(errors: &[ReadError]) -> Vec<ReadErrorProto> {
+    errors
+        .iter()
+        .map(|error| {
+            let mut e = ReadErrorProto::new();
+            e.set_what(error.what.clone());
+            e.set_error(error.error.clone());
+            e
+        })
+        .collect()
+}
+
+fn mig_to_proto(mig: &MigSample) -> MigDevice {
+    let mut message = MigDevice::new();
+    message.set_slot(mig.slot);
+    message.set_uuid(mig.uuid.clone());
+    message.set_profile(mig.profile.clone().unwrap_or_default());
+    if let Some(gi) = mig.gpu_instance {
+        message.set_has_gpu_instance(true);
+        message.set_gpu_instance(gi);
+    }
+    if let Some(ci) = mig.compute_instance {
+        message.set_has_compute_instance(true);
+        message.set_compute_instance(ci);
+    }
+    message.set_readings(readings_to_proto(&mig.readings));
+    message.set_read_errors(read_errors_to_proto(&mig.read_errors));
+    message.set_unreported(read_errors_to_proto(&mig.unreported));
+    message.set_allocations(mig.allocations.iter().map(allocation_to_proto).collect());
+    message
+}
+
+/// Readings from a peer: each must be a finite number >= 0.
+fn readings_from_proto(readings: &[Reading], what: &str) -> Result<Readings, String> {
+    let mut out = Readings::default();
+    for reading in readings {
+        let value = reading.value();
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!(
+                "it sent an invalid {} reading {value} for {what}",
+                reading.metric()
+            ));
+        }
+        if let Some(metric) = Metric::from_name(reading.metric()) {
+            out.set(metric, value);
+        }
+    }
+    Ok(out)
+}
+
+fn mig_from_proto(message: &MigDevice, parent: u32) -> Result<MigSample, String> {
+    Ok(MigSample {
+        slot: message.slot(),
+        uuid: message.uuid().to_string(),
+        profile: (!message.profile().is_empty()).then(|| message.profile().to_string()),
+        gpu_instance: message.has_gpu_instance().then(|| message.gpu_instance()),
+        compute_instance: message
+            .has_compute_instance()
+            .then(|| message.compute_instance()),
+        readings: readings_from_proto(
+            message.readings(),
+            &format!("MIG device {} of GPU {parent}", message.uuid()),
+        )?,
+        read_errors: read_errors_from_proto(message.read_errors()),
+        unreported: read_errors_from_proto(message.unreported()),
+        allocations: message
+            .allocations()
+            .iter()
+            .take(MAX_MIG_DEVICES * 8)
+            .map(allocation_from_proto)
+            .collect(),
+    })
 }
 
 fn allocation_to_proto(allocation: &Allocation) -> AllocationProto {
@@ -244,20 +322,8 @@ fn allocation_from_proto(a: &AllocationProto) -> Allocation {
 fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
     let health = match (message.error(), message.lost()) {
         ("", _) => {
-            let mut readings = Readings::default();
-            for reading in message.readings() {
-                let value = reading.value();
-                if !value.is_finite() || value < 0.0 {
-                    return Err(format!(
-                        "it sent an invalid {} reading {value} for GPU {}",
-                        reading.metric(),
-                        message.index()
-                    ));
-                }
-                if let Some(metric) = Metric::from_name(reading.metric()) {
-                    readings.set(metric, value);
-                }
-            }
+            let readings =
+                readings_from_proto(message.readings(), &format!("GPU {}", message.index()))?;
             GpuHealth::Healthy {
                 readings,
                 mig_enabled: match message.mig_mode() {
@@ -280,7 +346,31 @@ fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
         uuid: text(message.uuid()),
         name: text(message.name()),
         health,
-        mig_devices: message.mig_devices().to_vec(),
+        mig: match message.mig() {
+            // An older peer: the MIG devices' UUIDs only.
+            [] => message
+                .mig_devices()
+                .iter()
+                .take(MAX_MIG_DEVICES)
+                .enumerate()
+                .map(|(slot, uuid)| MigSample {
+                    slot: slot as u32,
+                    uuid: uuid.clone(),
+                    profile: None,
+                    gpu_instance: None,
+                    compute_instance: None,
+                    readings: Readings::default(),
+                    read_errors: Vec::new(),
+                    unreported: Vec::new(),
+                    allocations: Vec::new(),
+                })
+                .collect(),
+            migs => migs
+                .iter()
+                .take(MAX_MIG_DEVICES)
+                .map(|m| mig_from_proto(m, message.index()))
+                .collect::<Result<_, _>>()?,
+        },
         allocations: message
             .allocations()
             .iter()
@@ -331,7 +421,25 @@ mod tests {
                     readings,
                     mig_enabled: Some(false),
                 },
-                mig_devices: vec![],
+                mig: vec![MigSample {
+                    slot: 2,
+                    uuid: "MIG-s".into(),
+                    profile: Some("3g.40gb".into()),
+                    gpu_instance: Some(2),
+                    compute_instance: None,
+                    readings,
+                    read_errors: vec![],
+                    unreported: vec![ReadError {
+                        what: "gpu_utilization".into(),
+                        error: "not on MIG".into(),
+                    }],
+                    allocations: vec![Allocation {
+                        namespace: "ml".into(),
+                        pod: "small-0".into(),
+                        container: "main".into(),
+                        device_id: "MIG-s".into(),
+                    }],
+                }],
                 read_errors: vec![ReadError {
                     what: "temperature".into(),
                     error: "Unknown Error".into(),
@@ -354,7 +462,7 @@ mod tests {
                 health: GpuHealth::Lost {
                     error: "GPU_IS_LOST".into(),
                 },
-                mig_devices: vec![],
+                mig: vec![],
                 allocations: vec![],
                 read_errors: vec![],
                 unreported: vec![],
@@ -370,8 +478,14 @@ mod tests {
         let sent = to_proto("node-a", &snap, now);
         assert_eq!(
             NodeReport::from_proto(&sent, Duration::from_secs(3)),
-            Ok(report)
+            Ok(report.clone())
         );
+        // A pod on a MIG device is among the pods the node holds.
+        let small = Selector {
+            namespace: "ml".into(),
+            pods: crate::scaling::trigger::PodMatch::Pattern("small-*".into()),
+        };
+        assert_eq!(report.holds(&small), Holds::Pods(vec!["ml/small-0".into()]));
     }
 
     #[test]
@@ -416,7 +530,7 @@ mod tests {
                     readings,
                     mig_enabled,
                 },
-                mig_devices: vec![],
+                mig: vec![],
                 allocations: vec![],
                 read_errors: vec![],
                 unreported: vec![],

@@ -71,6 +71,47 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
             cell(Metric::NvlinkRxMbps, 1),
             status(gpu),
         ));
+        // MIG devices under their GPU: `GPU/slot`.
+        for mig in &gpu.mig {
+            let cell = |metric: Metric, decimals: usize| match mig.readings.get(metric) {
+                Some(value) => format!("{value:.decimals$}"),
+                None => "n/a".to_string(),
+            };
+            let ids = match (mig.gpu_instance, mig.compute_instance) {
+                (Some(gi), Some(ci)) => format!(" gi{gi} ci{ci}"),
+                _ => String::new(),
+            };
+            let name = format!("MIG {}{ids}", mig.profile.as_deref().unwrap_or("?"));
+            out.push_str(&format!(
+                "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8} {:>5} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}  {}\n",
+                format!("{}/{}", gpu.index, mig.slot),
+                mig.uuid,
+                name,
+                cell(Metric::GpuUtilization, 0),
+                cell(Metric::MemoryUtilization, 0),
+                cell(Metric::MemoryUsedMib, 0),
+                cell(Metric::MemoryUsedPercent, 1),
+                cell(Metric::Temperature, 0),
+                cell(Metric::PowerDraw, 1),
+                cell(Metric::SmActivity, 0),
+                cell(Metric::TensorActivity, 0),
+                cell(Metric::DramBandwidthUtilization, 0),
+                cell(Metric::PcieTxMbps, 1),
+                cell(Metric::PcieRxMbps, 1),
+                cell(Metric::NvlinkTxMbps, 1),
+                cell(Metric::NvlinkRxMbps, 1),
+                if mig.read_errors.is_empty() {
+                    String::from("ok")
+                } else {
+                    let failed: Vec<String> = mig
+                        .read_errors
+                        .iter()
+                        .map(|e| format!("{} failed: {}", e.what, e.error))
+                        .collect();
+                    format!("ok ({})", failed.join("; "))
+                },
+            ));
+        }
     }
     // Why a metric reads n/a, once per reason, with the GPUs it applies to.
     let mut reasons: Vec<(String, Vec<u32>)> = Vec::new();
@@ -174,6 +215,37 @@ pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> S
                 })
                 .collect();
             object.raw("unreported", &json::array(&unreported));
+            let migs: Vec<String> = gpu
+                .mig
+                .iter()
+                .map(|mig| {
+                    let mut m = JsonObject::new();
+                    m.number("slot", Some(f64::from(mig.slot)));
+                    m.string("uuid", Some(&mig.uuid));
+                    m.string("profile", mig.profile.as_deref());
+                    m.number("gpu_instance", mig.gpu_instance.map(f64::from));
+                    m.number("compute_instance", mig.compute_instance.map(f64::from));
+                    for metric in Metric::ALL {
+                        m.number(metric.name(), mig.readings.get(metric));
+                    }
+                    let errors = |list: &[crate::node::snapshot::ReadError], key: &str| -> String {
+                        let items: Vec<String> = list
+                            .iter()
+                            .map(|e| {
+                                let mut error = JsonObject::new();
+                                error.string("what", Some(&e.what));
+                                error.string(key, Some(&e.error));
+                                error.finish()
+                            })
+                            .collect();
+                        json::array(&items)
+                    };
+                    m.raw("read_errors", &errors(&mig.read_errors, "error"));
+                    m.raw("unreported", &errors(&mig.unreported, "why"));
+                    m.finish()
+                })
+                .collect();
+            object.raw("mig", &json::array(&migs));
             object.finish()
         })
         .collect();
@@ -206,7 +278,7 @@ mod tests {
                 health: GpuHealth::Lost {
                     error: "nvmlDeviceGetHandleByIndex failed: \"lost\"".into(),
                 },
-                mig_devices: vec![],
+                mig: vec![],
                 allocations: vec![],
                 read_errors: vec![],
                 unreported: vec![],

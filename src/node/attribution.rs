@@ -1,8 +1,10 @@
 //! Which pods hold which GPUs: the kubelet's device ids matched to the
-//! GPUs NVML reports. Pure functions, tested with literal inputs.
+//! GPUs NVML reports, and MIG device ids to the MIG device itself (a pod
+//! holding a slice reads that slice, not its GPU). Pure functions, tested
+//! with literal inputs.
 
 use crate::node::kubelet::PodDevice;
-use crate::node::snapshot::{Allocation, GpuSample, Unplaced};
+use crate::node::snapshot::{Allocation, GpuSample, MigSample, Unplaced};
 
 /// Resource names whose device ids are NVIDIA GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,8 +29,9 @@ pub enum DeviceRef<'a> {
     Gpu(&'a str),
     /// `MIG-<uuid>`: a MIG device, by its own UUID.
     Mig(&'a str),
-    /// `MIG-GPU-<uuid>/<gi>/<ci>` (older drivers): a MIG device on that GPU.
-    MigOnGpu(&'a str),
+    /// `MIG-GPU-<uuid>/<gi>/<ci>` (older drivers): the MIG device with that
+    /// GPU-instance and compute-instance id on that GPU.
+    MigOnGpu(&'a str, Option<u32>, Option<u32>),
     /// `3`: a whole GPU by NVML index (the device plugin's
     /// `deviceIDStrategy: index`).
     Index(u32),
@@ -45,9 +48,12 @@ pub fn parse_device_id(id: &str) -> DeviceRef<'_> {
     };
     if let Some(rest) = id.strip_prefix("MIG-") {
         if rest.starts_with("GPU-") {
-            return match rest.split_once('/') {
-                Some((gpu, _)) => DeviceRef::MigOnGpu(gpu),
-                None => DeviceRef::Unknown,
+            let mut parts = rest.split('/');
+            let gpu = parts.next().unwrap_or("");
+            let id = |part: Option<&str>| part.and_then(|p| p.parse::<u32>().ok());
+            return match (parts.next(), parts.next()) {
+                (Some(gi), ci) => DeviceRef::MigOnGpu(gpu, id(Some(gi)), id(ci)),
+                (None, _) => DeviceRef::Unknown,
             };
         }
         return if rest.is_empty() {
@@ -77,10 +83,34 @@ fn is_number(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Records each GPU device held by a container on the GPU it belongs to.
-/// Returns each id that could not be placed (unknown format, or no such
-/// GPU on this node): the pods holding them cannot be read, which the
-/// caller must treat as a fault for triggers that select them.
+/// Where a device id lands: a whole GPU, or one of its MIG devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Gpu(usize),
+    Mig(usize, usize),
+}
+
+/// The MIG device of GPU `gpu` that `matches`; the GPU itself when it has
+/// no MIG device information (an older peer); `None` when it has MIG
+/// devices and none matches.
+fn mig_target(
+    gpus: &[GpuSample],
+    gpu: usize,
+    matches: impl Fn(&MigSample) -> bool,
+) -> Option<Target> {
+    let migs = &gpus[gpu].mig;
+    match migs.iter().position(matches) {
+        Some(mig) => Some(Target::Mig(gpu, mig)),
+        None if migs.is_empty() => Some(Target::Gpu(gpu)),
+        None => None,
+    }
+}
+
+/// Records each GPU device held by a container on the GPU, or the MIG
+/// device, it belongs to. Returns each id that could not be placed
+/// (unknown format, or no such GPU or MIG device on this node): the pods
+/// holding them cannot be read, which the caller must treat as a fault for
+/// triggers that select them.
 pub fn attribute(
     gpus: &mut [GpuSample],
     devices: &[PodDevice],
@@ -88,6 +118,9 @@ pub fn attribute(
 ) -> Vec<Unplaced> {
     for gpu in gpus.iter_mut() {
         gpu.allocations.clear();
+        for mig in &mut gpu.mig {
+            mig.allocations.clear();
+        }
     }
     let mut unplaced = Vec::new();
     for device in devices.iter().filter(|d| resources.is_gpu(&d.resource)) {
@@ -98,14 +131,24 @@ pub fn attribute(
             device_id: device.device_id.clone(),
         };
         let by_index = |index: u32| gpus.iter().position(|g| g.index == index);
+        let by_uuid = |uuid: &str| gpus.iter().position(|g| g.uuid.as_deref() == Some(uuid));
         let target = match parse_device_id(&device.device_id) {
-            DeviceRef::Gpu(uuid) | DeviceRef::MigOnGpu(uuid) => {
-                gpus.iter().position(|g| g.uuid.as_deref() == Some(uuid))
+            DeviceRef::Gpu(uuid) => by_uuid(uuid).map(Target::Gpu),
+            DeviceRef::MigOnGpu(uuid, gi, ci) => by_uuid(uuid).and_then(|gpu| {
+                mig_target(gpus, gpu, |m| {
+                    m.gpu_instance.is_some() && m.gpu_instance == gi && m.compute_instance == ci
+                })
+            }),
+            DeviceRef::Mig(uuid) => gpus.iter().enumerate().find_map(|(gpu, g)| {
+                g.mig
+                    .iter()
+                    .position(|m| m.uuid == uuid)
+                    .map(|mig| Target::Mig(gpu, mig))
+            }),
+            DeviceRef::Index(index) => by_index(index).map(Target::Gpu),
+            DeviceRef::MigIndex(index, slot) => {
+                by_index(index).and_then(|gpu| mig_target(gpus, gpu, |m| m.slot == slot))
             }
-            DeviceRef::Mig(uuid) => gpus
-                .iter()
-                .position(|g| g.mig_devices.iter().any(|m| m == uuid)),
-            DeviceRef::Index(index) | DeviceRef::MigIndex(index, _) => by_index(index),
             DeviceRef::Unknown => {
                 unplaced.push(Unplaced {
                     reason: format!(
@@ -117,23 +160,29 @@ pub fn attribute(
                 continue;
             }
         };
-        let Some(index) = target else {
+        let Some(target) = target else {
             unplaced.push(Unplaced {
                 reason: format!(
-                    "device id {:?} of {} matches no GPU NVML reports on this node",
+                    "device id {:?} of {} matches no GPU or MIG device NVML reports on this node",
                     device.device_id, device.resource
                 ),
                 allocation,
             });
             continue;
         };
-        let allocations = &mut gpus[index].allocations;
+        let allocations = match target {
+            Target::Gpu(gpu) => &mut gpus[gpu].allocations,
+            Target::Mig(gpu, mig) => &mut gpus[gpu].mig[mig].allocations,
+        };
         if !allocations.contains(&allocation) {
             allocations.push(allocation);
         }
     }
     for gpu in gpus.iter_mut() {
         gpu.allocations.sort();
+        for mig in &mut gpu.mig {
+            mig.allocations.sort();
+        }
     }
     unplaced.sort();
     unplaced
@@ -152,7 +201,21 @@ mod tests {
             health: GpuHealth::Failed {
                 error: String::new(),
             },
-            mig_devices: mig.iter().map(|m| m.to_string()).collect(),
+            mig: mig
+                .iter()
+                .enumerate()
+                .map(|(slot, uuid)| MigSample {
+                    slot: slot as u32,
+                    uuid: uuid.to_string(),
+                    profile: Some("1g.10gb".into()),
+                    gpu_instance: Some(7 + slot as u32),
+                    compute_instance: Some(0),
+                    readings: Default::default(),
+                    read_errors: vec![],
+                    unreported: vec![],
+                    allocations: vec![],
+                })
+                .collect(),
             allocations: vec![],
             read_errors: vec![],
             unreported: vec![],
@@ -161,6 +224,14 @@ mod tests {
 
     fn pods_on(gpu: &GpuSample) -> Vec<&str> {
         gpu.allocations.iter().map(|a| a.pod.as_str()).collect()
+    }
+
+    fn pods_on_mig(gpu: &GpuSample, slot: usize) -> Vec<&str> {
+        gpu.mig[slot]
+            .allocations
+            .iter()
+            .map(|a| a.pod.as_str())
+            .collect()
     }
 
     fn device(pod: &str, resource: &str, id: &str) -> PodDevice {
@@ -181,7 +252,7 @@ mod tests {
         assert_eq!(parse_device_id("MIG-51a2::0"), DeviceRef::Mig("MIG-51a2"));
         assert_eq!(
             parse_device_id("MIG-GPU-8c1e/1/0"),
-            DeviceRef::MigOnGpu("GPU-8c1e")
+            DeviceRef::MigOnGpu("GPU-8c1e", Some(1), Some(0))
         );
         assert_eq!(parse_device_id("0000:3b:00.0"), DeviceRef::Unknown);
         assert_eq!(parse_device_id("3"), DeviceRef::Index(3));
@@ -222,7 +293,24 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let pods = |i: usize| pods_on(&gpus[i]);
         assert_eq!(pods(0), ["vllm-1", "vllm-2"]);
-        assert_eq!(pods(1), ["old-1", "small-1"]);
+        // MIG pods are on their MIG device (gi 7 ci 0 is slot 0), not the GPU.
+        assert!(pods(1).is_empty());
+        assert_eq!(pods_on_mig(&gpus[1], 0), ["old-1"]);
+        assert_eq!(pods_on_mig(&gpus[1], 1), ["small-1"]);
+    }
+
+    #[test]
+    fn a_mig_id_matching_no_mig_device_is_unplaced() {
+        let mut gpus = vec![gpu(0, "GPU-a", &["MIG-m1"])];
+        let devices = vec![
+            device("gone", "nvidia.com/mig-1g.10gb", "MIG-m9"),
+            device("old", "nvidia.com/mig-1g.10gb", "MIG-GPU-a/3/0"),
+            device("slot", "nvidia.com/mig-1g.10gb", "0:4"),
+        ];
+        let unplaced = attribute(&mut gpus, &devices, &GpuResources::default());
+        let pods: Vec<&str> = unplaced.iter().map(|u| u.allocation.pod.as_str()).collect();
+        assert_eq!(pods, ["gone", "old", "slot"]);
+        assert!(unplaced[0].reason.contains("matches no GPU or MIG device"));
     }
 
     #[test]
@@ -237,7 +325,7 @@ mod tests {
         assert!(unplaced.is_empty(), "{unplaced:?}");
         let pods = |i: usize| pods_on(&gpus[i]);
         assert_eq!(pods(0), ["sliced-1", "whole-1"]);
-        assert_eq!(pods(1), ["mig-1"]);
+        assert_eq!(pods_on_mig(&gpus[1], 0), ["mig-1"]);
     }
 
     #[test]

@@ -115,7 +115,10 @@ impl RateOut<'_> {
 impl Rates {
     /// Forgets GPUs not in `present` (gone, or replaced).
     pub fn retain(&mut self, present: &[&str]) {
-        self.gpus.retain(|uuid, _| present.contains(&uuid.as_str()));
+        self.gpus.retain(|key, _| {
+            let uuid = key.split_once("/gi").map_or(key.as_str(), |(uuid, _)| uuid);
+            present.contains(&uuid)
+        });
     }
 
     /// This GPU's rates since its previous read, into `out`.
@@ -128,14 +131,31 @@ impl Rates {
         out: &mut RateOut<'_>,
     ) -> Result<(), NvmlError> {
         let state = self.gpus.entry(uuid.to_string()).or_default();
-        read_gpm(nvml, device, state, now, out)?;
+        read_gpm(nvml, device, None, state, now, out)?;
         read_counters(device, state, out)
+    }
+
+    /// GPM activity of one GPU instance (MIG) of `parent` since its
+    /// previous read. PCIe and NVLink belong to the whole GPU.
+    pub fn read_mig(
+        &mut self,
+        nvml: &Nvml,
+        parent: &Device<'_>,
+        parent_uuid: &str,
+        gpu_instance: u32,
+        now: Instant,
+        out: &mut RateOut<'_>,
+    ) -> Result<(), NvmlError> {
+        let key = format!("{parent_uuid}/gi{gpu_instance}");
+        let state = self.gpus.entry(key).or_default();
+        read_gpm(nvml, parent, Some(gpu_instance), state, now, out)
     }
 }
 
 fn read_gpm(
     nvml: &Nvml,
     device: &Device<'_>,
+    gpu_instance: Option<u32>,
     state: &mut GpuRates,
     now: Instant,
     out: &mut RateOut<'_>,
@@ -161,10 +181,11 @@ fn read_gpm(
             return Ok(());
         }
     }
-    let sample = match nvml
-        .gpm_sample_alloc()
-        .and_then(|s| device.gpm_sample(&s).map(|()| s))
-    {
+    let take = |sample: &GpmSample| match gpu_instance {
+        None => device.gpm_sample(sample),
+        Some(gi) => device.gpm_mig_sample(gi, sample),
+    };
+    let sample = match nvml.gpm_sample_alloc().and_then(|s| take(&s).map(|()| s)) {
         Ok(sample) => sample,
         Err(e) => return out.failed(&metrics, e, "GPM sampling is not supported"),
     };

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::node::gpu_metric::{mib, percent_used, watts, Metric, Readings};
 use crate::node::rates::{RateOut, Rates};
-use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
+use crate::node::snapshot::{GpuHealth, GpuSample, MigSample, ReadError};
 use crate::nvml::{Device, Nvml, NvmlError};
 
 /// Reads every GPU. Only a failure to count the GPUs fails the whole read;
@@ -35,7 +35,7 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
         health: GpuHealth::Failed {
             error: String::new(),
         },
-        mig_devices: Vec::new(),
+        mig: Vec::new(),
         allocations: Vec::new(),
         read_errors: Vec::new(),
         unreported: Vec::new(),
@@ -53,14 +53,21 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
             };
             rates.read(nvml, &device, uuid, now, &mut out)?;
         }
-        if let GpuHealth::Healthy {
-            mig_enabled: Some(true),
-            ..
-        } = health
+        if let (
+            GpuHealth::Healthy {
+                mig_enabled: Some(true),
+                ..
+            },
+            Some(uuid),
+        ) = (&health, &sample.uuid)
         {
-            sample.mig_devices = reads
-                .take(&["mig_devices"], device.mig_device_uuids())?
-                .unwrap_or_default();
+            if let Some(migs) = reads.take(&["mig_devices"], device.mig_devices())? {
+                for (slot, mig) in migs {
+                    sample
+                        .mig
+                        .push(read_mig(nvml, &device, uuid, slot, &mig, rates, now)?);
+                }
+            }
         }
         sample.read_errors = reads.errors;
         Ok(health)
@@ -75,6 +82,89 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
         },
     };
     sample
+}
+
+/// One MIG device: identity, memory and (with GPM) activity. Only a lost
+/// GPU fails it; anything else leaves a metric absent with the reason.
+fn read_mig(
+    nvml: &Nvml,
+    parent: &Device<'_>,
+    parent_uuid: &str,
+    slot: u32,
+    device: &Device<'_>,
+    rates: &mut Rates,
+    now: Instant,
+) -> Result<MigSample, NvmlError> {
+    let mut reads = Reads::default();
+    let uuid = device.uuid()?;
+    let profile = reads.take(&["name"], device.name())?.and_then(|name| {
+        name.rsplit_once("MIG ")
+            .map(|(_, profile)| profile.trim().to_string())
+    });
+    let gpu_instance = reads.take(&["gpu_instance"], device.gpu_instance_id())?;
+    let compute_instance = reads.take(&["compute_instance"], device.compute_instance_id())?;
+    let mut readings = Readings::default();
+    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent].map(Metric::name);
+    if let Some(memory) = reads.take(&memory, device.memory())? {
+        readings.set(Metric::MemoryUsedMib, mib(memory.used));
+        if let Some(percent) = percent_used(memory.used, memory.total) {
+            readings.set(Metric::MemoryUsedPercent, percent);
+        }
+    }
+    let absent = |metrics: &[Metric], why: &str| -> Vec<ReadError> {
+        metrics
+            .iter()
+            .map(|m| ReadError {
+                what: m.name().to_string(),
+                error: why.to_string(),
+            })
+            .collect()
+    };
+    let mut unreported = absent(
+        &[Metric::GpuUtilization, Metric::MemoryUtilization],
+        "NVML does not report utilization on MIG devices; use sm_activity",
+    );
+    unreported.extend(absent(
+        &[
+            Metric::Temperature,
+            Metric::PowerDraw,
+            Metric::PcieTxMbps,
+            Metric::PcieRxMbps,
+            Metric::NvlinkTxMbps,
+            Metric::NvlinkRxMbps,
+        ],
+        "a whole-GPU reading: select the GPU for it",
+    ));
+    match gpu_instance {
+        Some(gi) => {
+            let mut out = RateOut {
+                readings: &mut readings,
+                unreported: &mut unreported,
+                errors: &mut reads.errors,
+            };
+            rates.read_mig(nvml, parent, parent_uuid, gi, now, &mut out)?;
+        }
+        None => unreported.extend(absent(
+            &[
+                Metric::SmActivity,
+                Metric::SmOccupancy,
+                Metric::TensorActivity,
+                Metric::DramBandwidthUtilization,
+            ],
+            "GPM on MIG needs the GPU-instance id, which NVML did not give",
+        )),
+    }
+    Ok(MigSample {
+        slot,
+        uuid,
+        profile,
+        gpu_instance,
+        compute_instance,
+        readings,
+        read_errors: reads.errors,
+        unreported,
+        allocations: Vec::new(),
+    })
 }
 
 fn read_metrics(device: &Device<'_>, reads: &mut Reads) -> Result<GpuHealth, NvmlError> {

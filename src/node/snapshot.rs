@@ -64,6 +64,50 @@ impl Attribution {
     }
 }
 
+/// One MIG device (a compute instance of a GPU instance) of a GPU. A pod
+/// holding it is attributed to it, not to its GPU, and reads its readings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigSample {
+    /// Its index among the GPU's MIG device slots.
+    pub slot: u32,
+    /// `MIG-…`.
+    pub uuid: String,
+    /// The profile, e.g. `3g.40gb` (from its name).
+    pub profile: Option<String>,
+    pub gpu_instance: Option<u32>,
+    pub compute_instance: Option<u32>,
+    /// Memory, and GPM activity where the GPU has GPM; utilization is
+    /// never reported on MIG.
+    pub readings: Readings,
+    pub read_errors: Vec<ReadError>,
+    pub unreported: Vec<ReadError>,
+    pub allocations: Vec<Allocation>,
+}
+
+impl MigSample {
+    /// `"MIG 3g.40gb (MIG-…)"`.
+    pub fn label(&self) -> String {
+        format!(
+            "MIG {} ({})",
+            self.profile.as_deref().unwrap_or("device"),
+            self.uuid
+        )
+    }
+
+    /// Why `what` is absent on this MIG device, if known.
+    pub fn why_absent(&self, what: &str) -> Option<String> {
+        let find = |errors: &[ReadError]| {
+            errors
+                .iter()
+                .find(|e| e.what == what)
+                .map(|e| e.error.clone())
+        };
+        find(&self.read_errors)
+            .map(|e| format!("reading it failed: {e}"))
+            .or_else(|| find(&self.unreported))
+    }
+}
+
 /// One GPU in one sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuSample {
@@ -71,9 +115,10 @@ pub struct GpuSample {
     pub uuid: Option<String>,
     pub name: Option<String>,
     pub health: GpuHealth,
-    /// MIG device UUIDs on this GPU (`MIG-…`), when MIG is on.
-    pub mig_devices: Vec<String>,
-    /// Containers the kubelet gave this GPU (or one of its MIG devices) to.
+    /// The MIG devices on this GPU, when MIG is on.
+    pub mig: Vec<MigSample>,
+    /// Containers the kubelet gave this whole GPU to (those holding one of
+    /// its MIG devices are on the device).
     pub allocations: Vec<Allocation>,
     /// Readings that failed on an otherwise healthy GPU; those metrics are
     /// absent for it, and this says why.
@@ -183,7 +228,7 @@ impl GpuSample {
                 readings,
                 mig_enabled: Some(false),
             },
-            mig_devices: vec![],
+            mig: vec![],
             allocations: vec![],
             read_errors: vec![],
             unreported: vec![],

@@ -215,6 +215,17 @@ impl Device<'_> {
     /// UUIDs (`MIG-…`) of the MIG devices on this GPU. Optional, like
     /// `mig_enabled`.
     pub fn mig_device_uuids(&self) -> Result<Vec<String>, NvmlError> {
+        self.mig_devices()?
+            .iter()
+            .map(|(_, mig)| mig.uuid())
+            .collect()
+    }
+
+    /// The MIG devices on this GPU, with their slot index: every index up
+    /// to `nvmlDeviceGetMaxMigDeviceCount`, skipping empty slots (NOT_FOUND;
+    /// they can be anywhere, not only at the end). Optional, like
+    /// `mig_enabled`.
+    pub fn mig_devices(&self) -> Result<Vec<(u32, Device<'_>)>, NvmlError> {
         let optional = self.nvml.library.optional();
         let max_count = optional
             .max_mig_device_count
@@ -232,7 +243,7 @@ impl Device<'_> {
         let code = unsafe { max_count(self.handle, &mut count) };
         self.nvml
             .check(sys::symbols::DEVICE_GET_MAX_MIG_DEVICE_COUNT, code)?;
-        let mut uuids = Vec::new();
+        let mut devices = Vec::new();
         for index in 0..count {
             let mut handle: nvmlDevice_t = std::ptr::null_mut();
             // SAFETY: `handle` is a valid out-pointer.
@@ -246,13 +257,15 @@ impl Device<'_> {
                 Err(e) if e.code() == Some(ReturnCode::NotFound) => continue,
                 Err(e) => return Err(e),
             }
-            let mig = Device {
-                nvml: self.nvml,
-                handle,
-            };
-            uuids.push(mig.uuid()?);
+            devices.push((
+                index,
+                Device {
+                    nvml: self.nvml,
+                    handle,
+                },
+            ));
         }
-        Ok(uuids)
+        Ok(devices)
     }
 
     /// The GPU-instance id of this MIG device. Optional.

@@ -291,6 +291,55 @@ fn select_and_aggregate(
                     reason: reason.describe(trigger),
                 });
             }
+            // A pod holding a MIG device reads that device, not its GPU.
+            if let Some(selector) = &trigger.selector {
+                for mig in &gpu.mig {
+                    if matches!(gpus, GpuSelector::Index(index) if index != gpu.index)
+                        || !mig
+                            .allocations
+                            .iter()
+                            .any(|a| selector.matches(&a.namespace, &a.pod))
+                    {
+                        continue;
+                    }
+                    *selected += 1;
+                    let value = mig.readings.get(metric);
+                    let name = format!("{} {}", label(node.name, gpu), mig.label());
+                    let (counted, reason) = match (&gpu.health, value) {
+                        (GpuHealth::Healthy { .. }, Some(value)) => {
+                            values.push(value);
+                            (true, String::from("counted"))
+                        }
+                        (GpuHealth::Healthy { .. }, None) => {
+                            let why = mig
+                                .why_absent(metric.name())
+                                .map_or_else(String::new, |why| format!(" ({why})"));
+                            let reason = format!("does not report {metric}{why}");
+                            excluded.push(format!("{name} {reason}"));
+                            (false, reason)
+                        }
+                        (GpuHealth::Lost { error } | GpuHealth::Failed { error }, _) => {
+                            excluded.push(format!("{name} is on a failing GPU: {error}"));
+                            (false, format!("its GPU is failing: {error}"))
+                        }
+                    };
+                    if detail == Detail::Explained {
+                        explained.push(Explained {
+                            node: node.name.to_string(),
+                            index: gpu.index,
+                            uuid: mig.uuid.clone(),
+                            pods: mig
+                                .allocations
+                                .iter()
+                                .map(|a| format!("{}/{}", a.namespace, a.pod))
+                                .collect(),
+                            value,
+                            counted,
+                            reason,
+                        });
+                    }
+                }
+            }
         }
     }
     if *selected == 0 && trigger.selector.is_some() {
