@@ -193,7 +193,7 @@ fn a_deployment_name_that_prefixes_another_does_not_match_it() {
 #[test]
 fn mig_and_time_sliced_ids_map_to_their_gpus() {
     let scenario = format!(
-        "gpu 0 uuid={} util=40\ngpu 1 uuid={} mig=1 mig_uuids=MIG-aa,MIG-bb mem_total_mib=1000 mem_used_mib=500\n",
+        "gpu 0 uuid={} util=40\ngpu 1 uuid={} mig=1 mig_uuids=MIG-aa,MIG-bb mem_total_mib=1000 mem_used_mib=900\nmig 1 1 uuid=MIG-bb mem_total_mib=1000 mem_used_mib=500\n",
         uuid(0, 0),
         uuid(1, 0)
     );
@@ -208,7 +208,8 @@ fn mig_and_time_sliced_ids_map_to_their_gpus() {
         ("aggregation", "sum"),
         ("targetValue", "80"),
     ];
-    // GPU 0 (time-sliced id) uses 0% of its memory, MIG GPU 1 50%.
+    // GPU 0 (time-sliced id) uses 0% of its memory; the pod on MIG-bb reads
+    // its own slice (50%), not its GPU (90%).
     wait_for_value(&nodes[0].client(), &pairs, 50.0);
     let utilization = [("workload", "vllm"), ("aggregation", "max")];
     // GPU 1 is MIG: no utilization; GPU 0 via its ::3 time-slice id counts.
@@ -386,7 +387,7 @@ fn hpa_replicas_from_cluster_answers() {
 #[test]
 fn index_strategy_ids_attribute_to_nvml_indexes() {
     let scenario = format!(
-        "gpu 0 uuid={} util=40\ngpu 1 uuid={} util=70\ngpu 2 uuid={} mig=1 mig_uuids=MIG-aa mem_total_mib=1000 mem_used_mib=250\n",
+        "gpu 0 uuid={} util=40\ngpu 1 uuid={} util=70\ngpu 2 uuid={} mig=1 mem_total_mib=1000 mem_used_mib=900\nmig 2 0 uuid=MIG-aa mem_total_mib=1000 mem_used_mib=250\n",
         uuid(0, 0),
         uuid(1, 0),
         uuid(2, 0)
