@@ -37,6 +37,7 @@ CHART = os.path.join(ROOT, "deploy", "helm", "keda-gpu-scaler")
 MANIFESTS = os.path.join(ROOT, "deploy", "manifests.yaml")
 KEDA_CRDS = os.path.join(ROOT, "..", "shared", "keda")
 PERCENT_METRICS = {"gpu_utilization", "memory_utilization", "memory_used_percent",
+                   "sm_activity", "sm_occupancy", "tensor_activity", "dram_bandwidth_utilization",
                    "kv_cache_usage_percent"}
 PROFILE_METRICS = {
     "vllm-inference": "gpu_utilization",

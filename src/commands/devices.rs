@@ -296,7 +296,9 @@ mod tests {
         );
         assert!(
             json.contains(r#""power_draw":71.5,"sm_activity":null"#)
-                && json.contains(r#""nvlink_rx_mbps":null,"read_errors":[],"unreported":[],"mig":[]}"#),
+                && json.contains(
+                    r#""nvlink_rx_mbps":null,"read_errors":[],"unreported":[],"mig":[]}"#
+                ),
             "{json}"
         );
         assert!(
