@@ -11,6 +11,7 @@
 //!   a list of nodes answers it (evaluation, aggregation, HPA arithmetic);
 //! - `cluster`: the peer view, one report type for this node and peers, and
 //!   the choice of scope (this node, or the cluster);
+//! - `observe`: the `/metrics` page for people (not for scaling);
 //! - `grpc`: the servers KEDA and probes call, streams, replies and TLS;
 //! - `commands`: the command line.
 //!
@@ -22,5 +23,6 @@ pub mod engine;
 pub mod grpc;
 pub mod node;
 pub mod nvml;
+pub mod observe;
 pub mod proto;
 pub mod scaling;

@@ -250,6 +250,7 @@ fn a_service_name_without_addresses_through_system_dns() {
             .arg(&fake.library)
             .arg("--pod-resources-socket")
             .arg(&socket)
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn serve"),

@@ -16,7 +16,7 @@ USAGE:
                             [--probe-listen ADDR] [--node-name NAME] [--peers LIST]
                             [--peer-timeout D] [--peer-server-name NAME]
                             [--pod-resources-socket PATH]
-                            [--gpu-resource-names LIST]
+                            [--gpu-resource-names LIST] [--metrics-listen ADDR]
     keda-gpu-scaler devices [--json] [--nvml-library PATH]
     keda-gpu-scaler query [--address HOST:PORT] [--metadata KEY=VALUE]... [--replicas N]
                           [--name NAME] [--namespace NS] [--timeout D]
@@ -56,6 +56,9 @@ SERVE (the default):
     --gpu-resource-names LIST
                            resource names that are GPUs besides nvidia.com/gpu
                            and nvidia.com/mig-* [env KEDA_GPU_SCALER_GPU_RESOURCE_NAMES]
+    --metrics-listen ADDR  serve a Prometheus page (GET /metrics) for people
+                           here; scaling never needs it [env
+                           KEDA_GPU_SCALER_METRICS_LISTEN] [default: off]
 
 DEVICES: one NVML read, printed as a table (or JSON with --json).
 
@@ -94,6 +97,8 @@ pub struct ServeArgs {
     pub nvml_library: Option<PathBuf>,
     pub tls: Option<TlsFiles>,
     pub probe_listen: Option<String>,
+    /// Serve the Prometheus page here.
+    pub metrics_listen: Option<String>,
     /// `None`: the hostname.
     pub node_name: Option<String>,
     pub peers: Vec<String>,
@@ -187,6 +192,12 @@ fn serve_args(
     if let Some(address) = &probe_listen {
         check_address("--probe-listen", address)?;
     }
+    let metrics_listen = flags
+        .take_value("--metrics-listen")?
+        .or_else(|| env("KEDA_GPU_SCALER_METRICS_LISTEN").filter(|v| !v.is_empty()));
+    if let Some(address) = &metrics_listen {
+        check_address("--metrics-listen", address)?;
+    }
     let sample_interval = match flags
         .take_value("--sample-interval")?
         .or_else(|| env("KEDA_GPU_SCALER_SAMPLE_INTERVAL"))
@@ -200,6 +211,7 @@ fn serve_args(
         nvml_library: nvml_library(flags, env)?,
         tls: server_tls(flags, env)?,
         probe_listen,
+        metrics_listen,
         node_name: flags
             .take_value("--node-name")?
             .or_else(|| env("NODE_NAME").filter(|v| !v.is_empty())),
@@ -473,6 +485,7 @@ mod tests {
             nvml_library: None,
             tls: None,
             probe_listen: None,
+            metrics_listen: None,
             node_name: None,
             peers: vec![],
             peer_timeout: Duration::from_millis(500),

@@ -25,6 +25,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
             extra: args.gpu_resource_names.clone(),
         },
         engine_resolver: None,
+        metrics_listen: args.metrics_listen.clone(),
     };
     let running = server::start(&config)?;
     let host = args.listen.rsplit_once(':').map_or("", |(host, _)| host);
@@ -38,6 +39,10 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         running.port(),
         format_duration(args.sample_interval)
     );
+    if let (Some(address), Some(port)) = (&args.metrics_listen, running.metrics_port()) {
+        let host = address.rsplit_once(':').map_or("", |(host, _)| host);
+        log::info!("serving the Prometheus page on http://{host}:{port}/metrics");
+    }
     if let (Some(address), Some(port)) = (&args.probe_listen, running.probe_port()) {
         let host = address.rsplit_once(':').map_or("", |(host, _)| host);
         log::info!("serving grpc.health.v1 for probes on {host}:{port} (plaintext)");

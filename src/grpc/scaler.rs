@@ -4,12 +4,14 @@
 //! never block.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink};
 
 use crate::cluster::scope::Scope;
 use crate::grpc::reply::{answer, config_status, eval_status, reply};
 use crate::grpc::streams::{forward, ActiveWatch, StreamHub};
+use crate::observe::stats::{Stats, TriggerAnswer};
 use crate::proto::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
@@ -24,14 +26,60 @@ pub struct ScalerService {
     scope: Scope,
     streams: StreamHub,
     triggers: Arc<TriggerCache>,
+    stats: Arc<Stats>,
+}
+
+/// Records a call's code and latency, and what the trigger was told.
+fn record<T>(
+    stats: &Stats,
+    method: &'static str,
+    started: Instant,
+    scaled_object: &ScaledObjectRef,
+    parsed: Option<&Parsed>,
+    result: &Result<T, RpcStatus>,
+    told: impl FnOnce(&T) -> Option<TriggerAnswer>,
+) {
+    let code = match result {
+        Ok(_) => "OK",
+        Err(status) => code_name(status.code()),
+    };
+    stats.request(method, code, started.elapsed());
+    let Some(parsed) = parsed else { return };
+    let answer = match result {
+        Ok(response) => told(response),
+        Err(_) => Some(TriggerAnswer::Error(code)),
+    };
+    if let Some(answer) = answer {
+        let key = (
+            scaled_object.namespace().to_string(),
+            scaled_object.name().to_string(),
+            parsed.metric_name.clone(),
+        );
+        stats.trigger(key, parsed.trigger.target, answer);
+    }
+}
+
+fn code_name(code: RpcStatusCode) -> &'static str {
+    match code {
+        RpcStatusCode::OK => "OK",
+        RpcStatusCode::INVALID_ARGUMENT => "INVALID_ARGUMENT",
+        RpcStatusCode::UNAVAILABLE => "UNAVAILABLE",
+        RpcStatusCode::UNIMPLEMENTED => "UNIMPLEMENTED",
+        RpcStatusCode::DEADLINE_EXCEEDED => "DEADLINE_EXCEEDED",
+        RpcStatusCode::CANCELLED => "CANCELLED",
+        RpcStatusCode::RESOURCE_EXHAUSTED => "RESOURCE_EXHAUSTED",
+        RpcStatusCode::INTERNAL => "INTERNAL",
+        _ => "OTHER",
+    }
 }
 
 impl ScalerService {
-    pub fn new(scope: Scope, streams: StreamHub) -> Self {
+    pub fn new(scope: Scope, streams: StreamHub, stats: Arc<Stats>) -> Self {
         Self {
             scope,
             streams,
             triggers: Arc::default(),
+            stats,
         }
     }
 
@@ -68,16 +116,39 @@ impl ExternalScaler for ScalerService {
         req: ScaledObjectRef,
         sink: UnarySink<IsActiveResponse>,
     ) {
+        let started = Instant::now();
         let parsed = match self.trigger(&req) {
             Ok(parsed) => parsed,
-            Err(status) => return reply(&ctx, sink, Err(status)),
+            Err(status) => {
+                let result = Err(status);
+                record(
+                    &self.stats,
+                    "IsActive",
+                    started,
+                    &req,
+                    None,
+                    &result,
+                    |_: &IsActiveResponse| None,
+                );
+                return reply(&ctx, sink, result);
+            }
         };
         let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
+        let stats = Arc::clone(&self.stats);
         ctx.spawn(async move {
             let value = outcome.await.value;
             let result = value
                 .map(|value| is_active_response(parsed.trigger.is_active(value)))
                 .map_err(|e| eval_status(&e));
+            record(
+                &stats,
+                "IsActive",
+                started,
+                &req,
+                Some(&parsed),
+                &result,
+                |r| Some(TriggerAnswer::Active(r.result())),
+            );
             answer(sink, result).await;
         });
     }
@@ -118,7 +189,18 @@ impl ExternalScaler for ScalerService {
         req: ScaledObjectRef,
         sink: UnarySink<GetMetricSpecResponse>,
     ) {
-        reply(&ctx, sink, self.metric_spec(&req));
+        let started = Instant::now();
+        let result = self.metric_spec(&req);
+        record(
+            &self.stats,
+            "GetMetricSpec",
+            started,
+            &req,
+            None,
+            &result,
+            |_| None,
+        );
+        reply(&ctx, sink, result);
     }
 
     fn get_metrics(
@@ -127,9 +209,23 @@ impl ExternalScaler for ScalerService {
         req: GetMetricsRequest,
         sink: UnarySink<GetMetricsResponse>,
     ) {
+        let started = Instant::now();
+        let so = req.scaledObjectRef().clone();
         let parsed = match self.trigger(req.scaledObjectRef()) {
             Ok(parsed) => parsed,
-            Err(status) => return reply(&ctx, sink, Err(status)),
+            Err(status) => {
+                let result = Err(status);
+                record(
+                    &self.stats,
+                    "GetMetrics",
+                    started,
+                    &so,
+                    None,
+                    &result,
+                    |_: &GetMetricsResponse| None,
+                );
+                return reply(&ctx, sink, result);
+            }
         };
         // KEDA strips its `sN-` prefix, so it asks for exactly the name
         // GetMetricSpec gave; anything else is a caller's mistake.
@@ -142,15 +238,40 @@ impl ExternalScaler for ScalerService {
                     req.metricName()
                 ),
             );
-            return reply(&ctx, sink, Err(status));
+            let result = Err(status);
+            record(
+                &self.stats,
+                "GetMetrics",
+                started,
+                &so,
+                None,
+                &result,
+                |_: &GetMetricsResponse| None,
+            );
+            return reply(&ctx, sink, result);
         }
         let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
+        let stats = Arc::clone(&self.stats);
         ctx.spawn(async move {
             let result = outcome
                 .await
                 .value
-                .map(|value| metrics_response(parsed.metric_name.clone(), value));
-            answer(sink, result.map_err(|e| eval_status(&e))).await;
+                .map(|value| metrics_response(parsed.metric_name.clone(), value))
+                .map_err(|e| eval_status(&e));
+            record(
+                &stats,
+                "GetMetrics",
+                started,
+                &so,
+                Some(&parsed),
+                &result,
+                |r| {
+                    r.metricValues()
+                        .first()
+                        .map(|v| TriggerAnswer::Value(v.metricValueFloat()))
+                },
+            );
+            answer(sink, result).await;
         });
     }
 

@@ -21,6 +21,9 @@ use crate::node::attribution::GpuResources;
 use crate::node::kubelet::DEFAULT_SOCKET;
 use crate::node::sampler::{Sampler, SamplerConfig};
 use crate::node::snapshot::SnapshotCell;
+use crate::observe::listener::MetricsListener;
+use crate::observe::page::{self, Sources};
+use crate::observe::stats::Stats;
 use crate::proto::externalscaler_grpc::create_external_scaler;
 use crate::proto::health_grpc::create_health;
 use crate::proto::node_grpc::create_node;
@@ -55,6 +58,8 @@ pub struct ServeConfig {
     pub gpu_resources: GpuResources,
     /// How engine endpoints are resolved; `None`: the system's DNS.
     pub engine_resolver: Option<Resolver>,
+    /// Serve the Prometheus page here (`GET /metrics`); `None`: off.
+    pub metrics_listen: Option<String>,
 }
 
 impl ServeConfig {
@@ -73,6 +78,7 @@ impl ServeConfig {
             pod_resources_socket: PathBuf::from(DEFAULT_SOCKET),
             gpu_resources: GpuResources::default(),
             engine_resolver: None,
+            metrics_listen: None,
         }
     }
 }
@@ -85,6 +91,7 @@ pub struct RunningServer {
     streams: StreamHub,
     cluster: Option<Arc<Cluster>>,
     engines: Arc<Scraper>,
+    metrics: Option<MetricsListener>,
     sampler: Option<Sampler>,
     port: u16,
 }
@@ -144,7 +151,8 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         scope.clone(),
         config.sample_interval,
     );
-    let scaler = ScalerService::new(scope.clone(), streams.clone());
+    let stats = Arc::new(Stats::default());
+    let scaler = ScalerService::new(scope.clone(), streams.clone(), Arc::clone(&stats));
     let health = HealthService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
     let node = NodeService::new(config.node_name.clone(), Arc::clone(&snapshots), scope);
 
@@ -169,9 +177,26 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         streams,
         cluster,
         engines,
+        metrics: None,
         sampler: None,
         port,
     };
+    if let Some(address) = &config.metrics_listen {
+        let sources = Sources {
+            node: config.node_name.clone(),
+            snapshots: Arc::clone(&snapshots),
+            stats: Arc::clone(&stats),
+            engines: Arc::clone(&running.engines),
+            cluster: running.cluster.clone(),
+            open_streams: {
+                let streams = running.streams.clone();
+                Arc::new(move || streams.open_streams())
+            },
+        };
+        let listener = MetricsListener::start(address, Arc::new(move || page::render(&sources)))
+            .map_err(|e| format!("cannot serve /metrics on {address}: {e}"))?;
+        running.metrics = Some(listener);
+    }
     running.sampler = Some(
         Sampler::start(
             SamplerConfig {
@@ -268,6 +293,11 @@ impl RunningServer {
         &self.streams
     }
 
+    /// The `/metrics` port, when `metrics_listen` was given.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|m| m.address().port())
+    }
+
     /// The engine scraper.
     pub fn engines(&self) -> &Arc<Scraper> {
         &self.engines
@@ -286,6 +316,7 @@ impl RunningServer {
     }
 
     fn shutdown_in_order(&mut self) {
+        self.metrics.take();
         if let Some(cluster) = &self.cluster {
             cluster.shutdown();
         }
