@@ -282,7 +282,8 @@ fn query_and_devices_show_every_new_metric() {
 /// 1 empty, as after deleting an instance), busy and idle.
 const MIG_GPU: &str = "gpu 0 uuid=GPU-m name=\"NVIDIA H200\" mig=1 gpm=1 sm=50 mem_used_mib=34000 util=90\n\
 mig 0 0 uuid=MIG-busy profile=3g.40gb gi=1 ci=0 mem_total_mib=40000 mem_used_mib=30000 sm=80 occupancy=60 tensor=70 dram=55\n\
-mig 0 2 uuid=MIG-idle profile=3g.40gb gi=2 ci=0 mem_total_mib=40000 mem_used_mib=4000 sm=10 occupancy=5 tensor=2 dram=3\n";
+mig 0 2 uuid=MIG-idle profile=3g.40gb gi=2 ci=0 mem_total_mib=40000 mem_used_mib=4000 sm=10 occupancy=5 tensor=2 dram=3\n\
+mig 0 3 uuid=MIG-sibling profile=1c.3g.40gb gi=1 ci=1 mem_total_mib=40000 mem_used_mib=30000\n";
 
 #[test]
 fn a_pod_on_a_mig_device_reads_its_own_slice() {
@@ -294,6 +295,8 @@ fn a_pod_on_a_mig_device_reads_its_own_slice() {
         ("default", "vllm-0", "MIG-busy"),
         // deviceIDStrategy: index, GPU 0 MIG slot 2.
         ("default", "batch-0", "0:2"),
+        // A second compute instance in the busy one's GPU instance.
+        ("default", "sibling-0", "MIG-sibling"),
     ]);
     let mut config = local_config(&fake.library);
     config.pod_resources_socket = socket;
@@ -307,6 +310,9 @@ fn a_pod_on_a_mig_device_reads_its_own_slice() {
         ("batch", "sm_activity", 10.0),
         ("batch", "dram_bandwidth_utilization", 3.0),
         ("batch", "memory_used_percent", 10.0),
+        // GPM measures GPU instances: both compute instances of GPU
+        // instance 1 read its activity, every pass.
+        ("sibling", "sm_activity", 80.0),
     ] {
         wait_for_value(
             &client,

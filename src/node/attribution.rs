@@ -4,7 +4,7 @@
 //! with literal inputs.
 
 use crate::node::kubelet::PodDevice;
-use crate::node::snapshot::{Allocation, GpuSample, MigSample, Unplaced};
+use crate::node::snapshot::{Allocation, GpuHealth, GpuSample, MigSample, Unplaced};
 
 /// Resource names whose device ids are NVIDIA GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,18 +90,21 @@ enum Target {
     Mig(usize, usize),
 }
 
-/// The MIG device of GPU `gpu` that `matches`; the GPU itself when it has
-/// no MIG device information (an older peer); `None` when it has MIG
-/// devices and none matches.
+/// The MIG device of GPU `gpu` that `matches`; `None` when none does.
+/// Only a GPU that is not healthy (lost, failing), whose MIG devices could
+/// not be read, stands in for them: its fault then counts for their pods,
+/// and a whole GPU's readings are never taken for a slice's.
 fn mig_target(
     gpus: &[GpuSample],
     gpu: usize,
     matches: impl Fn(&MigSample) -> bool,
 ) -> Option<Target> {
-    let migs = &gpus[gpu].mig;
-    match migs.iter().position(matches) {
+    let sample = &gpus[gpu];
+    match sample.mig.iter().position(matches) {
         Some(mig) => Some(Target::Mig(gpu, mig)),
-        None if migs.is_empty() => Some(Target::Gpu(gpu)),
+        None if sample.mig.is_empty() && !matches!(sample.health, GpuHealth::Healthy { .. }) => {
+            Some(Target::Gpu(gpu))
+        }
         None => None,
     }
 }
@@ -297,6 +300,29 @@ mod tests {
         assert!(pods(1).is_empty());
         assert_eq!(pods_on_mig(&gpus[1], 0), ["old-1"]);
         assert_eq!(pods_on_mig(&gpus[1], 1), ["small-1"]);
+    }
+
+    #[test]
+    fn a_gpu_stands_in_for_its_mig_devices_only_when_it_is_not_healthy() {
+        let healthy = |mut gpu: GpuSample| {
+            gpu.health = GpuHealth::Healthy {
+                readings: Default::default(),
+                mig_enabled: Some(true),
+            };
+            gpu
+        };
+        // In MIG mode, healthy, but its MIG devices could not be read: the
+        // pod is unplaced rather than given the whole GPU's readings.
+        let mut gpus = vec![healthy(gpu(0, "GPU-a", &[]))];
+        let devices = vec![device("small", "nvidia.com/mig-1g.10gb", "MIG-GPU-a/1/0")];
+        let unplaced = attribute(&mut gpus, &devices, &GpuResources::default());
+        assert_eq!(unplaced.len(), 1);
+        assert!(gpus[0].allocations.is_empty());
+        // Lost: the pod is on the GPU, so its fault is the pod's.
+        let mut gpus = vec![gpu(0, "GPU-a", &[])];
+        let unplaced = attribute(&mut gpus, &devices, &GpuResources::default());
+        assert!(unplaced.is_empty());
+        assert_eq!(pods_on(&gpus[0]), ["small"]);
     }
 
     #[test]

@@ -61,9 +61,25 @@ pub struct Rates {
 struct GpuRates {
     /// Asked once per session.
     gpm_support: Option<Result<bool, String>>,
+    /// The previous GPM sample and when it was taken.
     gpm: Option<(GpmSample, Instant)>,
+    /// This pass's GPM result, for the other compute instances of the same
+    /// GPU instance (GPM measures GPU instances, not compute instances).
+    gpm_pass: Option<(Instant, GpmResult)>,
     counters: HashMap<c_uint, Counter>,
 }
+
+/// What one GPM read gave.
+#[derive(Clone, Default)]
+struct GpmResult {
+    values: Vec<(Metric, f64)>,
+    unreported: Vec<ReadError>,
+    errors: Vec<ReadError>,
+}
+
+/// The largest GPM percentage taken as real; above it the samples did
+/// not belong together (an instance recreated, a GPU reset).
+const GPM_MAX_PERCENT: f64 = 100.5;
 
 /// Where one GPU's rates go.
 pub struct RateOut<'a> {
@@ -127,16 +143,17 @@ impl Rates {
         nvml: &Nvml,
         device: &Device<'_>,
         uuid: &str,
-        now: Instant,
         out: &mut RateOut<'_>,
     ) -> Result<(), NvmlError> {
         let state = self.gpus.entry(uuid.to_string()).or_default();
-        read_gpm(nvml, device, None, state, now, out)?;
+        read_gpm(nvml, device, None, state, out)?;
         read_counters(device, state, out)
     }
 
     /// GPM activity of one GPU instance (MIG) of `parent` since its
-    /// previous read. PCIe and NVLink belong to the whole GPU.
+    /// previous read, computed once per pass (`now`) and shared by the
+    /// compute instances of that GPU instance. PCIe and NVLink belong to
+    /// the whole GPU.
     pub fn read_mig(
         &mut self,
         nvml: &Nvml,
@@ -148,7 +165,36 @@ impl Rates {
     ) -> Result<(), NvmlError> {
         let key = format!("{parent_uuid}/gi{gpu_instance}");
         let state = self.gpus.entry(key).or_default();
-        read_gpm(nvml, parent, Some(gpu_instance), state, now, out)
+        if let Some((pass, result)) = &state.gpm_pass {
+            if *pass == now {
+                // Another compute instance of this GPU instance, this pass.
+                for (metric, value) in &result.values {
+                    out.readings.set(*metric, *value);
+                }
+                out.unreported.extend(result.unreported.iter().cloned());
+                out.errors.extend(result.errors.iter().cloned());
+                return Ok(());
+            }
+        }
+        let mut readings = Readings::default();
+        let mut result = GpmResult::default();
+        let mut own = RateOut {
+            readings: &mut readings,
+            unreported: &mut result.unreported,
+            errors: &mut result.errors,
+        };
+        read_gpm(nvml, parent, Some(gpu_instance), state, &mut own)?;
+        result.values = GPM_METRICS
+            .iter()
+            .filter_map(|(_, metric)| readings.get(*metric).map(|v| (*metric, v)))
+            .collect();
+        for (metric, value) in &result.values {
+            out.readings.set(*metric, *value);
+        }
+        out.unreported.extend(result.unreported.iter().cloned());
+        out.errors.extend(result.errors.iter().cloned());
+        state.gpm_pass = Some((now, result));
+        Ok(())
     }
 }
 
@@ -157,7 +203,6 @@ fn read_gpm(
     device: &Device<'_>,
     gpu_instance: Option<u32>,
     state: &mut GpuRates,
-    now: Instant,
     out: &mut RateOut<'_>,
 ) -> Result<(), NvmlError> {
     let metrics = GPM_METRICS.map(|(_, metric)| metric);
@@ -189,6 +234,8 @@ fn read_gpm(
         Ok(sample) => sample,
         Err(e) => return out.failed(&metrics, e, "GPM sampling is not supported"),
     };
+    // Spacing is measured between the samples themselves, not passes.
+    let now = Instant::now();
     let Some((previous, at)) = &state.gpm else {
         state.gpm = Some((sample, now));
         out.unreported(
@@ -211,13 +258,14 @@ fn read_gpm(
         Ok(values) => {
             for ((_, metric), value) in GPM_METRICS.iter().zip(values) {
                 match value {
-                    Ok(value) if value.is_finite() && value >= 0.0 => {
+                    Ok(value) if value.is_finite() && (0.0..=GPM_MAX_PERCENT).contains(&value) => {
                         out.readings.set(*metric, value.min(100.0))
                     }
-                    Ok(value) => out.errors.push(ReadError {
-                        what: metric.name().to_string(),
-                        error: format!("GPM returned {value}, which is not a percentage"),
-                    }),
+                    // Samples that do not belong together (an instance
+                    // recreated, a reset): no rate this pass, not 100%.
+                    Ok(value) => out.unreported([*metric], &format!(
+                        "GPM gave {value}, not a percentage: the previous sample was of another instance or before a reset; the rate resumes next pass"
+                    )),
                     Err(e) => out.failed(&[*metric], e, "GPM does not measure it on this GPU")?,
                 }
             }

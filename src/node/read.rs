@@ -22,7 +22,12 @@ pub fn read_node(nvml: &Nvml, rates: &mut Rates) -> Result<Vec<GpuSample>, NvmlE
     let gpus: Vec<GpuSample> = (0..count)
         .map(|index| read_gpu(nvml, index, rates, now))
         .collect();
-    let present: Vec<&str> = gpus.iter().filter_map(|g| g.uuid.as_deref()).collect();
+    // A GPU that is lost or failing starts its rates afresh when it is back.
+    let present: Vec<&str> = gpus
+        .iter()
+        .filter(|g| matches!(g.health, GpuHealth::Healthy { .. }))
+        .filter_map(|g| g.uuid.as_deref())
+        .collect();
     rates.retain(&present);
     Ok(gpus)
 }
@@ -51,7 +56,7 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
                 unreported: &mut sample.unreported,
                 errors: &mut reads.errors,
             };
-            rates.read(nvml, &device, uuid, now, &mut out)?;
+            rates.read(nvml, &device, uuid, &mut out)?;
         }
         if let (
             GpuHealth::Healthy {
@@ -63,9 +68,19 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
         {
             if let Some(migs) = reads.take(&["mig_devices"], device.mig_devices())? {
                 for (slot, mig) in migs {
-                    sample
-                        .mig
-                        .push(read_mig(nvml, &device, uuid, slot, &mig, rates, now)?);
+                    // A MIG device without a UUID cannot be attributed: its
+                    // pods' ids match nothing, which is their fault, not the
+                    // GPU's.
+                    match mig.uuid() {
+                        Ok(mig_uuid) => sample.mig.push(read_mig(
+                            nvml, &device, uuid, slot, mig_uuid, &mig, rates, now,
+                        )?),
+                        Err(e) if e.is_gpu_lost() => return Err(e),
+                        Err(e) => reads.errors.push(ReadError {
+                            what: format!("mig_device_{slot}"),
+                            error: e.to_string(),
+                        }),
+                    }
                 }
             }
         }
@@ -86,17 +101,18 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
 
 /// One MIG device: identity, memory and (with GPM) activity. Only a lost
 /// GPU fails it; anything else leaves a metric absent with the reason.
+#[allow(clippy::too_many_arguments)]
 fn read_mig(
     nvml: &Nvml,
     parent: &Device<'_>,
     parent_uuid: &str,
     slot: u32,
+    uuid: String,
     device: &Device<'_>,
     rates: &mut Rates,
     now: Instant,
 ) -> Result<MigSample, NvmlError> {
     let mut reads = Reads::default();
-    let uuid = device.uuid()?;
     let profile = reads.take(&["name"], device.name())?.and_then(|name| {
         name.rsplit_once("MIG ")
             .map(|(_, profile)| profile.trim().to_string())
