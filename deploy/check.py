@@ -103,6 +103,13 @@ def check_chart(helm_bin, tmp):
                              capture_output=True, text=True)
     check(refused.returncode != 0 and "tls.requireClientCert=true" in refused.stderr,
           "chart refuses peers over TLS without client certificates, saying why")
+    annotated = helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
+                      "--set", "metrics.annotations=true"], helm_bin)
+    annotations = next(o for o in load_all(annotated) if o["kind"] == "DaemonSet")["spec"]["template"]["metadata"]
+    ports = next(o for o in load_all(rendered) if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    check(annotations.get("annotations", {}).get("prometheus.io/port") == "9400"
+          and any(p["name"] == "metrics" and p["containerPort"] == 9400 for p in ports),
+          "chart serves /metrics on a port named metrics, with optional prometheus.io annotations")
     local_only = helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
                        "--set", "peers.enabled=false", "--set", "podResources.enabled=false"], helm_bin)
     objects = load_all(local_only)
