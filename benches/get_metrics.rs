@@ -1,6 +1,7 @@
 //! GetMetrics latency against the real server (fake NVML, real binary) and
 //! against a grpcio server on the same proto that returns a constant (the
-//! floor), at 1 and 64 concurrent clients; plus the server's peak RSS.
+//! floor), at 1 and 64 concurrent clients, and at 64 while the scaler's
+//! `/metrics` page is scraped every 100 ms; plus the server's peak RSS.
 //!
 //! Run: `cargo bench --bench get_metrics`
 
@@ -36,6 +37,7 @@ fn main() {
         common::gpu_line(2, 55),
         common::gpu_line(3, 10)
     ));
+    let metrics_port = common::free_port();
     let scaler = Command::new(env!("CARGO_BIN_EXE_keda-gpu-scaler"))
         .args([
             "serve",
@@ -43,6 +45,8 @@ fn main() {
             "127.0.0.1:0",
             "--sample-interval",
             "1s",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
         ])
         .env("NVML_LIBRARY_PATH", &fake.library)
         .env("RUST_LOG", "warn,keda_gpu_scaler::commands=info")
@@ -130,6 +134,52 @@ fn main() {
             scaler_cpu / floor_cpu,
         ));
     }
+    // The same 64 clients while a Prometheus-like client scrapes /metrics
+    // every 100 ms: the gRPC path should not notice.
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = std::thread::spawn({
+        let scraping = std::sync::Arc::clone(&scraping);
+        move || {
+            let mut scrapes = 0u64;
+            while scraping.load(std::sync::atomic::Ordering::Relaxed) {
+                let budget = keda_gpu_scaler::engine::http::Budget::new(1 << 24);
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+                if keda_gpu_scaler::engine::http::get(
+                    address,
+                    "bench",
+                    "/metrics",
+                    deadline,
+                    1 << 24,
+                    &budget,
+                )
+                .is_ok()
+                {
+                    scrapes += 1;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            scrapes
+        }
+    });
+    let mut scraped_p99s = Vec::new();
+    for round in 0..ROUNDS {
+        let (floor_latency, scaler_latency) = if round % 2 == 0 {
+            let f = measure(floor.port, 64, CALLS_EACH_OF_64 / ROUNDS);
+            (f, measure(scaler.port, 64, CALLS_EACH_OF_64 / ROUNDS))
+        } else {
+            let s = measure(scaler.port, 64, CALLS_EACH_OF_64 / ROUNDS);
+            (measure(floor.port, 64, CALLS_EACH_OF_64 / ROUNDS), s)
+        };
+        scraped_p99s.push(percentile(&scaler_latency, 0.99) / percentile(&floor_latency, 0.99));
+    }
+    scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap();
+    assert!(scrapes > 0, "/metrics was never scraped");
+    println!(
+        "ratio scaler/floor at 64 clients while /metrics is scraped every 100 ms ({scrapes} scrapes), median of {ROUNDS} rounds: p99 {:.2}",
+        percentile(&scraped_p99s, 0.5)
+    );
     for (clients, p50, p99, cpu) in ratios {
         println!(
             "ratio scaler/floor at {clients} client(s), median of {ROUNDS} alternating rounds: p50 {p50:.2}, p99 {p99:.2} (goal <= 1.1); server CPU {cpu:.2}"
