@@ -177,7 +177,7 @@ fn main() {
 
 /// One fake-engine process listening on 127.0.0.2 … 127.0.0.65, one port.
 fn start_engines(state: &Path) -> (std::process::Child, Vec<SocketAddr>) {
-    let binary = fake_engine_binary();
+    let binary = common::fake_engine_binary(true);
     'ports: loop {
         let port = common::free_port();
         let addresses: Vec<SocketAddr> = (0..REPLICAS)
@@ -202,27 +202,6 @@ fn start_engines(state: &Path) -> (std::process::Child, Vec<SocketAddr>) {
         }
         return (child, addresses);
     }
-}
-
-fn fake_engine_binary() -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target_dir = root.join("target").join("fake-engine-release");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "build",
-            "--quiet",
-            "--offline",
-            "--release",
-            "-p",
-            "fake-engine",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .status()
-        .expect("run cargo to build fake-engine");
-    assert!(status.success(), "building fake-engine failed");
-    target_dir.join("release").join("fake-engine")
 }
 
 fn fetch(address: SocketAddr) -> Result<String, http::HttpError> {

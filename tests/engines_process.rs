@@ -8,38 +8,10 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 
 use common::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
-
-/// Builds the fake-engine binary once per test binary, in its own target
-/// directory (the main one is locked by the running `cargo test`).
-fn fake_engine_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let target_dir = root.join("target").join("fake-engine");
-            let status = Command::new(env!("CARGO"))
-                .current_dir(root)
-                .args([
-                    "build",
-                    "--quiet",
-                    "--offline",
-                    "-p",
-                    "fake-engine",
-                    "--target-dir",
-                ])
-                .arg(&target_dir)
-                .status()
-                .expect("run cargo to build fake-engine");
-            assert!(status.success(), "building fake-engine failed");
-            target_dir.join("debug").join("fake-engine")
-        })
-        .clone()
-}
 
 /// A child process killed (and continued first, if stopped) on drop.
 struct Process(Child);
@@ -62,7 +34,7 @@ impl Drop for Process {
 
 /// One fake vLLM replica process serving what `state` says; its address.
 fn replica(state: &Path) -> (Process, String) {
-    let mut child = Command::new(fake_engine_binary())
+    let mut child = Command::new(fake_engine_binary(false))
         .args(["--engine", "vllm", "--listen", "127.0.0.1:0", "--state"])
         .arg(state)
         .stdout(Stdio::piped())

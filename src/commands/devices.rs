@@ -4,10 +4,10 @@
 
 use crate::commands::args::DevicesArgs;
 use crate::commands::json::{self, JsonObject};
-use crate::node::gpu_metric::Metric;
+use crate::node::gpu_metric::{Metric, Readings};
 use crate::node::rates::{Rates, GPM_MIN_SPACING};
 use crate::node::read::read_node;
-use crate::node::snapshot::{GpuHealth, GpuSample};
+use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
 use crate::nvml::Nvml;
 
 pub fn run(args: &DevicesArgs) -> Result<(), String> {
@@ -40,77 +40,51 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
         "NVML {library}, driver {driver_version}, {} GPU(s)\n",
         gpus.len()
     );
-    out.push_str(&format!(
-        "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8} {:>5} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}  {}\n",
-        "IDX", "UUID", "NAME", "GPU%", "MEM%", "USED_MIB", "USED%", "TEMP_C", "POWER_W", "SM%",
-        "TNSR%", "DRAM%", "PCIE_TX", "PCIE_RX", "NVL_TX", "NVL_RX", "STATUS"
-    ));
+    let header = [
+        "GPU%", "MEM%", "USED_MIB", "USED%", "TEMP_C", "POWER_W", "SM%", "TNSR%", "DRAM%",
+        "PCIE_TX", "PCIE_RX", "NVL_TX", "NVL_RX",
+    ]
+    .map(String::from);
+    row(&mut out, "IDX", "UUID", "NAME", &header, "STATUS");
     for gpu in gpus {
-        let cell =
-            |metric: Metric, decimals: usize| match gpu.readings().and_then(|r| r.get(metric)) {
-                Some(value) => format!("{value:.decimals$}"),
-                None => "n/a".to_string(),
-            };
-        out.push_str(&format!(
-            "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8} {:>5} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}  {}\n",
-            gpu.index,
-            gpu.uuid.as_deref().unwrap_or("?"),
-            gpu.name.as_deref().unwrap_or("?"),
-            cell(Metric::GpuUtilization, 0),
-            cell(Metric::MemoryUtilization, 0),
-            cell(Metric::MemoryUsedMib, 0),
-            cell(Metric::MemoryUsedPercent, 1),
-            cell(Metric::Temperature, 0),
-            cell(Metric::PowerDraw, 1),
-            cell(Metric::SmActivity, 0),
-            cell(Metric::TensorActivity, 0),
-            cell(Metric::DramBandwidthUtilization, 0),
-            cell(Metric::PcieTxMbps, 1),
-            cell(Metric::PcieRxMbps, 1),
-            cell(Metric::NvlinkTxMbps, 1),
-            cell(Metric::NvlinkRxMbps, 1),
-            status(gpu),
-        ));
+        let readings = gpu.readings().copied().unwrap_or_default();
+        let index = gpu.index.to_string();
+        let uuid = gpu.uuid.as_deref().unwrap_or("?");
+        let name = gpu.name.as_deref().unwrap_or("?");
+        row(
+            &mut out,
+            &index,
+            uuid,
+            name,
+            &cells(&readings),
+            &status(gpu),
+        );
         // MIG devices under their GPU: `GPU/slot`.
         for mig in &gpu.mig {
-            let cell = |metric: Metric, decimals: usize| match mig.readings.get(metric) {
-                Some(value) => format!("{value:.decimals$}"),
-                None => "n/a".to_string(),
-            };
             let ids = match (mig.gpu_instance, mig.compute_instance) {
                 (Some(gi), Some(ci)) => format!(" gi{gi} ci{ci}"),
                 _ => String::new(),
             };
             let name = format!("MIG {}{ids}", mig.profile.as_deref().unwrap_or("?"));
-            out.push_str(&format!(
-                "{:<4} {:<40} {:<24} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8} {:>5} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8}  {}\n",
-                format!("{}/{}", gpu.index, mig.slot),
-                mig.uuid,
-                name,
-                cell(Metric::GpuUtilization, 0),
-                cell(Metric::MemoryUtilization, 0),
-                cell(Metric::MemoryUsedMib, 0),
-                cell(Metric::MemoryUsedPercent, 1),
-                cell(Metric::Temperature, 0),
-                cell(Metric::PowerDraw, 1),
-                cell(Metric::SmActivity, 0),
-                cell(Metric::TensorActivity, 0),
-                cell(Metric::DramBandwidthUtilization, 0),
-                cell(Metric::PcieTxMbps, 1),
-                cell(Metric::PcieRxMbps, 1),
-                cell(Metric::NvlinkTxMbps, 1),
-                cell(Metric::NvlinkRxMbps, 1),
-                if mig.read_errors.is_empty() {
-                    String::from("ok")
-                } else {
-                    let failed: Vec<String> = mig
-                        .read_errors
-                        .iter()
-                        .map(|e| format!("{} failed: {}", e.what, e.error))
-                        .collect();
-                    format!("ok ({})", failed.join("; "))
-                },
-            ));
+            let status = if mig.read_errors.is_empty() {
+                String::from("ok")
+            } else {
+                let failed: Vec<String> = mig
+                    .read_errors
+                    .iter()
+                    .map(|e| format!("{} failed: {}", e.what, e.error))
+                    .collect();
+                format!("ok ({})", failed.join("; "))
+            };
+            let slot = format!("{}/{}", gpu.index, mig.slot);
+            row(
+                &mut out,
+                &slot,
+                &mig.uuid,
+                &name,
+                &cells(&mig.readings),
+                &status,
+            );
         }
     }
     // Why a metric reads n/a, once per reason, with the GPUs it applies to.
@@ -136,6 +110,54 @@ pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> 
         out.push_str(&format!("n/a on GPU {}: {line}\n", indexes.join(", ")));
     }
     out
+}
+
+/// The table's metric columns, in header order: `n/a` where absent.
+const COLUMNS: [(Metric, usize); 13] = [
+    (Metric::GpuUtilization, 0),
+    (Metric::MemoryUtilization, 0),
+    (Metric::MemoryUsedMib, 0),
+    (Metric::MemoryUsedPercent, 1),
+    (Metric::Temperature, 0),
+    (Metric::PowerDraw, 1),
+    (Metric::SmActivity, 0),
+    (Metric::TensorActivity, 0),
+    (Metric::DramBandwidthUtilization, 0),
+    (Metric::PcieTxMbps, 1),
+    (Metric::PcieRxMbps, 1),
+    (Metric::NvlinkTxMbps, 1),
+    (Metric::NvlinkRxMbps, 1),
+];
+
+fn cells(readings: &Readings) -> [String; 13] {
+    COLUMNS.map(|(metric, decimals)| match readings.get(metric) {
+        Some(value) => format!("{value:.decimals$}"),
+        None => "n/a".to_string(),
+    })
+}
+
+/// One fixed-width line: identity, the metric columns, a status.
+fn row(out: &mut String, index: &str, uuid: &str, name: &str, cells: &[String; 13], status: &str) {
+    let widths = [6, 6, 9, 6, 6, 8, 5, 5, 5, 8, 8, 8, 8];
+    out.push_str(&format!("{index:<4} {uuid:<40} {name:<24}"));
+    for (cell, width) in cells.iter().zip(widths) {
+        out.push_str(&format!(" {cell:>width$}"));
+    }
+    out.push_str(&format!("  {status}\n"));
+}
+
+/// `[{"what":…, <key>:…}, …]`.
+fn errors_json(errors: &[ReadError], key: &str) -> String {
+    let items: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let mut error = JsonObject::new();
+            error.string("what", Some(&e.what));
+            error.string(key, Some(&e.error));
+            error.finish()
+        })
+        .collect();
+    json::array(&items)
 }
 
 fn status(gpu: &GpuSample) -> String {
@@ -193,28 +215,8 @@ pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> S
             for metric in Metric::ALL {
                 object.number(metric.name(), gpu.readings().and_then(|r| r.get(metric)));
             }
-            let read_errors: Vec<String> = gpu
-                .read_errors
-                .iter()
-                .map(|e| {
-                    let mut error = JsonObject::new();
-                    error.string("what", Some(&e.what));
-                    error.string("error", Some(&e.error));
-                    error.finish()
-                })
-                .collect();
-            object.raw("read_errors", &json::array(&read_errors));
-            let unreported: Vec<String> = gpu
-                .unreported
-                .iter()
-                .map(|e| {
-                    let mut error = JsonObject::new();
-                    error.string("what", Some(&e.what));
-                    error.string("why", Some(&e.error));
-                    error.finish()
-                })
-                .collect();
-            object.raw("unreported", &json::array(&unreported));
+            object.raw("read_errors", &errors_json(&gpu.read_errors, "error"));
+            object.raw("unreported", &errors_json(&gpu.unreported, "why"));
             let migs: Vec<String> = gpu
                 .mig
                 .iter()
@@ -228,20 +230,8 @@ pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> S
                     for metric in Metric::ALL {
                         m.number(metric.name(), mig.readings.get(metric));
                     }
-                    let errors = |list: &[crate::node::snapshot::ReadError], key: &str| -> String {
-                        let items: Vec<String> = list
-                            .iter()
-                            .map(|e| {
-                                let mut error = JsonObject::new();
-                                error.string("what", Some(&e.what));
-                                error.string(key, Some(&e.error));
-                                error.finish()
-                            })
-                            .collect();
-                        json::array(&items)
-                    };
-                    m.raw("read_errors", &errors(&mig.read_errors, "error"));
-                    m.raw("unreported", &errors(&mig.unreported, "why"));
+                    m.raw("read_errors", &errors_json(&mig.read_errors, "error"));
+                    m.raw("unreported", &errors_json(&mig.unreported, "why"));
                     m.finish()
                 })
                 .collect();

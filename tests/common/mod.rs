@@ -63,6 +63,38 @@ fn build_fake(variant: Variant) -> PathBuf {
     library
 }
 
+/// Builds the fake-engine binary (once per test binary and profile) in its
+/// own target directory, as the main one is locked by the running cargo.
+pub fn fake_engine_binary(release: bool) -> PathBuf {
+    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if release { &RELEASE } else { &DEBUG };
+    cell.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (dir, profile) = if release {
+            ("fake-engine-release", "release")
+        } else {
+            ("fake-engine", "debug")
+        };
+        let target_dir = root.join("target").join(dir);
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .current_dir(root)
+            .args(["build", "--quiet", "--offline", "-p", "fake-engine"]);
+        if release {
+            command.arg("--release");
+        }
+        let status = command
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("run cargo to build fake-engine");
+        assert!(status.success(), "building fake-engine failed");
+        target_dir.join(profile).join("fake-engine")
+    })
+    .clone()
+}
+
 /// A private copy of the fake library and its scenario file. A copy at its
 /// own path is a separate dlopen instance, so tests run in parallel.
 pub struct FakeNvml {
