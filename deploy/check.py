@@ -11,16 +11,24 @@
   AverageValue; engine endpoints name a headless Service of the example;
   and the real scaler accepts every external trigger's metadata and, for
   engine triggers, reads a value from a fake engine of that kind;
+- the chart's optional PodMonitor and ServiceMonitor (prometheus-operator)
+  select the scaler pods' metrics port, and validate: strictly against the
+  operator's CRD schemas when --monitor-crds names a folder holding them,
+  else with the JSON-schema validators of the npm package
+  @kubernetes-models/prometheus-operator (--monitor-models, which .ci/run
+  installs), which check types, patterns and required fields but not
+  misspelt ones;
 - the Dockerfile: hadolint, a nonroot distroless final stage, an entrypoint
   naming the binary, and a release binary that needs nothing but glibc.
 
 Usage: check.py --helm HELM --binary BIN --release-binary BIN --fake-nvml LIB
-                --fake-engine BIN
+                --fake-engine BIN (--monitor-models DIR | --monitor-crds DIR)
 """
 
 import argparse
 import copy
 import glob
+import json
 import os
 import re
 import shutil
@@ -124,6 +132,105 @@ def check_chart(helm_bin, tmp):
         with open(path, "w") as f:
             f.write(text)
         paths.append(path)
+    return paths
+
+
+MONITOR_KINDS = ("PodMonitor", "ServiceMonitor")
+
+
+def monitor_validator(crds_dir, models_dir):
+    """A function from a list of monitor objects to a list of errors (None
+    where valid), and what it validates against."""
+    if crds_dir:
+        schemas, versions = {}, set()
+        for path in glob.glob(os.path.join(crds_dir, "*.yaml")):
+            with open(path) as f:
+                crd = yaml.safe_load(f)
+            if crd.get("kind") != "CustomResourceDefinition" or crd["spec"]["names"]["kind"] not in MONITOR_KINDS:
+                continue
+            versions.add(crd["metadata"].get("annotations", {}).get("operator.prometheus.io/version", "?"))
+            for version in crd["spec"]["versions"]:
+                if version["name"] == "v1":
+                    schemas[crd["spec"]["names"]["kind"]] = strict(version["schema"]["openAPIV3Schema"])
+        if set(schemas) != set(MONITOR_KINDS):
+            sys.exit(f"{crds_dir} lacks the PodMonitor and ServiceMonitor CRDs (found {sorted(schemas)})")
+
+        def validate(objects):
+            errors = []
+            for obj in objects:
+                try:
+                    jsonschema.validate(obj, schemas[obj["kind"]])
+                    errors.append(None)
+                except jsonschema.ValidationError as e:
+                    errors.append(f"{'/'.join(map(str, e.absolute_path))}: {e.message}")
+            return errors
+        return validate, f"prometheus-operator {', '.join(sorted(versions))} CRD schemas (strict)"
+    with open(os.path.join(models_dir, "node_modules", "@kubernetes-models", "prometheus-operator",
+                           "package.json")) as f:
+        models_version = json.load(f)["version"]
+    script = (
+        'import { readFileSync } from "node:fs";'
+        'import { PodMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor";'
+        'import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";'
+        'const kinds = { PodMonitor, ServiceMonitor };'
+        'const objects = JSON.parse(readFileSync(0, "utf8"));'
+        'console.log(JSON.stringify(objects.map((o) => {'
+        '  try { new kinds[o.kind](o).validate(); return null; } catch (e) { return e.message; }'
+        '})));'
+    )
+
+    def validate(objects):
+        result = subprocess.run(["node", "--input-type=module", "-e", script], cwd=models_dir,
+                                input=json.dumps(objects), capture_output=True, text=True, check=True)
+        return json.loads(result.stdout)
+    return validate, f"@kubernetes-models/prometheus-operator {models_version} schemas"
+
+
+def check_monitors(helm_bin, tmp, validate, against):
+    """The optional PodMonitor / ServiceMonitor: valid, and selecting the
+    scaler pods' metrics port. Returns the rendered files for the
+    Kubernetes-schema check (monitors left out: they are not built in)."""
+    paths = []
+    for kind, flag in [("PodMonitor", "podMonitor"), ("ServiceMonitor", "serviceMonitor")]:
+        text = helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
+                     "--set", f"metrics.{flag}.enabled=true",
+                     "--set", f"metrics.{flag}.labels.release=kube-prometheus-stack"], helm_bin)
+        objects = load_all(text)
+        monitor = next(o for o in objects if o["kind"] == kind)
+        errors = validate([monitor])
+        check(errors == [None], f"chart's {kind} validates against {against}"
+              + ("" if errors == [None] else f": {errors[0]}"))
+        broken = copy.deepcopy(monitor)
+        endpoints = broken["spec"]["podMetricsEndpoints" if kind == "PodMonitor" else "endpoints"]
+        endpoints[0]["interval"] = "every minute"
+        check(validate([broken])[0] is not None, f"a {kind} with a malformed interval fails the same validation")
+        pod = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]
+        pod_labels = pod["metadata"]["labels"]
+        ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+        endpoint = monitor["spec"]["podMetricsEndpoints" if kind == "PodMonitor" else "endpoints"][0]
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        if kind == "PodMonitor":
+            selects = selector.items() <= pod_labels.items() and endpoint["port"] in ports
+        else:
+            services = [o for o in objects if o["kind"] == "Service" and selector.items() <= o["metadata"]["labels"].items()]
+            selects = (len(services) == 1 and services[0]["spec"]["selector"].items() <= pod_labels.items()
+                       and services[0]["spec"].get("clusterIP") == "None"
+                       and any(p["name"] == endpoint["port"] and p["targetPort"] in ports
+                               for p in services[0]["spec"]["ports"]))
+        check(selects and monitor["metadata"]["labels"].get("release") == "kube-prometheus-stack"
+              and endpoint["path"] == "/metrics",
+              f"chart's {kind} selects every scaler pod's metrics port and carries the selector labels")
+        path = os.path.join(tmp, f"rendered-{flag}.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump_all([o for o in objects if o["kind"] not in MONITOR_KINDS], f)
+        paths.append(path)
+    for sets, why in [(["metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"], "both true"),
+                      (["metrics.podMonitor.enabled=true", "metrics.enabled=false"], "needs metrics.enabled=true")]:
+        args = [helm_bin, "template", "x", CHART]
+        for s in sets:
+            args += ["--set", s]
+        refused = subprocess.run(args, capture_output=True, text=True)
+        check(refused.returncode != 0 and why in refused.stderr, f"chart refuses {' '.join(sets)}, saying why")
     return paths
 
 
@@ -355,9 +462,14 @@ def main():
     parser.add_argument("--release-binary", required=True)
     parser.add_argument("--fake-nvml", required=True)
     parser.add_argument("--fake-engine", required=True)
+    monitors = parser.add_mutually_exclusive_group(required=True)
+    monitors.add_argument("--monitor-models", help="a folder where npm installed @kubernetes-models/prometheus-operator")
+    monitors.add_argument("--monitor-crds", help="a folder holding prometheus-operator's PodMonitor and ServiceMonitor CRDs")
     args = parser.parse_args()
+    validate, against = monitor_validator(args.monitor_crds, args.monitor_models)
     with tempfile.TemporaryDirectory() as tmp:
         rendered = check_chart(args.helm, tmp)
+        rendered += check_monitors(args.helm, tmp, validate, against)
         check_kubernetes_schemas([MANIFESTS, *rendered])
         check_examples(crd_schemas(), tmp)
         check_metadata_accepted(args.binary, args.fake_nvml, args.fake_engine, tmp)

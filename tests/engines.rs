@@ -292,33 +292,45 @@ fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
     assert_eq!(scaler.value(&queue), Ok(8.0));
 
     // Each way a replica can fail, one at a time: it counts as at the
-    // target (5), so the total reads 2+2+2+5 = 11, not 6.
+    // target (5), so the total reads 2+2+2+5 = 11, not 6. The /metrics
+    // page counts each read by its outcome.
+    let reads = |outcome: &str| {
+        let all = scaler.server.engines().reads();
+        all.iter().find(|(o, _)| o.label() == outcome).unwrap().1
+    };
     type Break = Box<dyn Fn(&mut Behaviour)>;
-    let failures: [(&str, Break); 5] = [
+    let failures: [(&str, &str, Break); 5] = [
         (
             "no answer before the deadline",
+            "timeout",
             Box::new(|b| b.answer = Answer::Stall),
         ),
         (
             "HTTP status 503",
+            "http_status",
             Box::new(|b| b.answer = Answer::Status(503)),
         ),
         (
             "malformed HTTP answer",
+            "bad_answer",
             Box::new(|b| b.answer = Answer::Garbage),
         ),
         (
             "the page is not Prometheus text",
+            "not_prometheus",
             Box::new(|b| b.page = Some("vllm:num_requests_waiting{model_name=\"m\" 3\n".into())),
         ),
         (
             "the page has no vllm:num_requests_waiting",
+            "ok",
             Box::new(|b| b.kind = Kind::Sglang),
         ),
     ];
-    for (why, break_it) in &failures {
+    for (why, outcome, break_it) in &failures {
+        let before = reads(outcome);
         fleet.replicas[3].set(|b| break_it(b));
         wait_for_value(&scaler.client, &queue, 11.0);
+        assert!(reads(outcome) > before, "{why}: no {outcome} read counted");
         let explained = explain(scaler.server.port(), &queue).unwrap();
         let missing: Vec<_> = explained
             .replicas()
@@ -340,6 +352,7 @@ fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
     let mut fleet = fleet;
     fleet.replicas.pop();
     wait_for_value(&scaler.client, &queue, 11.0);
+    assert!(reads("connection_error") > 0);
 
     // Above the target, the missing one counts as 0, but never so low
     // that the count would fall: 3 replicas at 20 sum to 60 (not 80).

@@ -11,12 +11,14 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 use common::*;
+use fake_engine::{Answer, Behaviour, Kind, Load, Replica};
 use keda_gpu_scaler::engine::prom;
 use keda_gpu_scaler::grpc::server;
 
 const SCENARIO: &str = "gpu 0 uuid=GPU-h name=\"NVIDIA H200\" util=99 mem_total_mib=1000 mem_used_mib=250 temp=60 power_mw=500000 gpm=1 sm=45 tensor=20 pcie_tx_mbps=300\n\
 gpu 1 uuid=GPU-m name=\"NVIDIA H200\" mig=1 gpm=1\n\
-mig 1 0 uuid=MIG-a profile=3g.71gb gi=1 ci=0 mem_total_mib=1000 mem_used_mib=500 sm=80\n";
+mig 1 0 uuid=MIG-a profile=3g.71gb gi=1 ci=0 mem_total_mib=1000 mem_used_mib=500 sm=80\n\
+fail 0 temperature TIMEOUT\n";
 
 fn scrape(port: u16) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -54,6 +56,17 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
     );
     wait_for_value(&client, &[("workload", "vllm")], 99.0);
     let _ = value(&client, &[("metricType", "nonsense")]);
+    // An engine trigger over one replica that answers and one that says 503.
+    let good = Replica::start("127.0.0.1:0", Behaviour::new(Kind::Vllm, Load::default())).unwrap();
+    let mut failing = Behaviour::new(Kind::Vllm, Load::default());
+    failing.answer = Answer::Status(503);
+    let bad = Replica::start("127.0.0.1:0", failing).unwrap();
+    let endpoints = format!("{},{}", good.address(), bad.address());
+    let engine = value(
+        &client,
+        &[("profile", "vllm-queue"), ("engineEndpoints", &endpoints)],
+    );
+    assert!(engine.is_ok(), "one of two replicas answers: {engine:?}");
 
     let (head, body) = scrape(port);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -76,6 +89,8 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
         "keda_gpu_scaler_trigger_target",
         "keda_gpu_scaler_trigger_active",
         "keda_gpu_scaler_open_streams",
+        "keda_gpu_scaler_engine_replica_reads_total",
+        "keda_gpu_scaler_driver_call_errors_total",
     ];
     let families = prom::families(&body, &wanted).unwrap();
     let family = |name: &str| {
@@ -135,6 +150,34 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
     assert_eq!(
         family("keda_gpu_scaler_grpc_request_duration_seconds").kind,
         prom::Kind::Histogram
+    );
+    // Engine reads by outcome: one of each replica's.
+    let reads = &family("keda_gpu_scaler_engine_replica_reads_total").samples;
+    for outcome in ["ok", "http_status"] {
+        let read = reads
+            .iter()
+            .find(|s| s.label("outcome") == Some(outcome))
+            .unwrap_or_else(|| panic!("{outcome}: {reads:?}"));
+        assert_eq!(read.value, 1.0, "{outcome}: {reads:?}");
+    }
+    // The failing temperature call, by call and code, once per pass.
+    let call_errors = &family("keda_gpu_scaler_driver_call_errors_total").samples;
+    let temperature = call_errors
+        .iter()
+        .find(|s| s.label("call") == Some("nvmlDeviceGetTemperature"))
+        .unwrap_or_else(|| panic!("{call_errors:?}"));
+    assert_eq!(
+        (temperature.label("code"), temperature.label("backend")),
+        (Some("TIMEOUT"), Some("nvml"))
+    );
+    assert!(temperature.value >= 2.0, "{call_errors:?}");
+    // NOT_SUPPORTED is an absent reading, not a failure (GPU 1 is in MIG
+    // mode, where utilization is NOT_SUPPORTED).
+    assert!(
+        call_errors
+            .iter()
+            .all(|s| s.label("code") != Some("NOT_SUPPORTED")),
+        "{call_errors:?}"
     );
 
     // Prometheus' own linter, where installed.

@@ -104,8 +104,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         );
     }
 
+    // The MIG-mode query fails on every pass, for the driver-errors panel.
     let fake = FakeNvml::new(
-        "gpu 0 uuid=GPU-h name=\"NVIDIA H200\" util=90 mem_total_mib=1000 mem_used_mib=500 temp=60 power_mw=500000 gpm=1 sm=45\n",
+        "gpu 0 uuid=GPU-h name=\"NVIDIA H200\" util=90 mem_total_mib=1000 mem_used_mib=500 temp=60 power_mw=500000 gpm=1 sm=45\n\
+         fail 0 mig UNKNOWN\n",
     );
     let kubelet = FakeKubelet::default();
     let socket = fake.dir.join("kubelet.sock");
@@ -114,6 +116,14 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let mut config = local_config(&fake.library);
     config.pod_resources_socket = socket;
     config.metrics_listen = Some("127.0.0.1:0".into());
+    // A cluster of this scaler and a peer that refuses, for the peers panel.
+    let own = free_port();
+    config.listen = format!("127.0.0.1:{own}");
+    config.peers = vec![
+        format!("127.0.0.1:{own}"),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    config.peer_timeout = config.sample_interval / 2;
     let server = server::start(&config).expect("start server");
     let metrics = server.metrics_port().unwrap();
     let client = client(server.port());

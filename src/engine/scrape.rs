@@ -169,8 +169,62 @@ pub struct Scraper {
     state: Mutex<State>,
     idle: Condvar,
     rounds: AtomicU64,
-    fetches: AtomicU64,
+    /// Replica reads by [`ReadOutcome`].
+    outcomes: [AtomicU64; ReadOutcome::ALL.len()],
     running: AtomicUsize,
+}
+
+/// How one replica read ended, for the `/metrics` page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// A page of Prometheus text.
+    Ok,
+    /// No answer before the deadline.
+    Timeout,
+    /// Connecting, sending or reading failed (refused, reset).
+    ConnectionError,
+    /// An HTTP status other than 200.
+    HttpStatus,
+    /// Not HTTP as the client reads it, or larger than allowed.
+    BadAnswer,
+    /// HTTP 200 with a body that is not Prometheus text.
+    NotPrometheus,
+    /// The round's deadline passed before this replica's turn.
+    NotRead,
+}
+
+impl ReadOutcome {
+    pub const ALL: [ReadOutcome; 7] = [
+        Self::Ok,
+        Self::Timeout,
+        Self::ConnectionError,
+        Self::HttpStatus,
+        Self::BadAnswer,
+        Self::NotPrometheus,
+        Self::NotRead,
+    ];
+
+    /// The `outcome` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Timeout => "timeout",
+            Self::ConnectionError => "connection_error",
+            Self::HttpStatus => "http_status",
+            Self::BadAnswer => "bad_answer",
+            Self::NotPrometheus => "not_prometheus",
+            Self::NotRead => "not_read",
+        }
+    }
+
+    fn of_http(error: &http::HttpError) -> Self {
+        match error {
+            http::HttpError::Timeout => Self::Timeout,
+            http::HttpError::Io(_) => Self::ConnectionError,
+            http::HttpError::Status { .. } => Self::HttpStatus,
+            http::HttpError::Malformed(_) | http::HttpError::TooLarge(_) => Self::BadAnswer,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -219,7 +273,7 @@ impl Scraper {
             state: Mutex::new(State::default()),
             idle: Condvar::new(),
             rounds: AtomicU64::new(0),
-            fetches: AtomicU64::new(0),
+            outcomes: Default::default(),
             running: AtomicUsize::new(0),
         })
     }
@@ -229,9 +283,13 @@ impl Scraper {
         self.rounds.load(Ordering::Relaxed)
     }
 
-    /// Replica GETs made so far.
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
+    /// Replica reads so far, by how they ended.
+    pub fn reads(&self) -> [(ReadOutcome, u64); ReadOutcome::ALL.len()] {
+        ReadOutcome::ALL.map(|o| (o, self.outcomes[o as usize].load(Ordering::Relaxed)))
+    }
+
+    fn count(&self, outcome: ReadOutcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The endpoint's latest round with `families` parsed: the cached one
@@ -452,16 +510,22 @@ impl Scraper {
             let Some(address) = addresses.get(index) else {
                 return;
             };
-            let page = if Instant::now() >= deadline {
-                Err(format!(
-                    "not read: the {}ms engineTimeout passed while other replicas were read",
-                    timeout.as_millis()
+            let read = if Instant::now() >= deadline {
+                Err((
+                    ReadOutcome::NotRead,
+                    format!(
+                        "not read: the {}ms engineTimeout passed while other replicas were read",
+                        timeout.as_millis()
+                    ),
                 ))
             } else {
-                self.fetches.fetch_add(1, Ordering::Relaxed);
                 self.read_one(*address, &host, &endpoint.path, families, deadline)
             };
-            lock(&results)[index] = Some(page);
+            self.count(match &read {
+                Ok(_) => ReadOutcome::Ok,
+                Err((outcome, _)) => *outcome,
+            });
+            lock(&results)[index] = Some(read.map_err(|(_, why)| why));
         };
         let workers = addresses.len().min(MAX_PARALLEL);
         std::thread::scope(|scope| {
@@ -494,7 +558,7 @@ impl Scraper {
         path: &str,
         families: &[&str],
         deadline: Instant,
-    ) -> Result<PageFamilies, String> {
+    ) -> Result<PageFamilies, (ReadOutcome, String)> {
         let page = http::get(
             address,
             host,
@@ -503,10 +567,14 @@ impl Scraper {
             self.config.max_body,
             &self.budget,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (ReadOutcome::of_http(&e), e.to_string()))?;
         let (found, declared) =
-            prom::families_and_names(&page.text, families, MAX_SERIES_PER_FAMILY)
-                .map_err(|e| format!("the page is not Prometheus text: {e}"))?;
+            prom::families_and_names(&page.text, families, MAX_SERIES_PER_FAMILY).map_err(|e| {
+                (
+                    ReadOutcome::NotPrometheus,
+                    format!("the page is not Prometheus text: {e}"),
+                )
+            })?;
         let prefixes: Vec<&str> = families_prefixes(families);
         let declared = declared
             .into_iter()

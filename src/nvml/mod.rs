@@ -6,10 +6,11 @@ mod error;
 mod library;
 pub mod sys;
 
+use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_uint};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use error::{LoadError, NvmlError, ReturnCode};
 use library::GpmApi;
@@ -540,7 +541,24 @@ impl std::error::Error for OpenError {
     }
 }
 
-/// The one place return codes become errors.
+/// Failed calls since the process started, by entry point and code name.
+/// Both are static strings from fixed sets, so the map stays small.
+static CALL_ERRORS: Mutex<BTreeMap<(&'static str, &'static str), u64>> =
+    Mutex::new(BTreeMap::new());
+
+/// Failed NVML calls so far in this process, as `(function, code, count)`,
+/// for the `/metrics` page. NOT_SUPPORTED is left out: it makes a reading
+/// absent, which `devices` shows, and is no failure.
+pub fn call_errors() -> Vec<(&'static str, &'static str, u64)> {
+    CALL_ERRORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(&(function, code), &count)| (function, code, count))
+        .collect()
+}
+
+/// The one place return codes become errors (and are counted).
 fn check(
     library: &NvmlLibrary,
     function: &'static str,
@@ -548,6 +566,14 @@ fn check(
 ) -> Result<(), NvmlError> {
     if code == NVML_SUCCESS {
         return Ok(());
+    }
+    let typed = ReturnCode::from(code);
+    if typed != ReturnCode::NotSupported {
+        *CALL_ERRORS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((function, typed.name()))
+            .or_default() += 1;
     }
     // SAFETY: nvmlErrorString accepts any code and returns a static string.
     let description = unsafe { (library.api().error_string)(code) };
@@ -561,7 +587,7 @@ fn check(
     };
     Err(NvmlError::Call {
         function,
-        code: ReturnCode::from(code),
+        code: typed,
         description,
     })
 }

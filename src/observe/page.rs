@@ -245,6 +245,25 @@ pub fn render(sources: &Sources) -> String {
         }
     }
 
+    let call_errors = format!("{PREFIX}_driver_call_errors_total");
+    page.family(
+        &call_errors,
+        Kind::Counter,
+        "Failed GPU driver library calls since start, by backend, call and code (NOT_SUPPORTED excluded).",
+    );
+    for (call, code, count) in crate::nvml::call_errors() {
+        page.sample(
+            &call_errors,
+            &[
+                ("node", node),
+                ("backend", "nvml"),
+                ("call", call),
+                ("code", code),
+            ],
+            count as f64,
+        );
+    }
+
     let requests = format!("{PREFIX}_grpc_requests_total");
     let latency = format!("{PREFIX}_grpc_request_duration_seconds");
     let all = sources.stats.requests();
@@ -379,13 +398,19 @@ pub fn render(sources: &Sources) -> String {
         "Engine scrape rounds (one per endpoint per interval at most).",
     );
     page.sample(&rounds, &[("node", node)], sources.engines.rounds() as f64);
-    let fetches = format!("{PREFIX}_engine_replica_reads_total");
-    page.family(&fetches, Kind::Counter, "Engine replica pages requested.");
-    page.sample(
-        &fetches,
-        &[("node", node)],
-        sources.engines.fetches() as f64,
+    let reads = format!("{PREFIX}_engine_replica_reads_total");
+    page.family(
+        &reads,
+        Kind::Counter,
+        "Engine replica pages requested, by outcome.",
     );
+    for (outcome, count) in sources.engines.reads() {
+        page.sample(
+            &reads,
+            &[("node", node), ("outcome", outcome.label())],
+            count as f64,
+        );
+    }
 
     if let Some(cluster) = &sources.cluster {
         for (name, help, value) in [
