@@ -7,6 +7,8 @@
 mod common;
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ struct ProcNode {
     kubelet: FakeKubelet,
     _kubelet_server: grpcio::Server,
     port: u16,
+    metrics_port: u16,
     child: Option<Child>,
 }
 
@@ -46,6 +49,8 @@ impl ProcNode {
                 &self.name,
                 "--peers",
                 peers,
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", self.metrics_port),
             ])
             .arg("--nvml-library")
             .arg(&self.fake.library)
@@ -84,6 +89,24 @@ impl ProcNode {
         }
     }
 
+    /// `keda_gpu_scaler_peers{state}` on this node's `/metrics` page.
+    fn peers_gauge(&self, state: &str) -> Option<f64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: scaler\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let wanted = format!(
+            "keda_gpu_scaler_peers{{node=\"{}\",state=\"{state}\"}} ",
+            self.name
+        );
+        answer
+            .lines()
+            .find_map(|line| line.strip_prefix(&wanted))
+            .and_then(|value| value.parse().ok())
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.fake.dir.join(format!("{}.log", self.name)))
             .unwrap_or_default()
@@ -114,6 +137,7 @@ fn three_nodes(utils: [u32; 3]) -> (Vec<ProcNode>, String) {
                 kubelet,
                 _kubelet_server: server,
                 port: free_port(),
+                metrics_port: free_port(),
                 child: None,
             }
         })
@@ -160,6 +184,8 @@ fn a_silent_peer_never_shrinks_a_workload_to_zero() {
     wait_for_value(&client, &ONLY_A, 60.0);
     wait_for_value(&client, &IDLE, 0.0);
 
+    assert!(wait_until(PATIENCE, || a.peers_gauge("answered") == Some(2.0)));
+
     c.go_silent();
     // c held pods of "both": its value cannot be read, so no value.
     let message = wait_for_error(
@@ -173,6 +199,14 @@ fn a_silent_peer_never_shrinks_a_workload_to_zero() {
             && message.contains("did not answer")
             && message.contains("default/both-1"),
         "{message}"
+    );
+    // The /metrics page counts it as failed in the latest sweep (its last
+    // report is still trusted).
+    assert!(
+        wait_until(PATIENCE, || a.peers_gauge("failed") == Some(1.0)
+            && a.peers_gauge("answered") == Some(1.0)),
+        "{:?}",
+        (a.peers_gauge("answered"), a.peers_gauge("failed"))
     );
     // c held none of "only-a": skipped, the value from a is unchanged.
     let note = wait_for_note(a, &ONLY_A, &[&c.address(), "skipped"]);
@@ -229,6 +263,12 @@ fn after_a_restart_a_silent_peer_is_unknown_not_empty() {
         "{note}"
     );
     assert!(
+        wait_until(PATIENCE, || a.peers_gauge("unknown") == Some(1.0)
+            && a.peers_gauge("answered") == Some(1.0)),
+        "{:?}",
+        (a.peers_gauge("answered"), a.peers_gauge("unknown"))
+    );
+    assert!(
         // The error in the text may differ from call to call; the verdict is logged once.
         wait_until(PATIENCE, || a
             .log()
@@ -277,6 +317,7 @@ fn sigterm_stops_within_the_grace_period_while_a_peer_is_silent() {
             kubelet,
             _kubelet_server: server,
             port: free_port(),
+            metrics_port: free_port(),
             child: None,
         }
     };

@@ -137,6 +137,8 @@ pub struct ClusterView {
     pub unavailable: Option<String>,
     /// Encoded size of the peers' answers.
     pub bytes: usize,
+    /// How long the sweep took.
+    pub took: Duration,
 }
 
 impl ClusterView {
@@ -148,6 +150,7 @@ impl ClusterView {
             no_peer_answered: None,
             unavailable: Some(reason.to_string()),
             bytes: 0,
+            took: Duration::ZERO,
         }
     }
 
@@ -329,6 +332,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The latest sweep's view, if any (for the `/metrics` page).
+    pub fn last_view(&self) -> Option<Arc<ClusterView>> {
+        lock(&self.state).last.clone()
+    }
+
     /// Sweeps so far.
     pub fn sweeps(&self) -> u64 {
         self.sweeps.load(Ordering::Relaxed)
@@ -450,7 +458,8 @@ impl Cluster {
                 continue;
             }
             drop(state);
-            let Some(view) = self.sweep(&mut sweeper, &mut cancelled) else {
+            let started = Instant::now();
+            let Some(mut view) = self.sweep(&mut sweeper, &mut cancelled) else {
                 // Shut down mid-sweep; waiters are dropped, so they get an error.
                 lock(&self.state).waiting.clear();
                 return;
@@ -458,6 +467,7 @@ impl Cluster {
             // Verdicts about peers that answer again (or are gone) are done.
             lock(&self.verdicts)
                 .retain(|(_, peer), _| view.missing.iter().any(|m| &m.address == peer));
+            view.took = started.elapsed();
             let view = Arc::new(view);
             self.sweeps.fetch_add(1, Ordering::Relaxed);
             let mut state = lock(&self.state);
@@ -691,6 +701,7 @@ impl Cluster {
             no_peer_answered,
             unavailable: None,
             bytes,
+            took: Duration::ZERO,
         }
     }
 
@@ -760,6 +771,7 @@ mod tests {
             no_peer_answered: None,
             unavailable: None,
             bytes: 0,
+            took: Duration::ZERO,
         }
     }
 

@@ -439,6 +439,30 @@ pub fn render(sources: &Sources) -> String {
             page.family(&name, Kind::Counter, help);
             page.sample(&name, &[("node", node)], value as f64);
         }
+        if let Some(view) = cluster.last_view() {
+            let took = format!("{PREFIX}_sweep_duration_seconds");
+            page.family(
+                &took,
+                Kind::Gauge,
+                "How long the latest cluster sweep took.",
+            );
+            page.sample(&took, &[("node", node)], view.took.as_secs_f64());
+            let peers = format!("{PREFIX}_peers");
+            page.family(
+                &peers,
+                Kind::Gauge,
+                "Peers in the latest sweep: answered, failed (silent, last report still trusted), unknown (silent, nothing trusted known).",
+            );
+            let failed = view.missing.iter().filter(|m| m.last.is_some()).count();
+            for (state, count) in [
+                // The first node is this one.
+                ("answered", view.nodes.len().saturating_sub(1)),
+                ("failed", failed),
+                ("unknown", view.missing.len() - failed),
+            ] {
+                page.sample(&peers, &[("node", node), ("state", state)], count as f64);
+            }
+        }
     }
     page.finish()
 }
