@@ -12,8 +12,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use keda_gpu_scaler::node::nvidia::read_node;
 use keda_gpu_scaler::node::rates::Rates;
-use keda_gpu_scaler::node::read::read_node;
 use keda_gpu_scaler::nvml::sys::{
     NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
     NVML_FI_DEV_PCIE_COUNT_RX_BYTES, NVML_FI_DEV_PCIE_COUNT_TX_BYTES, NVML_SCOPE_ALL_LINKS,

@@ -119,6 +119,7 @@ fn attributed_node_size() -> u64 {
             index: i,
             uuid: Some(format!("GPU-5e2c8a3b-1d2e-4f50-8000-00000000000{i}")),
             name: Some("NVIDIA H100 80GB HBM3".into()),
+            pci_bus_id: None,
             health: GpuHealth::Healthy {
                 readings,
                 mig_enabled: Some(false),
@@ -139,6 +140,7 @@ fn attributed_node_size() -> u64 {
         taken_at: Instant::now(),
         duration: Duration::ZERO,
         state: NodeState::Ready {
+            backend: "nvml",
             driver_version: "550.54.15".into(),
             gpus,
             attribution: Attribution::complete(),

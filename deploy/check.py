@@ -11,6 +11,9 @@
   AverageValue; engine endpoints name a headless Service of the example;
   and the real scaler accepts every external trigger's metadata and, for
   engine triggers, reads a value from a fake engine of that kind;
+- the chart's AMD flavour (amd.enabled): a second DaemonSet for AMD nodes
+  reading AMD SMI from the host's ROCm, read-only, with no NVIDIA settings,
+  selecting only its own pods, in the same Services as the NVIDIA pods;
 - the chart's optional PodMonitor and ServiceMonitor (prometheus-operator)
   select the scaler pods' metrics port, and validate: strictly against the
   operator's CRD schemas when --monitor-crds names a folder holding them,
@@ -118,6 +121,49 @@ def check_chart(helm_bin, tmp):
     check(annotations.get("annotations", {}).get("prometheus.io/port") == "9400"
           and any(p["name"] == "metrics" and p["containerPort"] == 9400 for p in ports),
           "chart serves /metrics on a port named metrics, with optional prometheus.io annotations")
+    amd = load_all(helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
+                         "--set", "amd.enabled=true",
+                         "--set", "amd.libraryDirs[0]=/opt/amdgpu/lib/x86_64-linux-gnu"], helm_bin))
+    daemonsets = {o["metadata"]["name"]: o for o in amd if o["kind"] == "DaemonSet"}
+    nvidia_ds, amd_ds = daemonsets.get("keda-gpu-scaler"), daemonsets.get("keda-gpu-scaler-amd")
+    check(nvidia_ds is not None and amd_ds is not None, "chart with amd.enabled renders an NVIDIA and an AMD DaemonSet")
+    amd_pod = amd_ds["spec"]["template"]
+    amd_container = amd_pod["spec"]["containers"][0]
+    amd_env = {e["name"]: e.get("value") for e in amd_container["env"]}
+    mounts = {m["name"]: m for m in amd_container["volumeMounts"]}
+    host = {v["name"]: v.get("hostPath", {}) for v in amd_pod["spec"]["volumes"]}
+    check(amd_env.get("KEDA_GPU_SCALER_GPU_BACKEND") == "amd"
+          and amd_env.get("LD_LIBRARY_PATH") == "/opt/rocm/lib:/opt/amdgpu/lib/x86_64-linux-gnu"
+          and not any(k.startswith("NVIDIA_") for k in amd_env)
+          and "runtimeClassName" not in amd_pod["spec"]
+          and mounts["rocm"]["readOnly"] and mounts["rocm"]["mountPath"] == host["rocm"]["path"] == "/opt/rocm"
+          and mounts["amd-lib-0"]["readOnly"] and host["amd-lib-0"]["path"] == "/opt/amdgpu/lib/x86_64-linux-gnu"
+          and amd_container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+          and not amd_container["securityContext"]["privileged"],
+          "AMD DaemonSet reads AMD SMI from the host's ROCm, read-only, unprivileged, without NVIDIA settings")
+    nvidia_env = {e["name"]: e.get("value") for e in nvidia_ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+    amd_selector = amd_ds["spec"]["selector"]["matchLabels"]
+    nvidia_labels = nvidia_ds["spec"]["template"]["metadata"]["labels"]
+    services = [o for o in amd if o["kind"] == "Service"]
+    check(nvidia_env.get("KEDA_GPU_SCALER_GPU_BACKEND") == "nvidia"
+          and amd_selector.items() <= amd_pod["metadata"]["labels"].items()
+          and not amd_selector.items() <= nvidia_labels.items()
+          and all(s["spec"]["selector"].items() <= amd_pod["metadata"]["labels"].items()
+                  and s["spec"]["selector"].items() <= nvidia_labels.items() for s in services),
+          "AMD DaemonSet selects only its own pods; every Service (and the peers) reaches both flavours")
+    terms = amd_pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    keys = {e["key"] for t in terms for e in t["matchExpressions"]}
+    check("feature.node.kubernetes.io/amd-gpu" in keys and "feature.node.kubernetes.io/pci-1200_1002.present" in keys
+          and "nodeSelector" not in amd_pod["spec"],
+          "AMD DaemonSet runs on nodes NFD, the AMD GPU Operator or AMD's labeller mark as AMD GPU nodes")
+    amd_only = load_all(helm(["template", "keda-gpu-scaler", CHART, "--set", "amd.enabled=true",
+                              "--set", "nvidia.enabled=false"], helm_bin))
+    check([o["metadata"]["name"] for o in amd_only if o["kind"] == "DaemonSet"] == ["keda-gpu-scaler-amd"],
+          "chart with nvidia.enabled=false renders the AMD DaemonSet alone")
+    refused = subprocess.run([helm_bin, "template", "x", CHART, "--set", "nvidia.enabled=false"],
+                             capture_output=True, text=True)
+    check(refused.returncode != 0 and "nvidia.enabled and amd.enabled are both false" in refused.stderr,
+          "chart refuses neither flavour, saying why")
     local_only = helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
                        "--set", "peers.enabled=false", "--set", "podResources.enabled=false"], helm_bin)
     objects = load_all(local_only)
@@ -127,7 +173,7 @@ def check_chart(helm_bin, tmp):
           "chart without peers and pod resources runs as nonroot with no hostPath")
     paths = []
     for name, text in [("rendered-default.yaml", rendered), ("rendered-tls.yaml", tls),
-                       ("rendered-local.yaml", local_only)]:
+                       ("rendered-local.yaml", local_only), ("rendered-amd.yaml", yaml.safe_dump_all(amd))]:
         path = os.path.join(tmp, name)
         with open(path, "w") as f:
             f.write(text)
@@ -416,7 +462,7 @@ def query(binary, port, metadata):
     result = None
     for _ in range(50):  # until the first sample is in
         result = subprocess.run(args, capture_output=True, text=True)
-        if result.returncode == 0 or "NVML has not been read yet" not in result.stderr:
+        if result.returncode == 0 or "have not been read yet" not in result.stderr:
             break
         time.sleep(0.1)
     return result

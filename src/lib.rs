@@ -1,7 +1,9 @@
-//! keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML.
+//! keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML or
+//! AMD SMI.
 //!
 //! One folder per concern, each depending only on those before it:
-//! - `nvml`: the hand-written FFI to the driver's library;
+//! - `nvml`, `amdsmi`: the hand-written FFI to NVIDIA's and AMD's
+//!   libraries;
 //! - `engine`: inference engines' own `/metrics` pages, read from every
 //!   replica (endpoints, DNS, an HTTP client, a Prometheus text parser, each
 //!   engine's names, and the shared scrape);
@@ -17,6 +19,7 @@
 //!
 //! `proto` is the generated wire code, shared by all.
 
+pub mod amdsmi;
 pub mod cluster;
 pub mod commands;
 pub mod engine;

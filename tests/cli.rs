@@ -155,11 +155,28 @@ fn devices_prints_a_table_and_json() {
 
 #[test]
 fn devices_without_nvml_fails_naming_the_path() {
+    // With --gpu-backend nvidia, only NVML is tried.
+    let output = run(
+        &["devices", "--gpu-backend", "nvidia"],
+        Path::new("/nonexistent/libnvidia-ml.so.1"),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("keda-gpu-scaler: NVML is not available: cannot load the NVML library"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/nonexistent/libnvidia-ml.so.1"),
+        "{stderr}"
+    );
+    // With the default (auto), AMD SMI is tried too, and both are named.
     let output = run(&["devices"], Path::new("/nonexistent/libnvidia-ml.so.1"));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
-        stderr.starts_with("keda-gpu-scaler: cannot load the NVML library"),
+        stderr.starts_with("keda-gpu-scaler: no GPU library answered (--gpu-backend auto tries NVML, then AMD SMI): NVML is not available: cannot load the NVML library")
+            && stderr.contains("AMD SMI is not available: cannot load the AMD SMI library"),
         "{stderr}"
     );
     assert!(

@@ -167,6 +167,6 @@ fn node_with_no_gpus_is_unavailable() {
         &client,
         &[],
         RpcStatusCode::UNAVAILABLE,
-        "NVML reports no GPUs",
+        "the GPU library reports no GPUs",
     );
 }

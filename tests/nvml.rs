@@ -6,7 +6,7 @@ use std::path::Path;
 
 use common::{FakeNvml, Variant};
 use keda_gpu_scaler::node::gpu_metric::Metric;
-use keda_gpu_scaler::node::read::read_node;
+use keda_gpu_scaler::node::nvidia::read_node;
 use keda_gpu_scaler::node::snapshot::GpuHealth;
 use keda_gpu_scaler::nvml::{LoadError, Nvml, NvmlLibrary, OpenError, ReturnCode};
 

@@ -345,6 +345,7 @@ fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
         index: message.index(),
         uuid: text(message.uuid()),
         name: text(message.name()),
+        pci_bus_id: None,
         health,
         mig: match message.mig() {
             // An older peer: the MIG devices' UUIDs only.
@@ -399,6 +400,7 @@ mod tests {
     fn snapshot(gpus: Vec<GpuSample>, attribution: Attribution) -> (Snapshot, Instant) {
         let now = Instant::now();
         let state = NodeState::Ready {
+            backend: "nvml",
             driver_version: "550".into(),
             gpus,
             attribution,
@@ -417,6 +419,7 @@ mod tests {
                 index: 0,
                 uuid: Some("GPU-a".into()),
                 name: Some("H100".into()),
+                pci_bus_id: None,
                 health: GpuHealth::Healthy {
                     readings,
                     mig_enabled: Some(false),
@@ -459,6 +462,7 @@ mod tests {
                 index: 1,
                 uuid: Some("GPU-b".into()),
                 name: None,
+                pci_bus_id: None,
                 health: GpuHealth::Lost {
                     error: "GPU_IS_LOST".into(),
                 },
@@ -526,6 +530,7 @@ mod tests {
                 index: index as u32,
                 uuid: Some(format!("GPU-{index}")),
                 name: None,
+                pci_bus_id: None,
                 health: GpuHealth::Healthy {
                     readings,
                     mig_enabled,

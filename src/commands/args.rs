@@ -5,19 +5,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::grpc::tls::TlsFiles;
+use crate::node::backend::{BackendChoice, BackendConfig};
 use crate::scaling::duration::parse_duration;
 
 pub const USAGE: &str = "\
-keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML
+keda-gpu-scaler: a KEDA external scaler that reads GPU load from NVML or AMD SMI
 
 USAGE:
-    keda-gpu-scaler [serve] [--listen ADDR] [--sample-interval D] [--nvml-library PATH]
+    keda-gpu-scaler [serve] [--listen ADDR] [--sample-interval D] [--gpu-backend B]
+                            [--nvml-library PATH] [--amd-smi-library PATH]
                             [--tls-cert PATH --tls-key PATH [--tls-client-ca PATH]]
                             [--probe-listen ADDR] [--node-name NAME] [--peers LIST]
                             [--peer-timeout D] [--peer-server-name NAME]
                             [--pod-resources-socket PATH]
                             [--gpu-resource-names LIST] [--metrics-listen ADDR]
-    keda-gpu-scaler devices [--json] [--nvml-library PATH]
+    keda-gpu-scaler devices [--json] [--gpu-backend B] [--nvml-library PATH]
+                            [--amd-smi-library PATH]
     keda-gpu-scaler query [--address HOST:PORT] [--metadata KEY=VALUE]... [--replicas N]
                           [--name NAME] [--namespace NS] [--timeout D]
                           [--ca PATH [--cert PATH --key PATH] [--server-name NAME]]
@@ -25,10 +28,15 @@ USAGE:
 
 SERVE (the default):
     --listen ADDR          gRPC address [env KEDA_GPU_SCALER_LISTEN] [default 0.0.0.0:6000]
-    --sample-interval D    NVML sampling period, 100ms to 60s
+    --sample-interval D    GPU sampling period, 100ms to 60s
                            [env KEDA_GPU_SCALER_SAMPLE_INTERVAL] [default 1s]
+    --gpu-backend B        auto, nvidia (NVML) or amd (AMD SMI); auto tries
+                           NVML, then AMD SMI [env KEDA_GPU_SCALER_GPU_BACKEND]
+                           [default auto]
     --nvml-library PATH    libnvidia-ml.so.1 to load instead of searching
                            [env NVML_LIBRARY_PATH]
+    --amd-smi-library PATH libamd_smi.so to load instead of searching
+                           [env AMD_SMI_LIBRARY_PATH]
     --tls-cert PATH        serve TLS with this PEM certificate chain
                            [env KEDA_GPU_SCALER_TLS_CERT]
     --tls-key PATH         and this PEM private key [env KEDA_GPU_SCALER_TLS_KEY]
@@ -60,7 +68,8 @@ SERVE (the default):
                            here; scaling never needs it [env
                            KEDA_GPU_SCALER_METRICS_LISTEN] [default: off]
 
-DEVICES: one NVML read, printed as a table (or JSON with --json).
+DEVICES: one read of the GPUs (NVML or AMD SMI, as for serve), printed as
+a table (or JSON with --json).
 
 QUERY: calls a running scaler the way KEDA does (GetMetricSpec, GetMetrics,
 IsActive) and shows the replica count the HPA would choose.
@@ -94,7 +103,7 @@ pub enum Command {
 pub struct ServeArgs {
     pub listen: String,
     pub sample_interval: Duration,
-    pub nvml_library: Option<PathBuf>,
+    pub backend: BackendConfig,
     pub tls: Option<TlsFiles>,
     pub probe_listen: Option<String>,
     /// Serve the Prometheus page here.
@@ -111,7 +120,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DevicesArgs {
     pub json: bool,
-    pub nvml_library: Option<PathBuf>,
+    pub backend: BackendConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,7 +178,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         "serve" => Command::Serve(serve_args(&mut flags, env)?),
         "devices" => Command::Devices(DevicesArgs {
             json: flags.take_switch("--json"),
-            nvml_library: nvml_library(&mut flags, env)?,
+            backend: backend(&mut flags, env)?,
         }),
         _ => Command::Query(query_args(&mut flags)?),
     };
@@ -208,7 +217,7 @@ fn serve_args(
     Ok(ServeArgs {
         listen,
         sample_interval,
-        nvml_library: nvml_library(flags, env)?,
+        backend: backend(flags, env)?,
         tls: server_tls(flags, env)?,
         probe_listen,
         metrics_listen,
@@ -332,14 +341,34 @@ fn sample_interval(text: &str) -> Result<Duration, UsageError> {
     Ok(interval)
 }
 
-fn nvml_library(
+/// `--gpu-backend` and each library's path.
+fn backend(
     flags: &mut Flags,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<PathBuf>, UsageError> {
-    Ok(flags
-        .take_value("--nvml-library")?
-        .or_else(|| env("NVML_LIBRARY_PATH").filter(|p| !p.is_empty()))
-        .map(PathBuf::from))
+) -> Result<BackendConfig, UsageError> {
+    let choice = match flags
+        .take_value("--gpu-backend")?
+        .or_else(|| env("KEDA_GPU_SCALER_GPU_BACKEND").filter(|v| !v.is_empty()))
+    {
+        None => BackendChoice::default(),
+        Some(text) => BackendChoice::parse(&text).ok_or_else(|| {
+            UsageError(format!(
+                "invalid --gpu-backend {text:?}: expected one of {}",
+                BackendChoice::ALLOWED
+            ))
+        })?,
+    };
+    let mut path = |flag: &str, twin: &str| -> Result<Option<PathBuf>, UsageError> {
+        Ok(flags
+            .take_value(flag)?
+            .or_else(|| env(twin).filter(|p| !p.is_empty()))
+            .map(PathBuf::from))
+    };
+    Ok(BackendConfig {
+        choice,
+        nvml_library: path("--nvml-library", "NVML_LIBRARY_PATH")?,
+        amd_smi_library: path("--amd-smi-library", "AMD_SMI_LIBRARY_PATH")?,
+    })
 }
 
 fn query_args(flags: &mut Flags) -> Result<QueryArgs, UsageError> {
@@ -482,7 +511,7 @@ mod tests {
         let expected = Command::Serve(ServeArgs {
             listen: "0.0.0.0:6000".into(),
             sample_interval: Duration::from_secs(1),
-            nvml_library: None,
+            backend: BackendConfig::default(),
             tls: None,
             probe_listen: None,
             metrics_listen: None,
@@ -503,6 +532,8 @@ mod tests {
             "KEDA_GPU_SCALER_LISTEN" => Some("127.0.0.1:7000".to_string()),
             "KEDA_GPU_SCALER_SAMPLE_INTERVAL" => Some("500ms".to_string()),
             "NVML_LIBRARY_PATH" => Some("/env/libnvidia-ml.so.1".to_string()),
+            "KEDA_GPU_SCALER_GPU_BACKEND" => Some("amd".to_string()),
+            "AMD_SMI_LIBRARY_PATH" => Some("/env/libamd_smi.so".to_string()),
             _ => None,
         };
         let Ok(Command::Serve(from_env)) = parse(&[], &env) else {
@@ -511,18 +542,44 @@ mod tests {
         assert_eq!(from_env.listen, "127.0.0.1:7000");
         assert_eq!(from_env.sample_interval, Duration::from_millis(500));
         assert_eq!(
-            from_env.nvml_library,
+            from_env.backend.nvml_library,
             Some(PathBuf::from("/env/libnvidia-ml.so.1"))
         );
+        assert_eq!(from_env.backend.choice, BackendChoice::Amd);
+        assert_eq!(
+            from_env.backend.amd_smi_library,
+            Some(PathBuf::from("/env/libamd_smi.so"))
+        );
         let Ok(Command::Serve(from_flags)) = parse(
-            &args("--listen=[::]:6001 --sample-interval 2s --nvml-library /x.so"),
+            &args("--listen=[::]:6001 --sample-interval 2s --nvml-library /x.so --gpu-backend nvidia --amd-smi-library /a.so"),
             &env,
         ) else {
             panic!()
         };
         assert_eq!(from_flags.listen, "[::]:6001");
         assert_eq!(from_flags.sample_interval, Duration::from_secs(2));
-        assert_eq!(from_flags.nvml_library, Some(PathBuf::from("/x.so")));
+        assert_eq!(
+            from_flags.backend,
+            BackendConfig {
+                choice: BackendChoice::Nvidia,
+                nvml_library: Some(PathBuf::from("/x.so")),
+                amd_smi_library: Some(PathBuf::from("/a.so")),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_gpu_backend_names_the_flag_and_the_choices() {
+        for command in ["serve", "devices"] {
+            let error =
+                parse(&args(&format!("{command} --gpu-backend rocm")), &no_env).unwrap_err();
+            assert_eq!(
+                error.0,
+                "invalid --gpu-backend \"rocm\": expected one of auto, nvidia, amd"
+            );
+        }
+        let env = |key: &str| (key == "KEDA_GPU_SCALER_GPU_BACKEND").then(|| "NVIDIA".to_string());
+        assert!(parse(&[], &env).unwrap_err().0.contains("\"NVIDIA\""));
     }
 
     #[test]
@@ -678,7 +735,7 @@ mod tests {
             parse(&args("devices --json"), &no_env),
             Ok(Command::Devices(DevicesArgs {
                 json: true,
-                nvml_library: None
+                backend: BackendConfig::default(),
             }))
         );
     }

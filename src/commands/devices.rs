@@ -1,43 +1,53 @@
-//! `devices`: an NVML read of every GPU, as a table or JSON. This is how a
-//! user checks a distroless pod with `kubectl exec`. Rates (GPM, PCIe,
-//! NVLink) need two samples, so it reads twice, 200 ms apart.
+//! `devices`: one read of every GPU through the configured backend (NVML or
+//! AMD SMI), as a table or JSON. This is how a user checks a distroless pod
+//! with `kubectl exec`. Rates (GPM, PCIe, NVLink) need two samples, so a
+//! backend with rates is read twice, 200 ms apart.
 
 use crate::commands::args::DevicesArgs;
 use crate::commands::json::{self, JsonObject};
+use crate::node::backend::Opener;
 use crate::node::gpu_metric::{Metric, Readings};
-use crate::node::rates::{Rates, GPM_MIN_SPACING};
-use crate::node::read::read_node;
 use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
-use crate::nvml::Nvml;
 
 pub fn run(args: &DevicesArgs) -> Result<(), String> {
-    let nvml = match args.nvml_library.as_deref() {
-        // SAFETY: the operator named this library as NVML (--nvml-library
-        // / NVML_LIBRARY_PATH); running its initialisers is their choice.
-        Some(path) => unsafe { Nvml::open_path(path) },
-        None => Nvml::open(),
+    let mut session = Opener::new(args.backend.clone()).open()?;
+    let mut gpus = session.read_node()?;
+    // A second read gives the rates their second sample.
+    if let Some(spacing) = session.rate_spacing() {
+        std::thread::sleep(spacing);
+        gpus = session.read_node()?;
     }
-    .map_err(|e| e.to_string())?;
-    let driver_version = nvml.driver_version().map_err(|e| e.to_string())?;
-    let mut rates = Rates::default();
-    read_node(&nvml, &mut rates).map_err(|e| e.to_string())?;
-    // The second read gives the rates; GPM needs its samples 100 ms apart.
-    std::thread::sleep(GPM_MIN_SPACING * 2);
-    let gpus = read_node(&nvml, &mut rates).map_err(|e| e.to_string())?;
-    drop(rates);
-    let library = nvml.library().path().to_string();
+    let source = Source {
+        backend: session.backend(),
+        name: session.display_name(),
+        library: session.library_path(),
+        driver_version: session.driver_version(),
+    };
     if args.json {
-        println!("{}", render_json(&library, &driver_version, &gpus));
+        println!("{}", render_json(&source, &gpus));
     } else {
-        print!("{}", render_table(&library, &driver_version, &gpus));
+        print!("{}", render_table(&source, &gpus));
     }
     Ok(())
 }
 
+/// Which library answered, for the first line (or the JSON's top).
+pub struct Source<'a> {
+    /// `nvml`, `amdsmi`.
+    pub backend: &'a str,
+    /// `NVML`, `AMD SMI`.
+    pub name: &'a str,
+    pub library: &'a str,
+    pub driver_version: &'a str,
+}
+
 /// A fixed-width table; absent metrics read `n/a`, never 0.
-pub fn render_table(library: &str, driver_version: &str, gpus: &[GpuSample]) -> String {
+pub fn render_table(source: &Source, gpus: &[GpuSample]) -> String {
     let mut out = format!(
-        "NVML {library}, driver {driver_version}, {} GPU(s)\n",
+        "{} {}, driver {}, {} GPU(s)\n",
+        source.name,
+        source.library,
+        source.driver_version,
         gpus.len()
     );
     let header = [
@@ -195,8 +205,9 @@ fn status(gpu: &GpuSample) -> String {
     }
 }
 
-/// `{"library":…, "driver_version":…, "gpus":[…]}`; absent metrics are null.
-pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> String {
+/// `{"backend":…, "library":…, "driver_version":…, "gpus":[…]}`; absent
+/// metrics are null.
+pub fn render_json(source: &Source, gpus: &[GpuSample]) -> String {
     let gpus: Vec<String> = gpus
         .iter()
         .map(|gpu| {
@@ -240,8 +251,9 @@ pub fn render_json(library: &str, driver_version: &str, gpus: &[GpuSample]) -> S
         })
         .collect();
     let mut root = JsonObject::new();
-    root.string("library", Some(library));
-    root.string("driver_version", Some(driver_version));
+    root.string("backend", Some(source.backend));
+    root.string("library", Some(source.library));
+    root.string("driver_version", Some(source.driver_version));
     root.raw("gpus", &json::array(&gpus));
     root.finish()
 }
@@ -259,12 +271,14 @@ mod tests {
             GpuSample {
                 uuid: Some("GPU-a".into()),
                 name: Some("NVIDIA H100".into()),
+                pci_bus_id: None,
                 ..GpuSample::healthy(0, readings)
             },
             GpuSample {
                 index: 1,
                 uuid: None,
                 name: None,
+                pci_bus_id: None,
                 health: GpuHealth::Lost {
                     error: "nvmlDeviceGetHandleByIndex failed: \"lost\"".into(),
                 },
@@ -276,10 +290,24 @@ mod tests {
         ]
     }
 
+    fn nvml() -> Source<'static> {
+        Source {
+            backend: "nvml",
+            name: "NVML",
+            library: "lib",
+            driver_version: "550",
+        }
+    }
+
     #[test]
     fn json_marks_absent_metrics_null() {
-        let json = render_json("/lib/libnvidia-ml.so.1", "550.54", &gpus());
-        assert!(json.starts_with(r#"{"library":"/lib/libnvidia-ml.so.1","driver_version":"550.54","gpus":[{"index":0,"uuid":"GPU-a""#), "{json}");
+        let source = Source {
+            library: "/lib/libnvidia-ml.so.1",
+            driver_version: "550.54",
+            ..nvml()
+        };
+        let json = render_json(&source, &gpus());
+        assert!(json.starts_with(r#"{"backend":"nvml","library":"/lib/libnvidia-ml.so.1","driver_version":"550.54","gpus":[{"index":0,"uuid":"GPU-a""#), "{json}");
         assert!(
             json.contains(r#""gpu_utilization":37,"memory_utilization":null"#),
             "{json}"
@@ -308,13 +336,13 @@ mod tests {
                 error: "nvmlDeviceGetUtilizationRates failed: Unknown Error".into(),
             });
         }
-        let table = render_table("lib", "550", &gpus);
+        let table = render_table(&nvml(), &gpus);
         let row0 = table.lines().nth(2).unwrap();
         assert!(
             row0.ends_with("ok (gpu_utilization, memory_utilization failed: nvmlDeviceGetUtilizationRates failed: Unknown Error)"),
             "{row0}"
         );
-        let json = render_json("lib", "550", &gpus);
+        let json = render_json(&nvml(), &gpus);
         assert!(
             json.contains(r#""read_errors":[{"what":"gpu_utilization","error":"nvmlDeviceGetUtilizationRates failed: Unknown Error"},{"what":"memory_utilization""#),
             "{json}"
@@ -323,7 +351,7 @@ mod tests {
 
     #[test]
     fn table_shows_na_and_status() {
-        let table = render_table("lib", "550", &gpus());
+        let table = render_table(&nvml(), &gpus());
         let row0 = table.lines().nth(2).unwrap();
         assert!(row0.starts_with("0    GPU-a"), "{row0}");
         assert!(

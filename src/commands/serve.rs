@@ -13,7 +13,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     let config = ServeConfig {
         listen: args.listen.clone(),
         sample_interval: args.sample_interval,
-        nvml_library: args.nvml_library.clone(),
+        backend: args.backend.clone(),
         tls: args.tls.clone(),
         probe_listen: args.probe_listen.clone(),
         node_name: args.node_name.clone().unwrap_or_else(hostname),

@@ -162,6 +162,7 @@ mod tests {
 
     fn ready() -> NodeState {
         NodeState::Ready {
+            backend: "nvml",
             driver_version: "550".into(),
             gpus: vec![],
             attribution: crate::node::snapshot::Attribution::complete(),

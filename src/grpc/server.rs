@@ -18,6 +18,7 @@ use crate::grpc::scaler::ScalerService;
 use crate::grpc::streams::StreamHub;
 use crate::grpc::tls::{self, TlsFiles};
 use crate::node::attribution::GpuResources;
+use crate::node::backend::BackendConfig;
 use crate::node::kubelet::DEFAULT_SOCKET;
 use crate::node::sampler::{Sampler, SamplerConfig};
 use crate::node::snapshot::SnapshotCell;
@@ -39,7 +40,8 @@ pub struct ServeConfig {
     /// `host:port`; port 0 picks a free one (tests).
     pub listen: String,
     pub sample_interval: Duration,
-    pub nvml_library: Option<PathBuf>,
+    /// Which GPU library reads this node, and where it is.
+    pub backend: BackendConfig,
     /// Plaintext when `None`.
     pub tls: Option<TlsFiles>,
     /// A plaintext listener serving only grpc.health.v1, for kubelet probes
@@ -68,7 +70,7 @@ impl ServeConfig {
         Self {
             listen: listen.to_string(),
             sample_interval: Duration::from_secs(1),
-            nvml_library: None,
+            backend: BackendConfig::default(),
             tls: None,
             probe_listen: None,
             node_name: String::new(),
@@ -112,7 +114,7 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
     let peer_tls = peer_tls(config)?;
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let snapshots = Arc::new(SnapshotCell::new(
-        "NVML has not been read yet (the scaler is starting)",
+        "the GPUs have not been read yet (the scaler is starting)",
     ));
     let stale_after = config.sample_interval * STALE_AFTER_INTERVALS;
     let cluster = (!config.peers.is_empty()).then(|| {
@@ -201,7 +203,7 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         Sampler::start(
             SamplerConfig {
                 interval: config.sample_interval,
-                library: config.nvml_library.clone(),
+                backend: config.backend.clone(),
                 pod_resources_socket: config.pod_resources_socket.clone(),
                 gpu_resources: config.gpu_resources.clone(),
             },

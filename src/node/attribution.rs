@@ -1,23 +1,27 @@
 //! Which pods hold which GPUs: the kubelet's device ids matched to the
-//! GPUs NVML reports, and MIG device ids to the MIG device itself (a pod
-//! holding a slice reads that slice, not its GPU). Pure functions, tested
-//! with literal inputs.
+//! GPUs the GPU library reports (NVIDIA by UUID or index, AMD by PCI
+//! address), and MIG device ids to the MIG device itself (a pod holding a
+//! slice reads that slice, not its GPU). Pure functions, tested with
+//! literal inputs.
 
 use crate::node::kubelet::PodDevice;
 use crate::node::snapshot::{Allocation, GpuHealth, GpuSample, MigSample, Unplaced};
 
-/// Resource names whose device ids are NVIDIA GPUs.
+/// Resource names whose device ids are GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GpuResources {
-    /// Beyond `nvidia.com/gpu` and `nvidia.com/mig-*` (e.g. a renamed
-    /// time-sliced resource such as `nvidia.com/gpu.shared`).
+    /// Beyond `nvidia.com/gpu`, `nvidia.com/mig-*` and `amd.com/*` (e.g. a
+    /// renamed time-sliced resource such as `nvidia.com/gpu.shared`).
     pub extra: Vec<String>,
 }
 
 impl GpuResources {
+    /// AMD's device plugin names its resources `amd.com/gpu`, or one per
+    /// partition mode (`amd.com/cpx_nps4`) with its `mixed` strategy.
     pub fn is_gpu(&self, resource: &str) -> bool {
         resource == "nvidia.com/gpu"
             || resource.starts_with("nvidia.com/mig-")
+            || resource.starts_with("amd.com/")
             || self.extra.iter().any(|r| r == resource)
     }
 }
@@ -37,7 +41,35 @@ pub enum DeviceRef<'a> {
     Index(u32),
     /// `3:1`: MIG device 1 of GPU 3, by index (`deviceIDStrategy: index`).
     MigIndex(u32, u32),
+    /// `0000:19:00.0`: a whole GPU by PCI address (AMD's device plugin), as
+    /// (domain, bus, device, function).
+    Pci(PciAddress),
+    /// `amdgpu_xcp_3`: an MI300 compute partition (AMD's device plugin),
+    /// which this scaler does not read.
+    AmdPartition,
     Unknown,
+}
+
+/// A PCI address, compared by value: `0000:19:00.0` and NVML's
+/// `00000000:19:00.0` are the same device.
+pub type PciAddress = (u64, u8, u8, u8);
+
+/// Parses `DOMAIN:BUS:DEVICE.FUNCTION` in hex (any case, domain of 4 to 8
+/// digits).
+pub fn parse_pci_address(text: &str) -> Option<PciAddress> {
+    let (domain, rest) = text.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (device, function) = rest.split_once('.')?;
+    let hex = |t: &str, max: usize| {
+        (!t.is_empty() && t.len() <= max && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u64::from_str_radix(t, 16).ok())
+            .flatten()
+    };
+    let domain = hex(domain, 8).filter(|_| domain.len() >= 4)?;
+    let bus = u8::try_from(hex(bus, 2)?).ok()?;
+    let device = u8::try_from(hex(device, 2)?).ok().filter(|&d| d < 32)?;
+    let function = u8::try_from(hex(function, 1)?).ok().filter(|&f| f < 8)?;
+    Some((domain, bus, device, function))
 }
 
 /// Parses a kubelet device id, dropping a time-slicing suffix `::N`.
@@ -61,6 +93,12 @@ pub fn parse_device_id(id: &str) -> DeviceRef<'_> {
         } else {
             DeviceRef::Mig(id)
         };
+    }
+    if let Some(address) = parse_pci_address(id) {
+        return DeviceRef::Pci(address);
+    }
+    if id.strip_prefix("amdgpu_xcp_").is_some_and(is_number) {
+        return DeviceRef::AmdPartition;
     }
     if let Some(rest) = id.strip_prefix("GPU-") {
         return if rest.is_empty() {
@@ -152,6 +190,20 @@ pub fn attribute(
             DeviceRef::MigIndex(index, slot) => {
                 by_index(index).and_then(|gpu| mig_target(gpus, gpu, |m| m.slot == slot))
             }
+            DeviceRef::Pci(address) => gpus
+                .iter()
+                .position(|g| g.pci_bus_id.as_deref().and_then(parse_pci_address) == Some(address))
+                .map(Target::Gpu),
+            DeviceRef::AmdPartition => {
+                unplaced.push(Unplaced {
+                    reason: format!(
+                        "device id {:?} of {} is an AMD GPU compute partition, which this scaler does not read (partitioned AMD GPUs are out of scope)",
+                        device.device_id, device.resource
+                    ),
+                    allocation,
+                });
+                continue;
+            }
             DeviceRef::Unknown => {
                 unplaced.push(Unplaced {
                     reason: format!(
@@ -166,7 +218,7 @@ pub fn attribute(
         let Some(target) = target else {
             unplaced.push(Unplaced {
                 reason: format!(
-                    "device id {:?} of {} matches no GPU or MIG device NVML reports on this node",
+                    "device id {:?} of {} matches no GPU or MIG device the GPU library reports on this node",
                     device.device_id, device.resource
                 ),
                 allocation,
@@ -201,6 +253,7 @@ mod tests {
             index,
             uuid: Some(uuid.into()),
             name: None,
+            pci_bus_id: None,
             health: GpuHealth::Failed {
                 error: String::new(),
             },
@@ -257,7 +310,10 @@ mod tests {
             parse_device_id("MIG-GPU-8c1e/1/0"),
             DeviceRef::MigOnGpu("GPU-8c1e", Some(1), Some(0))
         );
-        assert_eq!(parse_device_id("0000:3b:00.0"), DeviceRef::Unknown);
+        assert_eq!(
+            parse_device_id("0000:3b:00.0"),
+            DeviceRef::Pci((0, 0x3b, 0, 0))
+        );
         assert_eq!(parse_device_id("3"), DeviceRef::Index(3));
         assert_eq!(parse_device_id("3::1"), DeviceRef::Index(3));
         assert_eq!(parse_device_id("3:1"), DeviceRef::MigIndex(3, 1));
@@ -371,11 +427,59 @@ mod tests {
             found,
             [("x", "0000:3b:00.0"), ("y", "GPU-elsewhere"), ("z", "7")]
         );
-        assert!(unplaced[0].reason.contains("format"), "{unplaced:?}");
+        // A PCI address no GPU here has (this GPU's library gave none).
+        assert!(
+            unplaced[0].reason.contains("matches no GPU"),
+            "{unplaced:?}"
+        );
         assert!(
             unplaced[1].reason.contains("matches no GPU"),
             "{unplaced:?}"
         );
         assert!(gpus[0].allocations.is_empty());
+    }
+
+    #[test]
+    fn pci_addresses_parse_in_either_domain_width() {
+        assert_eq!(parse_pci_address("0000:19:00.0"), Some((0, 0x19, 0, 0)));
+        assert_eq!(parse_pci_address("00000000:19:00.0"), Some((0, 0x19, 0, 0)));
+        assert_eq!(parse_pci_address("0001:C1:1F.7"), Some((1, 0xc1, 0x1f, 7)));
+        for bad in [
+            "19:00.0",
+            "0000:19:00",
+            "0000:19:20.0",
+            "0000:19:00.8",
+            "0000:1g:00.0",
+            "00:19:00.0",
+        ] {
+            assert_eq!(parse_pci_address(bad), None, "{bad}");
+        }
+        assert_eq!(parse_device_id("amdgpu_xcp_3"), DeviceRef::AmdPartition);
+        assert_eq!(parse_device_id("amdgpu_xcp_"), DeviceRef::Unknown);
+    }
+
+    #[test]
+    fn amd_gpus_are_placed_by_pci_address_and_partitions_are_unplaced() {
+        let mut gpus = vec![gpu(0, "amd-a", &[]), gpu(1, "amd-b", &[])];
+        gpus[0].pci_bus_id = Some("0000:19:00.0".into());
+        gpus[1].pci_bus_id = Some("0000:3b:00.0".into());
+        let resources = GpuResources::default();
+        assert!(resources.is_gpu("amd.com/gpu") && resources.is_gpu("amd.com/cpx_nps4"));
+        let devices = vec![
+            device("llm-0", "amd.com/gpu", "0000:3B:00.0"),
+            device("llm-1", "amd.com/gpu", "0000:19:00.0"),
+            device("part-0", "amd.com/cpx_nps4", "amdgpu_xcp_5"),
+            device("gone-0", "amd.com/gpu", "0000:c1:00.0"),
+        ];
+        let unplaced = attribute(&mut gpus, &devices, &resources);
+        assert_eq!(pods_on(&gpus[0]), ["llm-1"]);
+        assert_eq!(pods_on(&gpus[1]), ["llm-0"]);
+        let reasons: Vec<(&str, &str)> = unplaced
+            .iter()
+            .map(|u| (u.allocation.pod.as_str(), u.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].0 == "gone-0" && reasons[0].1.contains("matches no GPU"));
+        assert!(reasons[1].0 == "part-0" && reasons[1].1.contains("compute partition"));
     }
 }

@@ -4,10 +4,12 @@
 //! PodResources client, attribution of GPUs to pods, the GPU metric kinds,
 //! and the snapshot cell requests read.
 
+pub mod amd;
 pub mod attribution;
+pub mod backend;
 pub mod gpu_metric;
 pub mod kubelet;
+pub mod nvidia;
 pub mod rates;
-pub mod read;
 pub mod sampler;
 pub mod snapshot;

@@ -1,7 +1,8 @@
-//! The background thread that owns NVML. Every interval it reads all GPUs
-//! and publishes a snapshot; when NVML cannot be loaded or initialised it
-//! publishes why and retries with capped backoff. Nothing else calls NVML
-//! while serving, so a hung NVML call only makes snapshots stale.
+//! The background thread that owns the GPU library (NVML or AMD SMI, via
+//! the backend seam). Every interval it reads all GPUs and publishes a
+//! snapshot; when no library can be loaded or initialised it publishes why
+//! and retries with capped backoff. Nothing else calls the library while
+//! serving, so a hung call only makes snapshots stale.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -13,11 +14,9 @@ use std::time::{Duration, Instant};
 use grpcio::Environment;
 
 use crate::node::attribution::{attribute, GpuResources};
+use crate::node::backend::{BackendConfig, Opener, Session};
 use crate::node::kubelet::{PodResourcesClient, PodResourcesPoller, Polled};
-use crate::node::rates::Rates;
-use crate::node::read::read_node;
 use crate::node::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell, Unplaced};
-use crate::nvml::{Nvml, NvmlLibrary};
 
 /// The longest wait between two attempts to load or initialise NVML.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -35,8 +34,8 @@ const ATTRIBUTION_MAX_AGE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
     pub interval: Duration,
-    /// `--nvml-library`; `None` searches the usual places.
-    pub library: Option<PathBuf>,
+    /// Which GPU library, and where.
+    pub backend: BackendConfig,
     /// The kubelet's PodResources socket.
     pub pod_resources_socket: PathBuf,
     pub gpu_resources: GpuResources,
@@ -106,7 +105,7 @@ impl Sampler {
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 log::warn!(
-                    "the NVML sampler did not stop within {grace:?} (an NVML call is hanging); leaving it"
+                    "the GPU sampler did not stop within {grace:?} (a GPU library call is hanging); leaving it"
                 );
             }
         }
@@ -143,14 +142,6 @@ impl StopSignal {
     }
 }
 
-/// An initialised NVML and what does not change while it lives.
-struct Session {
-    /// Holds GPM buffers: declared (so dropped) before `nvml`.
-    rates: Rates,
-    nvml: Nvml,
-    driver_version: String,
-}
-
 fn run(
     config: &SamplerConfig,
     cell: &SnapshotCell,
@@ -158,15 +149,15 @@ fn run(
     pods: &dyn Fn() -> Option<Polled>,
 ) {
     let mut attribution_log = AttributionLog::default();
-    let mut library: Option<Arc<NvmlLibrary>> = None;
-    let mut session: Option<Session> = None;
+    let mut opener = Opener::new(config.backend.clone());
+    let mut session: Option<Box<dyn Session>> = None;
     let mut retry = Backoff::new(config.interval.min(MAX_RETRY_DELAY), MAX_RETRY_DELAY);
     let mut health = HealthLog::default();
     let mut last_failure: Option<String> = None;
     loop {
         let started = Instant::now();
-        let next = match sample(config, &mut library, &mut session) {
-            Ok((driver_version, mut gpus)) => {
+        let next = match sample(&mut opener, &mut session) {
+            Ok((backend, driver_version, mut gpus)) => {
                 last_failure = None;
                 retry.reset();
                 health.fill_identity(&mut gpus);
@@ -176,6 +167,7 @@ fn run(
                     started,
                     started.elapsed(),
                     NodeState::Ready {
+                        backend,
                         driver_version,
                         gpus,
                         attribution,
@@ -234,58 +226,34 @@ fn attach_pods(
     }
 }
 
-/// One sampling pass: (re)open NVML when needed, then read every GPU.
+/// One sampling pass: (re)open the library when needed, then read every GPU.
 fn sample(
-    config: &SamplerConfig,
-    library: &mut Option<Arc<NvmlLibrary>>,
-    session: &mut Option<Session>,
-) -> Result<(String, Vec<GpuSample>), String> {
+    opener: &mut Opener,
+    session: &mut Option<Box<dyn Session>>,
+) -> Result<(&'static str, String, Vec<GpuSample>), String> {
     if session.is_none() {
-        *session = Some(open_session(config, library)?);
+        let opened = opener.open()?;
+        log::info!(
+            "{} initialised from {} (driver {})",
+            opened.display_name(),
+            opened.library_path(),
+            opened.driver_version()
+        );
+        *session = Some(opened);
     }
     let current = session.as_mut().expect("opened above");
-    match read_node(&current.nvml, &mut current.rates) {
-        Ok(gpus) => Ok((current.driver_version.clone(), gpus)),
+    match current.read_node() {
+        Ok(gpus) => Ok((
+            current.backend(),
+            current.driver_version().to_string(),
+            gpus,
+        )),
         Err(e) => {
-            // Shut this session down; the next pass initialises NVML afresh.
+            // Shut this session down; the next pass initialises afresh.
             *session = None;
-            Err(format!("NVML stopped answering: {e}"))
+            Err(e)
         }
     }
-}
-
-fn open_session(
-    config: &SamplerConfig,
-    library: &mut Option<Arc<NvmlLibrary>>,
-) -> Result<Session, String> {
-    let opened = match library {
-        Some(opened) => Arc::clone(opened),
-        None => {
-            let opened = match config.library.as_deref() {
-                // SAFETY: the operator named this library as NVML
-                // (--nvml-library / NVML_LIBRARY_PATH); running its
-                // initialisers is their explicit choice.
-                Some(path) => unsafe { NvmlLibrary::open_path(path) },
-                None => NvmlLibrary::open(),
-            }
-            .map_err(|e| format!("NVML is not available: {e}"))?;
-            Arc::clone(library.insert(Arc::new(opened)))
-        }
-    };
-    let nvml = Nvml::init(Arc::clone(&opened))
-        .map_err(|e| format!("NVML is not available: {e} (library {})", opened.path()))?;
-    let driver_version = nvml
-        .driver_version()
-        .map_err(|e| format!("NVML is not available: {e}"))?;
-    log::info!(
-        "NVML initialised from {} (driver {driver_version})",
-        opened.path()
-    );
-    Ok(Session {
-        rates: Rates::default(),
-        nvml,
-        driver_version,
-    })
 }
 
 /// Logs attribution state changes, and each device id that cannot be
@@ -413,7 +381,7 @@ impl HealthLog {
         for (index, known) in &self.last {
             if !current.contains_key(index) {
                 let uuid = known.uuid.as_deref().unwrap_or("unknown uuid");
-                log::warn!("GPU {index} ({uuid}) is no longer reported by NVML");
+                log::warn!("GPU {index} ({uuid}) is no longer reported by the GPU library");
             }
         }
         self.last = current;

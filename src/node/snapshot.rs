@@ -24,6 +24,8 @@ pub struct Snapshot {
 pub enum NodeState {
     /// NVML answered; per-GPU results inside.
     Ready {
+        /// The library that answered (`nvml`, `amdsmi`).
+        backend: &'static str,
         driver_version: String,
         gpus: Vec<GpuSample>,
         /// Whether the kubelet said which pods hold which GPUs.
@@ -114,6 +116,10 @@ pub struct GpuSample {
     pub index: u32,
     pub uuid: Option<String>,
     pub name: Option<String>,
+    /// The PCI address (`0000:19:00.0`), where the backend gives one; AMD's
+    /// device plugin names GPUs by it. Used on this node only (attribution
+    /// happens before a report leaves it).
+    pub pci_bus_id: Option<String>,
     pub health: GpuHealth,
     /// The MIG devices on this GPU, when MIG is on.
     pub mig: Vec<MigSample>,
@@ -128,7 +134,7 @@ pub struct GpuSample {
     pub unreported: Vec<ReadError>,
 }
 
-/// One reading NVML could not give for a GPU that still answers.
+/// One reading the GPU library could not give for a GPU that still answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadError {
     /// A metric name (`temperature`), or `mig_mode` / `name`.
@@ -224,6 +230,7 @@ impl GpuSample {
             index,
             uuid: None,
             name: None,
+            pci_bus_id: None,
             health: GpuHealth::Healthy {
                 readings,
                 mig_enabled: Some(false),
@@ -242,7 +249,7 @@ impl GpuSample {
 pub fn stale_reason(age: Duration, stale_after: Duration) -> Option<String> {
     (age > stale_after).then(|| {
         format!(
-            "GPU readings are stale: the last NVML sample started {:.1}s ago (limit {:.1}s); an NVML call may be hanging on a failing GPU",
+            "GPU readings are stale: the last GPU sample started {:.1}s ago (limit {:.1}s); a GPU library call may be hanging on a failing GPU",
             age.as_secs_f64(),
             stale_after.as_secs_f64()
         )
@@ -351,6 +358,7 @@ mod tests {
             Instant::now(),
             Duration::ZERO,
             NodeState::Ready {
+                backend: "nvml",
                 driver_version: "550.1".into(),
                 gpus: vec![],
                 attribution: Attribution::complete(),

@@ -164,7 +164,7 @@ pub fn render(sources: &Sources) -> String {
     page.family(
         &up,
         Kind::Gauge,
-        "1 when the GPU answers NVML, 0 when lost or failing.",
+        "1 when the GPU answers its library, 0 when lost or failing.",
     );
     for (gpu, uuid, model, healthy) in &gpus_up {
         let labels = [
@@ -206,25 +206,33 @@ pub fn render(sources: &Sources) -> String {
     }
 
     let age = format!("{PREFIX}_snapshot_age_seconds");
-    page.family(&age, Kind::Gauge, "Age of the latest NVML snapshot.");
+    page.family(&age, Kind::Gauge, "Age of the latest GPU snapshot.");
     page.sample(
         &age,
         &[("node", node)],
         snapshot.age(Instant::now()).as_secs_f64(),
     );
     let pass = format!("{PREFIX}_sampler_pass_duration_seconds");
-    page.family(&pass, Kind::Gauge, "How long the latest NVML pass took.");
-    page.sample(&pass, &[("node", node)], snapshot.duration.as_secs_f64());
-    let nvml_up = format!("{PREFIX}_nvml_up");
     page.family(
-        &nvml_up,
+        &pass,
         Kind::Gauge,
-        "1 when NVML answered the latest pass.",
+        "How long the latest GPU sampling pass took.",
     );
+    page.sample(&pass, &[("node", node)], snapshot.duration.as_secs_f64());
+    let driver_up = format!("{PREFIX}_driver_up");
+    page.family(
+        &driver_up,
+        Kind::Gauge,
+        "1 when the GPU library (backend: nvml or amdsmi) answered the latest pass; 0 with backend \"\" when none did.",
+    );
+    let backend = match &snapshot.state {
+        NodeState::Ready { backend, .. } => backend,
+        NodeState::Unavailable { .. } => "",
+    };
     page.sample(
-        &nvml_up,
-        &[("node", node)],
-        f64::from(u8::from(matches!(snapshot.state, NodeState::Ready { .. }))),
+        &driver_up,
+        &[("node", node), ("backend", backend)],
+        f64::from(u8::from(!backend.is_empty())),
     );
     let read_errors = format!("{PREFIX}_gpu_read_errors");
     page.family(
@@ -251,12 +259,16 @@ pub fn render(sources: &Sources) -> String {
         Kind::Counter,
         "Failed GPU driver library calls since start, by backend, call and code (NOT_SUPPORTED excluded).",
     );
-    for (call, code, count) in crate::nvml::call_errors() {
+    let nvml = crate::nvml::call_errors().into_iter().map(|e| ("nvml", e));
+    let amdsmi = crate::amdsmi::call_errors()
+        .into_iter()
+        .map(|e| ("amdsmi", e));
+    for (backend, (call, code, count)) in nvml.chain(amdsmi) {
         page.sample(
             &call_errors,
             &[
                 ("node", node),
-                ("backend", "nvml"),
+                ("backend", backend),
                 ("call", call),
                 ("code", code),
             ],

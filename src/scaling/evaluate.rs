@@ -211,7 +211,7 @@ fn select_and_aggregate(
     let total: usize = nodes.iter().map(|n| n.gpus.len()).sum();
     if total == 0 && trigger.selector.is_none() {
         return Err(EvalError::Unavailable(format!(
-            "NVML reports no GPUs{}",
+            "the GPU library reports no GPUs{}",
             if nodes.len() == 1 {
                 on(nodes[0].name)
             } else {
@@ -461,6 +461,7 @@ mod tests {
     fn snapshot(gpus: Vec<GpuSample>, age: Duration) -> (Snapshot, Instant) {
         let now = Instant::now();
         let state = NodeState::Ready {
+            backend: "nvml",
             driver_version: "550".into(),
             gpus,
             attribution: Attribution::complete(),
@@ -696,7 +697,7 @@ mod tests {
                 device_id: "GPU-gone".into(),
             },
             reason:
-                "device id \"GPU-gone\" of nvidia.com/gpu matches no GPU NVML reports on this node"
+                "device id \"GPU-gone\" of nvidia.com/gpu matches no GPU the GPU library reports on this node"
                     .into(),
         }];
         let node = NodeView {
@@ -712,7 +713,7 @@ mod tests {
         assert_eq!(
             outcome.value,
             Err(EvalError::Unavailable(
-                "cannot read the GPU of pod ml/vllm-0 (workload ml/vllm) on node a: device id \"GPU-gone\" of nvidia.com/gpu matches no GPU NVML reports on this node".into()
+                "cannot read the GPU of pod ml/vllm-0 (workload ml/vllm) on node a: device id \"GPU-gone\" of nvidia.com/gpu matches no GPU the GPU library reports on this node".into()
             ))
         );
         // Another workload's trigger is unaffected.

@@ -63,6 +63,99 @@ fn build_fake(variant: Variant) -> PathBuf {
     library
 }
 
+/// Builds the fake AMD SMI library once per build and test binary
+/// (`minimal`: without the optional entry points).
+pub fn fake_amdsmi_build(minimal: bool) -> PathBuf {
+    static FULL: OnceLock<PathBuf> = OnceLock::new();
+    static MINIMAL: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if minimal { &MINIMAL } else { &FULL };
+    cell.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = if minimal { "minimal" } else { "full" };
+        let target_dir = root.join("target").join("fake-amdsmi").join(dir);
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .current_dir(root)
+            .args([
+                "build",
+                "--quiet",
+                "--offline",
+                "-p",
+                "fake-amdsmi",
+                "--target-dir",
+            ])
+            .arg(&target_dir);
+        if minimal {
+            command.args(["--features", "minimal"]);
+        }
+        let status = command.status().expect("run cargo to build fake-amdsmi");
+        assert!(status.success(), "building fake-amdsmi failed");
+        let library = target_dir.join("debug").join("libfake_amdsmi.so");
+        assert!(library.exists(), "{} missing", library.display());
+        library
+    })
+    .clone()
+}
+
+/// A private copy of the fake AMD SMI library and its scenario file.
+pub struct FakeAmdSmi {
+    pub dir: PathBuf,
+    pub library: PathBuf,
+    pub scenario: PathBuf,
+}
+
+impl FakeAmdSmi {
+    pub fn new(scenario: &str) -> Self {
+        Self::build(false, scenario)
+    }
+
+    /// Without `amdsmi_get_gpu_asic_info` and `amdsmi_get_gpu_driver_info`.
+    pub fn minimal(scenario: &str) -> Self {
+        Self::build(true, scenario)
+    }
+
+    fn build(minimal: bool, scenario: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fake-amdsmi-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let fake = Self {
+            library: dir.join("libamd_smi.so.26"),
+            scenario: dir.join("fake-amdsmi.scenario"),
+            dir,
+        };
+        std::fs::copy(fake_amdsmi_build(minimal), &fake.library).expect("copy fake library");
+        fake.set(scenario);
+        fake
+    }
+
+    /// Replaces the scenario atomically (write, then rename).
+    pub fn set(&self, scenario: &str) {
+        let staging = self.dir.join("scenario.tmp");
+        std::fs::write(&staging, scenario).expect("write scenario");
+        std::fs::rename(staging, &self.scenario).expect("replace scenario");
+    }
+}
+
+impl Drop for FakeAmdSmi {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node-local test server reading AMD GPUs through `fake`.
+pub fn amd_config(fake: &FakeAmdSmi) -> ServeConfig {
+    let mut config = ServeConfig::new("127.0.0.1:0");
+    config.sample_interval = INTERVAL;
+    config.backend.choice = keda_gpu_scaler::node::backend::BackendChoice::Amd;
+    config.backend.amd_smi_library = Some(fake.library.clone());
+    config.node_name = "amd-node".into();
+    config.pod_resources_socket = fake.dir.join("no-kubelet.sock");
+    config
+}
+
 /// Builds the fake-engine binary (once per test binary and profile) in its
 /// own target directory, as the main one is locked by the running cargo.
 pub fn fake_engine_binary(release: bool) -> PathBuf {
@@ -168,7 +261,9 @@ pub fn start_server_at(library: &Path) -> RunningServer {
 pub fn local_config(library: &Path) -> ServeConfig {
     let mut config = ServeConfig::new("127.0.0.1:0");
     config.sample_interval = INTERVAL;
-    config.nvml_library = Some(library.to_path_buf());
+    // As the chart's NVIDIA DaemonSet runs; `auto` is tested in tests/amd.rs.
+    config.backend.choice = keda_gpu_scaler::node::backend::BackendChoice::Nvidia;
+    config.backend.nvml_library = Some(library.to_path_buf());
     config.node_name = "test-node".into();
     config.pod_resources_socket = library.with_file_name("no-kubelet.sock");
     config
@@ -316,7 +411,9 @@ pub fn gpu_line(index: u32, util: u32) -> String {
 
 /// A kubelet that answers PodResources List from a list the test can
 /// change, after an optional delay. `(namespace, pod, device id)`; MIG ids
-/// are given the resource `nvidia.com/mig-1g.10gb`, others `nvidia.com/gpu`.
+/// are given the resource `nvidia.com/mig-1g.10gb`, PCI addresses
+/// `amd.com/gpu` and `amdgpu_xcp_N` `amd.com/cpx_nps4` (as AMD's device
+/// plugin names them), others `nvidia.com/gpu`.
 #[derive(Clone, Default)]
 pub struct FakeKubelet {
     pub pods: Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
@@ -336,6 +433,10 @@ impl keda_gpu_scaler::proto::podresources_grpc::PodResourcesLister for FakeKubel
             let mut devices = ContainerDevices::new();
             let resource = if device_id.starts_with("MIG-") {
                 "nvidia.com/mig-1g.10gb"
+            } else if device_id.starts_with("amdgpu_xcp_") {
+                "amd.com/cpx_nps4"
+            } else if device_id.matches(':').count() == 2 {
+                "amd.com/gpu"
             } else {
                 "nvidia.com/gpu"
             };

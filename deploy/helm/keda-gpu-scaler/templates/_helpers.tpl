@@ -4,6 +4,11 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The extra label of the AMD DaemonSet's pods (its selector's own). */}}
+{{- define "keda-gpu-scaler.amdLabel" -}}
+keda-gpu-scaler.io/gpu-vendor: amd
+{{- end }}
+
 {{- define "keda-gpu-scaler.image" -}}
 {{- if .Values.image.digest -}}
 {{ .Values.image.repository }}@{{ .Values.image.digest }}

@@ -1,17 +1,93 @@
-//! One read of every GPU on the node through NVML, turned into samples.
-//! Shared by the sampler thread and the `devices` command; only they call it.
+//! The NVIDIA backend: an NVML session (loaded once, initialised per
+//! session) and one read of every GPU through it, turned into samples.
+//! Held by the sampler thread and the `devices` command; only they call it.
 //!
 //! Only a failed handle, a failed UUID or GPU_IS_LOST fail a GPU as a
 //! whole. Any other failing call makes its metrics absent for that GPU,
 //! with the error kept, so one bad sensor does not drop a GPU from every
 //! trigger.
 
-use std::time::Instant;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::node::backend::Session;
 use crate::node::gpu_metric::{mib, percent_used, watts, Metric, Readings};
-use crate::node::rates::{RateOut, Rates};
+use crate::node::rates::{RateOut, Rates, GPM_MIN_SPACING};
 use crate::node::snapshot::{GpuHealth, GpuSample, MigSample, ReadError};
-use crate::nvml::{Device, Nvml, NvmlError};
+use crate::nvml::{Device, Nvml, NvmlError, NvmlLibrary};
+
+/// The NVML library once found (kept across sessions).
+#[derive(Default)]
+pub struct Loaded(Option<Arc<NvmlLibrary>>);
+
+impl Loaded {
+    /// Loads the library the first time (`path`, else the usual places),
+    /// then initialises a session.
+    pub fn open(&mut self, path: Option<&Path>) -> Result<NvidiaSession, String> {
+        let library = match &self.0 {
+            Some(library) => Arc::clone(library),
+            None => {
+                let opened = match path {
+                    // SAFETY: the operator named this library as NVML
+                    // (--nvml-library / NVML_LIBRARY_PATH); running its
+                    // initialisers is their explicit choice.
+                    Some(path) => unsafe { NvmlLibrary::open_path(path) },
+                    None => NvmlLibrary::open(),
+                }
+                .map_err(|e| format!("NVML is not available: {e}"))?;
+                Arc::clone(self.0.insert(Arc::new(opened)))
+            }
+        };
+        let nvml = Nvml::init(Arc::clone(&library))
+            .map_err(|e| format!("NVML is not available: {e} (library {})", library.path()))?;
+        let driver_version = nvml
+            .driver_version()
+            .map_err(|e| format!("NVML is not available: {e}"))?;
+        Ok(NvidiaSession {
+            path: library.path().to_string(),
+            nvml,
+            rates: Rates::default(),
+            driver_version,
+        })
+    }
+}
+
+/// An initialised NVML session and the rates kept between its reads.
+pub struct NvidiaSession {
+    // Dropped before `nvml`: GPM samples are freed before nvmlShutdown.
+    rates: Rates,
+    nvml: Nvml,
+    path: String,
+    driver_version: String,
+}
+
+impl Session for NvidiaSession {
+    fn backend(&self) -> &'static str {
+        "nvml"
+    }
+
+    fn display_name(&self) -> &'static str {
+        "NVML"
+    }
+
+    fn library_path(&self) -> &str {
+        &self.path
+    }
+
+    fn driver_version(&self) -> &str {
+        &self.driver_version
+    }
+
+    fn read_node(&mut self) -> Result<Vec<GpuSample>, String> {
+        read_node(&self.nvml, &mut self.rates).map_err(|e| format!("NVML stopped answering: {e}"))
+    }
+
+    fn rate_spacing(&self) -> Option<Duration> {
+        // GPM needs its samples 100 ms apart.
+        Some(GPM_MIN_SPACING * 2)
+    }
+}
 
 /// Reads every GPU. Only a failure to count the GPUs fails the whole read;
 /// a failing GPU becomes a `Lost` or `Failed` sample. `rates` carries the
@@ -37,6 +113,7 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
         index,
         uuid: None,
         name: None,
+        pci_bus_id: None,
         health: GpuHealth::Failed {
             error: String::new(),
         },
