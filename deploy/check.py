@@ -133,11 +133,12 @@ def check_chart(helm_bin, tmp):
     mounts = {m["name"]: m for m in amd_container["volumeMounts"]}
     host = {v["name"]: v.get("hostPath", {}) for v in amd_pod["spec"]["volumes"]}
     check(amd_env.get("KEDA_GPU_SCALER_GPU_BACKEND") == "amd"
-          and amd_env.get("LD_LIBRARY_PATH") == "/opt/rocm/lib:/opt/amdgpu/lib/x86_64-linux-gnu"
+          and amd_env.get("LD_LIBRARY_PATH") == "/opt/rocm/lib:/host-lib/0"
           and not any(k.startswith("NVIDIA_") for k in amd_env)
           and "runtimeClassName" not in amd_pod["spec"]
           and mounts["rocm"]["readOnly"] and mounts["rocm"]["mountPath"] == host["rocm"]["path"] == "/opt/rocm"
-          and mounts["amd-lib-0"]["readOnly"] and host["amd-lib-0"]["path"] == "/opt/amdgpu/lib/x86_64-linux-gnu"
+          and mounts["amd-lib-0"]["readOnly"] and mounts["amd-lib-0"]["mountPath"] == "/host-lib/0"
+          and host["amd-lib-0"]["path"] == "/opt/amdgpu/lib/x86_64-linux-gnu"
           and amd_container["securityContext"]["capabilities"]["drop"] == ["ALL"]
           and not amd_container["securityContext"]["privileged"],
           "AMD DaemonSet reads AMD SMI from the host's ROCm, read-only, unprivileged, without NVIDIA settings")
@@ -160,6 +161,10 @@ def check_chart(helm_bin, tmp):
                               "--set", "nvidia.enabled=false"], helm_bin))
     check([o["metadata"]["name"] for o in amd_only if o["kind"] == "DaemonSet"] == ["keda-gpu-scaler-amd"],
           "chart with nvidia.enabled=false renders the AMD DaemonSet alone")
+    over = subprocess.run([helm_bin, "template", "x", CHART, "--set", "amd.enabled=true",
+                           "--set", "amd.rocmPath=/usr/lib"], capture_output=True, text=True)
+    check(over.returncode != 0 and "would be mounted over the image's own system directories" in over.stderr,
+          "chart refuses an amd.rocmPath over the image's system directories, saying why")
     refused = subprocess.run([helm_bin, "template", "x", CHART, "--set", "nvidia.enabled=false"],
                              capture_output=True, text=True)
     check(refused.returncode != 0 and "nvidia.enabled and amd.enabled are both false" in refused.stderr,

@@ -102,6 +102,18 @@ fn older_parts_report_average_power_and_not_available_is_never_zero() {
         let why = gpus[1].unreported(Metric::PowerDraw.name()).unwrap();
         assert!(why.contains("not available"), "{why}");
     }
+    // From 25.x, a part that fills only socket_power is read from it.
+    for version in ["26.1.0", "25.25.4.0"] {
+        let fake = FakeAmdSmi::new(&format!(
+            "version {version}\ngpu 0 bdf=0000:19:00.0 current_w=NA average_w=NA socket_w=420\n"
+        ));
+        let (_, _, gpus) = read(amd(&fake)).unwrap();
+        assert_eq!(
+            value_of(&gpus[0], Metric::PowerDraw),
+            Some(420.0),
+            "{version}"
+        );
+    }
 }
 
 #[test]
@@ -192,7 +204,8 @@ fn auto_tries_nvml_then_amd_smi_and_names_both_when_neither_answers() {
 #[test]
 fn the_same_triggers_and_profiles_work_on_an_amd_node() {
     let fake = FakeAmdSmi::new(&format!(
-        "{MI300}gpu 1 uuid=amd-1 bdf=0000:3b:00.0 gfx=63 vram_total_mib=196592 vram_used_mib=0 current_w=400\n"
+        "{MI300}gpu 1 uuid=amd-1 bdf=0000:3b:00.0 gfx=63 vram_total_mib=196592 vram_used_mib=0 current_w=400\n\
+         fail 1 temperature BUSY\n"
     ));
     let kubelet = FakeKubelet::default();
     let socket = fake.dir.join("kubelet.sock");
@@ -204,6 +217,7 @@ fn the_same_triggers_and_profiles_work_on_an_amd_node() {
     ]);
     let mut config = amd_config(&fake);
     config.pod_resources_socket = socket;
+    config.metrics_listen = Some("127.0.0.1:0".into());
     let server = server::start(&config).expect("start server");
     let client = client(server.port());
     // Attribution by PCI address: vllm's two GPUs, max (the default) and
@@ -252,6 +266,34 @@ fn the_same_triggers_and_profiles_work_on_an_amd_node() {
         "compute partition",
     );
     assert!(message.contains("amdgpu_xcp_3"), "{message}");
+
+    // The /metrics page: the AMD readings, the backend, and AMD SMI's
+    // failing call by its own name and status.
+    let page = scrape_metrics(server.metrics_port().unwrap());
+    for line in [
+        "keda_gpu_scaler_driver_up{node=\"amd-node\",backend=\"amdsmi\"} 1",
+        "keda_gpu_scaler_driver_call_errors_total{node=\"amd-node\",backend=\"amdsmi\",call=\"amdsmi_get_temp_metric\",code=\"BUSY\"} ",
+    ] {
+        assert!(page.lines().any(|l| l.starts_with(line)), "{line} not in:\n{page}");
+    }
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("keda_gpu_scaler_gpu_power_watts{")
+                && l.contains("uuid=\"amd-0\"")
+                && l.ends_with(" 550")),
+        "{page}"
+    );
+}
+
+fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: scaler\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 fn serve(args: &[String], log: &std::path::Path) -> Child {
@@ -365,6 +407,55 @@ fn a_mixed_cluster_of_an_nvidia_node_and_an_amd_node_answers_as_one() {
     );
     let log = std::fs::read_to_string(amd.dir.join("serve.log")).unwrap();
     assert!(log.contains("AMD SMI initialised from"), "{log}");
+}
+
+#[test]
+fn compute_partitions_are_out_of_scope_and_never_read_as_whole_gpus() {
+    // GPU 0 is split in two partitions (functions 0 and 1); GPU 1 is whole.
+    let fake = FakeAmdSmi::new(
+        "gpu 0 uuid=p0 bdf=0000:0c:00.0 gfx=40\n\
+         gpu 1 uuid=p1 bdf=0000:0c:00.1 gfx=NA\n\
+         gpu 2 uuid=whole bdf=0000:3b:00.0 gfx=70\n",
+    );
+    let (_, _, gpus) = read(amd(&fake)).unwrap();
+    for gpu in &gpus[..2] {
+        assert!(
+            matches!(&gpu.health, GpuHealth::Failed { error } if error.contains("compute partition")),
+            "{:?}",
+            gpu.health
+        );
+    }
+    assert!(matches!(gpus[2].health, GpuHealth::Healthy { .. }));
+    // Through the server: node-wide triggers read the whole GPU only; a pod
+    // on partition 0 (named by its PCI address) or another partition
+    // (amdgpu_xcp_N) is UNAVAILABLE, saying why.
+    let kubelet = FakeKubelet::default();
+    let socket = fake.dir.join("kubelet.sock");
+    let _kubelet_server = kubelet.serve(&socket);
+    kubelet.set_pods(&[
+        ("default", "first-0", "0000:0c:00.0"),
+        ("default", "other-0", "amdgpu_xcp_1"),
+        ("default", "whole-0", "0000:3b:00.0"),
+    ]);
+    let mut config = amd_config(&fake);
+    config.pod_resources_socket = socket;
+    let server = server::start(&config).expect("start server");
+    let client = client(server.port());
+    wait_for_value(&client, &[("workload", "whole")], 70.0);
+    // The first partition's pod is placed on its (failing) processor; the
+    // other's id names a partition and is unplaced. Each error says so.
+    for (workload, names) in [
+        ("first", "GPU 0 (p0) is failing"),
+        ("other", "default/other-0"),
+    ] {
+        let message = wait_for_error(
+            &client,
+            &[("workload", workload)],
+            grpcio::RpcStatusCode::UNAVAILABLE,
+            "compute partition",
+        );
+        assert!(message.contains(names), "{message}");
+    }
 }
 
 #[test]

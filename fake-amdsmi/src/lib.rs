@@ -13,7 +13,7 @@
 //!                         # (no `year`, 192-byte power info); 25.x the ROCm 6.4
 //!                         # power info (40 bytes); below, year first and 68 bytes
 //! driver 6.10.5
-//! gpu 0 uuid=a1-… bdf=0000:19:00.0 name="AMD Instinct MI300X" gfx=37 umc=12 vram_total_mib=196592 vram_used_mib=2048 hotspot=41 edge=NA current_w=550 average_w=NA
+//! gpu 0 uuid=a1-… bdf=0000:19:00.0 name="AMD Instinct MI300X" gfx=37 umc=12 vram_total_mib=196592 vram_used_mib=2048 hotspot=41 edge=NA current_w=550 average_w=NA socket_w=550
 //! fail 0 activity BUSY    # that call on GPU 0 returns the status; `*` is every call
 //! hang 0 power 30000      # that call blocks up to 30000 ms, less if the line goes away
 //! init_error DRIVER_NOT_LOADED
@@ -81,6 +81,8 @@ struct Gpu {
     edge: Option<i64>,
     current_w: Option<u32>,
     average_w: Option<u32>,
+    /// `socket_power` (25.x and later layouts only).
+    socket_w: Option<u32>,
 }
 
 struct Scenario {
@@ -190,6 +192,7 @@ fn gpu(index: usize, fields: &[String]) -> Gpu {
         edge: None,
         current_w: Some(150),
         average_w: None,
+        socket_w: None,
     };
     for field in fields {
         let Some((key, value)) = field.split_once('=') else {
@@ -210,6 +213,7 @@ fn gpu(index: usize, fields: &[String]) -> Gpu {
             "edge" => gpu.edge = i64v(),
             "current_w" => gpu.current_w = u32v(),
             "average_w" => gpu.average_w = u32v(),
+            "socket_w" => gpu.socket_w = u32v(),
             _ => {}
         }
     }
@@ -590,7 +594,14 @@ pub unsafe extern "C" fn amdsmi_get_power_info(handle: Handle, info: *mut c_void
             v if v >= 25 => {
                 let size = if v >= 26 { 192 } else { 40 };
                 std::ptr::write_bytes(bytes, 0, size);
-                let socket = u64::from(gpu.current_w.or(gpu.average_w).unwrap_or(NOT_AVAILABLE));
+                // `socket_w=` when given; else, where current or average is
+                // available, a value no test expects (so that reading this
+                // layout as the 68-byte one fails), else "not available".
+                let socket = match (gpu.socket_w, gpu.current_w.or(gpu.average_w)) {
+                    (Some(w), _) => u64::from(w),
+                    (None, Some(_)) => 0xDEAD,
+                    (None, None) => u64::from(NOT_AVAILABLE),
+                };
                 std::ptr::copy_nonoverlapping(socket.to_ne_bytes().as_ptr(), bytes, 8);
                 put(8, current);
                 put(12, average);

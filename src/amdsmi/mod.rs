@@ -75,7 +75,16 @@ pub fn socket_watts(layout: PowerLayout, buffer: &PowerInfoBuffer) -> Option<u32
         PowerLayout::SocketPowerFirst => (word(8), word(12)),
     };
     let available = |w: u32| (w != NOT_AVAILABLE_U16 && w != u32::MAX && w != 0).then_some(w);
-    available(current).or(available(average))
+    // Library 25.x and later also have `socket_power` (u64, watts), which
+    // holds whichever of the two the part fills: the last resort.
+    let socket = match layout {
+        PowerLayout::V1 => None,
+        PowerLayout::SocketPowerFirst => {
+            let wide = u64::from_ne_bytes(buffer.0[..8].try_into().expect("8 bytes"));
+            u32::try_from(wide).ok().and_then(available)
+        }
+    };
+    available(current).or(available(average)).or(socket)
 }
 
 /// An activity percentage, or `None` for "not available" (0xFFFF, or any
@@ -151,8 +160,11 @@ impl AmdSmi {
                 let mut kind = 0u32;
                 // SAFETY: a handle the library just listed; `kind` is a u32.
                 let status = unsafe { (self.api().get_processor_type)(handle, &mut kind) };
-                self.check(symbols::GET_PROCESSOR_TYPE, status)?;
-                if kind == AMDSMI_PROCESSOR_TYPE_AMD_GPU {
+                // Initialised for GPUs only, the library lists GPUs: one
+                // whose type cannot be read is kept, so that its own reads
+                // fail it alone rather than the whole node.
+                let known = self.check(symbols::GET_PROCESSOR_TYPE, status).is_ok();
+                if !known || kind == AMDSMI_PROCESSOR_TYPE_AMD_GPU {
                     gpus.push(Gpu { smi: self, handle });
                 }
             }
@@ -422,6 +434,15 @@ mod tests {
             assert_eq!(socket_watts(layout, &power(layout, 0xFFFF, 300)), Some(300));
             assert_eq!(socket_watts(layout, &power(layout, u32::MAX, 0xFFFF)), None);
         }
+        // Only socket_power filled (25.x and later): it is used.
+        let mut buffer = power(PowerLayout::SocketPowerFirst, 0xFFFF, 0xFFFF);
+        buffer.0[..8].copy_from_slice(&420u64.to_ne_bytes());
+        assert_eq!(
+            socket_watts(PowerLayout::SocketPowerFirst, &buffer),
+            Some(420)
+        );
+        buffer.0[..8].copy_from_slice(&u64::MAX.to_ne_bytes());
+        assert_eq!(socket_watts(PowerLayout::SocketPowerFirst, &buffer), None);
     }
 
     #[test]

@@ -62,8 +62,9 @@ SERVE (the default):
                            [env KEDA_GPU_SCALER_POD_RESOURCES_SOCKET]
                            [default /var/lib/kubelet/pod-resources/kubelet.sock]
     --gpu-resource-names LIST
-                           resource names that are GPUs besides nvidia.com/gpu
-                           and nvidia.com/mig-* [env KEDA_GPU_SCALER_GPU_RESOURCE_NAMES]
+                           resource names that are GPUs besides nvidia.com/gpu,
+                           nvidia.com/mig-*, amd.com/gpu and amd.com/<mode>_nps<N>
+                           [env KEDA_GPU_SCALER_GPU_RESOURCE_NAMES]
     --metrics-listen ADDR  serve a Prometheus page (GET /metrics) for people
                            here; scaling never needs it [env
                            KEDA_GPU_SCALER_METRICS_LISTEN] [default: off]

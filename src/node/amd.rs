@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::amdsmi::{format_bdf, sys, AmdSmi, AmdSmiError, AmdSmiLibrary, Gpu};
+use crate::node::attribution::parse_pci_address;
 use crate::node::backend::Session;
 use crate::node::gpu_metric::{mib, percent_used, Metric, Readings};
 use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
@@ -130,14 +131,56 @@ impl Session for AmdSession {
 }
 
 /// Reads every AMD GPU. Only a failure to list the GPUs fails the whole
-/// read; a failing GPU becomes a `Failed` sample.
+/// read; a failing GPU becomes a `Failed` sample, and so does each compute
+/// partition of a partitioned GPU (out of scope: see `mark_partitions`).
 pub fn read_node(smi: &AmdSmi) -> Result<Vec<GpuSample>, AmdSmiError> {
     let gpus = smi.gpus()?;
-    Ok(gpus
+    let mut samples: Vec<GpuSample> = gpus
         .iter()
         .enumerate()
         .map(|(index, gpu)| read_gpu(index as u32, gpu))
-        .collect())
+        .collect();
+    mark_partitions(&mut samples);
+    Ok(samples)
+}
+
+/// An MI300 in a compute-partition mode shows one processor per partition,
+/// on the same PCI device with the partition in the function number
+/// (`0000:0c:00.1`), and most readings are not available on partitions
+/// other than the first. Reading partitions is out of scope: each is
+/// `Failed` with that reason (kept out of node-wide triggers; a trigger
+/// selecting a pod on one is UNAVAILABLE), never read as a whole GPU.
+fn mark_partitions(samples: &mut [GpuSample]) {
+    let device = |s: &GpuSample| {
+        s.pci_bus_id
+            .as_deref()
+            .and_then(parse_pci_address)
+            .map(|(domain, bus, device, function)| ((domain, bus, device), function))
+    };
+    let partitioned: Vec<bool> = samples
+        .iter()
+        .map(|sample| match device(sample) {
+            None => false,
+            Some((id, function)) => {
+                function != 0
+                    || samples
+                        .iter()
+                        .filter(|o| device(o).map(|d| d.0) == Some(id))
+                        .count()
+                        > 1
+            }
+        })
+        .collect();
+    for (sample, partitioned) in samples.iter_mut().zip(partitioned) {
+        if partitioned {
+            sample.health = GpuHealth::Failed {
+                error: format!(
+                    "an AMD GPU compute partition (PCI {}): partitioned AMD GPUs are out of scope for this scaler",
+                    sample.pci_bus_id.as_deref().unwrap_or("?")
+                ),
+            };
+        }
+    }
 }
 
 fn read_gpu(index: u32, gpu: &Gpu<'_>) -> GpuSample {

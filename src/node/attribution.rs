@@ -10,20 +10,34 @@ use crate::node::snapshot::{Allocation, GpuHealth, GpuSample, MigSample, Unplace
 /// Resource names whose device ids are GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GpuResources {
-    /// Beyond `nvidia.com/gpu`, `nvidia.com/mig-*` and `amd.com/*` (e.g. a
-    /// renamed time-sliced resource such as `nvidia.com/gpu.shared`).
+    /// Beyond `nvidia.com/gpu`, `nvidia.com/mig-*`, `amd.com/gpu` and AMD's
+    /// partition-mode names (e.g. a renamed time-sliced resource such as
+    /// `nvidia.com/gpu.shared`).
     pub extra: Vec<String>,
 }
 
 impl GpuResources {
-    /// AMD's device plugin names its resources `amd.com/gpu`, or one per
-    /// partition mode (`amd.com/cpx_nps4`) with its `mixed` strategy.
+    /// AMD's device plugin names its resource `amd.com/gpu`, or one per
+    /// partition mode (`amd.com/cpx_nps4`) with its `mixed` strategy. Other
+    /// `amd.com/` resources (the network operator's `amd.com/nic`) are not
+    /// GPUs.
     pub fn is_gpu(&self, resource: &str) -> bool {
         resource == "nvidia.com/gpu"
             || resource.starts_with("nvidia.com/mig-")
-            || resource.starts_with("amd.com/")
+            || resource == "amd.com/gpu"
+            || is_amd_partition_resource(resource)
             || self.extra.iter().any(|r| r == resource)
     }
+}
+
+/// `amd.com/{spx,dpx,tpx,qpx,cpx}_nps<N>`: a partition mode's resource.
+fn is_amd_partition_resource(resource: &str) -> bool {
+    resource
+        .strip_prefix("amd.com/")
+        .and_then(|rest| rest.split_once("_nps"))
+        .is_some_and(|(mode, memory)| {
+            matches!(mode, "spx" | "dpx" | "tpx" | "qpx" | "cpx") && is_number(memory)
+        })
 }
 
 /// A device id, as far as its format tells.
@@ -465,6 +479,15 @@ mod tests {
         gpus[1].pci_bus_id = Some("0000:3b:00.0".into());
         let resources = GpuResources::default();
         assert!(resources.is_gpu("amd.com/gpu") && resources.is_gpu("amd.com/cpx_nps4"));
+        assert!(resources.is_gpu("amd.com/spx_nps1"));
+        for not_a_gpu in [
+            "amd.com/nic",
+            "amd.com/vnic",
+            "amd.com/xpx_nps1",
+            "amd.com/cpx_npsx",
+        ] {
+            assert!(!resources.is_gpu(not_a_gpu), "{not_a_gpu}");
+        }
         let devices = vec![
             device("llm-0", "amd.com/gpu", "0000:3B:00.0"),
             device("llm-1", "amd.com/gpu", "0000:19:00.0"),

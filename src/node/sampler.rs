@@ -65,7 +65,7 @@ impl Sampler {
             POD_RESOURCES_TIMEOUT,
         )?);
         let thread = std::thread::Builder::new()
-            .name("nvml-sampler".into())
+            .name("gpu-sampler".into())
             .spawn({
                 let stop = Arc::clone(&stop);
                 let poller = Arc::clone(&poller);

@@ -249,15 +249,12 @@ impl Device<'_> {
             let mut handle: nvmlDevice_t = std::ptr::null_mut();
             // SAFETY: `handle` is a valid out-pointer.
             let code = unsafe { handle_by_index(self.handle, index, &mut handle) };
-            match self
-                .nvml
-                .check(sys::symbols::DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX, code)
-            {
-                Ok(()) => {}
-                // An empty slot.
-                Err(e) if e.code() == Some(ReturnCode::NotFound) => continue,
-                Err(e) => return Err(e),
+            // NOT_FOUND is an empty slot: an answer, not a failure.
+            if code == sys::NVML_ERROR_NOT_FOUND {
+                continue;
             }
+            self.nvml
+                .check(sys::symbols::DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX, code)?;
             devices.push((
                 index,
                 Device {

@@ -34,12 +34,12 @@ pub fn gpu_family(metric: Metric) -> (&'static str, f64, &'static str) {
         Metric::GpuUtilization => (
             "gpu_utilization_ratio",
             0.01,
-            "Time a kernel was running, 0-1 (NVML).",
+            "Time the GPU was busy running work, 0-1 (NVML utilization.gpu; AMD SMI gfx_activity).",
         ),
         Metric::MemoryUtilization => (
             "gpu_memory_utilization_ratio",
             0.01,
-            "Time the memory controller was busy, 0-1 (NVML).",
+            "Time the memory controller was busy, 0-1 (NVML utilization.memory; AMD SMI umc_activity).",
         ),
         Metric::MemoryUsedMib => (
             "gpu_memory_used_bytes",
@@ -467,7 +467,7 @@ pub fn render(sources: &Sources) -> String {
             );
             let failed = view.missing.iter().filter(|m| m.last.is_some()).count();
             for (state, count) in [
-                // The first node is this one.
+                // Every node that answered, less this one (always in).
                 ("answered", view.nodes.len().saturating_sub(1)),
                 ("failed", failed),
                 ("unknown", view.missing.len() - failed),

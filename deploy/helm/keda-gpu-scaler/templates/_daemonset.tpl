@@ -112,7 +112,7 @@ spec:
             - name: KEDA_GPU_SCALER_GPU_BACKEND
               value: amd
             - name: LD_LIBRARY_PATH
-              value: {{ join ":" (prepend .Values.amd.libraryDirs (printf "%s/lib" .Values.amd.rocmPath)) | quote }}
+              value: {{ include "keda-gpu-scaler.amdLibraryPath" . | quote }}
             {{- with .Values.amd.libraryPath }}
             - name: AMD_SMI_LIBRARY_PATH
               value: {{ . | quote }}
@@ -210,8 +210,9 @@ spec:
               mountPath: {{ .Values.amd.rocmPath }}
               readOnly: true
             {{- range $i, $dir := .Values.amd.libraryDirs }}
+            # Host {{ $dir }}, beside (never over) the image's own libraries.
             - name: amd-lib-{{ $i }}
-              mountPath: {{ $dir }}
+              mountPath: /host-lib/{{ $i }}
               readOnly: true
             {{- end }}
             {{- end }}

@@ -9,6 +9,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 keda-gpu-scaler.io/gpu-vendor: amd
 {{- end }}
 
+{{/* LD_LIBRARY_PATH of the AMD pods: ROCm's lib, then each extra host
+directory where it is mounted (/host-lib/<i>). */}}
+{{- define "keda-gpu-scaler.amdLibraryPath" -}}
+{{- $rocm := trimSuffix "/" .Values.amd.rocmPath }}
+{{- if or (eq $rocm "") (hasPrefix "/usr" $rocm) (hasPrefix "/lib" $rocm) (hasPrefix "/bin" $rocm) (hasPrefix "/etc" $rocm) }}
+{{- fail (printf "amd.rocmPath=%q would be mounted over the image's own system directories; give ROCm's own directory (e.g. /opt/rocm), and put other host library directories in amd.libraryDirs" .Values.amd.rocmPath) }}
+{{- end }}
+{{- $dirs := list (printf "%s/lib" $rocm) }}
+{{- range $i, $dir := .Values.amd.libraryDirs }}
+{{- $dirs = append $dirs (printf "/host-lib/%d" $i) }}
+{{- end }}
+{{- join ":" $dirs }}
+{{- end }}
+
 {{- define "keda-gpu-scaler.image" -}}
 {{- if .Values.image.digest -}}
 {{ .Values.image.repository }}@{{ .Values.image.digest }}
