@@ -20,7 +20,7 @@ fi
 
 echo "== building (the first build compiles gRPC and BoringSSL: about 6-10 minutes on 2 cores)"
 cargo build --quiet
-cargo build --quiet -p fake-nvml -p fake-engine
+cargo build --quiet -p fake-nvml -p fake-amdsmi -p fake-engine
 bin=target/debug/keda-gpu-scaler
 work=$(mktemp -d)
 export NVML_LIBRARY_PATH=$PWD/target/debug/libfake_nvml.so
@@ -102,6 +102,28 @@ echo; echo "== one replica stops answering (SIGSTOP): it is missing, not 0"
 engine_query --explain
 echo "   -> above the target it counts as 0, but never below 3 x 5: the count does not move because of it."
 kill -CONT "${engines[2]}"
+
+echo; echo "== an AMD node: the same binary reads AMD SMI (a simulated MI300X, through the fake libamd_smi)"
+cat > "$work/amd" <<SCENARIO
+version 26.1.0
+driver 6.10.5
+gpu 0 uuid=00ff74a1-0000-1000-80f8-3d5f2c4e9a00 bdf=0000:19:00.0 name="Simulated MI300X" gfx=88 umc=40 vram_total_mib=196592 vram_used_mib=176932 hotspot=71 current_w=640
+SCENARIO
+export FAKE_AMDSMI_SCENARIO=$work/amd
+"$bin" devices --gpu-backend amd --amd-smi-library target/debug/libfake_amdsmi.so
+"$bin" serve --listen 127.0.0.1:0 --sample-interval 250ms --gpu-backend amd \
+    --amd-smi-library target/debug/libfake_amdsmi.so 2> "$work/amd.log" &
+amd_server=$!
+engines+=("$amd_server")
+for _ in $(seq 100); do
+    amd_port=$(sed -n 's/.*serving externalscaler.ExternalScaler on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/amd.log")
+    [ -n "$amd_port" ] && break
+    sleep 0.1
+done
+settle
+"$bin" query --address "127.0.0.1:$amd_port" --metadata profile=vllm-inference --replicas 3
+echo "   -> the same profile on gfx_activity: 88% against 80, so 3 -> 4 replicas (metricType: Value). NVIDIA-only"
+echo "      metrics (sm_activity, NVLink) are n/a on AMD, with the reason, never 0."
 
 echo; echo "== SIGTERM: graceful shutdown"
 kill -TERM "$server"; wait "$server" && echo "server exited 0"
