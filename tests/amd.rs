@@ -296,6 +296,29 @@ fn scrape_metrics(port: u16) -> String {
     answer
 }
 
+#[test]
+fn a_hung_amd_smi_call_makes_readings_stale_never_zero_then_recovers() {
+    let fake = FakeAmdSmi::new(MI300);
+    let server = server::start(&amd_config(&fake)).expect("start server");
+    let client = client(server.port());
+    wait_for_value(&client, &[], 37.0);
+    // A call that blocks (as on a failing GPU): the handler answers from the
+    // snapshot at once, UNAVAILABLE once it is stale, and never a 0.
+    fake.set(&format!("{MI300}hang 0 power 60000\n"));
+    let message = wait_for_error(
+        &client,
+        &[],
+        grpcio::RpcStatusCode::UNAVAILABLE,
+        "GPU readings are stale",
+    );
+    assert!(
+        message.contains("a GPU library call may be hanging"),
+        "{message}"
+    );
+    fake.set(&MI300.replace("gfx=37", "gfx=41"));
+    wait_for_value(&client, &[], 41.0);
+}
+
 fn serve(args: &[String], log: &std::path::Path) -> Child {
     Command::new(BINARY)
         .arg("serve")
