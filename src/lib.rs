@@ -2,6 +2,8 @@
 //! AMD SMI.
 //!
 //! One folder per concern, each depending only on those before it:
+//! - `dynlib`: what the FFI rooms share (opening a library, counting failed
+//!   calls);
 //! - `nvml`, `amdsmi`: the hand-written FFI to NVIDIA's and AMD's
 //!   libraries;
 //! - `engine`: inference engines' own `/metrics` pages, read from every
@@ -22,6 +24,7 @@
 pub mod amdsmi;
 pub mod cluster;
 pub mod commands;
+pub mod dynlib;
 pub mod engine;
 pub mod grpc;
 pub mod node;

@@ -9,6 +9,7 @@ use libloading::Library;
 
 use super::error::LoadError;
 use super::sys::{symbols, Api};
+use crate::dynlib;
 
 /// File names tried, newest first; the unversioned one is a developer
 /// package's symlink and often absent.
@@ -67,17 +68,12 @@ impl AmdSmiLibrary {
     /// Opens the first of the standard places (see [`candidate_paths`])
     /// that loads. The error lists every path tried and why it failed.
     pub fn open() -> Result<Self, LoadError> {
-        let mut tried = Vec::new();
-        for path in candidate_paths() {
-            // SAFETY: loading runs the library's initialisers. These are
-            // ROCm's own install locations (and the loader's search for its
-            // names), where only AMD SMI is found.
-            match unsafe { Library::new(&path) } {
-                Ok(library) => return Self::resolve(library, path.display().to_string()),
-                Err(e) => tried.push((path.display().to_string(), e.to_string())),
-            }
-        }
-        Err(LoadError::LibraryNotFound { tried })
+        // SAFETY: loading runs the library's initialisers. These are ROCm's
+        // own install locations (and the loader's search for its names),
+        // where only AMD SMI is found.
+        let (library, path) = unsafe { dynlib::open_first(candidate_paths()) }
+            .map_err(|tried| LoadError::LibraryNotFound { tried })?;
+        Self::resolve(library, path)
     }
 
     /// Opens the library at `path` (from `--amd-smi-library` or
@@ -90,12 +86,11 @@ impl AmdSmiLibrary {
     /// initialisers are sound to run on any thread (the test fake is).
     pub unsafe fn open_path(path: &Path) -> Result<Self, LoadError> {
         // SAFETY: the caller vouches for the library (see above).
-        match unsafe { Library::new(path) } {
-            Ok(library) => Self::resolve(library, path.display().to_string()),
-            Err(e) => Err(LoadError::LibraryNotFound {
-                tried: vec![(path.display().to_string(), e.to_string())],
-            }),
-        }
+        let library =
+            unsafe { dynlib::open(path) }.map_err(|failure| LoadError::LibraryNotFound {
+                tried: vec![failure],
+            })?;
+        Self::resolve(library, path.display().to_string())
     }
 
     fn resolve(library: Library, path: String) -> Result<Self, LoadError> {

@@ -8,14 +8,14 @@ mod error;
 mod library;
 pub mod sys;
 
-use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_uint, c_void};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use error::{status_name, AmdSmiError, LoadError};
 pub use library::{candidate_paths, AmdSmiLibrary, NAMES, ROCM_DIRS};
 
+use crate::dynlib::CallErrors;
 use sys::*;
 
 /// Which `amdsmi_power_info_t` the loaded library writes.
@@ -93,20 +93,14 @@ fn percent(value: u32) -> Option<u32> {
     (value <= 100).then_some(value)
 }
 
-/// Failed calls since the process started, by entry point and status name.
-static CALL_ERRORS: Mutex<BTreeMap<(&'static str, &'static str), u64>> =
-    Mutex::new(BTreeMap::new());
+/// Failed calls since the process started.
+static CALL_ERRORS: CallErrors = CallErrors::new();
 
 /// Failed AMD SMI calls so far in this process, as `(function, status,
 /// count)`, for the `/metrics` page. NOT_SUPPORTED is left out: it makes a
 /// reading absent and is no failure.
 pub fn call_errors() -> Vec<(&'static str, &'static str, u64)> {
-    CALL_ERRORS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|(&(function, status), &count)| (function, status, count))
-        .collect()
+    CALL_ERRORS.all()
 }
 
 /// An initialised AMD SMI session. `amdsmi_shut_down` runs on drop.
@@ -345,11 +339,7 @@ fn check(
         status,
         AMDSMI_STATUS_NOT_SUPPORTED | AMDSMI_STATUS_NOT_YET_IMPLEMENTED
     ) {
-        *CALL_ERRORS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((function, status_name(status)))
-            .or_default() += 1;
+        CALL_ERRORS.count(function, status_name(status));
     }
     let mut text: *const c_char = std::ptr::null();
     // SAFETY: the library sets `text` to a static string for any status.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::amdsmi::{format_bdf, sys, AmdSmi, AmdSmiError, AmdSmiLibrary, Gpu};
 use crate::node::attribution::parse_pci_address;
-use crate::node::backend::Session;
+use crate::node::backend::{Loader, Session};
 use crate::node::gpu_metric::{mib, percent_used, Metric, Readings};
 use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
 
@@ -54,27 +54,22 @@ const NOT_ON_AMD: [(Metric, &str); 8] = [
 ];
 
 /// The AMD SMI library once found (kept across sessions).
-#[derive(Default)]
-pub struct Loaded(Option<Arc<AmdSmiLibrary>>);
+pub type Loaded = Loader<AmdSmiLibrary>;
 
 impl Loaded {
     /// Loads the library the first time (`path`, else the usual places),
     /// then initialises a session.
     pub fn open(&mut self, path: Option<&Path>) -> Result<AmdSession, String> {
-        let library = match &self.0 {
-            Some(library) => Arc::clone(library),
-            None => {
-                let opened = match path {
-                    // SAFETY: the operator named this library as AMD SMI
-                    // (--amd-smi-library / AMD_SMI_LIBRARY_PATH); running
-                    // its initialisers is their explicit choice.
-                    Some(path) => unsafe { AmdSmiLibrary::open_path(path) },
-                    None => AmdSmiLibrary::open(),
-                }
-                .map_err(|e| format!("AMD SMI is not available: {e}"))?;
-                Arc::clone(self.0.insert(Arc::new(opened)))
+        let library = self.load(|| {
+            match path {
+                // SAFETY: the operator named this library as AMD SMI
+                // (--amd-smi-library / AMD_SMI_LIBRARY_PATH); running its
+                // initialisers is their explicit choice.
+                Some(path) => unsafe { AmdSmiLibrary::open_path(path) },
+                None => AmdSmiLibrary::open(),
             }
-        };
+            .map_err(|e| format!("AMD SMI is not available: {e}"))
+        })?;
         let smi = AmdSmi::init(Arc::clone(&library))
             .map_err(|e| format!("AMD SMI is not available: {e} (library {})", library.path()))?;
         let gpus = smi

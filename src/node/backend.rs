@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::node::snapshot::GpuSample;
@@ -71,6 +72,27 @@ pub trait Session: Send {
     /// For `devices`: how long to wait between two reads so that rate
     /// metrics have their second sample; `None` when it has no rates.
     fn rate_spacing(&self) -> Option<Duration>;
+}
+
+/// A vendor library, loaded the first time a session needs it and kept
+/// (a library is never unloaded, as its initialisers may not be undone
+/// safely). Each backend adds its own `open` for sessions.
+pub struct Loader<L>(Option<Arc<L>>);
+
+impl<L> Default for Loader<L> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<L> Loader<L> {
+    /// The library, loading it with `load` the first time.
+    pub fn load(&mut self, load: impl FnOnce() -> Result<L, String>) -> Result<Arc<L>, String> {
+        if let Some(library) = &self.0 {
+            return Ok(Arc::clone(library));
+        }
+        Ok(Arc::clone(self.0.insert(Arc::new(load()?))))
+    }
 }
 
 /// Opens sessions; keeps each library loaded once found (a library is

@@ -11,34 +11,29 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::node::backend::Session;
+use crate::node::backend::{Loader, Session};
 use crate::node::gpu_metric::{mib, percent_used, watts, Metric, Readings};
 use crate::node::rates::{RateOut, Rates, GPM_MIN_SPACING};
 use crate::node::snapshot::{GpuHealth, GpuSample, MigSample, ReadError};
 use crate::nvml::{Device, Nvml, NvmlError, NvmlLibrary};
 
 /// The NVML library once found (kept across sessions).
-#[derive(Default)]
-pub struct Loaded(Option<Arc<NvmlLibrary>>);
+pub type Loaded = Loader<NvmlLibrary>;
 
 impl Loaded {
     /// Loads the library the first time (`path`, else the usual places),
     /// then initialises a session.
     pub fn open(&mut self, path: Option<&Path>) -> Result<NvidiaSession, String> {
-        let library = match &self.0 {
-            Some(library) => Arc::clone(library),
-            None => {
-                let opened = match path {
-                    // SAFETY: the operator named this library as NVML
-                    // (--nvml-library / NVML_LIBRARY_PATH); running its
-                    // initialisers is their explicit choice.
-                    Some(path) => unsafe { NvmlLibrary::open_path(path) },
-                    None => NvmlLibrary::open(),
-                }
-                .map_err(|e| format!("NVML is not available: {e}"))?;
-                Arc::clone(self.0.insert(Arc::new(opened)))
+        let library = self.load(|| {
+            match path {
+                // SAFETY: the operator named this library as NVML
+                // (--nvml-library / NVML_LIBRARY_PATH); running its
+                // initialisers is their explicit choice.
+                Some(path) => unsafe { NvmlLibrary::open_path(path) },
+                None => NvmlLibrary::open(),
             }
-        };
+            .map_err(|e| format!("NVML is not available: {e}"))
+        })?;
         let nvml = Nvml::init(Arc::clone(&library))
             .map_err(|e| format!("NVML is not available: {e} (library {})", library.path()))?;
         let driver_version = nvml

@@ -6,13 +6,14 @@ mod error;
 mod library;
 pub mod sys;
 
-use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_uint};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use error::{LoadError, NvmlError, ReturnCode};
+
+use crate::dynlib::CallErrors;
 use library::GpmApi;
 pub use library::{candidate_paths, NvmlLibrary, DRIVER_DIRS, SONAME};
 
@@ -538,21 +539,14 @@ impl std::error::Error for OpenError {
     }
 }
 
-/// Failed calls since the process started, by entry point and code name.
-/// Both are static strings from fixed sets, so the map stays small.
-static CALL_ERRORS: Mutex<BTreeMap<(&'static str, &'static str), u64>> =
-    Mutex::new(BTreeMap::new());
+/// Failed calls since the process started.
+static CALL_ERRORS: CallErrors = CallErrors::new();
 
 /// Failed NVML calls so far in this process, as `(function, code, count)`,
 /// for the `/metrics` page. NOT_SUPPORTED is left out: it makes a reading
 /// absent, which `devices` shows, and is no failure.
 pub fn call_errors() -> Vec<(&'static str, &'static str, u64)> {
-    CALL_ERRORS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|(&(function, code), &count)| (function, code, count))
-        .collect()
+    CALL_ERRORS.all()
 }
 
 /// The one place return codes become errors (and are counted).
@@ -566,11 +560,7 @@ fn check(
     }
     let typed = ReturnCode::from(code);
     if typed != ReturnCode::NotSupported {
-        *CALL_ERRORS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((function, typed.name()))
-            .or_default() += 1;
+        CALL_ERRORS.count(function, typed.name());
     }
     // SAFETY: nvmlErrorString accepts any code and returns a static string.
     let description = unsafe { (library.api().error_string)(code) };
