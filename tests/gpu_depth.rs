@@ -39,6 +39,42 @@ fn wait_for(
 }
 
 #[test]
+fn a_pass_too_soon_for_a_gpm_window_keeps_the_latest_rates() {
+    use keda_gpu_scaler::node::gpu_metric::Metric;
+    use keda_gpu_scaler::node::nvidia::read_node;
+    use keda_gpu_scaler::node::rates::Rates;
+    use keda_gpu_scaler::nvml::Nvml;
+
+    let fake = FakeNvml::new(TWO_GPUS);
+    // SAFETY: the fake's initialisers only set up Rust statics.
+    let nvml = unsafe { Nvml::open_path(&fake.library) }.unwrap();
+    let sm = |gpus: &[keda_gpu_scaler::node::snapshot::GpuSample]| {
+        gpus[0].readings().and_then(|r| r.get(Metric::SmActivity))
+    };
+    // Two passes at once: no window yet, absent with the reason.
+    let mut rates = Rates::default();
+    read_node(&nvml, &mut rates).unwrap();
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    assert_eq!(sm(&gpus), None);
+    assert!(
+        gpus[0]
+            .unreported("sm_activity")
+            .unwrap()
+            .contains("the pass came sooner"),
+        "{:?}",
+        gpus[0].unreported
+    );
+    // Once a window completes, a pass right after it (as at a 100 ms
+    // interval with a little jitter) keeps that window's rate.
+    assert!(wait_until(PATIENCE, || sm(
+        &read_node(&nvml, &mut rates).unwrap()
+    ) == Some(45.0)));
+    let soon = read_node(&nvml, &mut rates).unwrap();
+    assert_eq!(sm(&soon), Some(45.0));
+    drop(rates);
+}
+
+#[test]
 fn gpm_activity_is_a_rate_between_passes_and_absent_without_gpm() {
     let fake = FakeNvml::new(TWO_GPUS);
     let server = start_server(&fake);

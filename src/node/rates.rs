@@ -63,6 +63,9 @@ struct GpuRates {
     gpm_support: Option<Result<bool, String>>,
     /// The previous GPM sample and when it was taken.
     gpm: Option<(GpmSample, Instant)>,
+    /// The rates of the latest complete window and when it ended, for a
+    /// pass that comes too soon for a window of its own.
+    gpm_last: Option<(Vec<(Metric, f64)>, Instant)>,
     /// This pass's GPM result, for the other compute instances of the same
     /// GPU instance (GPM measures GPU instances, not compute instances).
     gpm_pass: Option<(Instant, GpmResult)>,
@@ -245,21 +248,34 @@ fn read_gpm(
         return Ok(());
     };
     if now.duration_since(*at) < GPM_MIN_SPACING {
-        out.unreported(
-            metrics,
-            "GPM samples must be 100 ms apart; the pass came sooner",
-        );
+        // The baseline is kept, so the next pass has a full window. Until
+        // then the latest window's rates stand (a pass a little early at
+        // a 100 ms interval must not make them flicker absent), if recent.
+        match &state.gpm_last {
+            Some((values, ended)) if now.duration_since(*ended) < GPM_MIN_SPACING * 3 => {
+                for (metric, value) in values {
+                    out.readings.set(*metric, *value);
+                }
+            }
+            _ => out.unreported(
+                metrics,
+                "GPM samples must be 100 ms apart; the pass came sooner",
+            ),
+        }
         return Ok(());
     }
     let ids = GPM_METRICS.map(|(id, _)| id);
     let values = nvml.gpm_metrics(previous, &sample, &ids);
     state.gpm = Some((sample, now));
+    state.gpm_last = None;
     match values {
         Ok(values) => {
+            let mut window = Vec::new();
             for ((_, metric), value) in GPM_METRICS.iter().zip(values) {
                 match value {
                     Ok(value) if value.is_finite() && (0.0..=GPM_MAX_PERCENT).contains(&value) => {
-                        out.readings.set(*metric, value.min(100.0))
+                        out.readings.set(*metric, value.min(100.0));
+                        window.push((*metric, value.min(100.0)));
                     }
                     // Samples that do not belong together (an instance
                     // recreated, a reset): no rate this pass, not 100%.
@@ -269,6 +285,7 @@ fn read_gpm(
                     Err(e) => out.failed(&[*metric], e, "GPM does not measure it on this GPU")?,
                 }
             }
+            state.gpm_last = Some((window, now));
             Ok(())
         }
         Err(e) => out.failed(&metrics, e, "GPM metrics are not supported"),
