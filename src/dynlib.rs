@@ -1,9 +1,11 @@
 //! What the vendor FFI rooms (`nvml`, `amdsmi`) share: opening the first
-//! of a list of library paths that loads, and counting failed calls by
-//! entry point and code for the `/metrics` page. Knows no vendor and calls
+//! of a list of library paths that loads, reading a C string from a fixed
+//! buffer, and counting failed calls by entry point and code for the
+//! `/metrics` page. Knows no vendor and calls
 //! no entry point.
 
 use std::collections::BTreeMap;
+use std::os::raw::c_char;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -39,6 +41,16 @@ pub unsafe fn open_first(
 pub unsafe fn open(path: &Path) -> Result<Library, (String, String)> {
     // SAFETY: the caller vouches for the library (see above).
     unsafe { Library::new(path) }.map_err(|e| (path.display().to_string(), e.to_string()))
+}
+
+/// Reads a NUL-terminated string from a fixed buffer, tolerating a missing NUL.
+pub fn string_from_buffer(buf: &[c_char]) -> String {
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Failed calls since the process started, by entry point and code name.
@@ -79,6 +91,17 @@ impl Default for CallErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffer_strings_stop_at_nul_or_end() {
+        let mut buf = [0 as c_char; 8];
+        for (slot, byte) in buf.iter_mut().zip(b"GPU-ab\0x") {
+            *slot = *byte as c_char;
+        }
+        assert_eq!(string_from_buffer(&buf), "GPU-ab");
+        let full = [b'a' as c_char; 4];
+        assert_eq!(string_from_buffer(&full), "aaaa");
+    }
 
     #[test]
     fn counts_by_function_and_code_in_order() {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use error::{status_name, AmdSmiError, LoadError};
 pub use library::{candidate_paths, AmdSmiLibrary, NAMES, ROCM_DIRS};
 
-use crate::dynlib::CallErrors;
+use crate::dynlib::{string_from_buffer, CallErrors};
 use sys::*;
 
 /// Which `amdsmi_power_info_t` the loaded library writes.
@@ -357,16 +357,6 @@ fn check(
         status,
         description,
     })
-}
-
-/// Reads a NUL-terminated string from a fixed buffer, tolerating a missing NUL.
-fn string_from_buffer(buf: &[c_char]) -> String {
-    let bytes: Vec<u8> = buf
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Formats an `amdsmi_bdf_t` as the device plugin names it: `0000:19:00.0`.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use error::{LoadError, NvmlError, ReturnCode};
 
-use crate::dynlib::CallErrors;
+use crate::dynlib::{string_from_buffer, CallErrors};
 use library::GpmApi;
 pub use library::{candidate_paths, NvmlLibrary, DRIVER_DIRS, SONAME};
 
@@ -577,30 +577,4 @@ fn check(
         code: typed,
         description,
     })
-}
-
-/// Reads a NUL-terminated string from a fixed buffer, tolerating a missing NUL.
-fn string_from_buffer(buf: &[c_char]) -> String {
-    let bytes: Vec<u8> = buf
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buffer_strings_stop_at_nul_or_end() {
-        let mut buf = [0 as c_char; 8];
-        for (slot, byte) in buf.iter_mut().zip(b"GPU-ab\0x") {
-            *slot = *byte as c_char;
-        }
-        assert_eq!(string_from_buffer(&buf), "GPU-ab");
-        let full = [b'a' as c_char; 4];
-        assert_eq!(string_from_buffer(&full), "aaaa");
-    }
 }
