@@ -170,3 +170,36 @@ fn node_with_no_gpus_is_unavailable() {
         "the GPU library reports no GPUs",
     );
 }
+
+#[test]
+fn a_selected_gpu_whose_read_fails_is_unavailable_never_a_smaller_sum() {
+    let fake = FakeNvml::new(&two_gpus(30, 90));
+    let server = start_server(&fake);
+    let client = client(server.port());
+    let sum = [("aggregation", "sum")];
+    wait_for_value(&client, &sum, 120.0);
+
+    // A TIMEOUT on GPU 1's utilization: without it the sum would read 30.
+    fake.set(&format!("{}fail 1 utilization TIMEOUT\n", two_gpus(30, 90)));
+    let message = wait_for_error(
+        &client,
+        &sum,
+        RpcStatusCode::UNAVAILABLE,
+        "cannot read gpu_utilization of every selected GPU",
+    );
+    assert!(
+        message.contains("GPU 1") && message.contains("reading gpu_utilization failed"),
+        "{message}"
+    );
+    // Triggers that do not select it still answer.
+    wait_for_value(&client, &[("gpuIndex", "0")], 30.0);
+
+    // A GPU failing as a whole (not lost): the same.
+    fake.set(&format!("{}fail 1 * UNKNOWN\n", two_gpus(30, 90)));
+    let message = wait_for_error(&client, &sum, RpcStatusCode::UNAVAILABLE, "is failing");
+    assert!(message.contains("GPU 1"), "{message}");
+
+    // It reads cleanly again: the whole sum is back.
+    fake.set(&two_gpus(30, 90));
+    wait_for_value(&client, &sum, 120.0);
+}

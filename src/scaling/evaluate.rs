@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::node::gpu_metric::Metric;
 use crate::node::snapshot::{stale_reason, GpuHealth, GpuSample, NodeState, Snapshot, Unplaced};
 use crate::scaling::trigger::{GpuSelector, Source, Trigger};
 
@@ -238,6 +239,9 @@ fn select_and_aggregate(
 
     let mut values = Vec::new();
     let mut excluded = Vec::new();
+    // Selected GPUs whose reading failed: any one makes the value an
+    // error, as leaving it out would read lower than the truth.
+    let mut failed = Vec::new();
     for node in nodes {
         for gpu in node.gpus {
             let value = gpu.readings().and_then(|r| r.get(metric));
@@ -250,28 +254,27 @@ fn select_and_aggregate(
                             values.push(value);
                             (true, Reason::Counted)
                         }
-                        (GpuHealth::Healthy { mig_enabled, .. }, None) => {
-                            let why = match gpu.read_error(metric.name()) {
-                                Some(error) => format!(" (reading it failed: {error})"),
-                                None if gpu.unreported(metric.name()).is_some() => {
-                                    format!(" ({})", gpu.unreported(metric.name()).unwrap_or(""))
-                                }
-                                None if *mig_enabled == Some(true) => {
-                                    String::from(" (MIG is enabled)")
-                                }
-                                None => String::new(),
-                            };
-                            let reason = format!("does not report {metric}{why}");
-                            excluded.push(format!("{} {reason}", label(node.name, gpu)));
-                            (false, Reason::Excluded(reason))
+                        (GpuHealth::Healthy { .. }, None) => {
+                            if let Some(error) = gpu.read_error(metric.name()) {
+                                let reason = format!("reading {metric} failed: {error}");
+                                failed.push(format!("{}: {reason}", label(node.name, gpu)));
+                                (false, Reason::Failed(reason))
+                            } else {
+                                let reason = format!(
+                                    "does not report {metric}{}",
+                                    unsupported_why(gpu, metric)
+                                );
+                                excluded.push(format!("{} {reason}", label(node.name, gpu)));
+                                (false, Reason::Excluded(reason))
+                            }
                         }
                         (GpuHealth::Lost { error }, _) => {
                             excluded.push(format!("{} is lost: {error}", label(node.name, gpu)));
                             (false, Reason::Excluded(format!("lost: {error}")))
                         }
                         (GpuHealth::Failed { error }, _) => {
-                            excluded.push(format!("{} is failing: {error}", label(node.name, gpu)));
-                            (false, Reason::Excluded(format!("failing: {error}")))
+                            failed.push(format!("{} is failing: {error}", label(node.name, gpu)));
+                            (false, Reason::Failed(format!("failing: {error}")))
                         }
                     }
                 }
@@ -311,15 +314,29 @@ fn select_and_aggregate(
                             (true, String::from("counted"))
                         }
                         (GpuHealth::Healthy { .. }, None) => {
-                            let why = mig
-                                .why_absent(metric.name())
-                                .map_or_else(String::new, |why| format!(" ({why})"));
-                            let reason = format!("does not report {metric}{why}");
-                            excluded.push(format!("{name} {reason}"));
-                            (false, reason)
+                            match mig.read_errors.iter().find(|e| e.what == metric.name()) {
+                                Some(error) => {
+                                    let reason =
+                                        format!("reading {metric} failed: {}", error.error);
+                                    failed.push(format!("{name}: {reason}"));
+                                    (false, reason)
+                                }
+                                None => {
+                                    let why = mig
+                                        .why_absent(metric.name())
+                                        .map_or_else(String::new, |why| format!(" ({why})"));
+                                    let reason = format!("does not report {metric}{why}");
+                                    excluded.push(format!("{name} {reason}"));
+                                    (false, reason)
+                                }
+                            }
                         }
-                        (GpuHealth::Lost { error } | GpuHealth::Failed { error }, _) => {
-                            excluded.push(format!("{name} is on a failing GPU: {error}"));
+                        (GpuHealth::Lost { error }, _) => {
+                            excluded.push(format!("{name} is on a lost GPU: {error}"));
+                            (false, format!("its GPU is lost: {error}"))
+                        }
+                        (GpuHealth::Failed { error }, _) => {
+                            failed.push(format!("{name} is on a failing GPU: {error}"));
                             (false, format!("its GPU is failing: {error}"))
                         }
                     };
@@ -341,6 +358,12 @@ fn select_and_aggregate(
                 }
             }
         }
+    }
+    if !failed.is_empty() {
+        return Err(EvalError::Unavailable(format!(
+            "cannot read {metric} of every selected GPU (left out, the value would read low): {}",
+            failed.join("; ")
+        )));
     }
     if *selected == 0 && trigger.selector.is_some() {
         // Attribution works everywhere and no pod matches: the workload is
@@ -367,7 +390,10 @@ enum Reason {
     OtherIndex(u32),
     Unallocated,
     OtherPods,
+    /// Not counted, and rightly so: the GPU is lost or lacks the metric.
     Excluded(String),
+    /// Its reading failed: the value is an error.
+    Failed(String),
 }
 
 impl Reason {
@@ -380,8 +406,25 @@ impl Reason {
                 Some(selector) => format!("held by other pods, not {selector}"),
                 None => String::from("held by other pods"),
             },
-            Reason::Excluded(reason) => reason,
+            Reason::Excluded(reason) | Reason::Failed(reason) => reason,
         }
+    }
+}
+
+/// Why a healthy GPU without a failed read lacks `metric` (unsupported,
+/// or MIG), in parentheses; empty when not known.
+fn unsupported_why(gpu: &GpuSample, metric: Metric) -> String {
+    let mig_enabled = matches!(
+        gpu.health,
+        GpuHealth::Healthy {
+            mig_enabled: Some(true),
+            ..
+        }
+    );
+    match gpu.unreported(metric.name()) {
+        Some(why) => format!(" ({why})"),
+        None if mig_enabled => String::from(" (MIG is enabled)"),
+        None => String::new(),
     }
 }
 
@@ -726,7 +769,89 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_reading_is_absent_and_explained() {
+    fn a_selected_gpu_whose_reading_failed_makes_the_value_unavailable() {
+        let mut gpu = healthy(0, 30.0);
+        gpu.read_errors.push(crate::node::snapshot::ReadError {
+            what: "gpu_utilization".into(),
+            error: "Timeout".into(),
+        });
+        if let GpuHealth::Healthy { readings, .. } = &mut gpu.health {
+            *readings = Readings::default();
+        }
+        let gpus = [gpu, healthy(1, 50.0)];
+        for aggregation in ["sum", "avg", "max", "min"] {
+            let outcome = evaluate_nodes(
+                &trigger(&[("aggregation", aggregation)]),
+                &[node("", &gpus)],
+                Detail::Explained,
+            );
+            assert_eq!(
+                outcome.value,
+                Err(EvalError::Unavailable(
+                    "cannot read gpu_utilization of every selected GPU (left out, the value would read low): GPU 0 (GPU-0): reading gpu_utilization failed: Timeout".into()
+                )),
+                "{aggregation}"
+            );
+            assert_eq!(
+                outcome.explained[0].reason,
+                "reading gpu_utilization failed: Timeout"
+            );
+        }
+        // A trigger that does not select the failing GPU is unaffected.
+        assert_eq!(
+            evaluate_nodes(
+                &trigger(&[("gpuIndex", "1")]),
+                &[node("", &gpus)],
+                Detail::ValueOnly
+            )
+            .value,
+            Ok(50.0)
+        );
+    }
+
+    #[test]
+    fn a_failing_gpu_is_unavailable_but_a_lost_or_unsupported_one_is_left_out() {
+        let failing = GpuSample {
+            health: GpuHealth::Failed {
+                error: "Unknown Error".into(),
+            },
+            ..healthy(0, 0.0)
+        };
+        let gpus = [failing, healthy(1, 50.0)];
+        assert_eq!(
+            evaluate_nodes(&trigger(&[]), &[node("", &gpus)], Detail::ValueOnly).value,
+            Err(EvalError::Unavailable(
+                "cannot read gpu_utilization of every selected GPU (left out, the value would read low): GPU 0 (GPU-0) is failing: Unknown Error".into()
+            ))
+        );
+        // Lost: excluded, as documented.
+        let gpus = [lost(0), healthy(1, 50.0)];
+        assert_eq!(
+            evaluate_nodes(&trigger(&[]), &[node("", &gpus)], Detail::ValueOnly).value,
+            Ok(50.0)
+        );
+        // Unsupported (no reading, no failure): excluded.
+        let mut unsupported = healthy(0, 0.0);
+        if let GpuHealth::Healthy { readings, .. } = &mut unsupported.health {
+            *readings = Readings::default();
+        }
+        unsupported
+            .unreported
+            .push(crate::node::snapshot::ReadError {
+                what: "gpu_utilization".into(),
+                error: "Not Supported".into(),
+            });
+        let gpus = [unsupported, healthy(1, 50.0)];
+        let outcome = evaluate_nodes(&trigger(&[]), &[node("", &gpus)], Detail::Explained);
+        assert_eq!(outcome.value, Ok(50.0));
+        assert_eq!(
+            outcome.explained[0].reason,
+            "does not report gpu_utilization (Not Supported)"
+        );
+    }
+
+    #[test]
+    fn a_failed_reading_is_named_and_the_gpu_counts_for_what_it_read() {
         let mut gpu = healthy(0, 30.0);
         gpu.read_errors.push(crate::node::snapshot::ReadError {
             what: "temperature".into(),
@@ -737,7 +862,7 @@ mod tests {
         let outcome = evaluate_nodes(&trigger(&pairs), &[node("", &gpus)], Detail::Explained);
         assert!(
             matches!(&outcome.value, Err(EvalError::Unavailable(m))
-            if m.contains("GPU 0 (GPU-0) does not report temperature (reading it failed: Unknown Error)")),
+            if m.contains("GPU 0 (GPU-0): reading temperature failed: Unknown Error")),
             "{:?}",
             outcome.value
         );
