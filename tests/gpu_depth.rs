@@ -2,7 +2,10 @@
 //! the fake NVML exports the GPM and field-value entry points with
 //! nvml.h's layouts (its GPM checks the request's version and writes only
 //! the slots asked for), and the scaler turns two samples a pass apart
-//! into rates.
+//! into rates. A pass that has no rate of its own (the first, the first
+//! after a GPU returns or a MIG instance is recreated, a counter that may
+//! have wrapped unseen, a slot the driver left unanswered) is a failed
+//! read, never 0 and never a GPU silently left out.
 
 mod common;
 
@@ -51,19 +54,21 @@ fn a_pass_too_soon_for_a_gpm_window_keeps_the_latest_rates() {
     let sm = |gpus: &[keda_gpu_scaler::node::snapshot::GpuSample]| {
         gpus[0].readings().and_then(|r| r.get(Metric::SmActivity))
     };
-    // Two passes at once: no window yet, absent with the reason.
+    // Two passes at once: no window yet, a failed read with the reason
+    // (the GPU has GPM: leaving it out would read low).
     let mut rates = Rates::default();
     read_node(&nvml, &mut rates).unwrap();
     let gpus = read_node(&nvml, &mut rates).unwrap();
     assert_eq!(sm(&gpus), None);
     assert!(
         gpus[0]
-            .unreported("sm_activity")
+            .read_error("sm_activity")
             .unwrap()
             .contains("the pass came sooner"),
         "{:?}",
-        gpus[0].unreported
+        gpus[0].read_errors
     );
+    assert_eq!(gpus[0].unreported("sm_activity"), None);
     // Once a window completes, a pass right after it (as at a 100 ms
     // interval with a little jitter) keeps that window's rate.
     assert!(wait_until(PATIENCE, || sm(
@@ -153,8 +158,10 @@ fn pcie_and_nvlink_throughput_from_counter_deltas() {
 
 #[test]
 fn a_counter_reset_skips_one_pass_and_a_32_bit_counter_wraps() {
+    // A Gen1 x4 link moves at most 0.5 GB in 400 ms, under the 32-bit
+    // counter's 4.29 GB: a wrap cannot go unseen, so the rate is kept.
     let fake = FakeNvml::new(
-        "gpu 0 uuid=GPU-h nvlink_tx_mbps=2000 nvlink_rx_mbps=1000 nvlink_epoch=1 pcie_bits=32 pcie_tx_mbps=400\n",
+        "gpu 0 uuid=GPU-h nvlink_tx_mbps=2000 nvlink_rx_mbps=1000 nvlink_epoch=1 pcie_bits=32 pcie_gen=1 pcie_width=4 pcie_tx_mbps=400\n",
     );
     // Passes far enough apart that the one without a rate is seen.
     let mut config = local_config(&fake.library);
@@ -172,7 +179,7 @@ fn a_counter_reset_skips_one_pass_and_a_32_bit_counter_wraps() {
     }
     // A driver reload restarts the NVLink counters: that pass has no rate
     // (never a negative or huge one), and the next has the real rate again.
-    fake.set("gpu 0 uuid=GPU-h nvlink_tx_mbps=2000 nvlink_rx_mbps=1000 nvlink_epoch=2 pcie_bits=32 pcie_tx_mbps=400\n");
+    fake.set("gpu 0 uuid=GPU-h nvlink_tx_mbps=2000 nvlink_rx_mbps=1000 nvlink_epoch=2 pcie_bits=32 pcie_gen=1 pcie_width=4 pcie_tx_mbps=400\n");
     let message = wait_for_error(&client, &nvlink, RpcStatusCode::UNAVAILABLE, "was reset");
     assert!(message.contains("the rate resumes next pass"), "{message}");
     wait_for(&client, &nvlink, |v| within(v, 2000.0, 0.02));
@@ -435,4 +442,250 @@ fn devices_lists_mig_devices_under_their_gpu() {
         "{json}"
     );
     assert!(json.contains("\"sm_activity\":80"), "{json}");
+}
+
+/// Opens the fake through the production path, for reads without a server.
+fn open_nvml(fake: &FakeNvml) -> keda_gpu_scaler::nvml::Nvml {
+    // SAFETY: the fake's initialisers only set up Rust statics.
+    unsafe { keda_gpu_scaler::nvml::Nvml::open_path(&fake.library) }.unwrap()
+}
+
+#[test]
+fn a_rate_before_its_second_sample_is_a_failed_read_not_unsupported() {
+    use keda_gpu_scaler::node::nvidia::read_node;
+    use keda_gpu_scaler::node::rates::Rates;
+
+    let fake = FakeNvml::new(TWO_GPUS);
+    let nvml = open_nvml(&fake);
+    let mut rates = Rates::default();
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    // GPU 0 has GPM, PCIe and NVLink: without a second sample each is a
+    // failure this pass (UNAVAILABLE for a trigger selecting it), not a
+    // metric it lacks (which would leave it out of a sum).
+    for metric in ["sm_activity", "pcie_tx_mbps", "nvlink_rx_mbps"] {
+        let error = gpus[0].read_error(metric);
+        assert!(
+            error.is_some_and(|e| e.contains("needs a second sample")),
+            "{metric}: {:?}",
+            gpus[0].read_errors
+        );
+        assert_eq!(gpus[0].unreported(metric), None, "{metric}");
+    }
+    // What GPU 1 lacks stays unreported.
+    assert!(gpus[1]
+        .unreported("sm_activity")
+        .unwrap()
+        .contains("no GPM"));
+    assert!(gpus[1].unreported("nvlink_tx_mbps").is_some());
+    assert_eq!(gpus[1].read_error("sm_activity"), None);
+    drop(rates);
+}
+
+#[test]
+fn a_gpu_back_from_lost_is_unavailable_until_its_rates_resume() {
+    use keda_gpu_scaler::node::gpu_metric::Metric;
+    use keda_gpu_scaler::node::nvidia::read_node;
+    use keda_gpu_scaler::node::rates::Rates;
+    use keda_gpu_scaler::node::snapshot::GpuHealth;
+
+    const BOTH: &str = "gpu 0 uuid=GPU-a gpm=1 sm=45\ngpu 1 uuid=GPU-b gpm=1 sm=30\n";
+    const B_LOST: &str =
+        "gpu 0 uuid=GPU-a gpm=1 sm=45\ngpu 1 uuid=GPU-b gpm=1 sm=30\nfail 1 * GPU_IS_LOST\n";
+
+    // Pass by pass: the first pass after the GPU returns has no rate, and
+    // says so as a failed read.
+    let fake = FakeNvml::new(BOTH);
+    let nvml = open_nvml(&fake);
+    let mut rates = Rates::default();
+    let sm = |gpu: &keda_gpu_scaler::node::snapshot::GpuSample| {
+        gpu.readings().and_then(|r| r.get(Metric::SmActivity))
+    };
+    assert!(wait_until(PATIENCE, || {
+        let gpus = read_node(&nvml, &mut rates).unwrap();
+        sm(&gpus[0]) == Some(45.0) && sm(&gpus[1]) == Some(30.0)
+    }));
+    fake.set(B_LOST);
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    assert!(matches!(gpus[1].health, GpuHealth::Lost { .. }), "{gpus:?}");
+    fake.set(BOTH);
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    assert_eq!(sm(&gpus[1]), None);
+    assert!(
+        gpus[1]
+            .read_error("sm_activity")
+            .is_some_and(|e| e.contains("needs a second sample")),
+        "{:?}",
+        gpus[1]
+    );
+    drop(rates);
+    drop(nvml);
+
+    // Through the server, passes 400 ms apart: the sum is UNAVAILABLE for
+    // that pass, never 45 (GPU 0 alone) as if GPU 1 were idle.
+    let fake = FakeNvml::new(BOTH);
+    let mut config = local_config(&fake.library);
+    config.sample_interval = Duration::from_millis(400);
+    let server = server::start(&config).expect("start server");
+    let client = client(server.port());
+    let sum = [("metricType", "sm_activity"), ("aggregation", "sum")];
+    wait_for_value(&client, &sum, 75.0);
+    // A lost GPU is left out, as documented.
+    fake.set(B_LOST);
+    wait_for_value(&client, &sum, 45.0);
+    fake.set(BOTH);
+    let message = wait_for_error(
+        &client,
+        &sum,
+        RpcStatusCode::UNAVAILABLE,
+        "needs a second sample",
+    );
+    assert!(message.contains("GPU-b"), "{message}");
+    wait_for_value(&client, &sum, 75.0);
+}
+
+#[test]
+fn a_gpm_slot_the_driver_leaves_untouched_is_a_failed_read_not_zero() {
+    use keda_gpu_scaler::node::gpu_metric::Metric;
+    use keda_gpu_scaler::node::nvidia::read_node;
+    use keda_gpu_scaler::node::rates::Rates;
+
+    let fake = FakeNvml::new("gpu 0 uuid=GPU-h gpm=1 sm=45 dram=50 gpm_untouched=dram\n");
+    let nvml = open_nvml(&fake);
+    let mut rates = Rates::default();
+    let mut gpus = Vec::new();
+    // Once a window completes, SM activity reads; DRAM's slot was never
+    // written, so it is a failed read, never 0%.
+    assert!(wait_until(PATIENCE, || {
+        gpus = read_node(&nvml, &mut rates).unwrap();
+        gpus[0].readings().and_then(|r| r.get(Metric::SmActivity)) == Some(45.0)
+    }));
+    let readings = gpus[0].readings().unwrap();
+    assert_eq!(readings.get(Metric::DramBandwidthUtilization), None);
+    let error = gpus[0].read_error("dram_bandwidth_utilization");
+    assert!(
+        error.is_some_and(|e| e.contains("nvmlGpmMetricsGet") && e.contains("unanswered")),
+        "{:?}",
+        gpus[0].read_errors
+    );
+    drop(rates);
+}
+
+#[test]
+fn a_32_bit_pcie_counter_that_could_wrap_unseen_is_unavailable_with_the_reason() {
+    // At the tests' 100 ms interval a Gen5 x16 link (the fake's default)
+    // can move 6.4 GB, more than the 32-bit counter's 4.29 GB: the counter
+    // could wrap twice and read as little traffic.
+    let fake = FakeNvml::new("gpu 0 uuid=GPU-h pcie_bits=32 pcie_tx_mbps=400\n");
+    let server = start_server(&fake);
+    let client = client(server.port());
+    let pcie = [("metricType", "pcie_tx_mbps"), ("gpuIndex", "0")];
+    let message = wait_for_error(
+        &client,
+        &pcie,
+        RpcStatusCode::UNAVAILABLE,
+        "a 32-bit counter",
+    );
+    assert!(
+        message.contains("PCIe Gen5 x16") && message.contains("a wrap could go unseen"),
+        "{message}"
+    );
+    drop(server);
+
+    // A driver that cannot say the link's maximum: the fastest is assumed.
+    let fake =
+        FakeNvml::new("gpu 0 uuid=GPU-h pcie_bits=32 pcie_gen=0 pcie_width=0 pcie_tx_mbps=400\n");
+    let server = start_server(&fake);
+    let client = common::client(server.port());
+    let message = wait_for_error(
+        &client,
+        &pcie,
+        RpcStatusCode::UNAVAILABLE,
+        "a 32-bit counter",
+    );
+    assert!(message.contains("assumed"), "{message}");
+}
+
+#[test]
+fn a_destroyed_and_recreated_gpu_instance_starts_a_fresh_baseline() {
+    use keda_gpu_scaler::node::gpu_metric::Metric;
+    use keda_gpu_scaler::node::nvidia::read_node;
+    use keda_gpu_scaler::node::rates::Rates;
+
+    const GPU: &str = "gpu 0 uuid=GPU-m mig=1 gpm=1 sm=50\n";
+    let with_instance =
+        |sm: u32| format!("{GPU}mig 0 0 uuid=MIG-{sm} profile=3g.40gb gi=1 ci=0 sm={sm}\n");
+    let fake = FakeNvml::new(&with_instance(80));
+    let nvml = open_nvml(&fake);
+    let mut rates = Rates::default();
+    let mig_sm = |gpus: &[keda_gpu_scaler::node::snapshot::GpuSample]| {
+        gpus[0]
+            .mig
+            .first()
+            .and_then(|m| m.readings.get(Metric::SmActivity))
+    };
+    assert!(wait_until(PATIENCE, || mig_sm(
+        &read_node(&nvml, &mut rates).unwrap()
+    ) == Some(80.0)));
+    // GPU instance 1 is destroyed: a pass sees no MIG device.
+    fake.set(GPU);
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    assert!(gpus[0].mig.is_empty(), "{:?}", gpus[0].mig);
+    // Recreated with the same id: its first pass has no rate (no stale
+    // baseline, no window of the destroyed instance standing in).
+    fake.set(&with_instance(20));
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    let mig = &gpus[0].mig[0];
+    assert_eq!(mig.readings.get(Metric::SmActivity), None, "{mig:?}");
+    assert!(
+        mig.read_errors
+            .iter()
+            .any(|e| e.what == "sm_activity" && e.error.contains("needs a second sample")),
+        "{mig:?}"
+    );
+    // And its own rate from the next window.
+    assert!(wait_until(PATIENCE, || mig_sm(
+        &read_node(&nvml, &mut rates).unwrap()
+    ) == Some(20.0)));
+    drop(rates);
+}
+
+#[test]
+fn a_failing_gpm_support_or_gpu_instance_read_is_a_failed_read_not_unsupported() {
+    use keda_gpu_scaler::node::nvidia::read_node;
+    use keda_gpu_scaler::node::rates::Rates;
+
+    // nvmlGpmQueryDeviceSupport failing is no answer that the GPU lacks
+    // GPM: its activity failed this pass.
+    let fake = FakeNvml::new("gpu 0 uuid=GPU-h gpm=1 sm=45\nfail 0 gpm UNKNOWN\n");
+    let nvml = open_nvml(&fake);
+    let mut rates = Rates::default();
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    assert!(
+        gpus[0]
+            .read_error("sm_activity")
+            .is_some_and(|e| e.contains("NVML_ERROR_UNKNOWN")),
+        "{:?}",
+        gpus[0]
+    );
+    assert_eq!(gpus[0].unreported("sm_activity"), None);
+    drop(rates);
+    drop(nvml);
+
+    // Nor is a MIG device whose GPU-instance id could not be read.
+    let fake = FakeNvml::new(&format!("{MIG_GPU}fail 0 gpu_instance UNKNOWN\n"));
+    let nvml = open_nvml(&fake);
+    let mut rates = Rates::default();
+    let gpus = read_node(&nvml, &mut rates).unwrap();
+    let mig = &gpus[0].mig[0];
+    assert!(
+        mig.read_errors
+            .iter()
+            .any(|e| e.what == "sm_activity" && e.error.contains("reading it failed")),
+        "{mig:?}"
+    );
+    assert!(
+        mig.unreported.iter().all(|e| e.what != "sm_activity"),
+        "{mig:?}"
+    );
+    drop(rates);
 }

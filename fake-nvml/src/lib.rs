@@ -30,10 +30,15 @@
 //! NVLink KiB counters (none unless given); each counter grows at its rate
 //! from when the library loaded, and `nvlink_epoch=N` restarts the NVLink
 //! counters from 0 whenever N changes (a driver reload). `pcie_bits=32`
-//! makes the PCIe counters 32-bit, so that they wrap.
+//! makes the PCIe counters 32-bit, so that they wrap. `pcie_gen=4
+//! pcie_width=8` is the link's maximum (nvmlDeviceGetMaxPcieLinkGeneration
+//! and `…Width`; Gen5 x16 unless given, 0 answers NOT_SUPPORTED).
+//! `gpm_untouched=dram` (any of sm, occupancy, tensor, dram, comma-separated)
+//! makes nvmlGpmMetricsGet leave those metrics' slots unwritten, as a
+//! misbehaving driver might.
 //!
 //! Calls are `handle uuid name memory utilization temperature power mig
-//! gpm fields`.
+//! gpm fields pcie_link`, and `gpu_instance` on a GPU's MIG devices.
 //! A missing scenario file makes nvmlInit fail with DRIVER_NOT_LOADED.
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
@@ -121,8 +126,13 @@ struct Gpu {
     gpm: bool,
     /// sm, occupancy, tensor, dram.
     gpm_values: [f64; 4],
+    /// GPM metric ids whose slots nvmlGpmMetricsGet leaves unwritten.
+    gpm_untouched: Vec<u32>,
     pcie: bool,
     pcie_bits: u32,
+    /// The link's maximum generation and width; 0 is NOT_SUPPORTED.
+    pcie_gen: u32,
+    pcie_width: u32,
     pcie_mbps: [f64; 2],
     nvlink: bool,
     nvlink_mbps: [f64; 2],
@@ -299,6 +309,8 @@ fn gpu(index: usize, fields: &[&str]) -> Gpu {
         mem_total_mib: 81920,
         pcie: true,
         pcie_bits: 64,
+        pcie_gen: 5,
+        pcie_width: 16,
         ..Default::default()
     };
     for field in fields {
@@ -336,6 +348,20 @@ fn gpu(index: usize, fields: &[&str]) -> Gpu {
             "dram" => gpu.gpm_values[3] = value.parse().unwrap_or(0.0),
             "pcie" => gpu.pcie = number() != 0,
             "pcie_bits" => gpu.pcie_bits = number() as u32,
+            "pcie_gen" => gpu.pcie_gen = number() as u32,
+            "pcie_width" => gpu.pcie_width = number() as u32,
+            "gpm_untouched" => {
+                gpu.gpm_untouched = value
+                    .split(',')
+                    .filter_map(|name| match name {
+                        "sm" => Some(2),
+                        "occupancy" => Some(3),
+                        "tensor" => Some(5),
+                        "dram" => Some(10),
+                        _ => None,
+                    })
+                    .collect()
+            }
             "pcie_tx_mbps" => gpu.pcie_mbps[0] = value.parse().unwrap_or(0.0),
             "pcie_rx_mbps" => gpu.pcie_mbps[1] = value.parse().unwrap_or(0.0),
             "nvlink" => gpu.nvlink = number() != 0,
@@ -652,14 +678,15 @@ fn mig_of(scenario: &Scenario, gpu: usize, slot: usize) -> Result<&Mig, Return> 
         .ok_or(INVALID_ARGUMENT)
 }
 
-/// On a MIG device handle: its GPU-instance id.
+/// On a MIG device handle: its GPU-instance id (`fail N gpu_instance …`
+/// fails it on every MIG device of GPU N).
 #[cfg(not(feature = "v1-only"))]
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceId(device: Device, id: *mut c_uint) -> Return {
     code(match mig_handle(device) {
-        Some((s, gpu, slot)) if !id.is_null() => {
-            mig_of(&s, gpu, slot).map(|m| *id = m.gpu_instance)
-        }
+        Some((s, gpu, slot)) if !id.is_null() => injected(&s, gpu as u32, "gpu_instance")
+            .and_then(|()| mig_of(&s, gpu, slot))
+            .map(|m| *id = m.gpu_instance),
         _ => Err(INVALID_ARGUMENT),
     })
 }
@@ -818,6 +845,41 @@ pub unsafe extern "C" fn nvmlDeviceGetMigMode(
         *pending = s.gpus[i].mig as c_uint;
         Ok(())
     }))
+}
+
+/// The link's maximum generation (`pcie_gen`); NOT_SUPPORTED for 0.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMaxPcieLinkGeneration(
+    device: Device,
+    generation: *mut c_uint,
+) -> Return {
+    code(
+        device_call(device, "pcie_link")
+            .and_then(|(s, i)| write_link_max(s.gpus[i].pcie_gen, generation)),
+    )
+}
+
+/// The link's maximum width (`pcie_width`); NOT_SUPPORTED for 0.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMaxPcieLinkWidth(
+    device: Device,
+    width: *mut c_uint,
+) -> Return {
+    code(
+        device_call(device, "pcie_link")
+            .and_then(|(s, i)| write_link_max(s.gpus[i].pcie_width, width)),
+    )
+}
+
+unsafe fn write_link_max(value: u32, out: *mut c_uint) -> Result<(), Return> {
+    if out.is_null() {
+        return Err(INVALID_ARGUMENT);
+    }
+    if value == 0 {
+        return Err(NOT_SUPPORTED);
+    }
+    *out = value;
+    Ok(())
 }
 
 #[cfg(not(feature = "v1-only"))]
@@ -1012,6 +1074,10 @@ mod gpm {
             let metrics = (request as *mut u8).add(24) as *mut GpmMetric;
             for slot in 0..head.num_metrics as usize {
                 let metric = &mut *metrics.add(slot);
+                if parent.gpm_untouched.contains(&metric.metric_id) {
+                    // A misbehaving driver: the slot is left as it was.
+                    continue;
+                }
                 let value = match metric.metric_id {
                     2 => Some(values[0]),
                     3 => Some(values[1]),

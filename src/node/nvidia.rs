@@ -5,7 +5,9 @@
 //! Only a failed handle, a failed UUID or GPU_IS_LOST fail a GPU as a
 //! whole. Any other failing call makes its metrics absent for that GPU,
 //! with the error kept, so one bad sensor does not drop a GPU from every
-//! trigger.
+//! trigger. Rates (GPM, PCIe, NVLink) are kept per GPU and per MIG GPU
+//! instance between passes, and forgotten for whatever this pass did not
+//! find healthy or present.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::node::backend::{Loader, Session};
 use crate::node::gpu_metric::{mib, percent_used, watts, Metric, Readings};
-use crate::node::rates::{RateOut, Rates, GPM_MIN_SPACING};
+use crate::node::rates::{Present, RateOut, Rates, GPM_MIN_SPACING};
 use crate::node::snapshot::{GpuHealth, GpuSample, MigSample, ReadError};
 use crate::nvml::{Device, Nvml, NvmlError, NvmlLibrary};
 
@@ -93,11 +95,17 @@ pub fn read_node(nvml: &Nvml, rates: &mut Rates) -> Result<Vec<GpuSample>, NvmlE
     let gpus: Vec<GpuSample> = (0..count)
         .map(|index| read_gpu(nvml, index, rates, now))
         .collect();
-    // A GPU that is lost or failing starts its rates afresh when it is back.
-    let present: Vec<&str> = gpus
+    // A GPU that is lost or failing starts its rates afresh when it is
+    // back, and so does a GPU instance destroyed and later recreated.
+    let present: Vec<Present<'_>> = gpus
         .iter()
         .filter(|g| matches!(g.health, GpuHealth::Healthy { .. }))
-        .filter_map(|g| g.uuid.as_deref())
+        .filter_map(|g| {
+            Some(Present {
+                uuid: g.uuid.as_deref()?,
+                gpu_instances: g.mig.iter().filter_map(|m| m.gpu_instance).collect(),
+            })
+        })
         .collect();
     rates.retain(&present);
     Ok(gpus)
@@ -189,7 +197,9 @@ fn read_mig(
         name.rsplit_once("MIG ")
             .map(|(_, profile)| profile.trim().to_string())
     });
+    let failed_before = reads.errors.len();
     let gpu_instance = reads.take(&["gpu_instance"], device.gpu_instance_id())?;
+    let gpu_instance_failed = reads.errors.len() > failed_before;
     let compute_instance = reads.take(&["compute_instance"], device.compute_instance_id())?;
     let mut readings = Readings::default();
     let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent].map(Metric::name);
@@ -223,6 +233,12 @@ fn read_mig(
         ],
         "a whole-GPU reading: select the GPU for it",
     ));
+    let gpm = [
+        Metric::SmActivity,
+        Metric::SmOccupancy,
+        Metric::TensorActivity,
+        Metric::DramBandwidthUtilization,
+    ];
     match gpu_instance {
         Some(gi) => {
             let mut out = RateOut {
@@ -232,14 +248,14 @@ fn read_mig(
             };
             rates.read_mig(nvml, parent, parent_uuid, gi, now, &mut out)?;
         }
+        // Reading the id failed: so did GPM, this pass.
+        None if gpu_instance_failed => reads.errors.extend(absent(
+            &gpm,
+            "GPM on MIG needs the GPU-instance id, and reading it failed",
+        )),
         None => unreported.extend(absent(
-            &[
-                Metric::SmActivity,
-                Metric::SmOccupancy,
-                Metric::TensorActivity,
-                Metric::DramBandwidthUtilization,
-            ],
-            "GPM on MIG needs the GPU-instance id, which NVML did not give",
+            &gpm,
+            "GPM on MIG needs the GPU-instance id, which NVML does not give",
         )),
     }
     Ok(MigSample {

@@ -135,6 +135,9 @@ impl NvmlLibrary {
                 gpu_instance_id: resolver.optional(symbols::DEVICE_GET_GPU_INSTANCE_ID),
                 compute_instance_id: resolver.optional(symbols::DEVICE_GET_COMPUTE_INSTANCE_ID),
                 field_values: resolver.optional(symbols::DEVICE_GET_FIELD_VALUES),
+                max_pcie_link_generation: resolver
+                    .optional(symbols::DEVICE_GET_MAX_PCIE_LINK_GENERATION),
+                max_pcie_link_width: resolver.optional(symbols::DEVICE_GET_MAX_PCIE_LINK_WIDTH),
                 gpm: (|| {
                     Some(GpmApi {
                         query_device_support: resolver
@@ -159,6 +162,8 @@ pub struct OptionalApi {
     pub gpu_instance_id: Option<sys::DeviceGetInstanceIdFn>,
     pub compute_instance_id: Option<sys::DeviceGetInstanceIdFn>,
     pub field_values: Option<sys::DeviceGetFieldValuesFn>,
+    pub max_pcie_link_generation: Option<sys::DeviceGetMaxPcieLinkFn>,
+    pub max_pcie_link_width: Option<sys::DeviceGetMaxPcieLinkFn>,
     /// All of GPM, or `None` when any required part is missing.
     pub gpm: Option<GpmApi>,
 }

@@ -269,7 +269,7 @@ impl Device<'_> {
 
     /// The GPU-instance id of this MIG device. Optional.
     pub fn gpu_instance_id(&self) -> Result<u32, NvmlError> {
-        self.instance_id(
+        self.get_uint(
             sys::symbols::DEVICE_GET_GPU_INSTANCE_ID,
             self.nvml.library.optional().gpu_instance_id,
         )
@@ -277,13 +277,14 @@ impl Device<'_> {
 
     /// The compute-instance id of this MIG device. Optional.
     pub fn compute_instance_id(&self) -> Result<u32, NvmlError> {
-        self.instance_id(
+        self.get_uint(
             sys::symbols::DEVICE_GET_COMPUTE_INSTANCE_ID,
             self.nvml.library.optional().compute_instance_id,
         )
     }
 
-    fn instance_id(
+    /// One `unsigned int` out of an optional `(device, unsigned int *)` call.
+    fn get_uint(
         &self,
         symbol: &'static str,
         f: Option<sys::DeviceGetInstanceIdFn>,
@@ -332,6 +333,24 @@ impl Device<'_> {
         // SAFETY: as in `gpm_sample`.
         let code = unsafe { f(self.handle, gpu_instance, sample.sample) };
         self.nvml.check(symbol, code)
+    }
+
+    /// The highest PCIe generation this GPU and its slot both support.
+    /// Optional.
+    pub fn max_pcie_link_generation(&self) -> Result<u32, NvmlError> {
+        self.get_uint(
+            sys::symbols::DEVICE_GET_MAX_PCIE_LINK_GENERATION,
+            self.nvml.library.optional().max_pcie_link_generation,
+        )
+    }
+
+    /// The widest PCIe link (lanes) this GPU and its slot both support.
+    /// Optional.
+    pub fn max_pcie_link_width(&self) -> Result<u32, NvmlError> {
+        self.get_uint(
+            sys::symbols::DEVICE_GET_MAX_PCIE_LINK_WIDTH,
+            self.nvml.library.optional().max_pcie_link_width,
+        )
     }
 
     /// Counters from `nvmlDeviceGetFieldValues`, one per `(field, scope)`,
@@ -422,15 +441,23 @@ pub struct Counter {
     pub timestamp_us: i64,
 }
 
-/// The counter in a field value, by its declared type.
+/// The counter in a field value and its width in bits, by its declared
+/// type: `unsigned int` is 32 bits, `unsigned short` 16, `unsigned long`
+/// and `unsigned long long` 64; a `signed long long` is taken while it is
+/// not negative (as 64 bits: it cannot wrap in any lifetime). Doubles and
+/// signed ints are not counters.
 fn counter(value: &sys::nvmlFieldValue_t) -> Option<(u64, u32)> {
     // SAFETY: the union is read as the member `valueType` names, which
     // NVML wrote; every member is plain data.
     unsafe {
         match value.valueType {
+            sys::NVML_VALUE_TYPE_UNSIGNED_SHORT => Some((u64::from(value.value.usVal), 16)),
             sys::NVML_VALUE_TYPE_UNSIGNED_INT => Some((u64::from(value.value.uiVal), 32)),
             sys::NVML_VALUE_TYPE_UNSIGNED_LONG => Some((value.value.ulVal, 64)),
             sys::NVML_VALUE_TYPE_UNSIGNED_LONG_LONG => Some((value.value.ullVal, 64)),
+            sys::NVML_VALUE_TYPE_SIGNED_LONG_LONG => {
+                u64::try_from(value.value.sllVal).ok().map(|v| (v, 64))
+            }
             _ => None,
         }
     }
@@ -484,7 +511,9 @@ impl Nvml {
     /// The metrics `ids` between two samples of the same GPU (or GPU
     /// instance), `earlier` first, each with its own result. The request
     /// is allocated at the largest layout any driver expects, so a driver
-    /// newer than this header writes within it.
+    /// newer than this header writes within it. Each slot starts as a
+    /// failure (see [`sys::GPM_SLOT_UNANSWERED`]): one the driver leaves
+    /// untouched is an error, never 0.
     pub fn gpm_metrics(
         &self,
         earlier: &GpmSample,
@@ -507,6 +536,9 @@ impl Nvml {
         Ok(request.metrics[..count]
             .iter()
             .map(|metric| {
+                if metric.nvmlReturn == sys::GPM_SLOT_UNANSWERED && metric.value.is_nan() {
+                    return Err(unanswered(sys::symbols::GPM_METRICS_GET));
+                }
                 self.check(sys::symbols::GPM_METRICS_GET, metric.nvmlReturn)
                     .map(|()| metric.value)
             })
@@ -549,6 +581,20 @@ pub fn call_errors() -> Vec<(&'static str, &'static str, u64)> {
     CALL_ERRORS.all()
 }
 
+/// A GPM slot still as it was pre-set: the driver did not answer it.
+/// Counted with the other failed calls.
+fn unanswered(function: &'static str) -> NvmlError {
+    let code = ReturnCode::from(sys::GPM_SLOT_UNANSWERED);
+    CALL_ERRORS.count(function, code.name());
+    NvmlError::Call {
+        function,
+        code,
+        description: String::from(
+            "the driver left this metric's slot unanswered (it still holds the error it was pre-set to)",
+        ),
+    }
+}
+
 /// The one place return codes become errors (and are counted).
 fn check(
     library: &NvmlLibrary,
@@ -577,4 +623,56 @@ fn check(
         code: typed,
         description,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(value_type: c_uint, value: sys::nvmlValue_t) -> sys::nvmlFieldValue_t {
+        sys::nvmlFieldValue_t {
+            fieldId: sys::NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
+            scopeId: 0,
+            timestamp: 0,
+            latencyUsec: 0,
+            valueType: value_type,
+            nvmlReturn: NVML_SUCCESS,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_counter_is_as_wide_as_its_value_type_says() {
+        use sys::nvmlValue_t as V;
+        let read = |value_type, value| counter(&field(value_type, value));
+        assert_eq!(
+            read(sys::NVML_VALUE_TYPE_UNSIGNED_INT, V { uiVal: 7 }),
+            Some((7, 32))
+        );
+        assert_eq!(
+            read(sys::NVML_VALUE_TYPE_UNSIGNED_LONG, V { ulVal: 7 }),
+            Some((7, 64))
+        );
+        assert_eq!(
+            read(sys::NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, V { ullVal: 7 }),
+            Some((7, 64))
+        );
+        assert_eq!(
+            read(sys::NVML_VALUE_TYPE_UNSIGNED_SHORT, V { usVal: 7 }),
+            Some((7, 16))
+        );
+        // nvml.h: SIGNED_LONG_LONG is 4 (SIGNED_INT is 5).
+        assert_eq!(sys::NVML_VALUE_TYPE_SIGNED_LONG_LONG, 4);
+        assert_eq!(
+            read(sys::NVML_VALUE_TYPE_SIGNED_LONG_LONG, V { sllVal: 7 }),
+            Some((7, 64))
+        );
+        assert_eq!(
+            read(sys::NVML_VALUE_TYPE_SIGNED_LONG_LONG, V { sllVal: -1 }),
+            None
+        );
+        // A double or a signed int is no counter.
+        assert_eq!(read(0, V { dVal: 7.0 }), None);
+        assert_eq!(read(5, V { siVal: 7 }), None);
+    }
 }

@@ -120,6 +120,8 @@ pub type GpmSampleGetFn = unsafe extern "C" fn(nvmlDevice_t, nvmlGpmSample_t) ->
 pub type GpmMigSampleGetFn =
     unsafe extern "C" fn(nvmlDevice_t, c_uint, nvmlGpmSample_t) -> nvmlReturn_t;
 pub type GpmMetricsGetFn = unsafe extern "C" fn(*mut nvmlGpmMetricsGet_t) -> nvmlReturn_t;
+/// `nvmlDeviceGetMaxPcieLinkGeneration` and `nvmlDeviceGetMaxPcieLinkWidth`.
+pub type DeviceGetMaxPcieLinkFn = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint) -> nvmlReturn_t;
 
 /// `nvmlGpmSample_t`: an opaque sample buffer owned by the driver.
 pub type nvmlGpmSample_t = *mut c_void;
@@ -179,13 +181,22 @@ pub struct nvmlGpmMetricsGet_t {
     pub metrics: [nvmlGpmMetric_t; NVML_GPM_METRIC_MAX],
 }
 
+/// What every metric slot holds until the driver answers it: an error and
+/// NaN, so a slot a driver leaves untouched reads as a failed metric, never
+/// as SUCCESS and 0.0. NVML_ERROR_UNKNOWN rather than NOT_SUPPORTED: an
+/// unanswered slot is the driver misbehaving (a fault, UNAVAILABLE), not
+/// a metric the GPU lacks (which would leave the GPU out of a sum).
+pub const GPM_SLOT_UNANSWERED: nvmlReturn_t = NVML_ERROR_UNKNOWN;
+
 impl nvmlGpmMetricsGet_t {
-    /// Zeroed, with `version` set: every slot not asked for stays zero.
+    /// With `version` set and every slot pre-set to
+    /// [`GPM_SLOT_UNANSWERED`] and NaN: a slot stays so unless the driver
+    /// writes it.
     pub fn new() -> Box<Self> {
         let empty = nvmlGpmMetric_t {
             metricId: 0,
-            nvmlReturn: 0,
-            value: 0.0,
+            nvmlReturn: GPM_SLOT_UNANSWERED,
+            value: f64::NAN,
             metricInfo: nvmlGpmMetricInfo {
                 shortName: std::ptr::null_mut(),
                 longName: std::ptr::null_mut(),
@@ -202,10 +213,14 @@ impl nvmlGpmMetricsGet_t {
     }
 }
 
-/// `nvmlValueType_t` values this scaler reads.
+/// `nvmlValueType_t` values this scaler reads (nvml.h numbers them
+/// DOUBLE 0, UNSIGNED_INT 1, UNSIGNED_LONG 2, UNSIGNED_LONG_LONG 3,
+/// SIGNED_LONG_LONG 4, SIGNED_INT 5, UNSIGNED_SHORT 6).
 pub const NVML_VALUE_TYPE_UNSIGNED_INT: c_uint = 1;
 pub const NVML_VALUE_TYPE_UNSIGNED_LONG: c_uint = 2;
 pub const NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: c_uint = 3;
+pub const NVML_VALUE_TYPE_SIGNED_LONG_LONG: c_uint = 4;
+pub const NVML_VALUE_TYPE_UNSIGNED_SHORT: c_uint = 6;
 
 /// `nvmlValue_t`: 8 bytes, read as the `valueType` says.
 #[repr(C)]
@@ -308,6 +323,12 @@ pub mod symbols {
     pub const GPM_SAMPLE_GET: &str = "nvmlGpmSampleGet";
     pub const GPM_MIG_SAMPLE_GET: &str = "nvmlGpmMigSampleGet";
     pub const GPM_METRICS_GET: &str = "nvmlGpmMetricsGet";
+    /// Optional (Fermi and newer): the highest PCIe generation the GPU and
+    /// its slot both support.
+    pub const DEVICE_GET_MAX_PCIE_LINK_GENERATION: &str = "nvmlDeviceGetMaxPcieLinkGeneration";
+    /// Optional (Fermi and newer): the widest PCIe link the GPU and its
+    /// slot both support.
+    pub const DEVICE_GET_MAX_PCIE_LINK_WIDTH: &str = "nvmlDeviceGetMaxPcieLinkWidth";
 }
 
 #[cfg(test)]
@@ -341,10 +362,12 @@ mod tests {
         assert_eq!(size_of::<nvmlGpmMetricsGet_t>(), 24 + 333 * 40);
         let fresh = nvmlGpmMetricsGet_t::new();
         assert_eq!(fresh.version, 1);
+        // A slot the driver leaves untouched is a failure, never SUCCESS
+        // and 0.0.
         assert!(fresh
             .metrics
             .iter()
-            .all(|m| m.metricId == 0 && m.value == 0.0));
+            .all(|m| m.metricId == 0 && m.nvmlReturn == NVML_ERROR_UNKNOWN && m.value.is_nan()));
     }
 
     #[test]
