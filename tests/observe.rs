@@ -9,11 +9,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use fake_engine::{Answer, Behaviour, Kind, Load, Replica};
 use keda_gpu_scaler::engine::prom;
 use keda_gpu_scaler::grpc::server;
+use keda_gpu_scaler::node::backend::BackendChoice;
 
 const SCENARIO: &str = "gpu 0 uuid=GPU-h name=\"NVIDIA H200\" util=99 mem_total_mib=1000 mem_used_mib=250 temp=60 power_mw=500000 gpm=1 sm=45 tensor=20 pcie_tx_mbps=300\n\
 gpu 1 uuid=GPU-m name=\"NVIDIA H200\" mig=1 gpm=1\n\
@@ -29,6 +31,43 @@ fn scrape(port: u16) -> (String, String) {
     stream.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
     (head.to_string(), body.to_string())
+}
+
+/// The samples of `family` on `body` whose labels include `labels`.
+fn samples(body: &str, family: &str, labels: &[(&str, &str)]) -> Vec<prom::Sample> {
+    let families = prom::families(body, &[family]).unwrap();
+    families
+        .into_iter()
+        .flat_map(|f| f.samples)
+        .filter(|s| labels.iter().all(|(l, v)| s.label(l) == Some(*v)))
+        .collect()
+}
+
+/// The one sample of `family` with `labels`, if exactly one.
+fn gauge(body: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    match samples(body, family, labels).as_slice() {
+        [one] => Some(one.value),
+        _ => None,
+    }
+}
+
+/// Scrapes until `condition` holds on the page; returns that page, or
+/// panics with the last one.
+fn wait_for_page(port: u16, what: &str, condition: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    let reached = wait_until(PATIENCE, || {
+        last = scrape(port).1;
+        condition(&last)
+    });
+    assert!(reached, "never saw {what}; last page:\n{last}");
+    last
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
@@ -47,6 +86,7 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
     let server = server::start(&config).expect("start server");
     let port = server.metrics_port().expect("a metrics port");
     let client = client(server.port());
+    let started = unix_now();
     // A rate needs two passes; a trigger and a rejected one give the
     // per-trigger and per-code series.
     wait_for_value(
@@ -138,7 +178,43 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
             .any(|s| s.label("metric") == Some("sm-activity-max") && s.value == 80.0),
         "{told:?}"
     );
+    // Every trigger family carries the node, and when each trigger last
+    // asked this pod.
+    for name in [
+        "keda_gpu_scaler_trigger_value",
+        "keda_gpu_scaler_trigger_target",
+        "keda_gpu_scaler_trigger_last_asked_timestamp_seconds",
+    ] {
+        let all = samples(&body, name, &[]);
+        assert!(!all.is_empty(), "{name} missing:\n{body}");
+        for sample in &all {
+            assert_eq!(
+                (
+                    sample.label("node"),
+                    sample.label("namespace"),
+                    sample.label("scaledobject"),
+                ),
+                (Some("test-node"), Some("default"), Some("app")),
+                "{name}: {sample:?}"
+            );
+        }
+    }
+    let asked = samples(
+        &body,
+        "keda_gpu_scaler_trigger_last_asked_timestamp_seconds",
+        &[("metric", "sm-activity-max")],
+    );
+    assert!(
+        asked.len() == 1 && (started..=unix_now()).contains(&asked[0].value),
+        "asked between {started} and now: {asked:?}"
+    );
     let requests = &family("keda_gpu_scaler_grpc_requests_total").samples;
+    assert!(
+        requests
+            .iter()
+            .all(|s| s.label("node") == Some("test-node")),
+        "{requests:?}"
+    );
     for (method, code) in [("GetMetrics", "OK"), ("GetMetricSpec", "INVALID_ARGUMENT")] {
         assert!(
             requests
@@ -213,4 +289,174 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+/// A sampler stuck in a GPU library call: past the staleness limit (3
+/// intervals, as gRPC health and the triggers apply it) the page leaves
+/// every reading and `gpu_up` out, says `snapshot_stale 1` and
+/// `driver_up 0`, and shows the readings again once the call returns.
+#[test]
+fn a_hung_sampler_leaves_the_readings_out_until_it_recovers() {
+    let healthy = "gpu 0 uuid=GPU-h name=\"NVIDIA H200\" util=50 mem_total_mib=1000 mem_used_mib=250 temp=60 power_mw=500000\n";
+    let fake = FakeNvml::new(healthy);
+    let mut config = local_config(&fake.library);
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let server = server::start(&config).expect("start server");
+    let port = server.metrics_port().expect("a metrics port");
+    let fresh = |body: &str| {
+        gauge(
+            body,
+            "keda_gpu_scaler_snapshot_stale",
+            &[("node", "test-node")],
+        ) == Some(0.0)
+            && gauge(
+                body,
+                "keda_gpu_scaler_gpu_utilization_ratio",
+                &[("gpu", "0")],
+            ) == Some(0.5)
+            && gauge(body, "keda_gpu_scaler_gpu_up", &[("gpu", "0")]) == Some(1.0)
+            && gauge(body, "keda_gpu_scaler_driver_up", &[("backend", "nvml")]) == Some(1.0)
+    };
+    wait_for_page(port, "fresh readings", fresh);
+
+    fake.set(&format!("{healthy}hang 0 power 60000\n"));
+    let body = wait_for_page(port, "snapshot_stale 1", |body| {
+        gauge(
+            body,
+            "keda_gpu_scaler_snapshot_stale",
+            &[("node", "test-node")],
+        ) == Some(1.0)
+    });
+    // No frozen reading shown as live: no GPU family has a sample.
+    let frozen: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("keda_gpu_scaler_gpu_"))
+        .collect();
+    assert!(frozen.is_empty(), "{frozen:?}\n{body}");
+    assert_eq!(
+        gauge(&body, "keda_gpu_scaler_driver_up", &[("backend", "nvml")]),
+        Some(0.0),
+        "{body}"
+    );
+    let age = gauge(&body, "keda_gpu_scaler_snapshot_age_seconds", &[]).unwrap();
+    assert!(age > 0.3, "past the 0.3 s limit: {age}");
+
+    // The call returns: fresh readings again.
+    fake.set(healthy);
+    wait_for_page(port, "fresh readings after the hang", fresh);
+}
+
+/// `driver_up` is one series per process, labelled with the configured
+/// library: 1 while it answers with a healthy GPU, 0 when every GPU is
+/// lost and when the library fails as a whole (never a second series
+/// with `backend=""`).
+#[test]
+fn driver_up_is_one_series_that_says_whether_any_gpu_answers() {
+    let two = format!("{}{}", gpu_line(0, 30), gpu_line(1, 60));
+    let fake = FakeNvml::new(&two);
+    let mut config = local_config(&fake.library);
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let server = server::start(&config).expect("start server");
+    let port = server.metrics_port().expect("a metrics port");
+    let driver_up = |body: &str| {
+        let all = samples(body, "keda_gpu_scaler_driver_up", &[]);
+        assert!(
+            all.len() == 1 && all[0].label("backend") == Some("nvml"),
+            "one driver_up series, backend nvml: {all:?}"
+        );
+        all[0].value
+    };
+    wait_for_page(port, "driver_up 1", |body| driver_up(body) == 1.0);
+
+    fake.set(&format!(
+        "{two}fail 0 * GPU_IS_LOST\nfail 1 * GPU_IS_LOST\n"
+    ));
+    wait_for_page(port, "driver_up 0 with every GPU lost", |body| {
+        gauge(body, "keda_gpu_scaler_gpu_up", &[("gpu", "1")]) == Some(0.0)
+            && driver_up(body) == 0.0
+    });
+
+    fake.set(&format!("count_error UNKNOWN\n{two}"));
+    wait_for_page(port, "driver_up 0 with NVML failing", |body| {
+        samples(body, "keda_gpu_scaler_gpu_up", &[]).is_empty() && driver_up(body) == 0.0
+    });
+
+    fake.set(&two);
+    wait_for_page(port, "driver_up 1 again", |body| driver_up(body) == 1.0);
+}
+
+/// With `--gpu-backend auto` the label is `auto` until a library answers,
+/// then that library's, and stays so when it fails.
+#[test]
+fn driver_up_under_auto_names_the_library_that_answered() {
+    let fake = FakeNvml::new("init_error DRIVER_NOT_LOADED\n");
+    let mut config = local_config(&fake.library);
+    config.backend.choice = BackendChoice::Auto;
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let server = server::start(&config).expect("start server");
+    let port = server.metrics_port().expect("a metrics port");
+    let driver_up = |body: &str| {
+        let all = samples(body, "keda_gpu_scaler_driver_up", &[]);
+        assert_eq!(all.len(), 1, "one driver_up series: {all:?}");
+        (
+            all[0].label("backend").unwrap_or("").to_string(),
+            all[0].value,
+        )
+    };
+    // The first pass has run (its error counted) with no library loaded.
+    wait_for_page(port, "driver_up{backend=auto} 0", |body| {
+        driver_up(body) == ("auto".into(), 0.0)
+            && samples(body, "keda_gpu_scaler_snapshot_age_seconds", &[]).len() == 1
+    });
+    fake.set(&gpu_line(0, 50));
+    wait_for_page(port, "driver_up{backend=nvml} 1", |body| {
+        driver_up(body) == ("nvml".into(), 1.0)
+    });
+    fake.set(&format!("count_error UNKNOWN\n{}", gpu_line(0, 50)));
+    wait_for_page(port, "driver_up{backend=nvml} 0", |body| {
+        samples(body, "keda_gpu_scaler_gpu_up", &[]).is_empty()
+            && driver_up(body) == ("nvml".into(), 0.0)
+    });
+}
+
+/// A MIG device's failed reading is on `gpu_read_errors`, labelled with
+/// the device as its readings are.
+#[test]
+fn mig_devices_read_errors_are_counted() {
+    let mig = "gpu 0 uuid=GPU-m name=\"NVIDIA H200\" mig=1 gpm=1\n\
+mig 0 0 uuid=MIG-a profile=3g.71gb gi=1 ci=0 mem_total_mib=1000 mem_used_mib=500 sm=80\n";
+    let fake = FakeNvml::new(mig);
+    let mut config = local_config(&fake.library);
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let server = server::start(&config).expect("start server");
+    let port = server.metrics_port().expect("a metrics port");
+    // GPM answers first (its support is then known), then sampling fails.
+    wait_for_page(port, "the MIG device's SM activity", |body| {
+        gauge(
+            body,
+            "keda_gpu_scaler_gpu_sm_activity_ratio",
+            &[("mig", "MIG-a")],
+        ) == Some(0.8)
+    });
+    fake.set(&format!("{mig}fail 0 gpm UNKNOWN\n"));
+    let body = wait_for_page(port, "the MIG device's read error", |body| {
+        gauge(
+            body,
+            "keda_gpu_scaler_gpu_read_errors",
+            &[
+                ("node", "test-node"),
+                ("gpu", "0"),
+                ("mig", "MIG-a"),
+                ("mig_profile", "3g.71gb"),
+                ("what", "sm_activity"),
+            ],
+        ) == Some(1.0)
+    });
+    // The whole GPU's own errors stay apart, with an empty `mig`.
+    for sample in samples(&body, "keda_gpu_scaler_gpu_read_errors", &[]) {
+        assert!(
+            matches!(sample.label("mig"), Some("" | "MIG-a")),
+            "{sample:?}"
+        );
+    }
 }

@@ -4,7 +4,10 @@
 //! expression in `deploy/grafana/keda-gpu-scaler.json` run through
 //! Prometheus' HTTP API: each must parse and return at least one series.
 //! Where no `prometheus` binary is installed the test says so and checks
-//! only that the dashboard's expressions name exported families.
+//! only that the dashboard's expressions name exported families. The
+//! dashboard's JSON is also read as Grafana reads it: its tables are
+//! instant queries in table format merged into one frame, and its trigger
+//! panels follow the pod KEDA asked last, checked against two scalers.
 
 mod common;
 
@@ -36,14 +39,7 @@ fn expressions() -> Vec<String> {
             found.push(text);
         }
     }
-    found
-        .into_iter()
-        .map(|e| {
-            ["$node", "$gpu", "$namespace", "$scaledobject"]
-                .iter()
-                .fold(e, |e, var| e.replace(var, ".*"))
-        })
-        .collect()
+    found.iter().map(|e| all_variables(e)).collect()
 }
 
 /// `label_values(x, label)` is Grafana's, not PromQL: its series query.
@@ -68,7 +64,303 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
+/// A JSON value, as far as the dashboard and Prometheus' answers need.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Text(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(text: &str) -> Result<Json, String> {
+        let mut parser = JsonParser {
+            bytes: text.as_bytes(),
+            at: 0,
+        };
+        let value = parser.value()?;
+        parser.space();
+        if parser.at != parser.bytes.len() {
+            return Err(format!("trailing text at byte {}", parser.at));
+        }
+        Ok(value)
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            Json::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn items(&self) -> &[Json] {
+        match self {
+            Json::Array(items) => items,
+            _ => &[],
+        }
+    }
+}
+
+struct JsonParser<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl JsonParser<'_> {
+    fn space(&mut self) {
+        while self.at < self.bytes.len() && self.bytes[self.at].is_ascii_whitespace() {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Result<(), String> {
+        self.space();
+        if self.bytes.get(self.at) == Some(&byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(format!("expected {:?} at byte {}", byte as char, self.at))
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.space();
+        let rest = &self.bytes[self.at..];
+        for (word, value) in [
+            ("null", Json::Null),
+            ("true", Json::Bool(true)),
+            ("false", Json::Bool(false)),
+        ] {
+            if rest.starts_with(word.as_bytes()) {
+                self.at += word.len();
+                return Ok(value);
+            }
+        }
+        match rest.first() {
+            Some(b'"') => self.string().map(Json::Text),
+            Some(b'[') => {
+                self.at += 1;
+                let mut items = Vec::new();
+                self.space();
+                if self.bytes.get(self.at) == Some(&b']') {
+                    self.at += 1;
+                    return Ok(Json::Array(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.space();
+                    match self.bytes.get(self.at) {
+                        Some(b',') => self.at += 1,
+                        Some(b']') => {
+                            self.at += 1;
+                            return Ok(Json::Array(items));
+                        }
+                        _ => return Err(format!("bad array at byte {}", self.at)),
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.at += 1;
+                let mut members = Vec::new();
+                self.space();
+                if self.bytes.get(self.at) == Some(&b'}') {
+                    self.at += 1;
+                    return Ok(Json::Object(members));
+                }
+                loop {
+                    self.space();
+                    let key = self.string()?;
+                    self.eat(b':')?;
+                    members.push((key, self.value()?));
+                    self.space();
+                    match self.bytes.get(self.at) {
+                        Some(b',') => self.at += 1,
+                        Some(b'}') => {
+                            self.at += 1;
+                            return Ok(Json::Object(members));
+                        }
+                        _ => return Err(format!("bad object at byte {}", self.at)),
+                    }
+                }
+            }
+            _ => {
+                let start = self.at;
+                while self.at < self.bytes.len()
+                    && matches!(
+                        self.bytes[self.at],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
+                {
+                    self.at += 1;
+                }
+                std::str::from_utf8(&self.bytes[start..self.at])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .map(Json::Number)
+                    .ok_or_else(|| format!("bad value at byte {start}"))
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.eat(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let byte = *self.bytes.get(self.at).ok_or("unterminated string")?;
+            self.at += 1;
+            match byte {
+                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
+                b'\\' => {
+                    let escape = *self.bytes.get(self.at).ok_or("unterminated escape")?;
+                    self.at += 1;
+                    let c = match escape {
+                        b'n' => '\n',
+                        b't' => '\t',
+                        b'r' => '\r',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'u' => {
+                            let hex = self.bytes.get(self.at..self.at + 4).ok_or("short \\u")?;
+                            self.at += 4;
+                            let code =
+                                u32::from_str_radix(std::str::from_utf8(hex).unwrap_or(""), 16)
+                                    .map_err(|e| e.to_string())?;
+                            char::from_u32(code).unwrap_or('\u{fffd}')
+                        }
+                        other => other as char,
+                    };
+                    let mut buffer = [0; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+                }
+                byte => out.push(byte),
+            }
+        }
+    }
+}
+
+fn dashboard() -> Json {
+    Json::parse(DASHBOARD).expect("the dashboard is JSON")
+}
+
+/// The panel titled `title`'s expressions, Grafana's variables replaced as
+/// "All" would.
+fn panel_expressions(title: &str) -> Vec<String> {
+    let dashboard = dashboard();
+    let panel = dashboard
+        .get("panels")
+        .map(Json::items)
+        .unwrap_or_default()
+        .iter()
+        .find(|p| p.get("title").and_then(Json::text) == Some(title))
+        .unwrap_or_else(|| panic!("no panel {title:?}"))
+        .clone();
+    panel
+        .get("targets")
+        .map(Json::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| t.get("expr").and_then(Json::text))
+        .map(all_variables)
+        .collect()
+}
+
+fn all_variables(expression: &str) -> String {
+    ["$node", "$gpu", "$namespace", "$scaledobject"]
+        .iter()
+        .fold(expression.to_string(), |e, var| e.replace(var, ".*"))
+}
+
+/// Grafana renders a table panel's queries as one table only when each is
+/// an instant query in table format and a transformation merges or joins
+/// their frames (else it shows one frame per series, with a picker).
+#[test]
+fn the_fleet_tables_are_one_table_each() {
+    let dashboard = dashboard();
+    let tables: Vec<&Json> = dashboard
+        .get("panels")
+        .map(Json::items)
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p.get("type").and_then(Json::text) == Some("table"))
+        .collect();
+    assert!(tables.len() >= 2, "the fleet tables: {}", tables.len());
+    for panel in tables {
+        let title = panel.get("title").and_then(Json::text).unwrap_or("?");
+        let targets = panel.get("targets").map(Json::items).unwrap_or_default();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            assert_eq!(
+                (
+                    target.get("instant"),
+                    target.get("format").and_then(Json::text)
+                ),
+                (Some(&Json::Bool(true)), Some("table")),
+                "{title}: every query instant, in table format: {target:?}"
+            );
+        }
+        let transformations: Vec<&str> = panel
+            .get("transformations")
+            .map(Json::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.get("id").and_then(Json::text))
+            .collect();
+        assert!(
+            transformations
+                .iter()
+                .any(|t| matches!(*t, "merge" | "joinByField" | "seriesToRows")),
+            "{title}: no transformation makes one table of its frames: {transformations:?}"
+        );
+    }
+}
+
 struct Prometheus(Child);
+
+impl Prometheus {
+    /// Prometheus on a free loopback port, scraping `targets` every second,
+    /// its files under `dir`; with the port, or `None` where not installed.
+    fn start(dir: &std::path::Path, targets: &[u16]) -> Option<(Prometheus, u16)> {
+        if let Err(e) = Command::new("prometheus").arg("--version").output() {
+            eprintln!("prometheus is not installed ({e}); .ci/run installs it and runs the rest");
+            return None;
+        }
+        let port = free_port();
+        let config_file = dir.join("prometheus.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'127.0.0.1:{t}'")).collect();
+        std::fs::write(
+            &config_file,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: keda-gpu-scaler\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let prometheus = Prometheus(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config_file.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start prometheus"),
+        );
+        Some((prometheus, port))
+    }
+}
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
@@ -139,35 +431,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     );
     let _ = value(&client, &[("workload", "vllm"), ("gpuIndex", "7")]);
 
-    let binary = match Command::new("prometheus").arg("--version").output() {
-        Ok(_) => "prometheus",
-        Err(e) => {
-            eprintln!("prometheus is not installed ({e}); .ci/run installs it and runs the rest");
-            return;
-        }
+    let Some((_prometheus, port)) = Prometheus::start(&fake.dir, &[metrics]) else {
+        return;
     };
-    let port = free_port();
-    let config_file = fake.dir.join("prometheus.yml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: keda-gpu-scaler\n    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"
-        ),
-    )
-    .unwrap();
-    let _prometheus = Prometheus(
-        Command::new(binary)
-            .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                fake.dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
     // Two scrapes at least, and a rate's worth of samples.
     let scraped = wait_until(Duration::from_secs(60), || {
         query(port, "count_over_time(keda_gpu_scaler_build_info[1m])")
@@ -198,4 +464,74 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         });
         assert!(answered, "{promql}: {last}");
     }
+}
+
+/// `(labels, value)` of each series in an instant query's answer.
+fn vector(answer: &str) -> Vec<(Json, String)> {
+    let Ok(answer) = Json::parse(answer) else {
+        return Vec::new();
+    };
+    answer
+        .get("data")
+        .and_then(|d| d.get("result"))
+        .map(Json::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|series| {
+            let value = series.get("value")?.items().get(1)?.text()?.to_string();
+            Some((series.get("metric")?.clone(), value))
+        })
+        .collect()
+}
+
+/// Two pods each keep what they last told a ScaledObject for 10 minutes;
+/// when KEDA's connection moves from one to the other, the trigger panels
+/// show only the pod asked last (one line, its value), both ways.
+#[test]
+fn the_trigger_panels_follow_the_pod_keda_asked_last() {
+    let busy = FakeNvml::new(&gpu_line(0, 90));
+    let idle = FakeNvml::new(&gpu_line(0, 30));
+    let start = |fake: &FakeNvml, node: &str| {
+        let mut config = local_config(&fake.library);
+        config.node_name = node.into();
+        config.metrics_listen = Some("127.0.0.1:0".into());
+        server::start(&config).expect("start server")
+    };
+    let a = start(&busy, "node-a");
+    let b = start(&idle, "node-b");
+    let (client_a, client_b) = (client(a.port()), client(b.port()));
+    let Some((_prometheus, port)) = Prometheus::start(
+        &busy.dir,
+        &[a.metrics_port().unwrap(), b.metrics_port().unwrap()],
+    ) else {
+        return;
+    };
+    let title = "Why did my workload scale? Value against target";
+    let value_query = panel_expressions(title)
+        .into_iter()
+        .find(|e| e.contains("keda_gpu_scaler_trigger_value"))
+        .expect("the value query");
+    let mut last = String::new();
+    let mut shows = |value: &str, both_kept: bool| {
+        let reached = wait_until(Duration::from_secs(30), || {
+            last = query(port, &value_query).unwrap_or_else(|e| e);
+            let series = vector(&last);
+            let kept =
+                vector(&query(port, "keda_gpu_scaler_trigger_value").unwrap_or_default()).len();
+            series.len() == 1 && series[0].1 == value && (!both_kept || kept == 2)
+        });
+        assert!(
+            reached,
+            "{value_query}: never one series of {value}: {last}"
+        );
+    };
+
+    // KEDA asks node-a, then its connection moves to node-b.
+    wait_for_value(&client_a, &[], 90.0);
+    shows("90", false);
+    wait_for_value(&client_b, &[], 30.0);
+    shows("30", true);
+    // And back.
+    wait_for_value(&client_a, &[], 90.0);
+    shows("90", true);
 }

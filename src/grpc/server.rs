@@ -187,6 +187,8 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         let sources = Sources {
             node: config.node_name.clone(),
             snapshots: Arc::clone(&snapshots),
+            stale_after,
+            backend: config.backend.choice,
             stats: Arc::clone(&stats),
             engines: Arc::clone(&running.engines),
             cluster: running.cluster.clone(),

@@ -1,12 +1,14 @@
 //! The scaler's own counters, for people to look at: gRPC requests by
 //! method and code with their latency, and what each ScaledObject was last
-//! told. Recorded by the gRPC handlers, read by the `/metrics` page.
-//! Bounded: methods and codes are fixed sets, and trigger entries age out
-//! when a ScaledObject stops asking (and are capped).
+//! told and when it last asked. Recorded by the gRPC handlers, read by the
+//! `/metrics` page, which also keeps here the GPU library that last
+//! answered (so that `driver_up`'s label stays put). Bounded: methods and
+//! codes are fixed sets, and trigger entries age out when a ScaledObject
+//! stops asking (and are capped).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Latency histogram bounds, seconds.
 pub const LATENCY_BUCKETS: [f64; 10] = [
@@ -33,7 +35,11 @@ pub struct TriggerState {
     pub active: Option<bool>,
     /// Errors by gRPC code name.
     pub errors: HashMap<&'static str, u64>,
+    /// When it last asked, for the TTL (monotonic).
     pub last_asked: Instant,
+    /// The same moment by the wall clock, for the page: which pod KEDA
+    /// asked last, when its connection moved.
+    pub asked_at: SystemTime,
 }
 
 /// `(namespace, scaledobject, metric)`.
@@ -43,6 +49,8 @@ pub type TriggerKey = (String, String, String);
 pub struct Stats {
     requests: Mutex<HashMap<(&'static str, &'static str), Requests>>,
     triggers: Mutex<HashMap<TriggerKey, TriggerState>>,
+    /// The GPU library that last answered (`nvml`, `amdsmi`), if any has.
+    answered: Mutex<Option<&'static str>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,6 +76,7 @@ impl Stats {
     /// or an error code.
     pub fn trigger(&self, key: TriggerKey, target: f64, answer: TriggerAnswer) {
         let now = Instant::now();
+        let asked_at = SystemTime::now();
         let mut triggers = lock(&self.triggers);
         triggers.retain(|_, t| now.duration_since(t.last_asked) < TRIGGER_TTL);
         if triggers.len() >= MAX_TRIGGERS && !triggers.contains_key(&key) {
@@ -79,9 +88,11 @@ impl Stats {
             active: None,
             errors: HashMap::new(),
             last_asked: now,
+            asked_at,
         });
         entry.target = target;
         entry.last_asked = now;
+        entry.asked_at = asked_at;
         match answer {
             TriggerAnswer::Value(value) => entry.value = Some(value),
             TriggerAnswer::Active(active) => entry.active = Some(active),
@@ -107,6 +118,16 @@ impl Stats {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// Remembers `backend` as the library that answered, when one did, and
+    /// returns the one that last answered (this one, or an earlier one).
+    pub fn answered_backend(&self, backend: Option<&'static str>) -> Option<&'static str> {
+        let mut answered = lock(&self.answered);
+        if backend.is_some() {
+            *answered = backend;
+        }
+        *answered
     }
 }
 
