@@ -88,6 +88,26 @@ impl Fleet {
         }
     }
 
+    /// Replicas serving these texts as their pages.
+    fn pages(kind: Kind, pages: &[&str]) -> Fleet {
+        'ports: loop {
+            let port = free_port();
+            let mut replicas = Vec::new();
+            for (i, page) in pages.iter().enumerate() {
+                let ip = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
+                let behaviour = Behaviour {
+                    page: Some(page.to_string()),
+                    ..Behaviour::new(kind, Load::default())
+                };
+                match Replica::start((ip, port), behaviour) {
+                    Ok(replica) => replicas.push(replica),
+                    Err(_) => continue 'ports,
+                }
+            }
+            return Fleet { replicas, port };
+        }
+    }
+
     fn ips(&self) -> Vec<IpAddr> {
         self.replicas.iter().map(|r| r.address().ip()).collect()
     }
@@ -631,4 +651,82 @@ fn push_streams_follow_the_engine_queue() {
     let (code, message) = next().unwrap_err();
     assert_eq!(code, RpcStatusCode::UNAVAILABLE);
     assert!(message.contains("no replica of"), "{message}");
+}
+
+#[test]
+fn pages_that_would_read_low_do_not() {
+    let dns = Dns::default();
+    // SGLang with priority scheduling: the total under priority="", a
+    // breakdown beside it. Counted once: 7 + 3, not 14 + 6.
+    let sglang = |total: u32, high: u32| {
+        format!(
+            "# TYPE sglang:num_queue_reqs gauge\n\
+             sglang:num_queue_reqs{{model_name=\"m\",priority=\"\",tp_rank=\"0\"}} {total}\n\
+             sglang:num_queue_reqs{{model_name=\"m\",priority=\"0\",tp_rank=\"0\"}} {}\n\
+             sglang:num_queue_reqs{{model_name=\"m\",priority=\"9\",tp_rank=\"0\"}} {high}\n",
+            total - high
+        )
+    };
+    let (a, b) = (sglang(7, 2), sglang(3, 1));
+    let fleet = Fleet::pages(Kind::Sglang, &[&a, &b]);
+    dns.set("sglang.ml", &fleet.ips());
+    let scaler = Scaler::start(&dns);
+    let at = endpoint("sglang.ml", fleet.port);
+    let queue = [
+        ("profile", "sglang-queue"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    assert_eq!(scaler.value(&queue), Ok(10.0));
+
+    // Triton: the TensorRT-LLM family is on the page, but not for the
+    // model asked; the pending count (0) must not stand in.
+    let triton = "# TYPE nv_trt_llm_request_metrics gauge\n\
+        nv_trt_llm_request_metrics{model=\"tensorrt_llm\",request_type=\"waiting\",version=\"1\"} 30\n\
+        # TYPE nv_inference_pending_request_count gauge\n\
+        nv_inference_pending_request_count{model=\"ensemble\",version=\"1\"} 0\n";
+    let fleet = Fleet::pages(Kind::Triton, &[triton]);
+    dns.set("triton.ml", &fleet.ips());
+    let at = endpoint("triton.ml", fleet.port);
+    let ensemble = [
+        ("engine", "triton"),
+        ("metricType", "queue_length"),
+        ("targetValue", "5"),
+        ("engineModel", "ensemble"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    let (code, message) = scaler.value(&ensemble).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(message.contains("model=\"tensorrt_llm\""), "{message}");
+
+    // One series of a pod is NaN (or negative): that replica is missing,
+    // not read low; alone, the trigger is UNAVAILABLE naming the series.
+    let nan = "# TYPE vllm:num_requests_waiting gauge\n\
+        vllm:num_requests_waiting{engine=\"0\"} 40\n\
+        vllm:num_requests_waiting{engine=\"1\"} -3\n";
+    let fleet = Fleet::pages(Kind::Vllm, &[nan]);
+    dns.set("vllm.ml", &fleet.ips());
+    let at = endpoint("vllm.ml", fleet.port);
+    let vllm = [("profile", "vllm-queue"), ("engineEndpoints", at.as_str())];
+    let (code, message) = scaler.value(&vllm).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(
+        message.contains("engine=\"1\"") && message.contains("not a finite number >= 0"),
+        "{message}"
+    );
+
+    // A counter's sample asked for by its sample name: a counter, not a
+    // gauge that only ever climbs.
+    let counter = "# TYPE vllm:num_preemptions counter\n\
+        vllm:num_preemptions_total{model_name=\"m\"} 1234\n";
+    let fleet = Fleet::pages(Kind::Vllm, &[counter]);
+    dns.set("preempt.ml", &fleet.ips());
+    let at = endpoint("preempt.ml", fleet.port);
+    let custom = [
+        ("engineMetric", "vllm:num_preemptions_total"),
+        ("targetValue", "5"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    let (code, message) = scaler.value(&custom).unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
+    assert!(message.contains("is a counter"), "{message}");
 }

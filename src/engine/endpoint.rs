@@ -40,13 +40,25 @@ impl fmt::Display for Endpoint {
 /// when no engine is named: every entry then needs its port). Errors say
 /// what is wrong, without the key (the caller adds it).
 pub fn parse_list(text: &str, default_port: Option<u16>) -> Result<Vec<Endpoint>, String> {
+    parse_list_with(text, default_port, "/metrics")
+}
+
+/// As [`parse_list`], with the path an entry without one reads (an
+/// engine's default page). Each entry is normalised in full (port and
+/// path) before duplicates are dropped, so `a:80,a:80/x` is two
+/// endpoints and `a:80,a:80/metrics` one.
+pub fn parse_list_with(
+    text: &str,
+    default_port: Option<u16>,
+    default_path: &str,
+) -> Result<Vec<Endpoint>, String> {
     let mut endpoints: Vec<Endpoint> = Vec::new();
     for entry in text.split(',').map(str::trim) {
         if entry.is_empty() {
             return Err(String::from("has an empty entry"));
         }
-        let endpoint =
-            parse_one(entry, default_port).map_err(|e| format!("entry {entry:?} {e}"))?;
+        let endpoint = parse_one(entry, default_port, default_path)
+            .map_err(|e| format!("entry {entry:?} {e}"))?;
         if !endpoints.contains(&endpoint) {
             endpoints.push(endpoint);
         }
@@ -60,7 +72,11 @@ pub fn parse_list(text: &str, default_port: Option<u16>) -> Result<Vec<Endpoint>
     Ok(endpoints)
 }
 
-fn parse_one(entry: &str, default_port: Option<u16>) -> Result<Endpoint, String> {
+fn parse_one(
+    entry: &str,
+    default_port: Option<u16>,
+    default_path: &str,
+) -> Result<Endpoint, String> {
     let rest = if let Some(rest) = entry.strip_prefix("http://") {
         rest
     } else if entry.starts_with("https://") {
@@ -76,7 +92,7 @@ fn parse_one(entry: &str, default_port: Option<u16>) -> Result<Endpoint, String>
     };
     let (authority, path) = match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash..]),
-        None => (rest, "/metrics"),
+        None => (rest, default_path),
     };
     if path.len() > MAX_PATH || !path.bytes().all(|b| b.is_ascii_graphic()) || path.contains('#') {
         return Err(format!(

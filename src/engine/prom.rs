@@ -122,15 +122,14 @@ pub fn families_and_names(
                     family_entry(&mut found, name).kind = Kind::parse(kind);
                 }
                 // `x_count`, `x_sum`, `x_bucket` asked for by their own
-                // name belong to a histogram or summary `x`: they are
-                // typed as it, not read as gauges.
+                // name belong to a histogram or summary `x`, and
+                // `x_total` to a counter `x`: they are typed as it, not
+                // read as gauges.
                 let kind = Kind::parse(kind);
-                if matches!(kind, Kind::Histogram | Kind::Summary) {
-                    for suffix in ["_bucket", "_sum", "_count"] {
-                        let series = format!("{name}{suffix}");
-                        if wanted.contains(&series.as_str()) {
-                            family_entry(&mut found, &series).kind = kind;
-                        }
+                for suffix in sample_suffixes(kind) {
+                    let series = format!("{name}{suffix}");
+                    if wanted.contains(&series.as_str()) {
+                        family_entry(&mut found, &series).kind = kind;
                     }
                 }
             }
@@ -178,18 +177,27 @@ fn family_of<'a>(name: &str, wanted: &[&'a str], found: &[Family]) -> Option<&'a
     if let Some(family) = wanted.iter().find(|w| **w == name) {
         return Some(family);
     }
-    for suffix in ["_bucket", "_sum", "_count"] {
+    for suffix in ["_bucket", "_sum", "_count", "_total", "_created"] {
         let Some(base) = name.strip_suffix(suffix) else {
             continue;
         };
         let typed = found
             .iter()
-            .any(|f| f.name == base && matches!(f.kind, Kind::Histogram | Kind::Summary));
+            .any(|f| f.name == base && sample_suffixes(f.kind).contains(&suffix));
         if typed {
             return wanted.iter().find(|w| **w == base).copied();
         }
     }
     None
+}
+
+/// The suffixes a family of `kind` adds to its name for its samples.
+fn sample_suffixes(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Counter => &["_total", "_created"],
+        Kind::Histogram | Kind::Summary => &["_bucket", "_sum", "_count", "_created"],
+        Kind::Gauge | Kind::Untyped => &[],
+    }
 }
 
 fn family_entry<'f>(found: &'f mut Vec<Family>, name: &str) -> &'f mut Family {
@@ -435,5 +443,28 @@ g{a=\"1\"} 1.5e3\r\n\
         let found = families(page, &["vllm:e2e_request_latency_seconds_count"]).unwrap();
         assert_eq!(found[0].kind, Kind::Histogram);
         assert_eq!(found[0].samples[0].value, 5.0);
+    }
+
+    #[test]
+    fn a_counter_sample_asked_for_by_its_own_name_is_typed_as_its_counter() {
+        // A counter family x exposes x_total (and x_created): asked for by
+        // that name, the sample is a counter's, not a gauge.
+        let page = "# TYPE vllm:num_preemptions counter\n\
+            vllm:num_preemptions_total{model_name=\"m\"} 1234\n\
+            vllm:num_preemptions_created{model_name=\"m\"} 1.7e9\n\
+            # TYPE lat histogram\n\
+            lat_bucket{le=\"+Inf\"} 3\nlat_count 3\nlat_sum 1.5\nlat_created 1.7e9\n";
+        for (name, kind) in [
+            ("vllm:num_preemptions_total", Kind::Counter),
+            ("vllm:num_preemptions_created", Kind::Counter),
+            ("lat_created", Kind::Histogram),
+        ] {
+            let found = families(page, &[name]).unwrap();
+            assert_eq!(found[0].kind, kind, "{name}");
+        }
+        // Asked for as the family, the counter keeps its samples.
+        let found = families(page, &["vllm:num_preemptions"]).unwrap();
+        assert_eq!(found[0].kind, Kind::Counter);
+        assert_eq!(found[0].samples.len(), 2);
     }
 }

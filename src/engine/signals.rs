@@ -157,6 +157,10 @@ pub struct Query {
     pub model: Option<(String, String)>,
     /// Only gauges (and untyped families) may be read.
     pub gauges_only: bool,
+    /// A label whose non-empty values break a total down (SGLang's
+    /// `priority` under priority scheduling): only the series where it is
+    /// empty or missing count, or the total would be counted twice.
+    pub breakdown: Option<&'static str>,
 }
 
 /// Labels that repeat one engine's series once per tensor- or
@@ -213,6 +217,17 @@ pub fn table(engine: Engine, signal: Signal) -> Vec<Series> {
     }
 }
 
+/// The engine's label that breaks a total down, if any (see
+/// [`Query::breakdown`]). SGLang with `--enable-priority-scheduling`
+/// writes the total of each queue gauge under `priority=""` and one series
+/// per priority beside it (`metrics_collector.py`, `_log_gauge_queue_count`).
+pub fn breakdown_label(engine: Engine) -> Option<&'static str> {
+    match engine {
+        Engine::Sglang => Some("priority"),
+        _ => None,
+    }
+}
+
 /// Why a page gave no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unread {
@@ -255,8 +270,15 @@ impl Query {
                     family.kind.name()
                 )));
             }
-            let values = self.matching(wanted, family);
+            let values = self.matching(wanted, family)?;
             if values.is_empty() {
+                // A family the page has, without the series asked for, is
+                // no reason to read an older or coarser one instead (Triton's
+                // pending count stays near 0 for a decoupled TensorRT-LLM
+                // model): the replica has no value.
+                if family.samples.iter().any(|s| s.name == family.name) {
+                    return Err(Unread::Absent(self.absent(families, names)));
+                }
                 continue;
             }
             let value = combine(self.within, &values) * wanted.scale;
@@ -271,8 +293,10 @@ impl Query {
     }
 
     /// The values of the family's series that match, one per series once
-    /// rank copies are folded.
-    fn matching(&self, wanted: &Series, family: &Family) -> Vec<f64> {
+    /// rank copies are folded. Any matching series that is not a finite
+    /// number >= 0 makes the replica's value invalid: dropped or summed,
+    /// it would read lower than the truth.
+    fn matching(&self, wanted: &Series, family: &Family) -> Result<Vec<f64>, Unread> {
         let mut groups: Vec<(Vec<&(String, String)>, f64)> = Vec::new();
         for sample in &family.samples {
             if sample.name != family.name {
@@ -285,6 +309,24 @@ impl Query {
             {
                 continue;
             }
+            if let Some(label) = self.breakdown {
+                if sample.label(label).is_some_and(|v| !v.is_empty()) {
+                    continue;
+                }
+            }
+            if !sample.value.is_finite() || sample.value < 0.0 {
+                let labels: Vec<String> = sample
+                    .labels
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v:?}"))
+                    .collect();
+                return Err(Unread::Invalid(format!(
+                    "{}{{{}}} reads {}, which is not a finite number >= 0",
+                    family.name,
+                    labels.join(","),
+                    sample.value
+                )));
+            }
             let mut key: Vec<&(String, String)> = sample
                 .labels
                 .iter()
@@ -296,7 +338,7 @@ impl Query {
                 None => groups.push((key, sample.value)),
             }
         }
-        groups.into_iter().map(|(_, value)| value).collect()
+        Ok(groups.into_iter().map(|(_, value)| value).collect())
     }
 
     /// What the page has instead: the family without the model or label
@@ -315,7 +357,14 @@ impl Query {
             })
             .collect();
         let mut text = format!("the page has no {}", wanted.join(" nor "));
-        if let Some(family) = families.iter().find(|f| !f.samples.is_empty()) {
+        // The most preferred family the page has, whatever order the
+        // page (or the scrape) listed them in.
+        let present = self.series.iter().find_map(|wanted| {
+            families
+                .iter()
+                .find(|f| f.name == wanted.family && !f.samples.is_empty())
+        });
+        if let Some(family) = present {
             let mut seen: Vec<String> = Vec::new();
             for sample in family.samples.iter().filter(|s| s.name == family.name) {
                 let labels: Vec<String> = sample
@@ -374,6 +423,7 @@ mod tests {
             within: signal.within_pod(),
             model: model.map(|m| (engine.model_label().to_string(), m.to_string())),
             gauges_only: false,
+            breakdown: breakdown_label(engine),
         }
     }
 
@@ -494,6 +544,7 @@ mod tests {
             within: Within::Sum,
             model: None,
             gauges_only: true,
+            breakdown: None,
         };
         let error = read(&query, page).unwrap_err();
         assert!(
@@ -507,5 +558,94 @@ mod tests {
         let page = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting NaN\n";
         let error = read(&query(Engine::Vllm, Signal::QueueLength, None), page).unwrap_err();
         assert!(matches!(error, Unread::Invalid(_)), "{error:?}");
+    }
+
+    #[test]
+    fn one_bad_series_in_a_pod_makes_the_replica_invalid_not_lower() {
+        for bad in ["NaN", "+Inf", "-Inf", "-3"] {
+            // Summed, a negative series would lower the pod's queue; under
+            // max, NaN would vanish. Either way the replica is invalid.
+            let page = format!(
+                "# TYPE vllm:num_requests_waiting gauge\n\
+                 vllm:num_requests_waiting{{engine=\"0\"}} 40\n\
+                 vllm:num_requests_waiting{{engine=\"1\"}} {bad}\n\
+                 # TYPE vllm:kv_cache_usage_perc gauge\n\
+                 vllm:kv_cache_usage_perc{{engine=\"0\"}} 0.9\n\
+                 vllm:kv_cache_usage_perc{{engine=\"1\"}} {bad}\n"
+            );
+            for signal in [Signal::QueueLength, Signal::KvCacheUsagePercent] {
+                let error = read(&query(Engine::Vllm, signal, None), &page).unwrap_err();
+                assert!(
+                    matches!(&error, Unread::Invalid(m) if m.contains("engine=\"1\"") && m.contains("not a finite number >= 0")),
+                    "{bad} {signal}: {error:?}"
+                );
+            }
+        }
+        // A rank copy that is NaN is as bad as the series it copies.
+        let page = "# TYPE sglang:num_queue_reqs gauge\n\
+            sglang:num_queue_reqs{tp_rank=\"0\"} 5\n\
+            sglang:num_queue_reqs{tp_rank=\"1\"} NaN\n";
+        assert!(matches!(
+            read(&query(Engine::Sglang, Signal::QueueLength, None), page),
+            Err(Unread::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn sglang_priority_scheduling_counts_the_total_once() {
+        // metrics_collector.py: the total under priority="", one series
+        // per priority beside it, in the same family.
+        let page = "# TYPE sglang:num_queue_reqs gauge\n\
+            sglang:num_queue_reqs{model_name=\"m\",priority=\"\",tp_rank=\"0\"} 7\n\
+            sglang:num_queue_reqs{model_name=\"m\",priority=\"0\",tp_rank=\"0\"} 4\n\
+            sglang:num_queue_reqs{model_name=\"m\",priority=\"5\",tp_rank=\"0\"} 3\n\
+            # TYPE sglang:num_running_reqs gauge\n\
+            sglang:num_running_reqs{model_name=\"m\",priority=\"\",tp_rank=\"0\"} 2\n\
+            sglang:num_running_reqs{model_name=\"m\",priority=\"None\",tp_rank=\"0\"} 2\n";
+        assert_eq!(
+            read(&query(Engine::Sglang, Signal::QueueLength, None), page),
+            Ok(7.0)
+        );
+        assert_eq!(
+            read(&query(Engine::Sglang, Signal::RunningRequests, None), page),
+            Ok(2.0)
+        );
+        // Without priority scheduling there is no priority label at all.
+        let plain =
+            "# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs{model_name=\"m\"} 7\n";
+        assert_eq!(
+            read(&query(Engine::Sglang, Signal::QueueLength, None), plain),
+            Ok(7.0)
+        );
+    }
+
+    #[test]
+    fn a_present_family_without_the_model_is_no_reason_to_fall_back() {
+        // engineModel ensemble, while the TensorRT-LLM series name the
+        // tensorrt_llm model: the pending count (near 0 for a decoupled
+        // model) must not stand in.
+        let page = "# TYPE nv_trt_llm_request_metrics gauge\n\
+            nv_trt_llm_request_metrics{model=\"tensorrt_llm\",request_type=\"waiting\",version=\"1\"} 30\n\
+            # TYPE nv_inference_pending_request_count gauge\n\
+            nv_inference_pending_request_count{model=\"ensemble\",version=\"1\"} 0\n";
+        let error = read(
+            &query(Engine::Triton, Signal::QueueLength, Some("ensemble")),
+            page,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, Unread::Absent(m) if m.contains("model=\"tensorrt_llm\"")),
+            "{error:?}"
+        );
+        // The family absent from the page: the older count is read.
+        let old = "# TYPE nv_inference_pending_request_count gauge\n\
+            nv_inference_pending_request_count{model=\"ensemble\",version=\"1\"} 3\n";
+        assert_eq!(
+            read(
+                &query(Engine::Triton, Signal::QueueLength, Some("ensemble")),
+                old
+            ),
+            Ok(3.0)
+        );
     }
 }

@@ -698,23 +698,17 @@ fn parse_source(
             engine.map_or(String::from(":PORT"), |e| format!(":{}", e.default_port()))
         )));
     };
-    let mut endpoints_list =
-        endpoint::parse_list(endpoints.value, engine.map(Engine::default_port)).map_err(|e| {
-            ConfigError(format!(
-                "invalid {} {:?}: {e}",
-                endpoints.key, endpoints.value
-            ))
-        })?;
-    if let Some(engine) = engine {
-        // An entry without a path reads the engine's default page.
-        for (entry, endpoint) in endpoints.value.split(',').zip(endpoints_list.iter_mut()) {
-            let entry = entry.trim();
-            let rest = entry.strip_prefix("http://").unwrap_or(entry);
-            if !rest.contains('/') {
-                endpoint.path = engine.default_path().to_string();
-            }
-        }
-    }
+    let endpoints_list = endpoint::parse_list_with(
+        endpoints.value,
+        engine.map(Engine::default_port),
+        engine.map_or("/metrics", Engine::default_path),
+    )
+    .map_err(|e| {
+        ConfigError(format!(
+            "invalid {} {:?}: {e}",
+            endpoints.key, endpoints.value
+        ))
+    })?;
     let model = match get("engineModel") {
         None => None,
         Some(model) => match engine {
@@ -748,6 +742,7 @@ fn parse_source(
             within,
             model,
             gauges_only,
+            breakdown: engine.and_then(signals::breakdown_label),
         },
         timeout,
     }))
@@ -1494,6 +1489,32 @@ mod tests {
         assert_eq!(
             trigger.to_string(),
             "profile=vllm-queue engine=vllm metricType=queue_length engineEndpoints=http://vllm.ml:8000/metrics targetValue=5 activationThreshold=0 aggregation=sum pollIntervalSeconds=10"
+        );
+    }
+
+    #[test]
+    fn each_endpoint_is_normalised_in_full_before_duplicates_go() {
+        // A repeated entry must not shift the default path onto the next
+        // entry's own path, and a default path spelt out is the same
+        // endpoint as one left to the default.
+        let trigger = parse_pairs(&[
+            ("engine", "trtllm"),
+            ("metricType", "queue_length"),
+            ("targetValue", "5"),
+            (
+                "engineEndpoints",
+                "y:8000,y:8000,z:8000/custom,y:8000/prometheus/metrics",
+            ),
+        ])
+        .unwrap();
+        let endpoints: Vec<String> = engine_of(&trigger)
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            endpoints,
+            ["http://y:8000/prometheus/metrics", "http://z:8000/custom"]
         );
     }
 
