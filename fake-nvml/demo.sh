@@ -98,9 +98,10 @@ engine_query
 echo "   -> 36 waiting: ceil(36 / 5) = 8 replicas."
 
 kill -STOP "${engines[2]}"; settle
-echo; echo "== one replica stops answering (SIGSTOP): it is missing, not 0"
+echo; echo "== one replica stops answering (SIGSTOP): it counts as what it last said, not 0"
 engine_query --explain
-echo "   -> above the target it counts as 0, but never below 3 x 5: the count does not move because of it."
+echo "   -> read under 30 s ago, the silent replica counts as its last read (12): still 36, still 8 replicas."
+echo "      (a replica never read, or silent longer, counts by the HPA's rule for pods without metrics)"
 kill -CONT "${engines[2]}"
 
 echo; echo "== an AMD node: the same binary reads AMD SMI (a simulated MI300X, through the fake libamd_smi)"

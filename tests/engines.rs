@@ -297,7 +297,7 @@ fn each_engine_is_read_by_its_own_names() {
 }
 
 #[test]
-fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
+fn a_replica_that_stops_answering_counts_as_its_last_read_else_by_the_hpa_rule() {
     let dns = Dns::default();
     // Four replicas, two waiting each: 8 in all, below 5 per replica.
     let fleet = Fleet::start(Kind::Vllm, &vec![load(2, 1, 0.1); 4]);
@@ -311,9 +311,9 @@ fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
     ];
     assert_eq!(scaler.value(&queue), Ok(8.0));
 
-    // Each way a replica can fail, one at a time: it counts as at the
-    // target (5), so the total reads 2+2+2+5 = 11, not 6. The /metrics
-    // page counts each read by its outcome.
+    // Each way a replica can fail, one at a time: read a moment ago, it
+    // counts as what it last said (2), so the total stays 8, neither 6
+    // nor 11. The /metrics page counts each read by its outcome.
     let reads = |outcome: &str| {
         let all = scaler.server.engines().reads();
         all.iter().find(|(o, _)| o.label() == outcome).unwrap().1
@@ -349,42 +349,67 @@ fn replicas_that_cannot_be_read_push_neither_up_nor_down() {
     for (why, outcome, break_it) in &failures {
         let before = reads(outcome);
         fleet.replicas[3].set(|b| break_it(b));
-        wait_for_value(&scaler.client, &queue, 11.0);
-        assert!(reads(outcome) > before, "{why}: no {outcome} read counted");
+        assert!(
+            wait_until(PATIENCE, || {
+                // Replicas are read when a trigger asks.
+                let _ = scaler.value(&queue);
+                reads(outcome) > before
+            }),
+            "{why}: no {outcome} read counted"
+        );
         let explained = explain(scaler.server.port(), &queue).unwrap();
-        let missing: Vec<_> = explained
+        let stood_in: Vec<_> = explained
             .replicas()
             .iter()
-            .filter(|r| !r.counted())
+            .filter(|r| r.reason() != "counted")
             .collect();
-        assert_eq!(missing.len(), 1, "{why}: {explained:?}");
+        assert_eq!(stood_in.len(), 1, "{why}: {explained:?}");
         assert!(
-            missing[0].reason().starts_with("missing, counted as 5:")
-                && missing[0].reason().contains(why),
+            stood_in[0].reason().starts_with("missing (")
+                && stood_in[0].reason().contains(why)
+                && stood_in[0]
+                    .reason()
+                    .contains("counted as its last read, 2, from"),
             "{why}: {}",
-            missing[0].reason()
+            stood_in[0].reason()
         );
+        assert_eq!(explained.value(), 8.0, "{why}");
         fleet.replicas[3].set(|b| *b = Behaviour::new(Kind::Vllm, load(2, 1, 0.1)));
         wait_for_value(&scaler.client, &queue, 8.0);
     }
 
-    // A refused connection (the replica's process is gone) is missing too.
-    let mut fleet = fleet;
-    fleet.replicas.pop();
-    wait_for_value(&scaler.client, &queue, 11.0);
+    // A replica never read (nothing listens at its address: refused) has
+    // no last read: the HPA's rule. Below the target it counts as at the
+    // target (5): 4 x 2 + 5 = 13.
+    let mut ips = fleet.ips();
+    ips.push(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 250)));
+    dns.set("vllm.ml", &ips);
+    wait_for_value(&scaler.client, &queue, 13.0);
     assert!(reads("connection_error") > 0);
+    let explained = explain(scaler.server.port(), &queue).unwrap();
+    let missing: Vec<_> = explained
+        .replicas()
+        .iter()
+        .filter(|r| !r.counted())
+        .collect();
+    assert_eq!(missing.len(), 1, "{explained:?}");
+    assert!(
+        missing[0].reason().starts_with("missing, counted as 5:"),
+        "{}",
+        missing[0].reason()
+    );
 
     // Above the target, the missing one counts as 0, but never so low
-    // that the count would fall: 3 replicas at 20 sum to 60 (not 80).
+    // that the count would fall: 4 replicas at 20 sum to 80.
     for replica in &fleet.replicas {
         replica.set(|b| b.load.waiting = 20);
     }
-    wait_for_value(&scaler.client, &queue, 60.0);
-    // 3 at 6 would read 18 < 4 x 5 with a 0: it reads 20, no change.
+    wait_for_value(&scaler.client, &queue, 80.0);
+    // 4 at 6 would read 24 < 5 x 5 with a 0: it reads 25, no change.
     for replica in &fleet.replicas {
         replica.set(|b| b.load.waiting = 6);
     }
-    wait_for_value(&scaler.client, &queue, 20.0);
+    wait_for_value(&scaler.client, &queue, 25.0);
 }
 
 #[test]
@@ -729,4 +754,52 @@ fn pages_that_would_read_low_do_not() {
     let (code, message) = scaler.value(&custom).unwrap_err();
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
     assert!(message.contains("is a counter"), "{message}");
+}
+
+#[test]
+fn an_endpoint_without_addresses_beside_others_is_no_smaller_sum() {
+    let dns = Dns::default();
+    let a = Fleet::start(Kind::Vllm, &[load(4, 1, 0.1)]);
+    let b = Fleet::start(Kind::Vllm, &[load(40, 1, 0.1)]);
+    dns.set("a.ml", &a.ips());
+    dns.set("b.ml", &b.ips());
+    let scaler = Scaler::start_with(&dns, None, SLOW_INTERVAL);
+    let both = format!("{},{}", endpoint("a.ml", a.port), endpoint("b.ml", b.port));
+    let queue = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", both.as_str()),
+        ("engineTimeout", TIMEOUT),
+    ];
+    wait_for_value(&scaler.client, &queue, 44.0);
+
+    // b's only pod fails readiness and leaves DNS: read a moment ago, it
+    // counts as what it last said; the value does not drop to 4.
+    dns.remove("b.ml");
+    assert!(wait_until(PATIENCE, || {
+        explain(scaler.server.port(), &queue)
+            .map(|e| {
+                e.replicas().iter().any(|r| {
+                    r.reason()
+                        .starts_with("no longer named by DNS; counted as its last read, 40")
+                })
+            })
+            .unwrap_or(false)
+    }));
+    assert_eq!(scaler.value(&queue), Ok(44.0));
+
+    // A misspelt second endpoint, never read: UNAVAILABLE naming it.
+    let typo = format!("{},{}", endpoint("a.ml", a.port), endpoint("bb.ml", b.port));
+    let misspelt = [
+        ("profile", "vllm-queue"),
+        ("engineEndpoints", typo.as_str()),
+        ("engineTimeout", TIMEOUT),
+    ];
+    let (code, message) = scaler.value(&misspelt).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(
+        message.contains("bb.ml")
+            && message.contains("is unknown to DNS")
+            && message.contains("other endpoints have replicas"),
+        "{message}"
+    );
 }

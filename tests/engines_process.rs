@@ -53,7 +53,7 @@ fn replica(state: &Path) -> (Process, String) {
 }
 
 #[test]
-fn a_stopped_replica_is_missing_not_zero() {
+fn a_stopped_replica_counts_as_its_last_read_never_zero() {
     let fake = FakeNvml::new(&gpu_line(0, 10));
     let states: Vec<PathBuf> = (0..3)
         .map(|i| fake.dir.join(format!("engine-{i}")))
@@ -98,10 +98,21 @@ fn a_stopped_replica_is_missing_not_zero() {
     }
     wait_for_value(&client, &queue, 27.0);
 
-    // One replica stops: above the target it counts as 0, but the total
-    // never drops below 3 x 5, so the HPA neither grows nor shrinks on it.
+    // One replica stops: read a moment ago, it counts as what it last
+    // said (9), so the total holds at 27 (not 18, which would ask for
+    // fewer replicas) while it is silent.
     replicas[2].0.signal(libc::SIGSTOP);
-    wait_for_value(&client, &queue, 18.0);
+    let silent = &replicas[2].1;
+    let logged = wait_until(PATIENCE, || {
+        let _ = value(&client, &queue);
+        std::fs::read_to_string(fake.dir.join("serve.log"))
+            .unwrap_or_default()
+            .contains(&format!(
+                "replica {silent} cannot be read: no answer before the deadline"
+            ))
+    });
+    assert!(logged, "the serve log does not name the silent replica");
+    assert_eq!(value(&client, &queue), Ok(27.0));
 
     // query --explain, as a user runs it, names the silent replica.
     let output = Command::new(BINARY)
@@ -126,29 +137,18 @@ fn a_stopped_replica_is_missing_not_zero() {
         "{text}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let silent = &replicas[2].1;
     let line = text
         .lines()
         .find(|l| l.contains(silent.as_str()))
         .unwrap_or_else(|| panic!("no line for {silent}:\n{text}"));
     assert!(
-        line.contains("missing, counted as 0: no answer before the deadline"),
+        line.contains("missing (no answer before the deadline); counted as its last read, 9, from"),
         "{line}\n{text}"
     );
     assert!(
-        text.contains("explain (per engine replica):") && text.contains("= 18.00"),
+        text.contains("explain (per engine replica):") && text.contains("= 27.00"),
         "{text}"
     );
-
-    // The log says which replica and why, once.
-    let logged = wait_until(PATIENCE, || {
-        std::fs::read_to_string(fake.dir.join("serve.log"))
-            .unwrap_or_default()
-            .contains(&format!(
-                "replica {silent} cannot be read: no answer before the deadline"
-            ))
-    });
-    assert!(logged, "the serve log does not name the silent replica");
 
     // All stopped: an error naming each, never 0.
     replicas[0].0.signal(libc::SIGSTOP);

@@ -94,7 +94,14 @@ impl Scope {
             let Source::Engine(source) = &trigger.source else {
                 unreachable!("checked above")
             };
-            engine_outcome(&trigger, source, &scrapes, pods, detail)
+            engine_outcome(
+                &trigger,
+                source,
+                &scrapes,
+                pods,
+                detail,
+                std::time::Instant::now(),
+            )
         })
     }
 

@@ -37,6 +37,13 @@ pub const MAX_REPLICAS: usize = 1024;
 const MAX_SIMILAR: usize = 16;
 /// Endpoints remembered; the one asked for least recently goes first.
 pub const MAX_ENDPOINTS: usize = 1024;
+/// How long a replica's last answer may stand in for it once it stops
+/// answering (see `scaling/replicas.rs`). Kubernetes takes a pod that
+/// stopped answering out of its Service after its readiness probe fails
+/// `failureThreshold` times (3 × 10 s by default): until then DNS still
+/// names it, and an overloaded replica that missed one deadline most
+/// likely still holds the queue it last reported.
+pub const LAST_READ_TRUST: Duration = Duration::from_secs(30);
 /// An endpoint no trigger asked for in this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 const WORKER_STACK: usize = 256 * 1024;
@@ -95,6 +102,10 @@ pub struct Scrape {
     pub read: BTreeSet<String>,
     pub resolution: Resolution,
     pub replicas: Vec<Replica>,
+    /// When DNS names no address now: the replicas the previous rounds
+    /// read, each with its recent earlier page (never read here; for an
+    /// endpoint that lost every address while others kept theirs).
+    pub vanished: Vec<Replica>,
     /// Bytes of [`KEPT_BYTES`] this round holds, given back when dropped.
     kept: Kept,
 }
@@ -132,7 +143,19 @@ pub enum Resolution {
 #[derive(Debug)]
 pub struct Replica {
     pub address: SocketAddr,
-    pub page: Result<PageFamilies, String>,
+    pub page: Result<Arc<PageFamilies>, String>,
+    /// The latest page this address answered with before this round, if
+    /// under [`LAST_READ_TRUST`] old: what it last said, should it not
+    /// answer now.
+    pub earlier: Option<Earlier>,
+}
+
+/// A replica's page from an earlier round.
+#[derive(Debug, Clone)]
+pub struct Earlier {
+    pub page: Arc<PageFamilies>,
+    /// When the round that read it ended.
+    pub at: Instant,
 }
 
 #[derive(Debug)]
@@ -258,6 +281,8 @@ struct Plan {
     timeout: Duration,
     /// Kept bytes of the round this one replaces (released once it lands).
     replacing: usize,
+    /// The round this one replaces, for each replica's earlier page.
+    previous: Option<Arc<Scrape>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -368,6 +393,7 @@ impl Scraper {
             // The longest deadline among the triggers waiting for it.
             timeout: entry.waiters.iter().map(|w| w.timeout).max()?,
             replacing: entry.last.as_ref().map_or(0, |last| last.kept.bytes),
+            previous: entry.last.clone(),
         })
     }
 
@@ -404,6 +430,7 @@ impl Scraper {
             wanted,
             timeout,
             replacing,
+            previous,
         } = plan;
         let deadline = Instant::now() + timeout;
         let (resolution, addresses) = match self.resolve(&endpoint, deadline) {
@@ -424,16 +451,40 @@ impl Scraper {
                 "not read: the name has more than {limit} addresses"
             ))
         }));
+        let started = Instant::now();
+        let earlier = earlier_pages(previous.as_deref(), started);
+        drop(previous);
+        let mut replicas: Vec<Replica> = addresses
+            .iter()
+            .zip(pages)
+            .map(|(address, page)| Replica {
+                address: *address,
+                page: page.map(Arc::new),
+                earlier: earlier.get(address).cloned(),
+            })
+            .collect();
+        let mut vanished: Vec<Replica> = Vec::new();
+        if addresses.is_empty() {
+            let mut known: Vec<(&SocketAddr, &Earlier)> = earlier.iter().collect();
+            known.sort_by_key(|(address, _)| **address);
+            vanished = known
+                .into_iter()
+                .map(|(address, earlier)| Replica {
+                    address: *address,
+                    page: Err(String::from("no longer named by DNS")),
+                    earlier: Some(earlier.clone()),
+                })
+                .collect();
+        }
         // Keep what fits the budget (this endpoint's previous round, which
-        // this one replaces, counts as free); a page over it is missing.
+        // this one replaces, counts as free); a page over it is missing,
+        // and an earlier page over it is forgotten.
         let cap = self.config.kept_bytes + replacing;
         let mut kept = Kept {
             bytes: 0,
             pool: Some(Arc::clone(&self.kept)),
         };
-        for page in &mut pages {
-            let Ok(parsed) = page else { continue };
-            let bytes = parsed.bytes();
+        let mut fits = |bytes: usize| {
             let fits = self
                 .kept
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
@@ -442,19 +493,27 @@ impl Scraper {
                 .is_ok();
             if fits {
                 kept.bytes += bytes;
-            } else {
-                *page = Err(format!(
-                    "not kept: its series would go over the {} all engine scrapes may hold",
-                    size(self.config.kept_bytes)
-                ));
+            }
+            fits
+        };
+        for replica in replicas.iter_mut().chain(vanished.iter_mut()) {
+            if let Ok(parsed) = &replica.page {
+                if !fits(parsed.bytes()) {
+                    replica.page = Err(format!(
+                        "not kept: its series would go over the {} all engine scrapes may hold",
+                        size(self.config.kept_bytes)
+                    ));
+                }
+            }
+            if let Some(earlier) = &replica.earlier {
+                if !fits(earlier.page.bytes()) {
+                    replica.earlier = None;
+                }
             }
         }
         Scrape {
-            replicas: addresses
-                .into_iter()
-                .zip(pages)
-                .map(|(address, page)| Replica { address, page })
-                .collect(),
+            replicas,
+            vanished,
             endpoint,
             completed_at: Instant::now(),
             read: wanted,
@@ -640,6 +699,30 @@ impl Scraper {
     }
 }
 
+/// Each address's latest answered page before this round, from the round
+/// it replaces, if under [`LAST_READ_TRUST`] old at `now`.
+fn earlier_pages(previous: Option<&Scrape>, now: Instant) -> HashMap<SocketAddr, Earlier> {
+    let Some(previous) = previous else {
+        return HashMap::new();
+    };
+    previous
+        .replicas
+        .iter()
+        .chain(&previous.vanished)
+        .filter_map(|replica| {
+            let earlier = match &replica.page {
+                Ok(page) => Earlier {
+                    page: Arc::clone(page),
+                    at: previous.completed_at,
+                },
+                Err(_) => replica.earlier.clone()?,
+            };
+            (now.saturating_duration_since(earlier.at) < LAST_READ_TRUST)
+                .then_some((replica.address, earlier))
+        })
+        .collect()
+}
+
 /// One address per pod: a dual-stack headless Service answers with an
 /// IPv4 and an IPv6 address for each, which would count every replica
 /// twice. IPv4 when there is any, else IPv6.
@@ -687,6 +770,7 @@ impl Scrape {
             read: BTreeSet::new(),
             resolution: Resolution::Failed(reason.to_string()),
             replicas: Vec::new(),
+            vanished: Vec::new(),
             kept: Kept::default(),
         }
     }

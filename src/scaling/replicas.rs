@@ -1,12 +1,14 @@
 //! Applies an engine trigger to the scraped replicas: one value per
-//! replica, aggregated across replicas, with the HPA's rule for replicas
-//! that cannot be read (they push the count neither up nor down), and
-//! every other fault an error. A workload at zero replicas is 0; a name
-//! that may be a typo is not. Pure: scrapes in, an outcome out.
+//! replica, aggregated across replicas. A replica that cannot be read now
+//! counts as what it last said, if that is recent; one never read, or read
+//! too long ago, gets the HPA's rule for pods without metrics; every
+//! other fault is an error. A workload at zero replicas is 0; a name that
+//! may be a typo is not. Pure: scrapes and the time in, an outcome out.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::engine::scrape::{Resolution, Scrape};
+use crate::engine::scrape::{Replica, Resolution, Scrape, LAST_READ_TRUST};
 use crate::engine::signals::Unread;
 use crate::scaling::evaluate::{Detail, EvalError, Outcome, ReplicaLine};
 use crate::scaling::trigger::{Aggregation, EngineSource, Trigger};
@@ -30,9 +32,10 @@ pub fn engine_outcome(
     scrapes: &[Arc<Scrape>],
     pods: Option<Result<Vec<String>, String>>,
     detail: Detail,
+    now: Instant,
 ) -> Outcome {
     let mut lines = Vec::new();
-    let value = evaluate(trigger, source, scrapes, pods, &mut lines);
+    let value = evaluate(trigger, source, scrapes, pods, now, &mut lines);
     Outcome {
         value,
         explained: Vec::new(),
@@ -51,11 +54,18 @@ fn evaluate(
     source: &EngineSource,
     scrapes: &[Arc<Scrape>],
     pods: Option<Result<Vec<String>, String>>,
+    now: Instant,
     lines: &mut Vec<ReplicaLine>,
 ) -> Result<f64, EvalError> {
     let mut read = Vec::new();
+    // Replicas missing now, counted as their recent last read.
+    let mut stood_in = Vec::new();
     let mut missing: Vec<usize> = Vec::new();
+    // Every replica not read now, and why (for the error when none is).
+    let mut unread: Vec<(String, String)> = Vec::new();
     let mut empty = Vec::new();
+    // Endpoints with no address now, and their replicas' last reads.
+    let mut emptied: Vec<(String, &[Replica])> = Vec::new();
     for scrape in scrapes {
         let endpoint = scrape.endpoint.to_string();
         let no_address = |reason: String| ReplicaLine {
@@ -68,11 +78,15 @@ fn evaluate(
         match &scrape.resolution {
             Resolution::Addresses => {}
             Resolution::NoAddress(error) => {
-                empty.push(format!("{endpoint} has no address ({error})"));
+                let what = format!("{endpoint} has no address ({error})");
+                emptied.push((what.clone(), &scrape.vanished));
+                empty.push(what);
                 lines.push(no_address(format!("no address: {error}")));
             }
             Resolution::NoSuchName(error) => {
-                empty.push(format!("{endpoint} is unknown to DNS ({error})"));
+                let what = format!("{endpoint} is unknown to DNS ({error})");
+                emptied.push((what.clone(), &scrape.vanished));
+                empty.push(what);
                 lines.push(no_address(format!("unknown to DNS: {error}")));
             }
             Resolution::Failed(error) => {
@@ -96,40 +110,73 @@ fn evaluate(
                     Err(unread) => Err(unread.message().to_string()),
                 },
             };
-            let (value, reason) = match result {
-                Ok(value) => {
-                    read.push(value);
-                    (Some(value), String::from("counted"))
-                }
-                Err(error) => {
-                    missing.push(lines.len());
-                    (None, error)
-                }
-            };
-            lines.push(ReplicaLine {
+            let line = |value: Option<f64>, reason: String| ReplicaLine {
                 endpoint: endpoint.clone(),
                 address: replica.address.to_string(),
                 value,
                 counted: value.is_some(),
                 reason,
-            });
+            };
+            match result {
+                Ok(value) => {
+                    read.push(value);
+                    lines.push(line(Some(value), String::from("counted")));
+                }
+                Err(error) => match {
+                    unread.push((replica.address.to_string(), error.clone()));
+                    last_read(source, replica, now)
+                } {
+                    Some((value, why)) => {
+                        stood_in.push(value);
+                        lines.push(line(Some(value), format!("missing ({error}); {why}")));
+                    }
+                    None => {
+                        missing.push(lines.len());
+                        lines.push(line(None, error));
+                    }
+                },
+            }
         }
     }
-    let addresses = read.len() + missing.len();
+    let addresses = read.len() + stood_in.len() + missing.len();
 
     if addresses == 0 {
         return no_replica(trigger, &empty, pods);
     }
+    // Some endpoints have replicas and these have none: a misspelt name,
+    // or replicas all failing readiness, not a workload at zero. Their
+    // recent last reads stand in; without any, the value would read low.
+    for (what, vanished) in emptied {
+        let mut known = 0;
+        for replica in vanished {
+            if let Some((value, why)) = last_read(source, replica, now) {
+                known += 1;
+                stood_in.push(value);
+                lines.push(ReplicaLine {
+                    endpoint: what.clone(),
+                    address: replica.address.to_string(),
+                    value: Some(value),
+                    counted: true,
+                    reason: format!("no longer named by DNS; {why}"),
+                });
+            }
+        }
+        if known == 0 {
+            return Err(EvalError::Unavailable(format!(
+                "{what}, while the trigger's other endpoints have replicas: a misspelt name, or replicas that are all unready; left out, the value would read low"
+            )));
+        }
+    }
     if read.is_empty() {
-        let mut errors: Vec<String> = missing
+        let mut errors: Vec<String> = unread
             .iter()
             .take(MAX_LISTED)
-            .map(|&i| format!("{}: {}", lines[i].address, shorten(&lines[i].reason)))
+            .map(|(address, error)| format!("{address}: {}", shorten(error)))
             .collect();
-        if missing.len() > MAX_LISTED {
+        if unread.len() > MAX_LISTED {
             errors.push(format!(
                 "and {} more (query --explain lists them)",
-                missing.len() - MAX_LISTED
+                unread.len() - MAX_LISTED
             ));
         }
         return Err(EvalError::Unavailable(format!(
@@ -139,6 +186,7 @@ fn evaluate(
         )));
     }
 
+    read.extend(stood_in);
     let (value, stand_in) = with_missing(trigger.aggregation, trigger.target, &read, missing.len());
     for &i in &missing {
         lines[i].reason = format!("missing, counted as {stand_in}: {}", lines[i].reason);
@@ -149,6 +197,28 @@ fn evaluate(
         )));
     }
     Ok(value)
+}
+
+/// What a replica missing now last said, if recent (under
+/// [`LAST_READ_TRUST`]) and readable for this trigger, with the words for
+/// `--explain`.
+fn last_read(source: &EngineSource, replica: &Replica, now: Instant) -> Option<(f64, String)> {
+    let earlier = replica.earlier.as_ref()?;
+    let age = now.saturating_duration_since(earlier.at);
+    if age >= LAST_READ_TRUST {
+        return None;
+    }
+    let value = source
+        .query
+        .read(&earlier.page.families, &earlier.page.declared)
+        .ok()?;
+    Some((
+        value,
+        format!(
+            "counted as its last read, {value}, from {:.1}s ago",
+            age.as_secs_f64()
+        ),
+    ))
 }
 
 /// Replicas named in an error message; `--explain` lists them all.
