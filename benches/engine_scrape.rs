@@ -77,10 +77,11 @@ fn main() {
         port: addresses[0].port(),
         path: String::from("/metrics"),
     };
+    let wants: Vec<prom::Want> = WANTED.iter().map(|f| prom::Want::all(f)).collect();
     let scrape = || {
         let started = Instant::now();
         let round =
-            futures_executor::block_on(scraper.scrape(&endpoint, &WANTED, Duration::from_secs(5)));
+            futures_executor::block_on(scraper.scrape(&endpoint, &wants, Duration::from_secs(5)));
         let elapsed = started.elapsed();
         assert!(
             round.replicas.iter().all(|r| r.page.is_ok()),

@@ -803,3 +803,39 @@ fn an_endpoint_without_addresses_beside_others_is_no_smaller_sum() {
         "{message}"
     );
 }
+
+#[test]
+fn the_series_cap_counts_only_the_model_asked_for() {
+    // A Triton server with 300 models: over the 256 series kept per
+    // family, but engineModel keeps one.
+    let mut page = String::from("# TYPE nv_trt_llm_request_metrics gauge\n");
+    for i in 0..300 {
+        page.push_str(&format!(
+            "nv_trt_llm_request_metrics{{model=\"m{i}\",request_type=\"waiting\",version=\"1\"}} {}\n",
+            i % 7
+        ));
+    }
+    let dns = Dns::default();
+    let fleet = Fleet::pages(Kind::Triton, &[&page]);
+    dns.set("triton.ml", &fleet.ips());
+    let scaler = Scaler::start(&dns);
+    let at = endpoint("triton.ml", fleet.port);
+    let one = [
+        ("engine", "triton"),
+        ("metricType", "queue_length"),
+        ("targetValue", "5"),
+        ("engineModel", "m299"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    assert_eq!(scaler.value(&one), Ok((299 % 7) as f64));
+    // Without engineModel, every series is kept: over the cap, an error.
+    let all = [
+        ("engine", "triton"),
+        ("metricType", "queue_length"),
+        ("targetValue", "5"),
+        ("engineEndpoints", at.as_str()),
+    ];
+    let (code, message) = scaler.value(&all).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(message.contains("more than 256 series"), "{message}");
+}

@@ -69,13 +69,13 @@ impl Scope {
             Ok(timeout) => (timeout, None),
             Err(e) => (Duration::ZERO, Some(EvalError::InvalidArgument(e.0))),
         };
-        let families = source.query.families();
+        let wants = source.query.wants();
         let scrapes: Vec<_> = match timeout_error {
             Some(_) => Vec::new(),
             None => source
                 .endpoints
                 .iter()
-                .map(|endpoint| self.engines.scrape(endpoint, &families, timeout))
+                .map(|endpoint| self.engines.scrape(endpoint, &wants, timeout))
                 .collect(),
         };
         let gpus = self.gpus.clone();
@@ -122,9 +122,9 @@ impl Scope {
             let Ok(timeout) = source.timeout(self.sample_interval) else {
                 return;
             };
-            let families = source.query.families();
+            let wants = source.query.wants();
             for endpoint in &source.endpoints {
-                drop(self.engines.scrape(endpoint, &families, timeout));
+                drop(self.engines.scrape(endpoint, &wants, timeout));
             }
         }
     }

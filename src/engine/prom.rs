@@ -66,12 +66,55 @@ impl Sample {
     }
 }
 
+/// A family to keep from a page, and which of its series: all, or only
+/// those with one label value (a trigger's `engineModel`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Want {
+    pub family: String,
+    pub only: Option<(String, String)>,
+}
+
+impl Want {
+    /// Every series of `family`.
+    pub fn all(family: &str) -> Self {
+        Self {
+            family: family.to_string(),
+            only: None,
+        }
+    }
+
+    /// Whether `wants` keep a series of `family` with `labels`.
+    fn keeps(wants: &[Want], family: &str, labels: &Labels) -> bool {
+        wants
+            .iter()
+            .filter(|w| w.family == family)
+            .any(|w| match &w.only {
+                None => true,
+                Some((name, value)) => labels.iter().any(|(n, v)| n == name && v == value),
+            })
+    }
+}
+
 /// A family that was asked for, as the page has it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
     pub name: String,
     pub kind: Kind,
     pub samples: Vec<Sample>,
+    /// Series of its own name the wants did not keep (another model's),
+    /// and the first few of them, for "it has … instead" messages.
+    pub unkept: usize,
+    pub unkept_examples: Vec<Sample>,
+}
+
+/// Unkept series remembered per family, for messages.
+pub const MAX_UNKEPT_EXAMPLES: usize = 5;
+
+impl Family {
+    /// Whether the page has any series of the family's own name, kept or not.
+    pub fn has_series(&self) -> bool {
+        self.unkept > 0 || self.samples.iter().any(|s| s.name == self.name)
+    }
 }
 
 /// Why a page could not be read.
@@ -105,6 +148,21 @@ pub fn families_and_names(
     wanted: &[&str],
     max_series: usize,
 ) -> Result<(Vec<Family>, Vec<String>), ParseError> {
+    let wants: Vec<Want> = wanted.iter().map(|w| Want::all(w)).collect();
+    families_wanted(page, &wants, max_series)
+}
+
+/// As [`families_and_names`], keeping of each family only the series its
+/// wants name (a model's, or all); `max_series` caps the series kept, so
+/// the series of other models never count against it.
+pub fn families_wanted(
+    page: &str,
+    wants: &[Want],
+    max_series: usize,
+) -> Result<(Vec<Family>, Vec<String>), ParseError> {
+    let mut wanted: Vec<&str> = wants.iter().map(|w| w.family.as_str()).collect();
+    wanted.dedup();
+    let wanted = &wanted[..];
     let mut found: Vec<Family> = Vec::new();
     let mut declared: Vec<String> = Vec::new();
     for (number, line) in page.lines().enumerate() {
@@ -146,6 +204,20 @@ pub fn families_and_names(
         };
         let (labels, rest) = parse_labels(&line[name_end..]).map_err(error)?;
         let value = parse_value(rest).map_err(|m| error(format!("{name}: {m}")))?;
+        if !Want::keeps(wants, family, &labels) {
+            let entry = family_entry(&mut found, family);
+            if name == entry.name {
+                entry.unkept += 1;
+                if entry.unkept_examples.len() < MAX_UNKEPT_EXAMPLES {
+                    entry.unkept_examples.push(Sample {
+                        name: name.to_string(),
+                        labels,
+                        value,
+                    });
+                }
+            }
+            continue;
+        }
         let entry = family_entry(&mut found, family);
         if entry.samples.len() >= max_series {
             return Err(error(format!("{family} has more than {max_series} series")));
@@ -208,6 +280,8 @@ fn family_entry<'f>(found: &'f mut Vec<Family>, name: &str) -> &'f mut Family {
                 name: name.to_string(),
                 kind: Kind::Untyped,
                 samples: Vec::new(),
+                unkept: 0,
+                unkept_examples: Vec::new(),
             });
             found.len() - 1
         }
@@ -465,6 +539,38 @@ g{a=\"1\"} 1.5e3\r\n\
         // Asked for as the family, the counter keeps its samples.
         let found = families(page, &["vllm:num_preemptions"]).unwrap();
         assert_eq!(found[0].kind, Kind::Counter);
+        assert_eq!(found[0].samples.len(), 2);
+    }
+
+    #[test]
+    fn the_series_cap_counts_only_the_series_kept() {
+        // 300 models on one family: over a cap of 256, unless only one
+        // model's series are kept.
+        let mut page = String::from("# TYPE nv_trt_llm_request_metrics gauge\n");
+        for i in 0..300 {
+            page.push_str(&format!(
+                "nv_trt_llm_request_metrics{{model=\"m{i}\",request_type=\"waiting\"}} {i}\n"
+            ));
+        }
+        let all = [Want::all("nv_trt_llm_request_metrics")];
+        assert!(families_wanted(&page, &all, 256).is_err());
+        let one = [Want {
+            family: String::from("nv_trt_llm_request_metrics"),
+            only: Some((String::from("model"), String::from("m299"))),
+        }];
+        let (found, _) = families_wanted(&page, &one, 256).unwrap();
+        assert_eq!(found[0].samples.len(), 1);
+        assert_eq!(found[0].samples[0].value, 299.0);
+        // Two models asked for the same family: both kept, and at the cap
+        // exactly it is still read.
+        let two = [
+            one[0].clone(),
+            Want {
+                only: Some((String::from("model"), String::from("m7"))),
+                ..one[0].clone()
+            },
+        ];
+        let (found, _) = families_wanted(&page, &two, 2).unwrap();
         assert_eq!(found[0].samples.len(), 2);
     }
 }

@@ -17,7 +17,7 @@ use futures_channel::oneshot;
 
 use crate::engine::endpoint::Endpoint;
 use crate::engine::http::{self, Budget};
-use crate::engine::prom::{self, Family};
+use crate::engine::prom::{self, Family, Want};
 use crate::engine::resolve::{self, Resolved};
 
 /// The most series of one family kept per page: an engine page has a few
@@ -98,8 +98,8 @@ impl ScrapeConfig {
 pub struct Scrape {
     pub endpoint: Endpoint,
     pub completed_at: Instant,
-    /// The families this round parsed.
-    pub read: BTreeSet<String>,
+    /// The families (and series) this round kept.
+    pub read: BTreeSet<Want>,
     pub resolution: Resolution,
     pub replicas: Vec<Replica>,
     /// When DNS names no address now: the replicas the previous rounds
@@ -172,7 +172,7 @@ impl PageFamilies {
         let series: usize = self
             .families
             .iter()
-            .flat_map(|f| &f.samples)
+            .flat_map(|f| f.samples.iter().chain(&f.unkept_examples))
             .map(|s| {
                 48 + s.name.len()
                     + s.labels
@@ -257,7 +257,7 @@ struct State {
 }
 
 struct Entry {
-    wanted: BTreeSet<String>,
+    wanted: BTreeSet<Want>,
     last: Option<Arc<Scrape>>,
     running: bool,
     waiters: Vec<Waiter>,
@@ -269,7 +269,7 @@ struct Entry {
 }
 
 struct Waiter {
-    families: Vec<String>,
+    wants: Vec<Want>,
     timeout: Duration,
     sender: oneshot::Sender<Arc<Scrape>>,
 }
@@ -277,7 +277,7 @@ struct Waiter {
 /// What a round is to do.
 struct Plan {
     endpoint: Endpoint,
-    wanted: BTreeSet<String>,
+    wanted: BTreeSet<Want>,
     timeout: Duration,
     /// Kept bytes of the round this one replaces (released once it lands).
     replacing: usize,
@@ -317,16 +317,16 @@ impl Scraper {
         self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The endpoint's latest round with `families` parsed: the cached one
+    /// The endpoint's latest round with `wants` kept: the cached one
     /// while younger than one interval, else the next, shared with every
     /// caller waiting for it. `timeout` bounds a round this call starts.
     pub fn scrape(
         self: &Arc<Self>,
         endpoint: &Endpoint,
-        families: &[&str],
+        wants: &[Want],
         timeout: Duration,
     ) -> impl Future<Output = Arc<Scrape>> + Send + 'static {
-        let ready = self.request(endpoint, families, timeout);
+        let ready = self.request(endpoint, wants, timeout);
         let endpoint = endpoint.clone();
         async move {
             match ready {
@@ -341,7 +341,7 @@ impl Scraper {
     fn request(
         self: &Arc<Self>,
         endpoint: &Endpoint,
-        families: &[&str],
+        wants: &[Want],
         timeout: Duration,
     ) -> Result<Arc<Scrape>, oneshot::Receiver<Arc<Scrape>>> {
         let now = Instant::now();
@@ -358,16 +358,15 @@ impl Scraper {
             .entry(endpoint.clone())
             .or_insert_with(|| Entry::new(now));
         entry.last_asked = now;
-        entry.wanted.extend(families.iter().map(|f| f.to_string()));
+        entry.wanted.extend(wants.iter().cloned());
         if let Some(last) = &entry.last {
-            if now.duration_since(last.completed_at) < self.config.interval && last.covers(families)
-            {
+            if now.duration_since(last.completed_at) < self.config.interval && last.covers(wants) {
                 return Ok(Arc::clone(last));
             }
         }
         let (sender, receiver) = oneshot::channel();
         entry.waiters.push(Waiter {
-            families: families.iter().map(|f| f.to_string()).collect(),
+            wants: wants.to_vec(),
             timeout,
             sender,
         });
@@ -442,9 +441,9 @@ impl Scraper {
                 Vec::new(),
             ),
         };
-        let families: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let wants: Vec<Want> = wanted.iter().cloned().collect();
         let read = addresses.len().min(self.config.max_replicas);
-        let mut pages = self.read_all(&endpoint, &addresses[..read], &families, deadline, timeout);
+        let mut pages = self.read_all(&endpoint, &addresses[..read], &wants, deadline, timeout);
         let limit = self.config.max_replicas;
         pages.extend((read..addresses.len()).map(|_| {
             Err(format!(
@@ -556,7 +555,7 @@ impl Scraper {
         &self,
         endpoint: &Endpoint,
         addresses: &[SocketAddr],
-        families: &[&str],
+        wants: &[Want],
         deadline: Instant,
         timeout: Duration,
     ) -> Vec<Result<PageFamilies, String>> {
@@ -578,7 +577,7 @@ impl Scraper {
                     ),
                 ))
             } else {
-                self.read_one(*address, &host, &endpoint.path, families, deadline)
+                self.read_one(*address, &host, &endpoint.path, wants, deadline)
             };
             self.count(match &read {
                 Ok(_) => ReadOutcome::Ok,
@@ -615,7 +614,7 @@ impl Scraper {
         address: SocketAddr,
         host: &str,
         path: &str,
-        families: &[&str],
+        wants: &[Want],
         deadline: Instant,
     ) -> Result<PageFamilies, (ReadOutcome, String)> {
         let page = http::get(
@@ -627,14 +626,15 @@ impl Scraper {
             &self.budget,
         )
         .map_err(|e| (ReadOutcome::of_http(&e), e.to_string()))?;
-        let (found, declared) =
-            prom::families_and_names(&page.text, families, MAX_SERIES_PER_FAMILY).map_err(|e| {
+        let (found, declared) = prom::families_wanted(&page.text, wants, MAX_SERIES_PER_FAMILY)
+            .map_err(|e| {
                 (
                     ReadOutcome::NotPrometheus,
                     format!("the page is not Prometheus text: {e}"),
                 )
             })?;
-        let prefixes: Vec<&str> = families_prefixes(families);
+        let families: Vec<&str> = wants.iter().map(|w| w.family.as_str()).collect();
+        let prefixes: Vec<&str> = families_prefixes(&families);
         let declared = declared
             .into_iter()
             .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
@@ -661,10 +661,9 @@ impl Scraper {
                 entry.last = Some(Arc::clone(&scrape));
                 let mut later = Vec::new();
                 for waiter in entry.waiters.drain(..) {
-                    let families: Vec<&str> = waiter.families.iter().map(String::as_str).collect();
                     // A round that failed before reading (a panic, no
                     // thread) answers everyone rather than trying again.
-                    if scrape.covers(&families) || stopped || scrape.read.is_empty() {
+                    if scrape.covers(&waiter.wants) || stopped || scrape.read.is_empty() {
                         let _ = waiter.sender.send(Arc::clone(&scrape));
                     } else {
                         later.push(waiter);
@@ -775,8 +774,12 @@ impl Scrape {
         }
     }
 
-    fn covers(&self, families: &[&str]) -> bool {
-        families.iter().all(|f| self.read.contains(*f))
+    /// Whether this round kept what `wants` ask: each want itself, or its
+    /// whole family.
+    fn covers(&self, wants: &[Want]) -> bool {
+        wants
+            .iter()
+            .all(|w| self.read.contains(w) || self.read.contains(&Want::all(&w.family)))
     }
 }
 
@@ -888,8 +891,16 @@ mod tests {
         )
     }
 
+    fn wants(families: &[&str]) -> Vec<Want> {
+        families.iter().map(|f| Want::all(f)).collect()
+    }
+
     fn scrape(scraper: &Arc<Scraper>, endpoint: &Endpoint, families: &[&str]) -> Arc<Scrape> {
-        futures_executor::block_on(scraper.scrape(endpoint, families, Duration::from_secs(5)))
+        futures_executor::block_on(scraper.scrape(
+            endpoint,
+            &wants(families),
+            Duration::from_secs(5),
+        ))
     }
 
     #[test]
@@ -1022,8 +1033,11 @@ mod tests {
                 Resolved::NoAddress(String::from("late"))
             })
         });
-        let round =
-            futures_executor::block_on(slow.scrape(&endpoint, &["x"], Duration::from_millis(100)));
+        let round = futures_executor::block_on(slow.scrape(
+            &endpoint,
+            &wants(&["x"]),
+            Duration::from_millis(100),
+        ));
         assert!(
             matches!(&round.resolution, Resolution::Failed(e) if e.starts_with("DNS lookup failed: no answer within the engineTimeout")),
             "{:?}",
@@ -1052,7 +1066,7 @@ mod tests {
         let scraper = scraper(|_| {});
         let pending = scraper.scrape(
             &endpoint(&stalled),
-            &["vllm:num_requests_waiting"],
+            &wants(&["vllm:num_requests_waiting"]),
             Duration::from_millis(300),
         );
         // The round is counted before `scrape` returns, so shutdown waits for it.

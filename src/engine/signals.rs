@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::engine::prom::{Family, Kind};
+use crate::engine::prom::{Family, Kind, Want};
 use crate::engine::scrape::prefix;
 
 /// The engines with a metrics table.
@@ -253,6 +253,18 @@ impl Query {
         self.series.iter().map(|s| s.family.as_str()).collect()
     }
 
+    /// What a scrape must keep of each page for this query: its families,
+    /// only the model's series when a model is named.
+    pub fn wants(&self) -> Vec<Want> {
+        self.series
+            .iter()
+            .map(|s| Want {
+                family: s.family.clone(),
+                only: self.model.clone(),
+            })
+            .collect()
+    }
+
     /// The replica's value from its page's `families` (the wanted ones)
     /// and `names` (every family the page declares, for the message when
     /// the wanted ones are absent).
@@ -276,7 +288,7 @@ impl Query {
                 // no reason to read an older or coarser one instead (Triton's
                 // pending count stays near 0 for a decoupled TensorRT-LLM
                 // model): the replica has no value.
-                if family.samples.iter().any(|s| s.name == family.name) {
+                if family.has_series() {
                     return Err(Unread::Absent(self.absent(families, names)));
                 }
                 continue;
@@ -362,11 +374,12 @@ impl Query {
         let present = self.series.iter().find_map(|wanted| {
             families
                 .iter()
-                .find(|f| f.name == wanted.family && !f.samples.is_empty())
+                .find(|f| f.name == wanted.family && f.has_series())
         });
         if let Some(family) = present {
             let mut seen: Vec<String> = Vec::new();
-            for sample in family.samples.iter().filter(|s| s.name == family.name) {
+            let own = family.samples.iter().chain(&family.unkept_examples);
+            for sample in own.filter(|s| s.name == family.name) {
                 let labels: Vec<String> = sample
                     .labels
                     .iter()
