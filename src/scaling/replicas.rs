@@ -122,19 +122,19 @@ fn evaluate(
                     read.push(value);
                     lines.push(line(Some(value), String::from("counted")));
                 }
-                Err(error) => match {
+                Err(error) => {
                     unread.push((replica.address.to_string(), error.clone()));
-                    last_read(source, replica, now)
-                } {
-                    Some((value, why)) => {
-                        stood_in.push(value);
-                        lines.push(line(Some(value), format!("missing ({error}); {why}")));
+                    match last_read(source, replica, now) {
+                        Some((value, why)) => {
+                            stood_in.push(value);
+                            lines.push(line(Some(value), format!("missing ({error}); {why}")));
+                        }
+                        None => {
+                            missing.push(lines.len());
+                            lines.push(line(None, error));
+                        }
                     }
-                    None => {
-                        missing.push(lines.len());
-                        lines.push(line(None, error));
-                    }
-                },
+                }
             }
         }
     }
