@@ -129,8 +129,9 @@ pub struct GpuSample {
     /// Readings that failed on an otherwise healthy GPU; those metrics are
     /// absent for it, and this says why.
     pub read_errors: Vec<ReadError>,
-    /// Metrics this GPU does not report (no GPM, no NVLink, a rate before
-    /// its second sample), and why; absent, not failed.
+    /// Metrics this GPU or its driver does not offer (no GPM, no NVLink,
+    /// NOT_SUPPORTED), and why; absent, not failed. A rate that is only
+    /// missing this pass is in `read_errors`.
     pub unreported: Vec<ReadError>,
 }
 
