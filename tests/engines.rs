@@ -839,3 +839,28 @@ fn the_series_cap_counts_only_the_model_asked_for() {
     assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
     assert!(message.contains("more than 256 series"), "{message}");
 }
+
+#[test]
+fn a_repeated_endpoint_does_not_move_the_default_path_onto_the_next() {
+    // trtllm-serve's default page is /prometheus/metrics; z serves its
+    // page at /metrics and says so. `y,y,z/metrics` must read both.
+    let dns = Dns::default();
+    let y = Fleet::start(Kind::Trtllm, &[load(3, 1, 0.1)]);
+    let z_page = "# TYPE trtllm_num_requests_waiting gauge\ntrtllm_num_requests_waiting{model_name=\"m\"} 4\n";
+    let z = Fleet::pages(Kind::Vllm, &[z_page]);
+    dns.set("y.ml", &y.ips());
+    dns.set("z.ml", &z.ips());
+    let scaler = Scaler::start(&dns);
+    let endpoints = format!(
+        "{y},{y},{z}/metrics",
+        y = endpoint("y.ml", y.port),
+        z = endpoint("z.ml", z.port)
+    );
+    let queue = [
+        ("engine", "trtllm"),
+        ("metricType", "queue_length"),
+        ("targetValue", "5"),
+        ("engineEndpoints", endpoints.as_str()),
+    ];
+    assert_eq!(scaler.value(&queue), Ok(7.0));
+}
