@@ -95,6 +95,13 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
         80.0,
     );
     wait_for_value(&client, &[("workload", "vllm")], 99.0);
+    // IsActive on the MIG trigger gives its `trigger_active` series.
+    let active = is_active(
+        &client,
+        &[("workload", "small"), ("metricType", "sm_activity")],
+    )
+    .expect("IsActive");
+    assert!(active.result());
     let _ = value(&client, &[("metricType", "nonsense")]);
     // An engine trigger over one replica that answers and one that says 503.
     let good = Replica::start("127.0.0.1:0", Behaviour::new(Kind::Vllm, Load::default())).unwrap();
@@ -139,6 +146,56 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
             .find(|f| f.name == name)
             .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
     };
+    // Every family asked for is on the page: `prom::families` leaves out
+    // a missing one silently.
+    for name in wanted {
+        assert!(!family(name).samples.is_empty(), "{name} has no series:\n{body}");
+    }
+    let only = |name: &str| match family(name).samples.as_slice() {
+        [one] => one.clone(),
+        other => panic!("{name}: one series expected, got {other:?}"),
+    };
+    let build = only("keda_gpu_scaler_build_info");
+    assert_eq!(
+        (build.value, build.label("version")),
+        (1.0, Some(env!("CARGO_PKG_VERSION")))
+    );
+    // Both GPUs answer their library.
+    let up = &family("keda_gpu_scaler_gpu_up").samples;
+    for uuid in ["GPU-h", "GPU-m"] {
+        assert!(
+            up.iter()
+                .any(|s| s.label("uuid") == Some(uuid) && s.value == 1.0),
+            "{uuid}: {up:?}"
+        );
+    }
+    let age = only("keda_gpu_scaler_snapshot_age_seconds").value;
+    assert!((0.0..5.0).contains(&age), "snapshot age {age}");
+    // The scrape above holds no stream open.
+    assert_eq!(only("keda_gpu_scaler_open_streams").value, 0.0);
+    let of_trigger = |name: &str| {
+        family(name)
+            .samples
+            .iter()
+            .find(|s| s.label("metric") == Some("sm-activity-max"))
+            .unwrap_or_else(|| panic!("{name} of sm-activity-max:\n{body}"))
+            .value
+    };
+    // The default target, and active since 80 > the activation threshold 0.
+    assert_eq!(of_trigger("keda_gpu_scaler_trigger_target"), 80.0);
+    assert_eq!(of_trigger("keda_gpu_scaler_trigger_active"), 1.0);
+    // GPU 0's PCIe counter grows at the fake's `pcie_tx_mbps=300`, GPU 1's
+    // not at all.
+    let transmit = &family("keda_gpu_scaler_gpu_pcie_transmit_bytes_per_second").samples;
+    let of_gpu = |gpu: &str| {
+        transmit
+            .iter()
+            .find(|s| s.label("gpu") == Some(gpu))
+            .unwrap_or_else(|| panic!("GPU {gpu}: {transmit:?}"))
+            .value
+    };
+    assert!((of_gpu("0") / 300e6 - 1.0).abs() < 0.05, "{transmit:?}");
+    assert_eq!(of_gpu("1"), 0.0, "{transmit:?}");
     // Ratios are 0-1; the GPU's holder is on its series.
     let utilization = &family("keda_gpu_scaler_gpu_utilization_ratio").samples[0];
     assert_eq!(utilization.value, 0.99);
