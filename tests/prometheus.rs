@@ -3,8 +3,9 @@
 //! `.ci/run` installs) scraping it on loopback, and every PromQL
 //! expression in `deploy/grafana/keda-gpu-scaler.json` run through
 //! Prometheus' HTTP API: each must parse and return at least one series.
-//! Where no `prometheus` binary is installed the test says so and checks
-//! only that the dashboard's expressions name exported families. The
+//! With or without Prometheus, every sample name an expression reads must
+//! be on the scaler's page; where no `prometheus` binary is installed the
+//! test says so and stops there. The
 //! dashboard's JSON is also read as Grafana reads it: its tables are
 //! instant queries in table format merged into one frame, and its trigger
 //! panels follow the pod KEDA asked last, checked against two scalers.
@@ -431,6 +432,20 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     );
     let _ = value(&client, &[("workload", "vllm"), ("gpuIndex", "7")]);
 
+    // Without Prometheus as with it: every sample name an expression reads
+    // is on the page (a histogram's `_bucket` as exported).
+    let mut page = String::new();
+    let mut missing = Vec::new();
+    let all_there = wait_until(PATIENCE, || {
+        page = metrics_page(metrics);
+        missing = sample_names(&expressions)
+            .into_iter()
+            .filter(|name| !has_sample(&page, name))
+            .collect();
+        missing.is_empty()
+    });
+    assert!(all_there, "not on the page: {missing:?}\n{page}");
+
     let Some((_prometheus, port)) = Prometheus::start(&fake.dir, &[metrics]) else {
         return;
     };
@@ -464,6 +479,59 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         });
         assert!(answered, "{promql}: {last}");
     }
+}
+
+/// The scaler's `/metrics` page.
+fn metrics_page(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: scaler\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map_or(answer.clone(), |(_, body)| body.to_string())
+}
+
+/// Every `keda_gpu_scaler_…` name the expressions read, once each.
+fn sample_names(expressions: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for expression in expressions {
+        for (start, _) in expression.match_indices("keda_gpu_scaler_") {
+            let name: String = expression[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Whether `page` has a sample named exactly `name`.
+fn has_sample(page: &str, name: &str) -> bool {
+    page.lines().any(|line| {
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    })
+}
+
+#[test]
+fn a_name_is_on_the_page_only_as_a_sample_of_that_name() {
+    let page = "# TYPE x_seconds histogram\nx_seconds_bucket{le=\"1\"} 1\nx_seconds_sum 2\ny 1\n";
+    assert!(has_sample(page, "x_seconds_bucket"));
+    assert!(has_sample(page, "y"));
+    // A family's `# TYPE` line, or a longer name, is not a sample of it.
+    assert!(!has_sample(page, "x_seconds"));
+    assert!(!has_sample(page, "x_seconds_bu"));
+    assert_eq!(
+        sample_names(&["sum(rate(keda_gpu_scaler_a_total[5m])) / keda_gpu_scaler_b".into()]),
+        ["keda_gpu_scaler_a_total", "keda_gpu_scaler_b"]
+    );
 }
 
 /// `(labels, value)` of each series in an instant query's answer.
