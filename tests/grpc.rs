@@ -215,16 +215,6 @@ fn open_stream(
         .unwrap()
 }
 
-/// The next pushed result, or the status that ended the stream.
-fn next_result(
-    stream: &mut grpcio::ClientSStreamReceiver<IsActiveResponse>,
-) -> Result<bool, (RpcStatusCode, String)> {
-    match futures_executor::block_on(stream.next()).expect("stream ended without a status") {
-        Ok(response) => Ok(response.result()),
-        Err(e) => Err(status_of(e)),
-    }
-}
-
 #[test]
 fn stream_pushes_at_once_then_on_change() {
     let fake = FakeNvml::new(&gpu_line(0, 50));

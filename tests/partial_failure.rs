@@ -356,7 +356,7 @@ fn sigterm_stops_within_the_grace_period_while_a_peer_is_silent() {
     // A request and a push stream, both waiting on a sweep that waits on the silent peer.
     let waiting = std::thread::spawn(move || value(&client, &[("workload", "x")]));
     let stream_client = common::client(port);
-    let _stream = stream_client
+    let mut stream = stream_client
         .stream_is_active_opt(&scaled_object(&[]), call_option())
         .unwrap();
     // The sweep is in flight once a has connected to the silent peer.
@@ -380,8 +380,13 @@ fn sigterm_stops_within_the_grace_period_while_a_peer_is_silent() {
         std::fs::read_to_string(fake.dir.join("serve.log")).unwrap_or_default()
     );
     assert!(status.unwrap().success());
-    let answer = waiting.join().unwrap();
-    assert!(answer.is_err(), "{answer:?}");
+    // Both end with the documented status, not the client's own deadline.
+    let shutting_down = (
+        RpcStatusCode::UNAVAILABLE,
+        "keda-gpu-scaler is shutting down".to_string(),
+    );
+    assert_eq!(waiting.join().unwrap(), Err(shutting_down.clone()));
+    assert_eq!(next_result(&mut stream), Err(shutting_down));
 }
 
 /// A child process that a failing test must not leave behind.

@@ -330,6 +330,18 @@ pub fn is_active(
     client.is_active_opt(&scaled_object(pairs), call_option())
 }
 
+/// The next result a StreamIsActive stream pushes, or the status that
+/// ended it.
+pub fn next_result(
+    stream: &mut grpcio::ClientSStreamReceiver<IsActiveResponse>,
+) -> Result<bool, (grpcio::RpcStatusCode, String)> {
+    use futures_util::StreamExt;
+    match futures_executor::block_on(stream.next()).expect("stream ended without a status") {
+        Ok(response) => Ok(response.result()),
+        Err(e) => Err(status_of(e)),
+    }
+}
+
 pub fn status_of(error: grpcio::Error) -> (grpcio::RpcStatusCode, String) {
     match error {
         grpcio::Error::RpcFailure(status) => (status.code(), status.message().to_string()),
