@@ -18,6 +18,13 @@ use keda_gpu_scaler::scaling::hpa::{desired_replicas, MetricType};
 const CLUSTER_INTERVAL: Duration = Duration::from_millis(200);
 const PEER_TIMEOUT: Duration = Duration::from_millis(150);
 
+fn health_client(port: u16) -> keda_gpu_scaler::proto::health_grpc::HealthClient {
+    keda_gpu_scaler::proto::health_grpc::HealthClient::new(
+        grpcio::ChannelBuilder::new(Arc::new(grpcio::EnvBuilder::new().cq_count(1).build()))
+            .connect(&format!("127.0.0.1:{port}")),
+    )
+}
+
 /// One simulated node: fake NVML, fake kubelet, and a scaler peered with the others.
 struct Node {
     fake: FakeNvml,
@@ -30,6 +37,18 @@ struct Node {
 impl Node {
     fn client(&self) -> ExternalScalerClient {
         client(self.port)
+    }
+
+    /// Whether the node's readiness check says SERVING (its snapshot is
+    /// fresh).
+    fn ready(&self) -> bool {
+        let request = keda_gpu_scaler::proto::health::HealthCheckRequest::new();
+        health_client(self.port)
+            .check_opt(&request, call_option())
+            .is_ok_and(|answer| {
+                answer.status()
+                    == keda_gpu_scaler::proto::health::health_check_response::ServingStatus::SERVING
+            })
     }
 
     fn set_pods(&self, pods: &[(&str, &str, &str)]) {
@@ -133,14 +152,44 @@ fn workload_gpus_across_nodes_count_and_other_tenants_do_not() {
 fn every_instance_answers_the_same_within_an_interval() {
     let nodes = cluster(&[gpus(0, &[10, 20]), gpus(1, &[30]), gpus(2, &[40])]);
     let pairs = [("aggregation", "sum")];
-    for node in &nodes {
-        wait_for_value(&node.client(), &pairs, 100.0);
-    }
+    // Asked at the same moment, every instance gives the same answer.
+    let agree_on = |expected: f64| {
+        let mut last = Vec::new();
+        let agreed = wait_until(PATIENCE, || {
+            last = answers_at_once(&nodes, &pairs);
+            last.iter().all(|v| *v == Some(expected))
+        });
+        assert!(agreed, "never all {expected} at once; last: {last:?}");
+    };
+    agree_on(100.0);
     nodes[2].fake.set(&gpus(2, &[90]));
-    // After one change, all instances converge on the same new answer.
-    for node in &nodes {
-        wait_for_value(&node.client(), &pairs, 150.0);
+    agree_on(150.0);
+    // And once they agree, they go on agreeing, for three intervals.
+    let until = std::time::Instant::now() + 3 * CLUSTER_INTERVAL;
+    while std::time::Instant::now() < until {
+        let round = answers_at_once(&nodes, &pairs);
+        assert!(round.iter().all(|v| *v == Some(150.0)), "{round:?}");
     }
+}
+
+/// Every node's answer to `pairs`, the calls made at the same moment (a
+/// barrier releases them together); `None` for an error.
+fn answers_at_once(nodes: &[Node], pairs: &[(&str, &str)]) -> Vec<Option<f64>> {
+    let clients: Vec<ExternalScalerClient> = nodes.iter().map(Node::client).collect();
+    let barrier = std::sync::Barrier::new(clients.len());
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    value(client, pairs).ok()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    })
 }
 
 #[test]
@@ -267,33 +316,40 @@ fn explain_lists_each_gpu_and_why() {
 
 #[test]
 fn sweeps_are_cached_and_shared() {
-    let nodes = cluster(&[gpus(0, &[10]), gpus(1, &[20])]);
-    wait_for_value(&nodes[0].client(), &[("aggregation", "sum")], 30.0);
+    // A long interval, so that every call below falls within one sweep's
+    // life, and the nodes ready (sampled) before the first call.
+    let nodes = cluster_with(
+        &[gpus(0, &[10]), gpus(1, &[20])],
+        &[],
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+    );
+    for node in &nodes {
+        assert!(wait_until(PATIENCE, || node.ready()), "{} never ready", node.port);
+    }
     let cluster = nodes[0].scaler.as_ref().unwrap().cluster().unwrap().clone();
-    let before = cluster.sweeps();
-    let started = std::time::Instant::now();
-    // Many requests, from many threads, inside what is at most a few intervals.
+    assert_eq!(cluster.sweeps(), 0);
+    // 200 requests from 8 threads released together: the first starts the
+    // one sweep, the rest wait for it or read it from the cache.
+    let barrier = Arc::new(std::sync::Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let port = nodes[0].port;
+            let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 let client = client(port);
-                for _ in 0..25 {
-                    assert!(value(&client, &[("aggregation", "sum")]).is_ok());
-                }
+                barrier.wait();
+                (0..25)
+                    .map(|_| value(&client, &[("aggregation", "sum")]))
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
     for thread in threads {
-        thread.join().unwrap();
+        let answers = thread.join().unwrap();
+        assert!(answers.iter().all(|a| *a == Ok(30.0)), "{answers:?}");
     }
-    let elapsed = started.elapsed();
-    let intervals = (elapsed.as_secs_f64() / CLUSTER_INTERVAL.as_secs_f64()).ceil() as u64;
-    let sweeps = cluster.sweeps() - before;
-    assert!(
-        sweeps <= intervals + 1,
-        "{sweeps} sweeps for 200 requests in {intervals} intervals"
-    );
+    assert_eq!(cluster.sweeps(), 1, "200 requests within one interval");
 }
 
 /// The HPA's choice from the scaler's answers over real gRPC.
@@ -496,12 +552,6 @@ fn a_slow_kubelet_delays_attribution_not_readings() {
     *nodes[0].kubelet.delay.lock().unwrap() = Duration::from_secs(2);
     nodes[0].set_pods(&[("default", VLLM_POD_A, &uuid(0, 0))]);
     let client = nodes[0].client();
-    let health = keda_gpu_scaler::proto::health_grpc::HealthClient::new(
-        grpcio::ChannelBuilder::new(Arc::new(grpcio::EnvBuilder::new().cq_count(1).build()))
-            .connect(&format!("127.0.0.1:{}", nodes[0].port)),
-    );
-    let request = keda_gpu_scaler::proto::health::HealthCheckRequest::new();
-    let serving = keda_gpu_scaler::proto::health::health_check_response::ServingStatus::SERVING;
     wait_for_value(&client, &[], 60.0);
     // Until the kubelet's answer arrives, and after, NVML readings stay
     // fresh: node-wide triggers answer and the pod stays ready.
@@ -509,10 +559,7 @@ fn a_slow_kubelet_delays_attribution_not_readings() {
     let attributed = wait_until(PATIENCE, || {
         checks += 1;
         assert_eq!(value(&client, &[]), Ok(60.0));
-        assert_eq!(
-            health.check_opt(&request, call_option()).unwrap().status(),
-            serving
-        );
+        assert!(nodes[0].ready());
         value(&client, &[("workload", "vllm")]) == Ok(60.0)
     });
     assert!(attributed, "the slow kubelet's answer was never attached");
