@@ -239,12 +239,32 @@ fn stream_repeats_the_result_every_poll_interval() {
     let fake = FakeNvml::new(&gpu_line(0, 50));
     let server = start_server(&fake);
     let client = client(server.port());
-    let pairs = [("pollIntervalSeconds", "0.2")];
-    wait_for_value(&client, &pairs, 50.0);
-    let mut stream = open_stream(&client, &pairs);
+    wait_for_value(&client, &[], 50.0);
+    // An unchanged result is repeated no sooner than pollIntervalSeconds:
+    // with 0.3 s, each of three repeats comes at least that long after the
+    // one before (a slow machine delays them, never hurries them).
+    let interval = Duration::from_millis(300);
+    let mut stream = open_stream(&client, &[("pollIntervalSeconds", "0.3")]);
+    assert_eq!(next_result(&mut stream), Ok(true));
+    let mut last = std::time::Instant::now();
     for _ in 0..3 {
         assert_eq!(next_result(&mut stream), Ok(true));
+        let gap = last.elapsed();
+        // Less a little for the client's own wake-up after the first.
+        assert!(gap >= interval.mul_f64(0.9), "a repeat after {gap:?}");
+        last = std::time::Instant::now();
     }
+    // With an hour's interval, the one message pushed at once is the only
+    // one before the stream's own 2 s deadline ends it.
+    let option = grpcio::CallOption::default().timeout(Duration::from_secs(2));
+    let mut stream = client
+        .stream_is_active_opt(&scaled_object(&[("pollIntervalSeconds", "3600")]), option)
+        .unwrap();
+    assert_eq!(next_result(&mut stream), Ok(true));
+    assert_eq!(
+        next_result(&mut stream).map_err(|(code, _)| code),
+        Err(RpcStatusCode::DEADLINE_EXCEEDED)
+    );
 }
 
 #[test]
