@@ -1093,8 +1093,13 @@ mod tests {
         });
         for _ in 0..5 {
             let round = scrape(&tight, &endpoint, &wanted);
-            assert!(round.replicas[0].page.is_ok(), "{round:?}");
+            let page = round.replicas[0].page.as_ref();
+            let waiting = page.map(|p| p.families[0].samples[0].value);
+            assert_eq!(waiting, Ok(4.0), "{round:?}");
         }
+        // Five rounds, each a fresh read of the replica (one more sized it).
+        assert_eq!(tight.rounds(), 5);
+        assert_eq!(replica.hits(), 6);
     }
 
     #[test]
