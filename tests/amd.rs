@@ -523,7 +523,8 @@ fn devices_says_which_backend_answered() {
         .args(["devices", "--gpu-backend", "rocm"])
         .output()
         .unwrap();
-    assert!(!output.status.success());
+    // Exit code 2: a usage error.
+    assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("expected one of auto, nvidia, amd"),
         "{}",

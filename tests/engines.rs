@@ -438,8 +438,14 @@ fn no_replica_answering_is_an_error_naming_each() {
             && message.contains(&format!("127.0.0.3:{port}: HTTP status 500")),
         "{message}"
     );
-    let active = is_active(&scaler.client, &queue).unwrap_err();
-    assert_eq!(status_of(active).0, RpcStatusCode::UNAVAILABLE);
+    // IsActive fails alike, with the same message.
+    let (code, active) = status_of(is_active(&scaler.client, &queue).unwrap_err());
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+    assert!(
+        active.contains("no replica of")
+            && active.contains(&format!("127.0.0.3:{port}: HTTP status 500")),
+        "{active}"
+    );
 }
 
 #[test]

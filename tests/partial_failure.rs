@@ -301,7 +301,14 @@ fn after_a_restart_a_silent_peer_is_unknown_not_empty() {
             "{message}"
         );
     }
-    assert!(is_active(&client, &IDLE).is_err());
+    // IsActive fails alike: UNAVAILABLE, naming the silent peer.
+    let (code, message) = status_of(is_active(&client, &IDLE).unwrap_err());
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+    assert!(
+        message.contains(&c.address())
+            && message.contains("a 0 here could scale a busy workload to zero"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -582,6 +582,7 @@ mod tests {
         let (snap, now) = snapshot(vec![], Attribution::complete());
         let mut message = to_proto("a", &snap, now);
         message.set_age_seconds(f64::NAN);
-        assert!(NodeReport::from_proto(&message, Duration::from_secs(3)).is_err());
+        let error = NodeReport::from_proto(&message, Duration::from_secs(3)).unwrap_err();
+        assert_eq!(error, "it sent an invalid snapshot age NaN");
     }
 }

@@ -629,8 +629,15 @@ mod tests {
             ]
         );
         assert_eq!(query.replicas, 3);
-        assert!(parse(&args("query --metadata novalue"), &no_env).is_err());
-        assert!(parse(&args("query --replicas 0"), &no_env).is_err());
+        let refused = |line: &str| parse(&args(line), &no_env).unwrap_err().0;
+        assert_eq!(
+            refused("query --metadata novalue"),
+            "invalid --metadata \"novalue\": expected KEY=VALUE"
+        );
+        assert_eq!(
+            refused("query --replicas 0"),
+            "invalid --replicas \"0\": expected an integer >= 1"
+        );
     }
 
     #[test]
@@ -656,8 +663,17 @@ mod tests {
             panic!()
         };
         assert_eq!(serve.peers, ["127.0.0.1:7001", "127.0.0.1:7002"]);
-        assert!(parse(&args("--peers host-without-port"), &no_env).is_err());
-        assert!(parse(&args("--peer-timeout 0s"), &no_env).is_err());
+        let refused = |line: &str| parse(&args(line), &no_env).unwrap_err().0;
+        assert_eq!(
+            refused("--peers host-without-port"),
+            "invalid --peers \"host-without-port\": expected HOST:PORT, e.g. 0.0.0.0:6000"
+        );
+        for bad in ["0s", "31s"] {
+            assert_eq!(
+                refused(&format!("--peer-timeout {bad} --sample-interval 60s")),
+                format!("invalid --peer-timeout \"{bad}\": allowed range is 1ms to 30s")
+            );
+        }
         let error = parse(&args("--peer-timeout 1s"), &no_env).unwrap_err();
         assert!(
             error.0.contains("must be below --sample-interval (1s)"),
@@ -712,8 +728,18 @@ mod tests {
                 .0,
             "--tls-client-ca needs --tls-cert and --tls-key"
         );
-        assert!(parse(&args("query --cert c --key k"), &no_env).is_err());
-        assert!(parse(&args("query --ca ca --cert c"), &no_env).is_err());
+        assert_eq!(
+            parse(&args("query --cert c --key k"), &no_env)
+                .unwrap_err()
+                .0,
+            "--cert, --key and --server-name need --ca"
+        );
+        assert_eq!(
+            parse(&args("query --ca ca --cert c"), &no_env)
+                .unwrap_err()
+                .0,
+            "--cert and --key go together"
+        );
         let Ok(Command::Query(query)) = parse(
             &args("query --ca ca --cert c --key k --server-name s"),
             &no_env,
