@@ -283,6 +283,8 @@ struct CellState {
     latest: Arc<Snapshot>,
     /// Bumped by `wake_waiters`, so a waiter can be released without a publish.
     wakeups: u64,
+    /// Callers inside `wait_newer`.
+    waiting: usize,
 }
 
 impl SnapshotCell {
@@ -297,7 +299,11 @@ impl SnapshotCell {
             },
         });
         Self {
-            state: Mutex::new(CellState { latest, wakeups: 0 }),
+            state: Mutex::new(CellState {
+                latest,
+                wakeups: 0,
+                waiting: 0,
+            }),
             changed: Condvar::new(),
         }
     }
@@ -329,15 +335,23 @@ impl SnapshotCell {
     /// Waits until a snapshot newer than `sequence` is published, `timeout`
     /// passes, or `wake_waiters` is called; returns the latest snapshot.
     pub fn wait_newer(&self, sequence: u64, timeout: Duration) -> Arc<Snapshot> {
-        let cell = self.lock();
+        let mut cell = self.lock();
         let wakeups = cell.wakeups;
-        let (cell, _) = self
+        cell.waiting += 1;
+        let (mut cell, _) = self
             .changed
             .wait_timeout_while(cell, timeout, |c| {
                 c.latest.sequence <= sequence && c.wakeups == wakeups
             })
             .unwrap_or_else(|e| e.into_inner());
+        cell.waiting -= 1;
         Arc::clone(&cell.latest)
+    }
+
+    /// Callers inside `wait_newer` now. One counted here has released the
+    /// lock inside its wait, so a publish after this reads it wakes it.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CellState> {
@@ -375,16 +389,31 @@ mod tests {
         let cell = Arc::new(SnapshotCell::new("starting"));
         let unchanged = cell.wait_newer(0, Duration::from_millis(1));
         assert_eq!(unchanged.sequence, 0);
+        // The publisher waits until the waiter is inside its wait, so the
+        // publish wakes it (a publish before would return it at once).
         let publisher = Arc::clone(&cell);
         let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while publisher.waiting() == 0 {
+                assert!(Instant::now() < deadline, "the waiter never waited");
+                std::thread::yield_now();
+            }
             publisher.publish(
                 Instant::now(),
                 Duration::ZERO,
                 NodeState::Unavailable { reason: "x".into() },
             )
         });
-        let newer = cell.wait_newer(0, Duration::from_secs(10));
+        // Woken, not timed out: far sooner than its 20 s.
+        let started = Instant::now();
+        let newer = cell.wait_newer(0, Duration::from_secs(20));
         assert_eq!(newer.sequence, 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(cell.waiting(), 0);
         thread.join().unwrap();
     }
 }
