@@ -325,7 +325,11 @@ fn sweeps_are_cached_and_shared() {
         Duration::from_secs(5),
     );
     for node in &nodes {
-        assert!(wait_until(PATIENCE, || node.ready()), "{} never ready", node.port);
+        assert!(
+            wait_until(PATIENCE, || node.ready()),
+            "{} never ready",
+            node.port
+        );
     }
     let cluster = nodes[0].scaler.as_ref().unwrap().cluster().unwrap().clone();
     assert_eq!(cluster.sweeps(), 0);

@@ -149,7 +149,10 @@ fn the_page_shows_gpus_triggers_and_the_scaler_itself() {
     // Every family asked for is on the page: `prom::families` leaves out
     // a missing one silently.
     for name in wanted {
-        assert!(!family(name).samples.is_empty(), "{name} has no series:\n{body}");
+        assert!(
+            !family(name).samples.is_empty(),
+            "{name} has no series:\n{body}"
+        );
     }
     let only = |name: &str| match family(name).samples.as_slice() {
         [one] => one.clone(),
