@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keda_gpu_scaler::engine::endpoint::Endpoint;
-use keda_gpu_scaler::engine::http::{self, Budget};
+use keda_gpu_scaler::engine::http::{self, BodyBudget};
 use keda_gpu_scaler::engine::prom;
 use keda_gpu_scaler::engine::resolve::Resolved;
 use keda_gpu_scaler::engine::scrape::{Resolver, ScrapeConfig, Scraper};
@@ -89,7 +89,7 @@ fn main() {
         );
         elapsed
     };
-    let budget = Budget::new(usize::MAX);
+    let budget = BodyBudget::new(usize::MAX);
     let floor = || {
         let started = Instant::now();
         std::thread::scope(|scope| {
@@ -206,7 +206,7 @@ fn start_engines(state: &Path) -> (std::process::Child, Vec<SocketAddr>) {
 }
 
 fn fetch(address: SocketAddr) -> Result<String, http::HttpError> {
-    let budget = Budget::new(usize::MAX);
+    let budget = BodyBudget::new(usize::MAX);
     let deadline = Instant::now() + Duration::from_secs(5);
     http::get(
         address,

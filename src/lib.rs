@@ -2,6 +2,8 @@
 //! AMD SMI.
 //!
 //! One folder per concern, each depending only on those before it:
+//! - `aggregation`: how several values become one (shared by `engine` and
+//!   `scaling`);
 //! - `dynlib`: what the FFI rooms share (opening a library, counting failed
 //!   calls);
 //! - `nvml`, `amdsmi`: the hand-written FFI to NVIDIA's and AMD's
@@ -21,6 +23,7 @@
 //!
 //! `proto` is the generated wire code, shared by all.
 
+pub mod aggregation;
 pub mod amdsmi;
 pub mod cluster;
 pub mod commands;

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use keda_gpu_scaler::engine::http::{self, Budget};
+use keda_gpu_scaler::engine::http::{self, BodyBudget};
 use keda_gpu_scaler::grpc::server;
 
 const DASHBOARD: &str = include_str!("../deploy/grafana/keda-gpu-scaler.json");
@@ -371,7 +371,7 @@ impl Drop for Prometheus {
 }
 
 fn query(port: u16, promql: &str) -> Result<String, String> {
-    let budget = Budget::new(16 << 20);
+    let budget = BodyBudget::new(16 << 20);
     let path = format!("/api/v1/query?query={}", encode(promql));
     let deadline = Instant::now() + Duration::from_secs(5);
     http::get(

@@ -13,7 +13,8 @@ use crate::cluster::sweep::{Cluster, ClusterView};
 use crate::engine::scrape::Scraper;
 use crate::node::gpu_metric::Metric;
 use crate::node::snapshot::{Snapshot, SnapshotCell};
-use crate::scaling::evaluate::{local_outcome, Detail, EvalError, Outcome};
+use crate::scaling::evaluate::local_outcome;
+use crate::scaling::outcome::{Detail, EvalError, Outcome};
 use crate::scaling::replicas::{engine_outcome, needs_pods};
 use crate::scaling::trigger::{GpuSelector, Source, Trigger};
 

@@ -15,7 +15,7 @@ use crate::proto::node::{
     ExplainLine, ExplainRequest, ExplainResponse, NodeSnapshot, ReplicaLine, SnapshotRequest,
 };
 use crate::proto::node_grpc::Node;
-use crate::scaling::evaluate::{Detail, Outcome};
+use crate::scaling::outcome::{Detail, Outcome};
 use crate::scaling::trigger;
 
 #[derive(Clone)]
@@ -89,7 +89,7 @@ fn explanation(outcome: &Outcome) -> ExplainResponse {
             line.set_value(value);
         }
         line.set_counted(replica.counted);
-        line.set_reason(replica.reason.clone());
+        line.set_reason(replica.status.to_string());
         response.mut_replicas().push(line);
     }
     response

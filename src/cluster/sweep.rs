@@ -27,7 +27,8 @@ use crate::cluster::report::{Holds, NodeReport};
 use crate::node::snapshot::SnapshotCell;
 use crate::proto::node::SnapshotRequest;
 use crate::proto::node_grpc::NodeClient;
-use crate::scaling::evaluate::{evaluate_nodes, Detail, Note, NoteKind, Outcome};
+use crate::scaling::evaluate::evaluate_nodes;
+use crate::scaling::outcome::{Detail, Note, NoteKind, Outcome};
 use crate::scaling::trigger::Trigger;
 
 /// How long a silent peer's last report is trusted to say which pods it

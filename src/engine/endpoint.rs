@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// The most entries one `engineEndpoints` may list.
-pub const MAX_ENDPOINTS: usize = 32;
+pub const MAX_ENDPOINTS_PER_TRIGGER: usize = 32;
 /// The longest path accepted.
 const MAX_PATH: usize = 256;
 
@@ -63,9 +63,9 @@ pub fn parse_list_with(
             endpoints.push(endpoint);
         }
     }
-    if endpoints.len() > MAX_ENDPOINTS {
+    if endpoints.len() > MAX_ENDPOINTS_PER_TRIGGER {
         return Err(format!(
-            "lists {} endpoints; at most {MAX_ENDPOINTS} (a headless Service name reaches every replica in one entry)",
+            "lists {} endpoints; at most {MAX_ENDPOINTS_PER_TRIGGER} (a headless Service name reaches every replica in one entry)",
             endpoints.len()
         ));
     }
@@ -240,9 +240,11 @@ mod tests {
             let error = parse_list(text, None).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");
         }
-        let many: Vec<String> = (0..=MAX_ENDPOINTS).map(|i| format!("h{i}:1")).collect();
+        let many: Vec<String> = (0..=MAX_ENDPOINTS_PER_TRIGGER)
+            .map(|i| format!("h{i}:1"))
+            .collect();
         let error = parse_list(&many.join(","), None).unwrap_err();
         assert!(error.contains("at most 32"), "{error}");
-        assert!(parse_list(&many[..MAX_ENDPOINTS].join(","), None).is_ok());
+        assert!(parse_list(&many[..MAX_ENDPOINTS_PER_TRIGGER].join(","), None).is_ok());
     }
 }

@@ -23,7 +23,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// A connection that has read nothing yet waits (until its deadline) for
 /// room; one part-way through a page that finds no room fails at once, so
 /// two half-read pages never wait on each other.
-pub struct Budget {
+pub struct BodyBudget {
     cap: usize,
     used: Mutex<usize>,
     freed: Condvar,
@@ -31,7 +31,7 @@ pub struct Budget {
     waiting: Mutex<usize>,
 }
 
-impl Budget {
+impl BodyBudget {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
@@ -101,10 +101,10 @@ impl Budget {
     }
 }
 
-/// A page's text, holding its share of the [`Budget`] until dropped.
+/// A page's text, holding its share of the [`BodyBudget`] until dropped.
 pub struct Page<'a> {
     pub text: String,
-    budget: &'a Budget,
+    budget: &'a BodyBudget,
     held: usize,
 }
 
@@ -141,6 +141,45 @@ impl fmt::Display for HttpError {
     }
 }
 
+/// A copy keeps an I/O error's kind and words (an `io::Error` is not
+/// `Clone`), so that a replica's error can travel with its line.
+impl Clone for HttpError {
+    fn clone(&self) -> Self {
+        match self {
+            HttpError::Timeout => HttpError::Timeout,
+            HttpError::Io(e) => HttpError::Io(io::Error::new(e.kind(), e.to_string())),
+            HttpError::Status { code, detail } => HttpError::Status {
+                code: *code,
+                detail: detail.clone(),
+            },
+            HttpError::Malformed(m) => HttpError::Malformed(m.clone()),
+            HttpError::TooLarge(m) => HttpError::TooLarge(m.clone()),
+        }
+    }
+}
+
+/// Equal when of the same kind and words (I/O errors by kind and text).
+impl PartialEq for HttpError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (HttpError::Io(a), HttpError::Io(b)) => {
+                a.kind() == b.kind() && a.to_string() == b.to_string()
+            }
+            (HttpError::Timeout, HttpError::Timeout) => true,
+            (
+                HttpError::Status { code, detail },
+                HttpError::Status {
+                    code: other_code,
+                    detail: other_detail,
+                },
+            ) => code == other_code && detail == other_detail,
+            (HttpError::Malformed(a), HttpError::Malformed(b))
+            | (HttpError::TooLarge(a), HttpError::TooLarge(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl std::error::Error for HttpError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -159,7 +198,7 @@ pub fn get<'b>(
     path: &str,
     deadline: Instant,
     max_body: usize,
-    budget: &'b Budget,
+    budget: &'b BodyBudget,
 ) -> Result<Page<'b>, HttpError> {
     let stream = TcpStream::connect_timeout(&address, remaining(deadline)?).map_err(io_error)?;
     let mut conn = Connection {
@@ -231,7 +270,7 @@ struct Connection<'b> {
     start: usize,
     deadline: Instant,
     eof: bool,
-    budget: &'b Budget,
+    budget: &'b BodyBudget,
     /// Bytes read so far, taken from `budget`.
     held: usize,
 }
@@ -473,7 +512,7 @@ mod tests {
         (address, done)
     }
 
-    static UNLIMITED: Budget = Budget {
+    static UNLIMITED: BodyBudget = BodyBudget {
         cap: usize::MAX,
         used: Mutex::new(0),
         freed: Condvar::new(),
@@ -632,7 +671,7 @@ mod tests {
 
     #[test]
     fn pages_read_at_once_share_one_budget() {
-        let budget = Budget::new(150);
+        let budget = BodyBudget::new(150);
         let answer = |body: &str| {
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",

@@ -7,9 +7,11 @@
 
 use std::fmt;
 
-/// The most series one family may have on one page; a page with more is
-/// refused rather than buffered.
-pub const MAX_SERIES_PER_FAMILY: usize = 10_000;
+/// The series cap of [`families`] and [`families_and_names`] callers that
+/// give none (tests, the scaler's own page): a page with more series in a
+/// wanted family is refused rather than buffered. The engine scrape keeps
+/// far fewer (`engine::scrape::budget::MAX_SERIES_KEPT`).
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
 /// The most labels one series may have.
 pub const MAX_LABELS: usize = 64;
 /// The most declared family names kept (for "the page has … instead").
@@ -137,7 +139,7 @@ impl std::error::Error for ParseError {}
 /// the page does not have is absent from the result. Only wanted lines are
 /// parsed.
 pub fn families(page: &str, wanted: &[&str]) -> Result<Vec<Family>, ParseError> {
-    families_and_names(page, wanted, MAX_SERIES_PER_FAMILY).map(|(found, _)| found)
+    families_and_names(page, wanted, DEFAULT_MAX_SERIES).map(|(found, _)| found)
 }
 
 /// As [`families`], with the name of every family the page declares a
@@ -375,6 +377,15 @@ fn parse_value(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A family name's engine prefix, through its first `:` or `_`: `vllm:`
+/// of `vllm:num_requests_waiting`, `nv_` of `nv_inference_…`.
+pub fn prefix(name: &str) -> &str {
+    match name.find([':', '_']) {
+        Some(end) => &name[..=end],
+        None => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,12 +487,12 @@ g{a=\"1\"} 1.5e3\r\n\
     #[test]
     fn series_and_labels_are_capped() {
         let mut page = String::from("# TYPE g gauge\n");
-        for i in 0..MAX_SERIES_PER_FAMILY {
+        for i in 0..DEFAULT_MAX_SERIES {
             page.push_str(&format!("g{{i=\"{i}\"}} 1\n"));
         }
         assert_eq!(
             families(&page, &["g"]).unwrap()[0].samples.len(),
-            MAX_SERIES_PER_FAMILY
+            DEFAULT_MAX_SERIES
         );
         page.push_str("g{i=\"one too many\"} 1\n");
         let error = families(&page, &["g"]).unwrap_err();
@@ -499,7 +510,7 @@ g{a=\"1\"} 1.5e3\r\n\
             .map(|i| format!("# TYPE family_{i} gauge\nfamily_{i} 1\n"))
             .collect();
         let (found, declared) =
-            families_and_names(&page, &["family_3"], MAX_SERIES_PER_FAMILY).unwrap();
+            families_and_names(&page, &["family_3"], DEFAULT_MAX_SERIES).unwrap();
         assert_eq!(found[0].samples[0].value, 1.0);
         assert_eq!(declared.len(), MAX_DECLARED);
         assert_eq!(declared[0], "family_0");

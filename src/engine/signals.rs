@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use crate::engine::prom::{Family, Kind, Want};
-use crate::engine::scrape::prefix;
+use crate::aggregation::Aggregation;
+use crate::engine::prom::{prefix, Family, Kind, Want};
 
 /// The engines with a metrics table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,10 +99,10 @@ impl Signal {
 
     /// How one pod's series combine: counts add up (one series per
     /// data-parallel engine), a usage takes the fullest.
-    pub fn within_pod(self) -> Within {
+    pub fn within_pod(self) -> Aggregation {
         match self {
-            Signal::QueueLength | Signal::RunningRequests => Within::Sum,
-            Signal::KvCacheUsagePercent => Within::Max,
+            Signal::QueueLength | Signal::RunningRequests => Aggregation::Sum,
+            Signal::KvCacheUsagePercent => Aggregation::Max,
         }
     }
 }
@@ -111,15 +111,6 @@ impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// How the series of one pod combine into its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Within {
-    Sum,
-    Max,
-    Min,
-    Avg,
 }
 
 /// One family to read, with the label values a series must have.
@@ -152,7 +143,7 @@ pub struct Query {
     /// In order of preference: the first one a page has is read (a newer
     /// name, then the older one).
     pub series: Vec<Series>,
-    pub within: Within,
+    pub within: Aggregation,
     /// Keep only series whose `(label, value)` is this.
     pub model: Option<(String, String)>,
     /// Only gauges (and untyped families) may be read.
@@ -228,21 +219,56 @@ pub fn breakdown_label(engine: Engine) -> Option<&'static str> {
     }
 }
 
-/// Why a page gave no value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a page gave no value. Text only where shown, by `Display`.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Unread {
-    /// The page lacks the series; the text names what it has instead.
-    Absent(String),
+    /// The page lacks the series asked for (each as `family{labels}`).
+    Absent {
+        asked: Vec<String>,
+        instead: Instead,
+    },
     /// The family is there but is not a gauge (`engineMetric` only).
-    NotAGauge(String),
-    /// A value that is not a finite number >= 0.
-    Invalid(String),
+    NotAGauge { family: String, kind: Kind },
+    /// A series whose value is not a finite number >= 0.
+    Invalid { series: String, value: f64 },
 }
 
-impl Unread {
-    pub fn message(&self) -> &str {
+/// What a page without the series asked for has instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instead {
+    /// The most preferred family asked for, without the labels or model
+    /// asked for: some of its series (at most 5).
+    Series(Vec<String>),
+    /// Families with the same engine prefix (an older name; at most 8).
+    Similar(Vec<String>),
+    /// Nothing with the prefixes asked for (a wrong `engine`?).
+    NothingLike(Vec<String>),
+}
+
+impl fmt::Display for Unread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unread::Absent(m) | Unread::NotAGauge(m) | Unread::Invalid(m) => m,
+            Unread::Absent { asked, instead } => {
+                write!(f, "the page has no {}", asked.join(" nor "))?;
+                match instead {
+                    Instead::Series(names) | Instead::Similar(names) => {
+                        write!(f, "; it has {}", names.join(", "))
+                    }
+                    Instead::NothingLike(prefixes) => write!(
+                        f,
+                        "; no family on it starts with {} (is engine right?)",
+                        prefixes.join(" or ")
+                    ),
+                }
+            }
+            Unread::NotAGauge { family, kind } => write!(
+                f,
+                "{family} is a {} on this page; engineMetric reads gauges only (a rate needs two scrapes)",
+                kind.name()
+            ),
+            Unread::Invalid { series, value } => {
+                write!(f, "{series} reads {value}, which is not a finite number >= 0")
+            }
         }
     }
 }
@@ -276,11 +302,10 @@ impl Query {
             if self.gauges_only
                 && matches!(family.kind, Kind::Counter | Kind::Histogram | Kind::Summary)
             {
-                return Err(Unread::NotAGauge(format!(
-                    "{} is a {} on this page; engineMetric reads gauges only (a rate needs two scrapes)",
-                    family.name,
-                    family.kind.name()
-                )));
+                return Err(Unread::NotAGauge {
+                    family: family.name.clone(),
+                    kind: family.kind,
+                });
             }
             let values = self.matching(wanted, family)?;
             if values.is_empty() {
@@ -289,19 +314,21 @@ impl Query {
                 // pending count stays near 0 for a decoupled TensorRT-LLM
                 // model): the replica has no value.
                 if family.has_series() {
-                    return Err(Unread::Absent(self.absent(families, names)));
+                    return Err(self.absent(families, names));
                 }
                 continue;
             }
-            let value = combine(self.within, &values) * wanted.scale;
+            // `values` is not empty here.
+            let value = self.within.apply(&values).unwrap_or(0.0) * wanted.scale;
             if !value.is_finite() || value < 0.0 {
-                return Err(Unread::Invalid(format!(
-                    "{wanted} reads {value}, which is not a finite number >= 0"
-                )));
+                return Err(Unread::Invalid {
+                    series: wanted.to_string(),
+                    value,
+                });
             }
             return Ok(value);
         }
-        Err(Unread::Absent(self.absent(families, names)))
+        Err(self.absent(families, names))
     }
 
     /// The values of the family's series that match, one per series once
@@ -332,12 +359,10 @@ impl Query {
                     .iter()
                     .map(|(n, v)| format!("{n}={v:?}"))
                     .collect();
-                return Err(Unread::Invalid(format!(
-                    "{}{{{}}} reads {}, which is not a finite number >= 0",
-                    family.name,
-                    labels.join(","),
-                    sample.value
-                )));
+                return Err(Unread::Invalid {
+                    series: format!("{}{{{}}}", family.name, labels.join(",")),
+                    value: sample.value,
+                });
             }
             let mut key: Vec<&(String, String)> = sample
                 .labels
@@ -353,10 +378,11 @@ impl Query {
         Ok(groups.into_iter().map(|(_, value)| value).collect())
     }
 
-    /// What the page has instead: the family without the model or label
-    /// match, or families with the same prefix (an older name).
-    fn absent(&self, families: &[Family], names: &[String]) -> String {
-        let wanted: Vec<String> = self
+    /// The series asked for, and what the page has instead: the family
+    /// without the model or label match, or families with the same prefix
+    /// (an older name).
+    fn absent(&self, families: &[Family], names: &[String]) -> Unread {
+        let asked: Vec<String> = self
             .series
             .iter()
             .map(|s| match &self.model {
@@ -368,7 +394,6 @@ impl Query {
                 None => s.to_string(),
             })
             .collect();
-        let mut text = format!("the page has no {}", wanted.join(" nor "));
         // The most preferred family the page has, whatever order the
         // page (or the scrape) listed them in.
         let present = self.series.iter().find_map(|wanted| {
@@ -391,37 +416,26 @@ impl Query {
                     seen.push(shown);
                 }
             }
-            text.push_str(&format!("; it has {}", seen.join(", ")));
-            return text;
+            return Unread::Absent {
+                asked,
+                instead: Instead::Series(seen),
+            };
         }
         let prefixes: Vec<&str> = self.series.iter().map(|s| prefix(&s.family)).collect();
-        let similar: Vec<&str> = names
+        let similar: Vec<String> = names
             .iter()
-            .map(String::as_str)
             .filter(|name| prefixes.contains(&prefix(name)))
             .take(8)
+            .cloned()
             .collect();
-        if similar.is_empty() {
-            let mut prefixes = prefixes;
+        let instead = if similar.is_empty() {
+            let mut prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
             prefixes.dedup();
-            text.push_str(&format!(
-                "; no family on it starts with {} (is engine right?)",
-                prefixes.join(" or ")
-            ));
+            Instead::NothingLike(prefixes)
         } else {
-            text.push_str(&format!("; it has {}", similar.join(", ")));
-        }
-        text
-    }
-}
-
-fn combine(within: Within, values: &[f64]) -> f64 {
-    let sum: f64 = values.iter().sum();
-    match within {
-        Within::Sum => sum,
-        Within::Max => values.iter().copied().fold(f64::MIN, f64::max),
-        Within::Min => values.iter().copied().fold(f64::MAX, f64::min),
-        Within::Avg => sum / values.len() as f64,
+            Instead::Similar(similar)
+        };
+        Unread::Absent { asked, instead }
     }
 }
 
@@ -501,8 +515,8 @@ mod tests {
         let missing =
             read(&query(Engine::Triton, Signal::QueueLength, Some("c")), page).unwrap_err();
         assert!(
-            missing.message().contains("model=\"c\"")
-                && missing.message().contains(
+            missing.to_string().contains("model=\"c\"")
+                && missing.to_string().contains(
                     "it has nv_inference_pending_request_count{model=\"a\",version=\"1\"}"
                 ),
             "{missing:?}"
@@ -543,9 +557,20 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             error,
-            Unread::Absent(
-                "the page has no vllm:kv_cache_usage_perc nor vllm:gpu_cache_usage_perc; it has vllm:num_requests_waiting, vllm:cache_config_info".into()
-            )
+            Unread::Absent {
+                asked: vec![
+                    "vllm:kv_cache_usage_perc".into(),
+                    "vllm:gpu_cache_usage_perc".into()
+                ],
+                instead: Instead::Similar(vec![
+                    "vllm:num_requests_waiting".into(),
+                    "vllm:cache_config_info".into()
+                ]),
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "the page has no vllm:kv_cache_usage_perc nor vllm:gpu_cache_usage_perc; it has vllm:num_requests_waiting, vllm:cache_config_info"
         );
     }
 
@@ -554,14 +579,20 @@ mod tests {
         let page = "# TYPE vllm:request_success_total counter\nvllm:request_success_total 4\n";
         let query = Query {
             series: vec![series("vllm:request_success_total", &[], 1.0)],
-            within: Within::Sum,
+            within: Aggregation::Sum,
             model: None,
             gauges_only: true,
             breakdown: None,
         };
         let error = read(&query, page).unwrap_err();
         assert!(
-            matches!(error, Unread::NotAGauge(ref m) if m.contains("is a counter")),
+            matches!(
+                error,
+                Unread::NotAGauge {
+                    kind: Kind::Counter,
+                    ..
+                }
+            ) && error.to_string().contains("is a counter"),
             "{error:?}"
         );
     }
@@ -570,7 +601,7 @@ mod tests {
     fn negative_or_nan_is_not_a_value() {
         let page = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting NaN\n";
         let error = read(&query(Engine::Vllm, Signal::QueueLength, None), page).unwrap_err();
-        assert!(matches!(error, Unread::Invalid(_)), "{error:?}");
+        assert!(matches!(error, Unread::Invalid { .. }), "{error:?}");
     }
 
     #[test]
@@ -589,7 +620,8 @@ mod tests {
             for signal in [Signal::QueueLength, Signal::KvCacheUsagePercent] {
                 let error = read(&query(Engine::Vllm, signal, None), &page).unwrap_err();
                 assert!(
-                    matches!(&error, Unread::Invalid(m) if m.contains("engine=\"1\"") && m.contains("not a finite number >= 0")),
+                    matches!(&error, Unread::Invalid { series, .. } if series.contains("engine=\"1\""))
+                        && error.to_string().contains("not a finite number >= 0"),
                     "{bad} {signal}: {error:?}"
                 );
             }
@@ -600,7 +632,7 @@ mod tests {
             sglang:num_queue_reqs{tp_rank=\"1\"} NaN\n";
         assert!(matches!(
             read(&query(Engine::Sglang, Signal::QueueLength, None), page),
-            Err(Unread::Invalid(_))
+            Err(Unread::Invalid { .. })
         ));
     }
 
@@ -647,7 +679,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&error, Unread::Absent(m) if m.contains("model=\"tensorrt_llm\"")),
+            matches!(&error, Unread::Absent { instead: Instead::Series(seen), .. }
+                if seen.iter().any(|s| s.contains("model=\"tensorrt_llm\""))),
             "{error:?}"
         );
         // The family absent from the page: the older count is read.

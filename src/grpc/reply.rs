@@ -3,7 +3,7 @@
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
 
-use crate::scaling::evaluate::EvalError;
+use crate::scaling::outcome::EvalError;
 use crate::scaling::trigger::ConfigError;
 
 pub fn eval_status(error: &EvalError) -> RpcStatus {

@@ -17,7 +17,7 @@ use crate::proto::externalscaler::{
     MetricValue, ScaledObjectRef,
 };
 use crate::proto::externalscaler_grpc::ExternalScaler;
-use crate::scaling::evaluate::Detail;
+use crate::scaling::outcome::Detail;
 use crate::scaling::trigger_cache::{Parsed, TriggerCache};
 
 /// The service: a cheap clone over shared state.
@@ -73,7 +73,56 @@ fn code_name(code: RpcStatusCode) -> &'static str {
     }
 }
 
+/// A unary call being answered, for the record of it.
+struct Call {
+    method: &'static str,
+    started: Instant,
+    scaled_object: ScaledObjectRef,
+}
+
 impl ScalerService {
+    /// The one path from a unary request to its reply: evaluate the
+    /// trigger (when it parsed), shape the answer, record the call and
+    /// what the trigger was told, answer.
+    fn respond<T: Send + 'static>(
+        &self,
+        ctx: &RpcContext,
+        sink: UnarySink<T>,
+        call: Call,
+        parsed: Result<Arc<Parsed>, RpcStatus>,
+        shape: impl FnOnce(&Parsed, f64) -> T + Send + 'static,
+        told: impl FnOnce(&T) -> Option<TriggerAnswer> + Send + 'static,
+    ) {
+        let evaluation = parsed.map(|parsed| {
+            let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
+            (outcome, parsed)
+        });
+        let stats = Arc::clone(&self.stats);
+        ctx.spawn(async move {
+            let (result, parsed) = match evaluation {
+                Err(status) => (Err(status), None),
+                Ok((outcome, parsed)) => {
+                    let result = outcome
+                        .await
+                        .value
+                        .map(|value| shape(&parsed, value))
+                        .map_err(|e| eval_status(&e));
+                    (result, Some(parsed))
+                }
+            };
+            record(
+                &stats,
+                call.method,
+                call.started,
+                &call.scaled_object,
+                parsed.as_deref(),
+                &result,
+                told,
+            );
+            answer(sink, result).await;
+        });
+    }
+
     pub fn new(scope: Scope, streams: StreamHub, stats: Arc<Stats>) -> Self {
         Self {
             scope,
@@ -117,40 +166,19 @@ impl ExternalScaler for ScalerService {
         sink: UnarySink<IsActiveResponse>,
     ) {
         let started = Instant::now();
-        let parsed = match self.trigger(&req) {
-            Ok(parsed) => parsed,
-            Err(status) => {
-                let result = Err(status);
-                record(
-                    &self.stats,
-                    "IsActive",
-                    started,
-                    &req,
-                    None,
-                    &result,
-                    |_: &IsActiveResponse| None,
-                );
-                return reply(&ctx, sink, result);
-            }
-        };
-        let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
-        let stats = Arc::clone(&self.stats);
-        ctx.spawn(async move {
-            let value = outcome.await.value;
-            let result = value
-                .map(|value| is_active_response(parsed.trigger.is_active(value)))
-                .map_err(|e| eval_status(&e));
-            record(
-                &stats,
-                "IsActive",
+        let parsed = self.trigger(&req);
+        self.respond(
+            &ctx,
+            sink,
+            Call {
+                method: "IsActive",
                 started,
-                &req,
-                Some(&parsed),
-                &result,
-                |r| Some(TriggerAnswer::Active(r.result())),
-            );
-            answer(sink, result).await;
-        });
+                scaled_object: req,
+            },
+            parsed,
+            |parsed, value| is_active_response(parsed.trigger.is_active(value)),
+            |r| Some(TriggerAnswer::Active(r.result())),
+        );
     }
 
     fn stream_is_active(
@@ -210,69 +238,37 @@ impl ExternalScaler for ScalerService {
         sink: UnarySink<GetMetricsResponse>,
     ) {
         let started = Instant::now();
-        let so = req.scaledObjectRef().clone();
-        let parsed = match self.trigger(req.scaledObjectRef()) {
-            Ok(parsed) => parsed,
-            Err(status) => {
-                let result = Err(status);
-                record(
-                    &self.stats,
-                    "GetMetrics",
-                    started,
-                    &so,
-                    None,
-                    &result,
-                    |_: &GetMetricsResponse| None,
-                );
-                return reply(&ctx, sink, result);
+        let parsed = self.trigger(req.scaledObjectRef()).and_then(|parsed| {
+            // KEDA strips its `sN-` prefix, so it asks for exactly the name
+            // GetMetricSpec gave; anything else is a caller's mistake.
+            let name = &parsed.metric_name;
+            if req.metricName() == name {
+                return Ok(parsed);
             }
-        };
-        // KEDA strips its `sN-` prefix, so it asks for exactly the name
-        // GetMetricSpec gave; anything else is a caller's mistake.
-        let name = &parsed.metric_name;
-        if req.metricName() != name {
-            let status = RpcStatus::with_message(
+            Err(RpcStatus::with_message(
                 RpcStatusCode::INVALID_ARGUMENT,
                 format!(
                     "invalid metricName {:?}: this trigger's metric is {name:?} (from GetMetricSpec)",
                     req.metricName()
                 ),
-            );
-            let result = Err(status);
-            record(
-                &self.stats,
-                "GetMetrics",
-                started,
-                &so,
-                None,
-                &result,
-                |_: &GetMetricsResponse| None,
-            );
-            return reply(&ctx, sink, result);
-        }
-        let outcome = self.scope.outcome(&parsed.trigger, Detail::ValueOnly);
-        let stats = Arc::clone(&self.stats);
-        ctx.spawn(async move {
-            let result = outcome
-                .await
-                .value
-                .map(|value| metrics_response(parsed.metric_name.clone(), value))
-                .map_err(|e| eval_status(&e));
-            record(
-                &stats,
-                "GetMetrics",
-                started,
-                &so,
-                Some(&parsed),
-                &result,
-                |r| {
-                    r.metricValues()
-                        .first()
-                        .map(|v| TriggerAnswer::Value(v.metricValueFloat()))
-                },
-            );
-            answer(sink, result).await;
+            ))
         });
+        self.respond(
+            &ctx,
+            sink,
+            Call {
+                method: "GetMetrics",
+                started,
+                scaled_object: req.scaledObjectRef().clone(),
+            },
+            parsed,
+            |parsed, value| metrics_response(parsed.metric_name.clone(), value),
+            |r| {
+                r.metricValues()
+                    .first()
+                    .map(|v| TriggerAnswer::Value(v.metricValueFloat()))
+            },
+        );
     }
 
     fn stream_metric_spec(

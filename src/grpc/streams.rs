@@ -17,7 +17,7 @@ use grpcio::{RpcStatus, RpcStatusCode, ServerStreamingSink, WriteFlags};
 use crate::cluster::scope::{Scope, View};
 use crate::grpc::reply::eval_status;
 use crate::node::snapshot::{Snapshot, SnapshotCell};
-use crate::scaling::evaluate::{Detail, EvalError};
+use crate::scaling::outcome::{Detail, EvalError};
 use crate::scaling::trigger::Trigger;
 
 /// What a stream's future receives: a message to send, or the status that ends it.

@@ -165,7 +165,7 @@ fn respond(stream: &mut TcpStream, code: u16, content_type: &str, body: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::http::{self, Budget, HttpError};
+    use crate::engine::http::{self, BodyBudget, HttpError};
     use std::time::Instant;
 
     fn listener() -> MetricsListener {
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn only_get_metrics_is_served() {
         let listener = listener();
-        let budget = Budget::new(1 << 20);
+        let budget = BodyBudget::new(1 << 20);
         let deadline = Instant::now() + Duration::from_secs(5);
         let page = http::get(
             listener.address(),

@@ -7,24 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::node::gpu_metric::Metric;
 use crate::node::snapshot::{stale_reason, GpuHealth, GpuSample, NodeState, Snapshot, Unplaced};
+use crate::scaling::outcome::{Detail, EvalError, Explained, Outcome};
 use crate::scaling::trigger::{GpuSelector, Source, Trigger};
-
-/// Why a trigger has no value; maps to a gRPC status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EvalError {
-    /// The request asks for something this node (or cluster) does not have.
-    InvalidArgument(String),
-    /// The data is missing, stale or faulty right now.
-    Unavailable(String),
-}
-
-impl EvalError {
-    pub fn message(&self) -> &str {
-        match self {
-            EvalError::InvalidArgument(m) | EvalError::Unavailable(m) => m,
-        }
-    }
-}
 
 /// One node's GPUs as evaluation sees them.
 #[derive(Debug, Clone, Copy)]
@@ -36,86 +20,6 @@ pub struct NodeView<'a> {
     /// evaluation reads it: the device ids that could not be placed, or
     /// why the node's GPUs cannot be attributed to pods.
     pub attribution: Result<&'a [Unplaced], &'a str>,
-}
-
-/// One GPU's part in a value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Explained {
-    pub node: String,
-    pub index: u32,
-    pub uuid: String,
-    /// `namespace/pod` of each container holding it.
-    pub pods: Vec<String>,
-    pub value: Option<f64>,
-    pub counted: bool,
-    pub reason: String,
-}
-
-/// A trigger's value (or why there is none) and, when asked for, how it
-/// came about.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub value: Result<f64, EvalError>,
-    pub explained: Vec<Explained>,
-    /// GPUs the trigger selected (by index and pods), counted or not. 0
-    /// with a selector means no pod of it was found.
-    pub selected: usize,
-    /// Peers left out of the value, and why.
-    pub notes: Vec<Note>,
-    /// Engine triggers: each replica's part in the value.
-    pub replicas: Vec<ReplicaLine>,
-}
-
-/// One engine replica's part in a value (or an endpoint with none).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplicaLine {
-    /// The endpoint as configured (`http://host:port/path`).
-    pub endpoint: String,
-    /// The address read; empty when the endpoint had none.
-    pub address: String,
-    pub value: Option<f64>,
-    pub counted: bool,
-    pub reason: String,
-}
-
-/// A peer left out of a value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Note {
-    /// The peer's address.
-    pub peer: String,
-    pub kind: NoteKind,
-    /// For `query --explain` and the log.
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoteKind {
-    /// A node-wide trigger's value left out a peer that did not answer.
-    Missing,
-    /// A silent peer whose last report held none of the selector's pods.
-    Skipped,
-    /// A silent peer with no trusted report; the value came from pods elsewhere.
-    Unknown,
-}
-
-impl Outcome {
-    /// No value, for a reason that precedes any GPU (NVML down, no peers).
-    pub fn unavailable(reason: String) -> Self {
-        Self {
-            value: Err(EvalError::Unavailable(reason)),
-            explained: Vec::new(),
-            selected: 0,
-            notes: Vec::new(),
-            replicas: Vec::new(),
-        }
-    }
-}
-
-/// Whether to build the per-GPU explanation (only `query --explain` reads it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
-    ValueOnly,
-    Explained,
 }
 
 /// The trigger over this node's snapshot, with the explanation when

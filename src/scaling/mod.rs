@@ -1,12 +1,14 @@
 //! What a trigger asks and how it is answered: metadata parsing, profiles
 //! and selectors (`trigger`, cached per ScaledObject in `trigger_cache`),
 //! evaluation and aggregation over a list of nodes (`evaluate`) or over an
-//! engine's replicas (`replicas`), the HPA's arithmetic (`hpa`), and
+//! engine's replicas (`replicas`), what either hands on (`outcome`), the
+//! HPA's arithmetic (`hpa`), and
 //! durations as users type them (`duration`). Pure: no I/O, no threads.
 
 pub mod duration;
 pub mod evaluate;
 pub mod hpa;
+pub mod outcome;
 pub mod replicas;
 pub mod trigger;
 pub mod trigger_cache;

@@ -5,12 +5,13 @@
 //! other fault is an error. A workload at zero replicas is 0; a name that
 //! may be a typo is not. Pure: scrapes and the time in, an outcome out.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::scrape::{Replica, Resolution, Scrape, LAST_READ_TRUST};
 use crate::engine::signals::Unread;
-use crate::scaling::evaluate::{Detail, EvalError, Outcome, ReplicaLine};
+use crate::scaling::outcome::{Detail, EvalError, Fault, Outcome, ReplicaLine, ReplicaStatus};
 use crate::scaling::trigger::{Aggregation, EngineSource, Trigger};
 
 /// Whether `engine_outcome` needs to know if the trigger's workload has
@@ -62,18 +63,18 @@ fn evaluate(
     let mut stood_in = Vec::new();
     let mut missing: Vec<usize> = Vec::new();
     // Every replica not read now, and why (for the error when none is).
-    let mut unread: Vec<(String, String)> = Vec::new();
+    let mut unread: Vec<(SocketAddr, Fault)> = Vec::new();
     let mut empty = Vec::new();
     // Endpoints with no address now, and their replicas' last reads.
     let mut emptied: Vec<(String, &[Replica])> = Vec::new();
     for scrape in scrapes {
         let endpoint = scrape.endpoint.to_string();
-        let no_address = |reason: String| ReplicaLine {
+        let no_address = |status: ReplicaStatus| ReplicaLine {
             endpoint: endpoint.clone(),
             address: String::new(),
             value: None,
             counted: false,
-            reason,
+            status,
         };
         match &scrape.resolution {
             Resolution::Addresses => {}
@@ -81,57 +82,66 @@ fn evaluate(
                 let what = format!("{endpoint} has no address ({error})");
                 emptied.push((what.clone(), &scrape.vanished));
                 empty.push(what);
-                lines.push(no_address(format!("no address: {error}")));
+                lines.push(no_address(ReplicaStatus::NoAddress(error.clone())));
             }
             Resolution::NoSuchName(error) => {
                 let what = format!("{endpoint} is unknown to DNS ({error})");
                 emptied.push((what.clone(), &scrape.vanished));
                 empty.push(what);
-                lines.push(no_address(format!("unknown to DNS: {error}")));
+                lines.push(no_address(ReplicaStatus::UnknownToDns(error.clone())));
             }
-            Resolution::Failed(error) => {
-                lines.push(no_address(error.clone()));
+            Resolution::Failed(failure) => {
+                lines.push(no_address(ReplicaStatus::Unresolved(failure.clone())));
                 return Err(EvalError::Unavailable(format!(
-                    "cannot read engine endpoint {endpoint}: {error}"
+                    "cannot read engine endpoint {endpoint}: {failure}"
                 )));
             }
         }
         for replica in &scrape.replicas {
             let result = match &replica.page {
-                Err(error) => Err(error.clone()),
+                Err(error) => Err(Fault::Read(error.clone())),
                 Ok(page) => match source.query.read(&page.families, &page.declared) {
                     Ok(value) => Ok(value),
-                    Err(Unread::NotAGauge(message)) => {
+                    Err(not_a_gauge @ Unread::NotAGauge { .. }) => {
                         return Err(EvalError::InvalidArgument(format!(
-                            "invalid engineMetric: {message} (replica {} of {endpoint})",
+                            "invalid engineMetric: {not_a_gauge} (replica {} of {endpoint})",
                             replica.address
                         )))
                     }
-                    Err(unread) => Err(unread.message().to_string()),
+                    Err(unread) => Err(Fault::Unread(unread)),
                 },
             };
-            let line = |value: Option<f64>, reason: String| ReplicaLine {
+            let line = |value: Option<f64>, status: ReplicaStatus| ReplicaLine {
                 endpoint: endpoint.clone(),
                 address: replica.address.to_string(),
                 value,
                 counted: value.is_some(),
-                reason,
+                status,
             };
             match result {
                 Ok(value) => {
                     read.push(value);
-                    lines.push(line(Some(value), String::from("counted")));
+                    lines.push(line(Some(value), ReplicaStatus::Counted));
                 }
-                Err(error) => {
-                    unread.push((replica.address.to_string(), error.clone()));
+                Err(fault) => {
+                    unread.push((replica.address, fault.clone()));
                     match last_read(source, replica, now) {
-                        Some((value, why)) => {
+                        Some((value, age)) => {
                             stood_in.push(value);
-                            lines.push(line(Some(value), format!("missing ({error}); {why}")));
+                            lines.push(line(
+                                Some(value),
+                                ReplicaStatus::LastRead { fault, value, age },
+                            ));
                         }
                         None => {
                             missing.push(lines.len());
-                            lines.push(line(None, error));
+                            lines.push(line(
+                                None,
+                                ReplicaStatus::Missing {
+                                    fault,
+                                    stand_in: None,
+                                },
+                            ));
                         }
                     }
                 }
@@ -149,7 +159,7 @@ fn evaluate(
     for (what, vanished) in emptied {
         let mut known = 0;
         for replica in vanished {
-            if let Some((value, why)) = last_read(source, replica, now) {
+            if let Some((value, age)) = last_read(source, replica, now) {
                 known += 1;
                 stood_in.push(value);
                 lines.push(ReplicaLine {
@@ -157,7 +167,7 @@ fn evaluate(
                     address: replica.address.to_string(),
                     value: Some(value),
                     counted: true,
-                    reason: format!("no longer named by DNS; {why}"),
+                    status: ReplicaStatus::Vanished { value, age },
                 });
             }
         }
@@ -171,7 +181,7 @@ fn evaluate(
         let mut errors: Vec<String> = unread
             .iter()
             .take(MAX_LISTED)
-            .map(|(address, error)| format!("{address}: {}", shorten(error)))
+            .map(|(address, fault)| format!("{address}: {}", shorten(&fault.to_string())))
             .collect();
         if unread.len() > MAX_LISTED {
             errors.push(format!(
@@ -187,10 +197,13 @@ fn evaluate(
     }
 
     read.extend(stood_in);
-    let (value, stand_in) = with_missing(trigger.aggregation, trigger.target, &read, missing.len());
+    let counted = with_missing(trigger.aggregation, trigger.target, &read, missing.len());
     for &i in &missing {
-        lines[i].reason = format!("missing, counted as {stand_in}: {}", lines[i].reason);
+        if let ReplicaStatus::Missing { stand_in, .. } = &mut lines[i].status {
+            *stand_in = Some(counted.stand_in);
+        }
     }
+    let value = counted.value;
     if !value.is_finite() || value < 0.0 {
         return Err(EvalError::Unavailable(format!(
             "the replicas aggregated to {value}, which is not a valid metric value"
@@ -200,9 +213,8 @@ fn evaluate(
 }
 
 /// What a replica missing now last said, if recent (under
-/// [`LAST_READ_TRUST`]) and readable for this trigger, with the words for
-/// `--explain`.
-fn last_read(source: &EngineSource, replica: &Replica, now: Instant) -> Option<(f64, String)> {
+/// [`LAST_READ_TRUST`]) and readable for this trigger, with its age.
+fn last_read(source: &EngineSource, replica: &Replica, now: Instant) -> Option<(f64, Duration)> {
     let earlier = replica.earlier.as_ref()?;
     let age = now.saturating_duration_since(earlier.at);
     if age >= LAST_READ_TRUST {
@@ -212,13 +224,7 @@ fn last_read(source: &EngineSource, replica: &Replica, now: Instant) -> Option<(
         .query
         .read(&earlier.page.families, &earlier.page.declared)
         .ok()?;
-    Some((
-        value,
-        format!(
-            "counted as its last read, {value}, from {:.1}s ago",
-            age.as_secs_f64()
-        ),
-    ))
+    Some((value, age))
 }
 
 /// Replicas named in an error message; `--explain` lists them all.
@@ -267,22 +273,32 @@ fn endpoints(scrapes: &[Arc<Scrape>]) -> String {
     names.join(", ")
 }
 
+/// A value with replicas missing, and what each missing one counted as.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WithMissing {
+    pub value: f64,
+    /// What one missing replica counted as (0 when none is missing).
+    pub stand_in: f64,
+}
+
 /// The value with `missing` replicas that could not be read, as the HPA
 /// treats pods without metrics: at the target when the replicas read are
 /// below it, at 0 when above, and never so far that the direction of
 /// scaling reverses (then the value is the one that keeps the replica
 /// count). Sums assume `metricType: AverageValue` (the target is per
-/// replica); the other aggregations assume `Value`. Also returns what a
-/// missing replica counted as.
+/// replica); the other aggregations assume `Value`.
 pub fn with_missing(
     aggregation: Aggregation,
     target: f64,
     read: &[f64],
     missing: usize,
-) -> (f64, f64) {
+) -> WithMissing {
     let value = aggregation.apply(read).unwrap_or(0.0);
     if missing == 0 {
-        return (value, 0.0);
+        return WithMissing {
+            value,
+            stand_in: 0.0,
+        };
     }
     let replicas = (read.len() + missing) as f64;
     // What one replica reads, to compare with the target.
@@ -304,7 +320,7 @@ pub fn with_missing(
     } else {
         with.max(steady)
     };
-    (value, stand_in)
+    WithMissing { value, stand_in }
 }
 
 #[cfg(test)]
@@ -314,48 +330,57 @@ mod tests {
     #[test]
     fn a_missing_replica_pushes_neither_up_nor_down() {
         // Sum of queues, target 5 per replica: 2 read replicas below target.
-        let (value, stand_in) = with_missing(Aggregation::Sum, 5.0, &[1.0, 2.0], 1);
+        let WithMissing { value, stand_in } = with_missing(Aggregation::Sum, 5.0, &[1.0, 2.0], 1);
         assert_eq!((value, stand_in), (8.0, 5.0));
         // Above target: the missing one counts as 0 ...
-        let (value, stand_in) = with_missing(Aggregation::Sum, 5.0, &[20.0, 30.0], 1);
+        let WithMissing { value, stand_in } = with_missing(Aggregation::Sum, 5.0, &[20.0, 30.0], 1);
         assert_eq!((value, stand_in), (50.0, 0.0));
         // ... unless that would read below 3 x 5 and scale down.
-        let (value, _) = with_missing(Aggregation::Sum, 5.0, &[6.0, 6.0], 1);
+        let value = with_missing(Aggregation::Sum, 5.0, &[6.0, 6.0], 1).value;
         assert_eq!(value, 15.0);
         // Averages (Value): below, the missing one sits at the target.
         assert_eq!(
             with_missing(Aggregation::Avg, 80.0, &[40.0, 60.0], 2),
-            (65.0, 80.0)
+            WithMissing {
+                value: 65.0,
+                stand_in: 80.0
+            }
         );
         // Above: at 0 it would read 45 and scale down; it keeps the count.
         assert_eq!(
             with_missing(Aggregation::Avg, 80.0, &[90.0], 1),
-            (80.0, 0.0)
+            WithMissing {
+                value: 80.0,
+                stand_in: 0.0
+            }
         );
         assert_eq!(
-            with_missing(Aggregation::Avg, 80.0, &[100.0, 100.0], 1).0,
+            with_missing(Aggregation::Avg, 80.0, &[100.0, 100.0], 1).value,
             80.0
         );
         assert_eq!(
-            with_missing(Aggregation::Avg, 60.0, &[100.0, 100.0], 1).0,
+            with_missing(Aggregation::Avg, 60.0, &[100.0, 100.0], 1).value,
             200.0 / 3.0
         );
         // Max below the target never scales down while one is missing.
-        assert_eq!(with_missing(Aggregation::Max, 80.0, &[10.0], 1).0, 80.0);
-        assert_eq!(with_missing(Aggregation::Max, 80.0, &[95.0], 1).0, 95.0);
+        assert_eq!(with_missing(Aggregation::Max, 80.0, &[10.0], 1).value, 80.0);
+        assert_eq!(with_missing(Aggregation::Max, 80.0, &[95.0], 1).value, 95.0);
         // Min above the target would read 0; it keeps the count instead.
         assert_eq!(
-            with_missing(Aggregation::Min, 80.0, &[90.0, 95.0], 1).0,
+            with_missing(Aggregation::Min, 80.0, &[90.0, 95.0], 1).value,
             80.0
         );
         assert_eq!(
-            with_missing(Aggregation::Min, 80.0, &[10.0, 95.0], 1).0,
+            with_missing(Aggregation::Min, 80.0, &[10.0, 95.0], 1).value,
             10.0
         );
         // Nothing missing: the plain aggregate.
         assert_eq!(
             with_missing(Aggregation::Sum, 5.0, &[1.0, 2.0], 0),
-            (3.0, 0.0)
+            WithMissing {
+                value: 3.0,
+                stand_in: 0.0
+            }
         );
     }
 }

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::aggregation::Aggregation;
 use crate::engine::endpoint::{self, Endpoint};
-use crate::engine::signals::{self, Engine, Query, Series, Signal, Within};
+use crate::engine::signals::{self, Engine, Query, Series, Signal};
 use crate::node::gpu_metric::Metric;
 use crate::scaling::duration::format_duration;
 
@@ -133,44 +134,6 @@ pub const PROFILES: [Profile; 8] = [
         activation_threshold: 5.0,
     },
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aggregation {
-    Max,
-    Min,
-    Avg,
-    Sum,
-}
-
-impl Aggregation {
-    pub const ALL: [Aggregation; 4] = [
-        Aggregation::Max,
-        Aggregation::Min,
-        Aggregation::Avg,
-        Aggregation::Sum,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Aggregation::Max => "max",
-            Aggregation::Min => "min",
-            Aggregation::Avg => "avg",
-            Aggregation::Sum => "sum",
-        }
-    }
-
-    /// Aggregates the values; `None` for an empty set.
-    pub fn apply(self, values: &[f64]) -> Option<f64> {
-        let first = *values.first()?;
-        let rest = values[1..].iter().copied();
-        Some(match self {
-            Aggregation::Max => rest.fold(first, f64::max),
-            Aggregation::Min => rest.fold(first, f64::min),
-            Aggregation::Sum => rest.fold(first, |a, b| a + b),
-            Aggregation::Avg => rest.fold(first, |a, b| a + b) / values.len() as f64,
-        })
-    }
-}
 
 /// Which of the node's GPUs a trigger reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -579,12 +542,7 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
     let aggregation = aggregation.unwrap_or(default_aggregation);
     let source = match source {
         Source::Engine(mut engine) if matches!(engine.reads, EngineReads::Metric(_)) => {
-            engine.query.within = match aggregation {
-                Aggregation::Sum => Within::Sum,
-                Aggregation::Max => Within::Max,
-                Aggregation::Min => Within::Min,
-                Aggregation::Avg => Within::Avg,
-            };
+            engine.query.within = aggregation;
             Source::Engine(engine)
         }
         source => source,
@@ -730,7 +688,7 @@ fn parse_source(
         ),
         EngineReads::Metric(_) => {
             let custom = get("engineMetric").expect("engineMetric was given");
-            (vec![parse_engine_metric(custom)?], Within::Sum, true)
+            (vec![parse_engine_metric(custom)?], Aggregation::Sum, true)
         }
     };
     Ok(Source::Engine(EngineSource {
@@ -1592,7 +1550,7 @@ mod tests {
         let source = engine_of(&trigger);
         assert_eq!(source.engine, None);
         assert!(source.query.gauges_only);
-        assert_eq!(source.query.within, Within::Max);
+        assert_eq!(source.query.within, Aggregation::Max);
         assert_eq!(
             source.query.series,
             vec![Series {

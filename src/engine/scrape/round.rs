@@ -1,0 +1,236 @@
+//! One round over one endpoint: resolve its name within the deadline, read
+//! every address (at most [`MAX_PARALLEL`] at once, all under one
+//! deadline), parse each page keeping only the families asked for, carry
+//! each address's last read, and keep what fits the series budget. Runs on
+//! the round's own thread (`cache` starts it); never on a gRPC thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::endpoint::Endpoint;
+use crate::engine::http;
+use crate::engine::prom::{self, prefix, Want};
+use crate::engine::resolve::Resolved;
+
+use super::budget::{MAX_PARALLEL, MAX_SERIES_KEPT, MAX_SIMILAR};
+use super::cache::{Plan, Scraper};
+use super::last_read::{earlier_pages, Earlier};
+use super::outcome::{ReadError, ReadOutcome, RoundFailure};
+use super::{PageFamilies, Replica, Resolution, Scrape};
+
+const WORKER_STACK: usize = 256 * 1024;
+
+impl Scraper {
+    /// Resolves the endpoint and reads every address before the deadline.
+    pub(super) fn round(&self, plan: Plan) -> Scrape {
+        let Plan {
+            endpoint,
+            wanted,
+            timeout,
+            predecessor_bytes,
+            previous,
+        } = plan;
+        let deadline = Instant::now() + timeout;
+        let (resolution, addresses) = match self.resolve(&endpoint, deadline) {
+            Ok(Resolved::Addresses(addresses)) => (Resolution::Addresses, one_family(addresses)),
+            Ok(Resolved::NoAddress(error)) => (Resolution::NoAddress(error), Vec::new()),
+            Ok(Resolved::NoSuchName(error)) => (Resolution::NoSuchName(error), Vec::new()),
+            Ok(Resolved::Failed(error)) => (
+                Resolution::Failed(RoundFailure::DnsLookup(error)),
+                Vec::new(),
+            ),
+            Err(failure) => (Resolution::Failed(failure), Vec::new()),
+        };
+        let wants: Vec<Want> = wanted.iter().cloned().collect();
+        let limit = self.config.max_replicas;
+        let read = addresses.len().min(limit);
+        let mut pages = self.read_all(&endpoint, &addresses[..read], &wants, deadline, timeout);
+        pages.extend((read..addresses.len()).map(|_| Err(ReadError::PastReplicaCap { limit })));
+        let earlier = earlier_pages(previous.as_deref(), Instant::now());
+        drop(previous);
+        let mut replicas: Vec<Replica> = addresses
+            .iter()
+            .zip(pages)
+            .map(|(address, page)| Replica {
+                address: *address,
+                page: page.map(Arc::new),
+                earlier: earlier.get(address).cloned(),
+            })
+            .collect();
+        let mut vanished: Vec<Replica> = Vec::new();
+        if addresses.is_empty() {
+            let mut known: Vec<(&SocketAddr, &Earlier)> = earlier.iter().collect();
+            known.sort_by_key(|(address, _)| **address);
+            vanished = known
+                .into_iter()
+                .map(|(address, earlier)| Replica {
+                    address: *address,
+                    page: Err(ReadError::NoLongerNamed),
+                    earlier: Some(earlier.clone()),
+                })
+                .collect();
+        }
+        // Keep what fits the budget (this endpoint's previous round, which
+        // this one replaces, counts as free); a page over it is missing,
+        // and an earlier page over it is forgotten.
+        let mut share = self.series.open_share(predecessor_bytes);
+        for replica in replicas.iter_mut().chain(vanished.iter_mut()) {
+            if let Ok(parsed) = &replica.page {
+                if !share.take(parsed.bytes()) {
+                    replica.page = Err(ReadError::NotKept {
+                        budget: self.series.limit(),
+                    });
+                }
+            }
+            if let Some(earlier) = &replica.earlier {
+                if !share.take(earlier.page.bytes()) {
+                    replica.earlier = None;
+                }
+            }
+        }
+        Scrape {
+            replicas,
+            vanished,
+            endpoint,
+            completed_at: Instant::now(),
+            kept_wants: wanted,
+            resolution,
+            share,
+        }
+    }
+
+    /// The resolver's answer, or why none came before the deadline
+    /// (`getaddrinfo` cannot be interrupted; its thread finishes on its
+    /// own and its answer is dropped).
+    fn resolve(&self, endpoint: &Endpoint, deadline: Instant) -> Result<Resolved, RoundFailure> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let resolver = self.config.resolver.clone();
+        let (host, port) = (endpoint.host.clone(), endpoint.port);
+        std::thread::Builder::new()
+            .name("engine-dns".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                let _ = sender.send((resolver.0)(&host, port));
+            })
+            .map_err(|e| RoundFailure::DnsThread(e.to_string()))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(resolved) => Ok(resolved),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(RoundFailure::DnsTimeout { left })
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(RoundFailure::DnsPanicked),
+        }
+    }
+
+    /// Every address, at most `MAX_PARALLEL` at once, in address order.
+    fn read_all(
+        &self,
+        endpoint: &Endpoint,
+        addresses: &[SocketAddr],
+        wants: &[Want],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Vec<Result<PageFamilies, ReadError>> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<PageFamilies, ReadError>>>> =
+            Mutex::new((0..addresses.len()).map(|_| None).collect());
+        let host = endpoint.host_header();
+        let work = || loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(address) = addresses.get(index) else {
+                return;
+            };
+            let read = if Instant::now() >= deadline {
+                Err(ReadError::NotRead { timeout })
+            } else {
+                self.read_one(*address, &host, &endpoint.path, wants, deadline)
+            };
+            self.count(match &read {
+                Ok(_) => ReadOutcome::Ok,
+                Err(error) => error.outcome(),
+            });
+            super::cache::lock(&results)[index] = Some(read);
+        };
+        let workers = addresses.len().min(MAX_PARALLEL);
+        std::thread::scope(|scope| {
+            let mut spawned = 0;
+            for _ in 1..workers {
+                let started = std::thread::Builder::new()
+                    .name("engine-read".into())
+                    .stack_size(WORKER_STACK)
+                    .spawn_scoped(scope, work);
+                if started.is_ok() {
+                    spawned += 1;
+                }
+            }
+            log::trace!("engine scrape of {endpoint}: {} workers", spawned + 1);
+            // This thread works too, so a round always makes progress, and
+            // takes every address left: none is without a result.
+            work();
+        });
+        results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ReadError::NotRead { timeout })))
+            .collect()
+    }
+
+    fn read_one(
+        &self,
+        address: SocketAddr,
+        host: &str,
+        path: &str,
+        wants: &[Want],
+        deadline: Instant,
+    ) -> Result<PageFamilies, ReadError> {
+        let page = http::get(
+            address,
+            host,
+            path,
+            deadline,
+            self.config.max_body,
+            &self.bodies,
+        )
+        .map_err(ReadError::Http)?;
+        let (found, declared) = prom::families_wanted(&page.text, wants, MAX_SERIES_KEPT)
+            .map_err(ReadError::NotPrometheus)?;
+        let prefixes: Vec<&str> = wants.iter().map(|w| prefix(&w.family)).collect();
+        let declared = declared
+            .into_iter()
+            .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
+            .take(MAX_SIMILAR)
+            .collect();
+        Ok(PageFamilies {
+            families: found,
+            declared,
+        })
+    }
+}
+
+/// One address per pod: a dual-stack headless Service answers with an
+/// IPv4 and an IPv6 address for each, which would count every replica
+/// twice. IPv4 when there is any, else IPv6.
+fn one_family(addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    if addresses.iter().any(SocketAddr::is_ipv4) {
+        addresses.into_iter().filter(SocketAddr::is_ipv4).collect()
+    } else {
+        addresses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dual_stack_name_counts_each_pod_once() {
+        let v4: SocketAddr = "10.0.0.1:8000".parse().unwrap();
+        let v6: SocketAddr = "[fd00::1]:8000".parse().unwrap();
+        assert_eq!(one_family(vec![v6, v4]), vec![v4]);
+        assert_eq!(one_family(vec![v6]), vec![v6]);
+    }
+}

@@ -1,0 +1,311 @@
+//! The cache of rounds and a round, through real replicas on loopback
+//! (`fake-engine`): caps, budgets, single flight, DNS deadlines, shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::cache::{forget_old, Entry, FORGET_AFTER};
+use super::*;
+use crate::engine::http::HttpError;
+use crate::engine::resolve::Resolved;
+use fake_engine::{Behaviour, Kind, Load, Replica};
+
+fn scraper(config: impl FnOnce(&mut ScrapeConfig)) -> Arc<Scraper> {
+    let mut settings = ScrapeConfig::new(Duration::from_secs(60));
+    config(&mut settings);
+    Scraper::new(settings)
+}
+
+fn endpoint(replica: &Replica) -> Endpoint {
+    Endpoint {
+        host: replica.address().ip().to_string(),
+        port: replica.address().port(),
+        path: String::from("/metrics"),
+    }
+}
+
+fn busy() -> Behaviour {
+    Behaviour::new(
+        Kind::Vllm,
+        Load {
+            waiting: 4,
+            ..Load::default()
+        },
+    )
+}
+
+fn wants(families: &[&str]) -> Vec<Want> {
+    families.iter().map(|f| Want::all(f)).collect()
+}
+
+fn scrape(scraper: &Arc<Scraper>, endpoint: &Endpoint, families: &[&str]) -> Arc<Scrape> {
+    futures_executor::block_on(scraper.scrape(endpoint, &wants(families), Duration::from_secs(5)))
+}
+
+#[test]
+fn pages_are_capped_each_and_together() {
+    let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+    let endpoint = endpoint(&replica);
+    let size = fake_engine::page(Kind::Vllm, &busy().load).len();
+    // A page exactly at the per-page cap is read; one byte less is not.
+    let at_cap = scraper(|c| c.max_body = size);
+    let page = &scrape(&at_cap, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
+    assert!(page.is_ok(), "{page:?}");
+    let below = scraper(|c| c.max_body = size - 1);
+    let page = &scrape(&below, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
+    assert!(
+        matches!(page, Err(ReadError::Http(HttpError::TooLarge(_)))),
+        "{page:?}"
+    );
+    // Pages read at once share the budget: one that does not fit is
+    // refused, and the budget is whole again afterwards.
+    let small = scraper(|c| c.body_budget_bytes = size / 2);
+    let page = &scrape(&small, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
+    assert!(
+        matches!(page, Err(ReadError::Http(HttpError::TooLarge(m))) if m.contains("in use by other pages")),
+        "{page:?}"
+    );
+    assert_eq!(small.bodies.in_use(), 0);
+    assert_eq!(at_cap.bodies.in_use(), 0);
+}
+
+#[test]
+fn series_kept_across_rounds_are_capped() {
+    let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+    let endpoint = endpoint(&replica);
+    let wanted = ["vllm:num_requests_waiting"];
+    let probe = scraper(|_| {});
+    let one = scrape(&probe, &endpoint, &wanted);
+    let bytes = one.series_bytes();
+    assert!(bytes > 0 && probe.series.in_use() == bytes);
+    drop(one);
+    // The probe's cache still holds the round.
+    assert_eq!(probe.series.in_use(), bytes);
+    // Room for exactly one page: the first endpoint's round is kept,
+    // a second endpoint's replica is missing, saying why.
+    let tight = scraper(|c| c.series_budget_bytes = bytes);
+    assert!(scrape(&tight, &endpoint, &wanted).replicas[0].page.is_ok());
+    let other = Endpoint {
+        host: String::from("localhost"),
+        ..endpoint.clone()
+    };
+    let page = &scrape(&tight, &other, &wanted).replicas[0].page;
+    assert!(
+        matches!(page, Err(ReadError::NotKept { budget }) if *budget == bytes),
+        "{page:?}"
+    );
+}
+
+#[test]
+fn a_family_not_read_yet_starts_one_more_round_then_both_are_cached() {
+    let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+    let endpoint = endpoint(&replica);
+    let scraper = scraper(|_| {});
+    let waiting = scrape(&scraper, &endpoint, &["vllm:num_requests_waiting"]);
+    assert_eq!(waiting.replicas[0].page.as_ref().unwrap().families.len(), 1);
+    let running = scrape(&scraper, &endpoint, &["vllm:num_requests_running"]);
+    assert_eq!(scraper.rounds(), 2);
+    assert_eq!(running.kept_wants.len(), 2, "the second round reads both");
+    for families in [
+        &["vllm:num_requests_waiting"][..],
+        &["vllm:num_requests_running"],
+    ] {
+        scrape(&scraper, &endpoint, families);
+    }
+    assert_eq!(scraper.rounds(), 2);
+    assert_eq!(replica.hits(), 2);
+}
+
+#[test]
+fn endpoints_are_forgotten_when_idle_or_past_the_cap() {
+    // A "now" in the future, so that the ages below never reach back
+    // before this machine's boot (where Instant cannot go).
+    let now = Instant::now() + 2 * FORGET_AFTER;
+    let endpoint = |i: usize| Endpoint {
+        host: format!("h{i}"),
+        port: 1,
+        path: String::from("/metrics"),
+    };
+    let mut entries: HashMap<Endpoint, Entry> = HashMap::new();
+    for i in 0..MAX_CACHED_ENDPOINTS {
+        let mut entry = Entry::new(now);
+        // Endpoint i was last asked for i + 1 ms ago.
+        entry.last_asked = now - Duration::from_millis(1 + i as u64);
+        entries.insert(endpoint(i), entry);
+    }
+    // At the cap, a new endpoint makes room by dropping the least
+    // recently asked one.
+    forget_old(&mut entries, &endpoint(MAX_CACHED_ENDPOINTS), now);
+    assert_eq!(entries.len(), MAX_CACHED_ENDPOINTS - 1);
+    assert!(!entries.contains_key(&endpoint(MAX_CACHED_ENDPOINTS - 1)));
+    // An endpoint nobody asked for in FORGET_AFTER goes; a running one stays.
+    entries.get_mut(&endpoint(1)).unwrap().last_asked = now - FORGET_AFTER;
+    let running = entries.get_mut(&endpoint(2)).unwrap();
+    running.last_asked = now - FORGET_AFTER;
+    running.running = true;
+    forget_old(&mut entries, &endpoint(3), now);
+    assert!(!entries.contains_key(&endpoint(1)));
+    assert!(entries.contains_key(&endpoint(2)));
+}
+
+fn resolver(answer: impl Fn(&str, u16) -> Resolved + Send + Sync + 'static) -> Resolver {
+    Resolver(Arc::new(answer))
+}
+
+#[test]
+fn dns_is_bounded_by_the_deadline_and_its_failures_are_failures() {
+    let endpoint = Endpoint {
+        host: String::from("slow.dns"),
+        port: 8000,
+        path: String::from("/metrics"),
+    };
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = Mutex::new(blocked);
+    let slow = scraper(|c| {
+        c.resolver = resolver(move |_, _| {
+            let _ = blocked.lock().unwrap().recv();
+            Resolved::NoAddress(String::from("late"))
+        })
+    });
+    let round = futures_executor::block_on(slow.scrape(
+        &endpoint,
+        &wants(&["x"]),
+        Duration::from_millis(100),
+    ));
+    assert!(
+        matches!(
+            &round.resolution,
+            Resolution::Failed(RoundFailure::DnsTimeout { .. })
+        ),
+        "{:?}",
+        round.resolution
+    );
+    drop(release);
+    let panicking = scraper(|c| c.resolver = resolver(|_, _| panic!("resolver bug")));
+    let round = scrape(&panicking, &endpoint, &["x"]);
+    assert!(
+        matches!(
+            &round.resolution,
+            Resolution::Failed(RoundFailure::DnsPanicked)
+        ),
+        "{:?}",
+        round.resolution
+    );
+}
+
+#[test]
+fn shutdown_waits_for_a_round_in_flight_and_answers_it() {
+    let stalled = Replica::start(
+        "127.0.0.1:0",
+        Behaviour {
+            answer: fake_engine::Answer::Stall,
+            ..busy()
+        },
+    )
+    .unwrap();
+    let scraper = scraper(|_| {});
+    let pending = scraper.scrape(
+        &endpoint(&stalled),
+        &wants(&["vllm:num_requests_waiting"]),
+        Duration::from_millis(300),
+    );
+    // The round is counted before `scrape` returns, so shutdown waits for it.
+    assert_eq!(scraper.running.load(Ordering::SeqCst), 1);
+    scraper.shutdown();
+    assert_eq!(scraper.running.load(Ordering::SeqCst), 0);
+    let round = futures_executor::block_on(pending);
+    assert!(
+        matches!(&round.replicas[0].page, Err(e) if e.is_timeout()),
+        "{round:?}"
+    );
+}
+
+#[test]
+fn a_steady_round_replaces_its_predecessor_within_the_cap() {
+    let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+    let endpoint = endpoint(&replica);
+    let wanted = ["vllm:num_requests_waiting"];
+    let bytes = scrape(&scraper(|_| {}), &endpoint, &wanted).series_bytes();
+    // Room for exactly one round, and every call a new round.
+    let tight = scraper(|c| {
+        c.series_budget_bytes = bytes;
+        c.interval = Duration::ZERO;
+    });
+    for _ in 0..5 {
+        let round = scrape(&tight, &endpoint, &wanted);
+        let page = round.replicas[0].page.as_ref();
+        let waiting = page.ok().map(|p| p.families[0].samples[0].value);
+        assert_eq!(waiting, Some(4.0), "{round:?}");
+    }
+    // Five rounds, each a fresh read of the replica (one more sized it).
+    assert_eq!(tight.rounds(), 5);
+    assert_eq!(replica.hits(), 6);
+}
+
+#[test]
+fn chunked_pages_are_read() {
+    let replica = Replica::start(
+        "127.0.0.1:0",
+        Behaviour {
+            chunked: true,
+            ..busy()
+        },
+    )
+    .unwrap();
+    let round = scrape(
+        &scraper(|_| {}),
+        &endpoint(&replica),
+        &["vllm:num_requests_waiting"],
+    );
+    let page = round.replicas[0].page.as_ref().unwrap();
+    assert_eq!(page.families[0].samples[0].value, 4.0);
+}
+
+#[test]
+fn addresses_past_the_replica_cap_are_missing_not_dropped() {
+    let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+    let address = replica.address();
+    let capped = scraper(|c| {
+        c.max_replicas = 1;
+        c.resolver = resolver(move |_, _| {
+            Resolved::Addresses(vec![
+                address,
+                SocketAddr::new("127.0.0.9".parse().unwrap(), 1),
+            ])
+        });
+    });
+    let endpoint = Endpoint {
+        host: String::from("two.dns"),
+        ..endpoint(&replica)
+    };
+    let round = scrape(&capped, &endpoint, &["vllm:num_requests_waiting"]);
+    assert_eq!(round.replicas.len(), 2);
+    assert!(round.replicas[0].page.is_ok());
+    assert!(
+        matches!(
+            &round.replicas[1].page,
+            Err(ReadError::PastReplicaCap { limit: 1 })
+        ),
+        "{round:?}"
+    );
+}
+
+#[test]
+fn after_shutdown_nothing_is_read() {
+    let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+    let scraper = scraper(|_| {});
+    scraper.shutdown();
+    let scrape = scrape(
+        &scraper,
+        &endpoint(&replica),
+        &["vllm:num_requests_waiting"],
+    );
+    assert_eq!(
+        scrape.resolution,
+        Resolution::Failed(RoundFailure::ShuttingDown)
+    );
+    assert_eq!(replica.hits(), 0);
+}
