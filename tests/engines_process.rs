@@ -76,6 +76,7 @@ fn a_stopped_replica_counts_as_its_last_read_never_zero() {
                 "--sample-interval",
                 "500ms",
             ])
+            .args(LAB_POLICY_FLAGS)
             .arg("--nvml-library")
             .arg(&fake.library)
             .env("RUST_LOG", "info")
@@ -218,6 +219,7 @@ fn a_service_name_without_addresses_through_system_dns() {
                 "--sample-interval",
                 "200ms",
             ])
+            .args(LAB_POLICY_FLAGS)
             .arg("--nvml-library")
             .arg(&fake.library)
             .arg("--pod-resources-socket")

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engine::policy::{self, EndpointPolicy};
 use crate::grpc::tls::TlsFiles;
 use crate::node::backend::{BackendChoice, BackendConfig};
 use crate::scaling::duration::parse_duration;
@@ -19,6 +20,8 @@ USAGE:
                             [--peer-timeout D] [--peer-server-name NAME]
                             [--pod-resources-socket PATH]
                             [--gpu-resource-names LIST] [--metrics-listen ADDR]
+                            [--engine-allow-cidrs LIST] [--engine-any-namespace]
+                            [--cluster-domain DOMAIN]
     keda-gpu-scaler devices [--json] [--gpu-backend B] [--nvml-library PATH]
                             [--amd-smi-library PATH]
     keda-gpu-scaler query [--address HOST:PORT] [--metadata KEY=VALUE]... [--replicas N]
@@ -68,6 +71,22 @@ SERVE (the default):
     --metrics-listen ADDR  serve a Prometheus page (GET /metrics) for people
                            here; scaling never needs it [env
                            KEDA_GPU_SCALER_METRICS_LISTEN] [default: off]
+    --engine-allow-cidrs LIST
+                           address ranges engine endpoints may resolve to,
+                           comma-separated CIDRs; loopback, link-local,
+                           unspecified, multicast and broadcast addresses stay
+                           refused unless a range names them from inside
+                           [env KEDA_GPU_SCALER_ENGINE_ALLOW_CIDRS] [default
+                           10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,
+                           100.64.0.0/10,fc00::/7]
+    --engine-any-namespace let triggers name Services of other namespaces and
+                           IP addresses (within the allowed ranges)
+                           [env KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE=true]
+                           [default: only the ScaledObject's own namespace]
+    --cluster-domain DOMAIN
+                           the cluster's DNS domain, for SVC.NS.svc.DOMAIN
+                           [env KEDA_GPU_SCALER_CLUSTER_DOMAIN]
+                           [default cluster.local]
 
 DEVICES: one read of the GPUs (NVML or AMD SMI, as for serve), printed as
 a table (or JSON with --json).
@@ -116,6 +135,8 @@ pub struct ServeArgs {
     pub peer_server_name: Option<String>,
     pub pod_resources_socket: PathBuf,
     pub gpu_resource_names: Vec<String>,
+    /// Which engine endpoints triggers may name and read.
+    pub engine_policy: EndpointPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,7 +275,60 @@ fn serve_args(
                 .take_value("--gpu-resource-names")?
                 .or_else(|| env("KEDA_GPU_SCALER_GPU_RESOURCE_NAMES")),
         ),
+        engine_policy: engine_policy(flags, env)?,
     })
+}
+
+/// `--engine-allow-cidrs`, `--engine-any-namespace`, `--cluster-domain`.
+fn engine_policy(
+    flags: &mut Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EndpointPolicy, UsageError> {
+    let mut policy = EndpointPolicy::default();
+    if let Some(text) = flags
+        .take_value(policy::ALLOW_FLAG)?
+        .or_else(|| env("KEDA_GPU_SCALER_ENGINE_ALLOW_CIDRS").filter(|v| !v.is_empty()))
+    {
+        let allowed = policy::parse_cidrs(&text)
+            .map_err(|e| UsageError(format!("invalid {}: {e}", policy::ALLOW_FLAG)))?;
+        if allowed.is_empty() {
+            return Err(UsageError(format!(
+                "invalid {} {text:?}: name at least one range, e.g. 10.0.0.0/8",
+                policy::ALLOW_FLAG
+            )));
+        }
+        policy.allowed = allowed;
+    }
+    policy.any_namespace = flags.take_switch(policy::ANY_NAMESPACE_FLAG)
+        || match env("KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE").as_deref() {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                return Err(UsageError(format!(
+                    "invalid KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE {other:?}: expected true or false"
+                )))
+            }
+        };
+    if let Some(domain) = flags
+        .take_value(policy::CLUSTER_DOMAIN_FLAG)?
+        .or_else(|| env("KEDA_GPU_SCALER_CLUSTER_DOMAIN").filter(|v| !v.is_empty()))
+    {
+        let valid = domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if !valid {
+            return Err(UsageError(format!(
+                "invalid {} {domain:?}: expected a DNS domain, e.g. cluster.local",
+                policy::CLUSTER_DOMAIN_FLAG
+            )));
+        }
+        policy.cluster_domain = domain;
+    }
+    Ok(policy)
 }
 
 /// `--peer-timeout`: below the sample interval, so that a silent peer
@@ -522,9 +596,56 @@ mod tests {
             peer_server_name: None,
             pod_resources_socket: PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock"),
             gpu_resource_names: vec![],
+            engine_policy: EndpointPolicy::default(),
         });
         assert_eq!(parse(&[], &no_env), Ok(expected.clone()));
         assert_eq!(parse(&args("serve"), &no_env), Ok(expected));
+    }
+
+    #[test]
+    fn engine_policy_flags_and_their_twins() {
+        let Ok(Command::Serve(serve)) = parse(
+            &args("--engine-allow-cidrs 127.0.0.0/8,fd00::/8 --engine-any-namespace --cluster-domain k8s.lab"),
+            &no_env,
+        ) else {
+            panic!()
+        };
+        let policy = serve.engine_policy;
+        assert_eq!(
+            policy.allowed,
+            policy::parse_cidrs("127.0.0.0/8,fd00::/8").unwrap()
+        );
+        assert!(policy.any_namespace);
+        assert_eq!(policy.cluster_domain, "k8s.lab");
+        let env = |key: &str| match key {
+            "KEDA_GPU_SCALER_ENGINE_ALLOW_CIDRS" => Some("10.0.0.0/8".to_string()),
+            "KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE" => Some("true".to_string()),
+            _ => None,
+        };
+        let Ok(Command::Serve(serve)) = parse(&[], &env) else {
+            panic!()
+        };
+        assert_eq!(serve.engine_policy.allowed.len(), 1);
+        assert!(serve.engine_policy.any_namespace);
+        let refused = |line: &str| parse(&args(line), &no_env).unwrap_err().0;
+        assert_eq!(
+            refused("--engine-allow-cidrs 10.0.0.1/8"),
+            "invalid --engine-allow-cidrs: \"10.0.0.1/8\" has host bits set; the network is 10.0.0.0/8"
+        );
+        assert_eq!(
+            refused("--engine-allow-cidrs ,"),
+            "invalid --engine-allow-cidrs \",\": name at least one range, e.g. 10.0.0.0/8"
+        );
+        assert_eq!(
+            refused("--cluster-domain bad..domain"),
+            "invalid --cluster-domain \"bad..domain\": expected a DNS domain, e.g. cluster.local"
+        );
+        let yes =
+            |key: &str| (key == "KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE").then(|| "yes".to_string());
+        assert_eq!(
+            parse(&[], &yes).unwrap_err().0,
+            "invalid KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE \"yes\": expected true or false"
+        );
     }
 
     #[test]

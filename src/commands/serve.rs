@@ -26,6 +26,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         },
         engine_resolver: None,
         metrics_listen: args.metrics_listen.clone(),
+        engine_policy: args.engine_policy.clone(),
     };
     let running = server::start(&config)?;
     let host = args.listen.rsplit_once(':').map_or("", |(host, _)| host);

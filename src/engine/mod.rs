@@ -3,12 +3,14 @@
 //! Prometheus server: where the replicas are (`endpoint`, `resolve`), a
 //! small HTTP/1.1 GET client (`http`), a Prometheus text parser that reads
 //! only the families asked for (`prom`), each engine's names and how one
-//! page becomes one value (`signals`), and the shared, single-flight
-//! scrape of every replica (`scrape`). Nothing here knows about GPUs,
+//! page becomes one value (`signals`), which endpoints and addresses a
+//! trigger may read (`policy`), and the shared, single-flight scrape of
+//! every replica (`scrape`). Nothing here knows about GPUs,
 //! triggers or gRPC.
 
 pub mod endpoint;
 pub mod http;
+pub mod policy;
 pub mod prom;
 pub mod resolve;
 pub mod scrape;

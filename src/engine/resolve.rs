@@ -3,7 +3,9 @@
 //! Service whose pods are all gone or unready), a name DNS does not know,
 //! and a lookup that failed. `std`'s resolver folds all three into one
 //! `io::Error`, so this calls glibc's `getaddrinfo` directly. Blocking, as
-//! `getaddrinfo` is: callers run it on a scrape thread.
+//! `getaddrinfo` is: callers run it on a scrape thread. Also this host's
+//! own addresses (`getifaddrs`), which the endpoint policy refuses for the
+//! scaler's own ports.
 
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, SocketAddr};
@@ -123,9 +125,54 @@ fn describe(code: i32) -> String {
     text.to_string_lossy().into_owned()
 }
 
+/// Every address of this host's network interfaces (`getifaddrs`), so
+/// that the scaler can refuse to read its own listeners through them.
+/// Empty when the call fails.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `list`, which we free
+    // below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut addresses = Vec::new();
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned,
+        // valid until freeifaddrs.
+        let ifaddr = unsafe { &*entry };
+        if !ifaddr.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says
+            // which sockaddr_* it is.
+            let family = i32::from(unsafe { (*ifaddr.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let v4 = unsafe { &*(ifaddr.ifa_addr as *const libc::sockaddr_in) };
+                addresses.push(IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let v6 = unsafe { &*(ifaddr.ifa_addr as *const libc::sockaddr_in6) };
+                addresses.push(IpAddr::from(v6.sin6_addr.s6_addr));
+            }
+        }
+        entry = ifaddr.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_hosts_addresses_include_loopback() {
+        let own = local_addresses();
+        assert!(own.contains(&IpAddr::from([127, 0, 0, 1])), "{own:?}");
+    }
 
     #[test]
     fn literals_and_localhost() {

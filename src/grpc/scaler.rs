@@ -123,11 +123,16 @@ impl ScalerService {
         });
     }
 
-    pub fn new(scope: Scope, streams: StreamHub, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        scope: Scope,
+        streams: StreamHub,
+        stats: Arc<Stats>,
+        triggers: TriggerCache,
+    ) -> Self {
         Self {
             scope,
             streams,
-            triggers: Arc::default(),
+            triggers: Arc::new(triggers),
             stats,
         }
     }

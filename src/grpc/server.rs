@@ -12,6 +12,8 @@ use grpcio::{EnvBuilder, Environment, ServerBuilder, ServerCredentials};
 use crate::cluster::scope::{GpuScope, Scope};
 use crate::cluster::service::NodeService;
 use crate::cluster::sweep::{Cluster, ClusterConfig, PeerTls};
+use crate::engine::policy::EndpointPolicy;
+use crate::engine::resolve;
 use crate::engine::scrape::{Resolver, ScrapeConfig, Scraper};
 use crate::grpc::health::HealthService;
 use crate::grpc::scaler::ScalerService;
@@ -28,6 +30,7 @@ use crate::observe::stats::Stats;
 use crate::proto::externalscaler_grpc::create_external_scaler;
 use crate::proto::health_grpc::create_health;
 use crate::proto::node_grpc::create_node;
+use crate::scaling::trigger_cache::TriggerCache;
 
 /// A snapshot older than this many sample intervals is stale.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
@@ -62,6 +65,9 @@ pub struct ServeConfig {
     pub engine_resolver: Option<Resolver>,
     /// Serve the Prometheus page here (`GET /metrics`); `None`: off.
     pub metrics_listen: Option<String>,
+    /// Which engine endpoints a ScaledObject may name, and which addresses
+    /// the scaler may read.
+    pub engine_policy: EndpointPolicy,
 }
 
 impl ServeConfig {
@@ -81,6 +87,7 @@ impl ServeConfig {
             gpu_resources: GpuResources::default(),
             engine_resolver: None,
             metrics_listen: None,
+            engine_policy: EndpointPolicy::default(),
         }
     }
 }
@@ -142,6 +149,7 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
     if let Some(resolver) = &config.engine_resolver {
         scrape.resolver = resolver.clone();
     }
+    scrape.policy = config.engine_policy.clone();
     let engines = Scraper::new(scrape);
     let scope = Scope {
         gpus,
@@ -154,7 +162,12 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         config.sample_interval,
     );
     let stats = Arc::new(Stats::default());
-    let scaler = ScalerService::new(scope.clone(), streams.clone(), Arc::clone(&stats));
+    let scaler = ScalerService::new(
+        scope.clone(),
+        streams.clone(),
+        Arc::clone(&stats),
+        TriggerCache::new(config.engine_policy.clone()),
+    );
     let health = HealthService::new(Arc::clone(&snapshots), streams.clone(), stale_after);
     let node = NodeService::new(config.node_name.clone(), Arc::clone(&snapshots), scope);
 
@@ -214,6 +227,13 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
         )
         .map_err(|e| format!("cannot start the sampler thread: {e}"))?,
     );
+    // This scaler's own listeners are never an engine endpoint.
+    let mut own_ports = vec![port];
+    own_ports.extend(running.metrics.as_ref().map(|m| m.address().port()));
+    own_ports.extend(probes.as_ref().map(|(_, port)| *port));
+    running
+        .engines
+        .listening_on(own_ports, resolve::local_addresses());
     if let Some(cluster) = &running.cluster {
         cluster
             .start()

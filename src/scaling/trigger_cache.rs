@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
-use crate::scaling::trigger::{self, ConfigError, Trigger};
+use crate::engine::policy::EndpointPolicy;
+use crate::scaling::trigger::{self, ConfigError, Source, Trigger};
 
 /// Entries kept; past this the cache starts again (and each trigger is
 /// parsed and logged once more).
@@ -33,18 +34,25 @@ struct Entry {
 pub struct TriggerCache {
     hasher: RandomState,
     entries: Mutex<HashMap<u64, Arc<Entry>>>,
+    /// Which engine endpoints a ScaledObject may name.
+    policy: EndpointPolicy,
 }
 
 impl Default for TriggerCache {
     fn default() -> Self {
-        Self {
-            hasher: RandomState::new(),
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self::new(EndpointPolicy::default())
     }
 }
 
 impl TriggerCache {
+    pub fn new(policy: EndpointPolicy) -> Self {
+        Self {
+            hasher: RandomState::new(),
+            entries: Mutex::new(HashMap::new()),
+            policy,
+        }
+    }
+
     /// The ScaledObject's trigger: from the cache when the same
     /// ScaledObject sent the same metadata before, else parsed now and
     /// logged (its first request, or a change).
@@ -66,12 +74,14 @@ impl TriggerCache {
         {
             return entry.parsed.clone();
         }
-        let parsed = trigger::parse(metadata, namespace).map(|trigger| {
-            Arc::new(Parsed {
-                metric_name: trigger.metric_name(),
-                trigger,
-            })
-        });
+        let parsed = trigger::parse(metadata, namespace)
+            .and_then(|trigger| self.admit(trigger, namespace))
+            .map(|trigger| {
+                Arc::new(Parsed {
+                    metric_name: trigger.metric_name(),
+                    trigger,
+                })
+            });
         match &parsed {
             Ok(p) => log::info!("ScaledObject {namespace}/{name}: trigger {}", p.trigger),
             Err(e) => log::warn!("ScaledObject {namespace}/{name}: rejected metadata: {e}"),
@@ -88,6 +98,29 @@ impl TriggerCache {
         }
         entries.insert(key, entry);
         parsed
+    }
+
+    /// The trigger with each engine endpoint checked against the policy,
+    /// a bare Service name expanded to the ScaledObject's namespace.
+    fn admit(&self, mut trigger: Trigger, namespace: &str) -> Result<Trigger, ConfigError> {
+        if let Source::Engine(source) = &mut trigger.source {
+            for endpoint in &mut source.endpoints {
+                endpoint.host = self
+                    .policy
+                    .check_host(&endpoint.host, namespace)
+                    .map_err(|e| ConfigError(format!("invalid engineEndpoints: {e}")))?;
+            }
+            // `vllm` and `vllm.<namespace>.svc.<domain>` are one endpoint now.
+            let mut seen = Vec::new();
+            source.endpoints.retain(|endpoint| {
+                let new = !seen.contains(endpoint);
+                if new {
+                    seen.push(endpoint.clone());
+                }
+                new
+            });
+        }
+        Ok(trigger)
     }
 
     /// Entries held now.

@@ -266,8 +266,28 @@ pub fn local_config(library: &Path) -> ServeConfig {
     config.backend.nvml_library = Some(library.to_path_buf());
     config.node_name = "test-node".into();
     config.pod_resources_socket = library.with_file_name("no-kubelet.sock");
+    config.engine_policy = lab_policy();
     config
 }
+
+/// The endpoint policy of a lab on one machine: replicas on loopback, named
+/// by IP or by any name (`--engine-allow-cidrs 127.0.0.0/8
+/// --engine-any-namespace`). Tests of the policy itself set their own.
+pub fn lab_policy() -> keda_gpu_scaler::engine::policy::EndpointPolicy {
+    use keda_gpu_scaler::engine::policy::{parse_cidrs, EndpointPolicy};
+    EndpointPolicy {
+        allowed: parse_cidrs("127.0.0.0/8").unwrap(),
+        any_namespace: true,
+        ..EndpointPolicy::default()
+    }
+}
+
+/// The same as flags, for a scaler process.
+pub const LAB_POLICY_FLAGS: [&str; 3] = [
+    "--engine-allow-cidrs",
+    "127.0.0.0/8",
+    "--engine-any-namespace",
+];
 
 pub fn client(port: u16) -> ExternalScalerClient {
     let env = Arc::new(EnvBuilder::new().cq_count(1).build());

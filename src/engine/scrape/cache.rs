@@ -9,15 +9,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
 use crate::engine::endpoint::Endpoint;
 use crate::engine::http::{self, BodyBudget};
+use crate::engine::policy::EndpointPolicy;
 use crate::engine::prom::Want;
 use crate::engine::resolve::{self, Resolved};
 
@@ -63,6 +65,8 @@ pub struct ScrapeConfig {
     pub series_budget_bytes: usize,
     pub max_replicas: usize,
     pub resolver: Resolver,
+    /// Which addresses may be read.
+    pub policy: EndpointPolicy,
 }
 
 impl ScrapeConfig {
@@ -74,6 +78,7 @@ impl ScrapeConfig {
             series_budget_bytes: SERIES_BUDGET_BYTES,
             max_replicas: MAX_REPLICAS,
             resolver: Resolver::system(),
+            policy: EndpointPolicy::default(),
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct Scraper {
     pub(super) bodies: BodyBudget,
     /// Parsed series of cached rounds.
     pub(super) series: SeriesBudget,
+    /// `config.policy`, with this scaler's own listeners once bound.
+    pub(super) policy: RwLock<EndpointPolicy>,
     state: Mutex<State>,
     idle: Condvar,
     rounds: AtomicU64,
@@ -137,6 +144,7 @@ impl Scraper {
         Arc::new(Self {
             bodies: BodyBudget::new(config.body_budget_bytes),
             series: SeriesBudget::new(config.series_budget_bytes),
+            policy: RwLock::new(config.policy.clone()),
             config,
             state: Mutex::new(State::default()),
             idle: Condvar::new(),
@@ -144,6 +152,14 @@ impl Scraper {
             outcomes: Default::default(),
             running: AtomicUsize::new(0),
         })
+    }
+
+    /// Refuses this scaler's own listening `ports` on `addresses` (and on
+    /// loopback) from now on.
+    pub fn listening_on(&self, ports: Vec<u16>, addresses: Vec<IpAddr>) {
+        let mut policy = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        policy.own_ports = ports;
+        policy.own_addresses = addresses;
     }
 
     /// Rounds run so far (one per endpoint per interval at most).

@@ -10,6 +10,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::engine::http::HttpError;
+use crate::engine::policy::Refusal;
 use crate::engine::prom::ParseError;
 
 use super::budget::size;
@@ -31,6 +32,8 @@ pub enum ReadError {
     NotKept { budget: usize },
     /// DNS no longer names it (it stands only on an earlier page).
     NoLongerNamed,
+    /// The endpoint policy forbids the address: never connected to.
+    Refused(Refusal),
 }
 
 impl ReadError {
@@ -54,6 +57,7 @@ impl ReadError {
                 ReadOutcome::BadAnswer
             }
             ReadError::NotPrometheus(_) => ReadOutcome::NotPrometheus,
+            ReadError::Refused(_) => ReadOutcome::Refused,
             ReadError::NotRead { .. }
             | ReadError::PastReplicaCap { .. }
             | ReadError::NotKept { .. }
@@ -81,6 +85,7 @@ impl fmt::Display for ReadError {
                 size(*budget)
             ),
             ReadError::NoLongerNamed => f.write_str("no longer named by DNS"),
+            ReadError::Refused(refusal) => write!(f, "{refusal}"),
         }
     }
 }
@@ -102,10 +107,12 @@ pub enum ReadOutcome {
     NotPrometheus,
     /// The round's deadline passed before this replica's turn.
     NotRead,
+    /// The endpoint policy forbids the address; nothing was sent.
+    Refused,
 }
 
 impl ReadOutcome {
-    pub const ALL: [ReadOutcome; 7] = [
+    pub const ALL: [ReadOutcome; 8] = [
         Self::Ok,
         Self::Timeout,
         Self::ConnectionError,
@@ -113,6 +120,7 @@ impl ReadOutcome {
         Self::BadAnswer,
         Self::NotPrometheus,
         Self::NotRead,
+        Self::Refused,
     ];
 
     /// The `outcome` label value.
@@ -125,6 +133,7 @@ impl ReadOutcome {
             Self::BadAnswer => "bad_answer",
             Self::NotPrometheus => "not_prometheus",
             Self::NotRead => "not_read",
+            Self::Refused => "refused",
         }
     }
 }

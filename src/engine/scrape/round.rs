@@ -138,12 +138,19 @@ impl Scraper {
         let results: Mutex<Vec<Option<Result<PageFamilies, ReadError>>>> =
             Mutex::new((0..addresses.len()).map(|_| None).collect());
         let host = endpoint.host_header();
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let work = || loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
             let Some(address) = addresses.get(index) else {
                 return;
             };
-            let read = if Instant::now() >= deadline {
+            let read = if let Err(refusal) = policy.check_address(*address) {
+                Err(ReadError::Refused(refusal))
+            } else if Instant::now() >= deadline {
                 Err(ReadError::NotRead { timeout })
             } else {
                 self.read_one(*address, &host, &endpoint.path, wants, deadline)

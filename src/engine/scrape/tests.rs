@@ -10,11 +10,17 @@ use std::time::{Duration, Instant};
 use super::cache::{forget_old, Entry, FORGET_AFTER};
 use super::*;
 use crate::engine::http::HttpError;
+use crate::engine::policy::{parse_cidrs, EndpointPolicy, Refusal};
 use crate::engine::resolve::Resolved;
 use fake_engine::{Behaviour, Kind, Load, Replica};
 
 fn scraper(config: impl FnOnce(&mut ScrapeConfig)) -> Arc<Scraper> {
     let mut settings = ScrapeConfig::new(Duration::from_secs(60));
+    // Replicas on loopback, as a lab allows.
+    settings.policy = EndpointPolicy {
+        allowed: parse_cidrs("127.0.0.0/8").unwrap(),
+        ..EndpointPolicy::default()
+    };
     config(&mut settings);
     Scraper::new(settings)
 }
@@ -308,4 +314,40 @@ fn after_shutdown_nothing_is_read() {
         Resolution::Failed(RoundFailure::ShuttingDown)
     );
     assert_eq!(replica.hits(), 0);
+}
+
+#[test]
+fn a_refused_address_is_never_connected_to() {
+    // Under the default policy a replica on loopback is refused: no
+    // request reaches it, and the round says why.
+    let replica = Replica::start("127.0.0.1:0", busy()).unwrap();
+    let strict = scraper(|c| c.policy = EndpointPolicy::default());
+    let round = scrape(&strict, &endpoint(&replica), &["vllm:num_requests_waiting"]);
+    assert!(
+        matches!(
+            &round.replicas[0].page,
+            Err(ReadError::Refused(Refusal::Always { class: "loopback" }))
+        ),
+        "{round:?}"
+    );
+    assert_eq!(replica.hits(), 0);
+    // This scaler's own listener is refused even where loopback is allowed.
+    let lab = scraper(|_| {});
+    lab.listening_on(vec![replica.address().port()], Vec::new());
+    let round = scrape(&lab, &endpoint(&replica), &["vllm:num_requests_waiting"]);
+    assert!(
+        matches!(
+            &round.replicas[0].page,
+            Err(ReadError::Refused(Refusal::OwnPort))
+        ),
+        "{round:?}"
+    );
+    assert_eq!(replica.hits(), 0);
+    let counted: u64 = lab
+        .reads()
+        .iter()
+        .filter(|(o, _)| *o == ReadOutcome::Refused)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(counted, 1);
 }
