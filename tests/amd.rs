@@ -71,7 +71,7 @@ fn an_mi300_reads_through_the_real_loader_in_every_power_layout() {
         assert_eq!(value_of(gpu, Metric::PowerDraw), Some(550.0), "{version}");
         // NVIDIA-only metrics are absent with a reason, never 0.
         assert_eq!(value_of(gpu, Metric::SmActivity), None);
-        let why = gpu.unreported(Metric::NvlinkTxMbps.name()).unwrap();
+        let why = gpu.unreported(Metric::NvlinkTxMbps).unwrap().to_string();
         assert!(why.contains("NVLink is NVIDIA's"), "{why}");
         assert!(gpu.read_errors.is_empty(), "{:?}", gpu.read_errors);
     }
@@ -93,13 +93,14 @@ fn older_parts_report_average_power_and_not_available_is_never_zero() {
         );
         assert_eq!(value_of(&gpus[0], Metric::MemoryUtilization), None);
         let why = gpus[0]
-            .unreported(Metric::MemoryUtilization.name())
-            .unwrap();
+            .unreported(Metric::MemoryUtilization)
+            .unwrap()
+            .to_string();
         assert!(why.contains("umc_activity as not available"), "{why}");
         // 0xFFFF is "not available": absent, not 65535% or 0.
         assert_eq!(value_of(&gpus[1], Metric::GpuUtilization), None);
         assert_eq!(value_of(&gpus[1], Metric::PowerDraw), None);
-        let why = gpus[1].unreported(Metric::PowerDraw.name()).unwrap();
+        let why = gpus[1].unreported(Metric::PowerDraw).unwrap().to_string();
         assert!(why.contains("not available"), "{why}");
     }
     // From 25.x, a part that fills only socket_power is read from it.
@@ -123,11 +124,18 @@ fn a_failing_call_leaves_its_metric_absent_with_the_error() {
     ));
     let (_, _, gpus) = read(amd(&fake)).unwrap();
     assert_eq!(value_of(&gpus[0], Metric::PowerDraw), None);
-    assert!(gpus[0].read_errors.iter().any(|e| e.what == "power_draw"
-        && e.error == "amdsmi_get_power_info failed: AMDSMI_STATUS_BUSY (30): Device busy"));
+    assert!(gpus[0]
+        .read_errors
+        .iter()
+        .any(|e| e.what == Metric::PowerDraw
+            && e.cause.to_string()
+                == "amdsmi_get_power_info failed: AMDSMI_STATUS_BUSY (30): Device busy"));
     // NOT_SUPPORTED is absent, not a failure.
-    assert!(gpus[0].read_errors.iter().all(|e| e.what != "temperature"));
-    assert!(gpus[0].unreported(Metric::Temperature.name()).is_some());
+    assert!(gpus[0]
+        .read_errors
+        .iter()
+        .all(|e| e.what != Metric::Temperature));
+    assert!(gpus[0].unreported(Metric::Temperature).is_some());
     assert_eq!(value_of(&gpus[0], Metric::GpuUtilization), Some(37.0));
     // A GPU without a UUID fails as a whole.
     fake.set(&format!("{MI300}fail 0 uuid IO\n"));

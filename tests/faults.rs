@@ -203,3 +203,27 @@ fn a_selected_gpu_whose_read_fails_is_unavailable_never_a_smaller_sum() {
     fake.set(&two_gpus(30, 90));
     wait_for_value(&client, &sum, 120.0);
 }
+
+#[test]
+fn a_reading_nvml_does_not_support_is_explained_with_nvmls_answer() {
+    let fake = FakeNvml::new(&format!(
+        "{}fail 1 temperature NOT_SUPPORTED\n",
+        two_gpus(30, 90)
+    ));
+    let server = start_server(&fake);
+    let client = client(server.port());
+    let temperature = [("metricType", "temperature")];
+    // GPU 1 lacks the reading: left out of the value, as on AMD.
+    assert_eq!(wait_for_ok(&client, &temperature), 40.0);
+    let explained = explain(server.port(), &temperature).unwrap();
+    let line = explained
+        .lines()
+        .iter()
+        .find(|l| l.gpu_index() == 1)
+        .expect("a line for GPU 1");
+    assert!(!line.counted());
+    assert_eq!(
+        line.reason(),
+        "does not report temperature (nvmlDeviceGetTemperature failed: NVML_ERROR_NOT_SUPPORTED (3): Not Supported)"
+    );
+}

@@ -62,13 +62,14 @@ fn a_pass_too_soon_for_a_gpm_window_keeps_the_latest_rates() {
     assert_eq!(sm(&gpus), None);
     assert!(
         gpus[0]
-            .read_error("sm_activity")
+            .read_error(Metric::SmActivity)
             .unwrap()
+            .to_string()
             .contains("the pass came sooner"),
         "{:?}",
         gpus[0].read_errors
     );
-    assert_eq!(gpus[0].unreported("sm_activity"), None);
+    assert_eq!(gpus[0].unreported(Metric::SmActivity), None);
     // Once a window completes, a pass right after it (as at a 100 ms
     // interval with a little jitter) keeps that window's rate.
     assert!(wait_until(PATIENCE, || sm(
@@ -452,6 +453,7 @@ fn open_nvml(fake: &FakeNvml) -> keda_gpu_scaler::nvml::Nvml {
 
 #[test]
 fn a_rate_before_its_second_sample_is_a_failed_read_not_unsupported() {
+    use keda_gpu_scaler::node::gpu_metric::Metric;
     use keda_gpu_scaler::node::nvidia::read_node;
     use keda_gpu_scaler::node::rates::Rates;
 
@@ -462,10 +464,10 @@ fn a_rate_before_its_second_sample_is_a_failed_read_not_unsupported() {
     // GPU 0 has GPM, PCIe and NVLink: without a second sample each is a
     // failure this pass (UNAVAILABLE for a trigger selecting it), not a
     // metric it lacks (which would leave it out of a sum).
-    for metric in ["sm_activity", "pcie_tx_mbps", "nvlink_rx_mbps"] {
+    for metric in [Metric::SmActivity, Metric::PcieTxMbps, Metric::NvlinkRxMbps] {
         let error = gpus[0].read_error(metric);
         assert!(
-            error.is_some_and(|e| e.contains("needs a second sample")),
+            error.is_some_and(|e| e.to_string().contains("needs a second sample")),
             "{metric}: {:?}",
             gpus[0].read_errors
         );
@@ -473,11 +475,12 @@ fn a_rate_before_its_second_sample_is_a_failed_read_not_unsupported() {
     }
     // What GPU 1 lacks stays unreported.
     assert!(gpus[1]
-        .unreported("sm_activity")
+        .unreported(Metric::SmActivity)
         .unwrap()
+        .to_string()
         .contains("no GPM"));
-    assert!(gpus[1].unreported("nvlink_tx_mbps").is_some());
-    assert_eq!(gpus[1].read_error("sm_activity"), None);
+    assert!(gpus[1].unreported(Metric::NvlinkTxMbps).is_some());
+    assert_eq!(gpus[1].read_error(Metric::SmActivity), None);
     drop(rates);
 }
 
@@ -512,8 +515,8 @@ fn a_gpu_back_from_lost_is_unavailable_until_its_rates_resume() {
     assert_eq!(sm(&gpus[1]), None);
     assert!(
         gpus[1]
-            .read_error("sm_activity")
-            .is_some_and(|e| e.contains("needs a second sample")),
+            .read_error(Metric::SmActivity)
+            .is_some_and(|e| e.to_string().contains("needs a second sample")),
         "{:?}",
         gpus[1]
     );
@@ -561,7 +564,9 @@ fn a_gpm_slot_the_driver_leaves_untouched_is_a_failed_read_not_zero() {
     }));
     let readings = gpus[0].readings().unwrap();
     assert_eq!(readings.get(Metric::DramBandwidthUtilization), None);
-    let error = gpus[0].read_error("dram_bandwidth_utilization");
+    let error = gpus[0]
+        .read_error(Metric::DramBandwidthUtilization)
+        .map(ToString::to_string);
     assert!(
         error.is_some_and(|e| e.contains("nvmlGpmMetricsGet") && e.contains("unanswered")),
         "{:?}",
@@ -637,9 +642,8 @@ fn a_destroyed_and_recreated_gpu_instance_starts_a_fresh_baseline() {
     let mig = &gpus[0].mig[0];
     assert_eq!(mig.readings.get(Metric::SmActivity), None, "{mig:?}");
     assert!(
-        mig.read_errors
-            .iter()
-            .any(|e| e.what == "sm_activity" && e.error.contains("needs a second sample")),
+        mig.read_errors.iter().any(|e| e.what == Metric::SmActivity
+            && e.cause.to_string().contains("needs a second sample")),
         "{mig:?}"
     );
     // And its own rate from the next window.
@@ -651,6 +655,7 @@ fn a_destroyed_and_recreated_gpu_instance_starts_a_fresh_baseline() {
 
 #[test]
 fn a_failing_gpm_support_or_gpu_instance_read_is_a_failed_read_not_unsupported() {
+    use keda_gpu_scaler::node::gpu_metric::Metric;
     use keda_gpu_scaler::node::nvidia::read_node;
     use keda_gpu_scaler::node::rates::Rates;
 
@@ -662,12 +667,12 @@ fn a_failing_gpm_support_or_gpu_instance_read_is_a_failed_read_not_unsupported()
     let gpus = read_node(&nvml, &mut rates).unwrap();
     assert!(
         gpus[0]
-            .read_error("sm_activity")
-            .is_some_and(|e| e.contains("NVML_ERROR_UNKNOWN")),
+            .read_error(Metric::SmActivity)
+            .is_some_and(|e| e.to_string().contains("NVML_ERROR_UNKNOWN")),
         "{:?}",
         gpus[0]
     );
-    assert_eq!(gpus[0].unreported("sm_activity"), None);
+    assert_eq!(gpus[0].unreported(Metric::SmActivity), None);
     drop(rates);
     drop(nvml);
 
@@ -680,12 +685,56 @@ fn a_failing_gpm_support_or_gpu_instance_read_is_a_failed_read_not_unsupported()
     assert!(
         mig.read_errors
             .iter()
-            .any(|e| e.what == "sm_activity" && e.error.contains("reading it failed")),
+            .any(|e| e.what == Metric::SmActivity
+                && e.cause.to_string().contains("reading it failed")),
         "{mig:?}"
     );
     assert!(
-        mig.unreported.iter().all(|e| e.what != "sm_activity"),
+        mig.unreported.iter().all(|e| e.what != Metric::SmActivity),
         "{mig:?}"
     );
     drop(rates);
+}
+
+/// The fake's GPM buffer counts: `(allocated, live, freed after shutdown)`.
+fn gpm_sample_counts(library: &libloading::Library) -> (u64, u64, u64) {
+    type Counts = unsafe extern "C" fn(*mut u64, *mut u64, *mut u64);
+    // SAFETY: the fake exports this symbol with this signature.
+    let counts = unsafe { library.get::<Counts>(b"fakeNvmlGpmSampleCounts") }.unwrap();
+    let (mut allocated, mut live, mut after_shutdown) = (0, 0, 0);
+    // SAFETY: three valid out-pointers.
+    unsafe { counts(&mut allocated, &mut live, &mut after_shutdown) };
+    (allocated, live, after_shutdown)
+}
+
+#[test]
+fn gpm_buffers_are_two_per_gpu_or_instance_reused_and_freed_before_shutdown() {
+    use keda_gpu_scaler::node::gpu_metric::Metric;
+    use keda_gpu_scaler::node::nvidia::read_node;
+    use keda_gpu_scaler::node::rates::Rates;
+
+    let fake = FakeNvml::new(MIG_GPU);
+    // SAFETY: the fake's initialisers only set up Rust statics. This
+    // handle keeps the scaler's instance loaded to the end, to be asked.
+    let library = unsafe { libloading::Library::new(&fake.library) }.unwrap();
+    let nvml = open_nvml(&fake);
+    let mut rates = Rates::default();
+    // Many passes, windows among them: the GPU and its two GPU instances
+    // (two compute instances share GPU instance 1) each have two buffers,
+    // allocated once and swapped.
+    assert!(wait_until(PATIENCE, || {
+        let gpus = read_node(&nvml, &mut rates).unwrap();
+        let busy = gpus[0].mig.iter().find(|m| m.uuid == "MIG-busy");
+        busy.and_then(|m| m.readings.get(Metric::SmActivity)) == Some(80.0)
+    }));
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(110));
+        read_node(&nvml, &mut rates).unwrap();
+    }
+    assert_eq!(gpm_sample_counts(&library), (6, 6, 0));
+    // The session dropped first, the buffers after: NVML shuts down only
+    // once they are freed.
+    drop(nvml);
+    drop(rates);
+    assert_eq!(gpm_sample_counts(&library), (6, 0, 0));
 }

@@ -210,3 +210,30 @@ fn other_gpu_errors_mark_it_failed() {
         gpus[0]
     );
 }
+
+#[test]
+fn not_supported_metric_is_unreported_with_nvmls_answer() {
+    let fake = FakeNvml::new(&format!("{ONE_GPU}fail 0 power NOT_SUPPORTED\n"));
+    let nvml = open_fake(&fake.library).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
+    // Absent, not failed, and the reason is NVML's own answer.
+    assert_eq!(gpus[0].read_error(Metric::PowerDraw), None);
+    assert_eq!(
+        gpus[0]
+            .unreported(Metric::PowerDraw)
+            .map(ToString::to_string),
+        Some(String::from(
+            "nvmlDeviceGetPowerUsage failed: NVML_ERROR_NOT_SUPPORTED (3): Not Supported"
+        ))
+    );
+    // A GPU in MIG mode lacks utilization because of MIG, and says so.
+    let fake = FakeNvml::new("gpu 0 util=50 mig=1 mig_uuids=MIG-aa\n");
+    let nvml = open_fake(&fake.library).unwrap();
+    let gpus = read_node(&nvml, &mut keda_gpu_scaler::node::rates::Rates::default()).unwrap();
+    assert_eq!(
+        gpus[0]
+            .unreported(Metric::GpuUtilization)
+            .map(ToString::to_string),
+        Some(String::from("MIG is enabled"))
+    );
+}

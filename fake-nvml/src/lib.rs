@@ -35,7 +35,9 @@
 //! and `…Width`; Gen5 x16 unless given, 0 answers NOT_SUPPORTED).
 //! `gpm_untouched=dram` (any of sm, occupancy, tensor, dram, comma-separated)
 //! makes nvmlGpmMetricsGet leave those metrics' slots unwritten, as a
-//! misbehaving driver might.
+//! misbehaving driver might. `fakeNvmlGpmSampleCounts` (not NVML) tells a
+//! test how many GPM buffers were allocated, are still allocated, and were
+//! freed after the last nvmlShutdown.
 //!
 //! Calls are `handle uuid name memory utilization temperature power mig
 //! gpm fields pcie_link`, and `gpu_instance` on a GPU's MIG devices.
@@ -891,6 +893,30 @@ mod gpm {
     static LOADED: Mutex<Option<Instant>> = Mutex::new(None);
     /// (gpu, epoch) → when that NVLink epoch was first seen.
     static NVLINK_EPOCHS: Mutex<Vec<(usize, u64, Instant)>> = Mutex::new(Vec::new());
+    /// GPM sample buffers ever allocated, still allocated, and freed while
+    /// NVML was not initialised (a use after nvmlShutdown).
+    static GPM_ALLOCATED: AtomicU64 = AtomicU64::new(0);
+    static GPM_LIVE: AtomicU64 = AtomicU64::new(0);
+    static GPM_FREED_AFTER_SHUTDOWN: AtomicU64 = AtomicU64::new(0);
+
+    /// Not NVML: for tests, how GPM buffers were used (see the statics
+    /// above). Any pointer may be null.
+    #[no_mangle]
+    pub unsafe extern "C" fn fakeNvmlGpmSampleCounts(
+        allocated: *mut u64,
+        live: *mut u64,
+        freed_after_shutdown: *mut u64,
+    ) {
+        for (out, count) in [
+            (allocated, &GPM_ALLOCATED),
+            (live, &GPM_LIVE),
+            (freed_after_shutdown, &GPM_FREED_AFTER_SHUTDOWN),
+        ] {
+            if !out.is_null() {
+                *out = count.load(Ordering::SeqCst);
+            }
+        }
+    }
 
     fn since(start: Instant) -> f64 {
         start.elapsed().as_micros() as f64
@@ -975,6 +1001,8 @@ mod gpm {
             gpu_instance: None,
             at: None,
         }));
+        GPM_ALLOCATED.fetch_add(1, Ordering::SeqCst);
+        GPM_LIVE.fetch_add(1, Ordering::SeqCst);
         SUCCESS
     }
 
@@ -983,6 +1011,10 @@ mod gpm {
         if sample.is_null() {
             return INVALID_ARGUMENT;
         }
+        if *INIT_COUNT.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
+            GPM_FREED_AFTER_SHUTDOWN.fetch_add(1, Ordering::SeqCst);
+        }
+        GPM_LIVE.fetch_sub(1, Ordering::SeqCst);
         drop(Box::from_raw(sample));
         SUCCESS
     }

@@ -1,4 +1,5 @@
-//! Typed AMD SMI errors: status codes, call failures and library loading.
+//! Typed AMD SMI errors: status codes, call failures and library loading
+//! (the shape of `LoadError` is shared with `nvml`, see `dynlib`).
 
 use std::fmt;
 
@@ -79,77 +80,50 @@ impl fmt::Display for AmdSmiError {
 
 impl std::error::Error for AmdSmiError {}
 
-/// Why the library could not be used at all.
-#[derive(Debug)]
-pub enum LoadError {
-    /// No candidate path could be opened; each attempt and its error.
-    LibraryNotFound { tried: Vec<(String, String)> },
-    /// The library opened but a required symbol is missing.
-    MissingEntryPoint {
-        library: String,
-        symbol: &'static str,
-        source: libloading::Error,
-    },
-}
+crate::dynlib::load_error!(
+    /// Why the library could not be used at all.
+    not_found
+);
 
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::LibraryNotFound { tried } => {
-                write!(f, "cannot load the AMD SMI library (libamd_smi.so); ")?;
-                // Paths that do not exist are many (every name in every
-                // directory): summarise them; list any other failure.
-                let absent = |e: &str| e.contains("No such file or directory");
-                let (missing, failed): (Vec<_>, Vec<_>) =
-                    tried.iter().partition(|(_, e)| absent(e));
-                if !missing.is_empty() {
-                    let mut names: Vec<&str> = Vec::new();
-                    let mut dirs: Vec<&str> = Vec::new();
-                    for (path, _) in &missing {
-                        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-                        if !names.contains(&name) {
-                            names.push(name);
-                        }
-                        if !dir.is_empty() && !dirs.contains(&dir) {
-                            dirs.push(dir);
-                        }
-                    }
-                    write!(f, "no {} found", names.join(", "))?;
-                    match (
-                        missing.iter().any(|(p, _)| !p.contains('/')),
-                        dirs.is_empty(),
-                    ) {
-                        (true, true) => write!(f, " by the loader's search")?,
-                        (true, false) => {
-                            write!(f, " by the loader's search or in {}", dirs.join(", "))?
-                        }
-                        (false, _) => write!(f, " in {}", dirs.join(", "))?,
-                    }
-                }
-                for (i, (path, error)) in failed.iter().enumerate() {
-                    let sep = if i == 0 && missing.is_empty() {
-                        ""
-                    } else {
-                        "; "
-                    };
-                    write!(f, "{sep}{path} ({error})")?;
-                }
-                Ok(())
+/// "Not found": paths that do not exist are many (every name in every
+/// directory), so they are summarised; any other failure is listed.
+fn not_found(f: &mut fmt::Formatter<'_>, tried: &[(String, String)]) -> fmt::Result {
+    write!(f, "cannot load the AMD SMI library (libamd_smi.so); ")?;
+    // Paths that do not exist are many (every name in every
+    // directory): summarise them; list any other failure.
+    let absent = |e: &str| e.contains("No such file or directory");
+    let (missing, failed): (Vec<_>, Vec<_>) = tried.iter().partition(|(_, e)| absent(e));
+    if !missing.is_empty() {
+        let mut names: Vec<&str> = Vec::new();
+        let mut dirs: Vec<&str> = Vec::new();
+        for (path, _) in &missing {
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+            if !names.contains(&name) {
+                names.push(name);
             }
-            Self::MissingEntryPoint {
-                library, symbol, ..
-            } => write!(f, "{library} does not export the required symbol {symbol}"),
+            if !dir.is_empty() && !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        write!(f, "no {} found", names.join(", "))?;
+        match (
+            missing.iter().any(|(p, _)| !p.contains('/')),
+            dirs.is_empty(),
+        ) {
+            (true, true) => write!(f, " by the loader's search")?,
+            (true, false) => write!(f, " by the loader's search or in {}", dirs.join(", "))?,
+            (false, _) => write!(f, " in {}", dirs.join(", "))?,
         }
     }
-}
-
-impl std::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::LibraryNotFound { .. } => None,
-            Self::MissingEntryPoint { source, .. } => Some(source),
-        }
+    for (i, (path, error)) in failed.iter().enumerate() {
+        let sep = if i == 0 && missing.is_empty() {
+            ""
+        } else {
+            "; "
+        };
+        write!(f, "{sep}{path} ({error})")?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

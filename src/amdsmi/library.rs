@@ -1,15 +1,14 @@
-//! Finding and opening `libamd_smi.so`, and resolving its entry points.
+//! Where `libamd_smi.so` is found, and which of its entry points are
+//! resolved (opening it is `dynlib`'s, the same for every vendor).
 //! Its SONAME follows the library's major version (`.so.24` in ROCm 6.3,
 //! `.so.25` in 6.4, `.so.26` in 7.x), so every known name is tried, through
 //! the loader's search and then ROCm's install directories.
 
-use std::path::{Path, PathBuf};
-
-use libloading::Library;
+use std::path::PathBuf;
 
 use super::error::LoadError;
 use super::sys::{symbols, Api};
-use crate::dynlib;
+use crate::dynlib::{Loaded, Opened, Vendor};
 
 /// File names tried, newest first; the unversioned one is a developer
 /// package's symlink and often absent.
@@ -56,108 +55,64 @@ pub fn candidate_paths() -> Vec<PathBuf> {
         .collect()
 }
 
-/// An opened AMD SMI library with its entry points resolved. The function
-/// pointers live beside the `Library` that keeps them valid.
-pub struct AmdSmiLibrary {
+/// An opened AMD SMI library with its entry points resolved beside it:
+/// its `open` searches [`candidate_paths`]; its `open_path(path)` (unsafe:
+/// loading runs the library's initialisers) opens the library the
+/// operator named (`--amd-smi-library`, `AMD_SMI_LIBRARY_PATH`).
+pub type AmdSmiLibrary = Loaded<Entries>;
+
+/// AMD SMI's entry points, resolved when the library loads.
+pub struct Entries {
     api: Api,
-    path: String,
-    _library: Library,
+}
+
+// SAFETY: `candidate_paths` is AMD SMI's names (the loader's search for
+// them) and ROCm's own install directories, where only AMD SMI is found.
+unsafe impl Vendor for Entries {
+    type Error = LoadError;
+
+    fn candidates() -> Vec<PathBuf> {
+        candidate_paths()
+    }
+
+    fn resolve(opened: &Opened) -> Result<Self, LoadError> {
+        // SAFETY: each field's type is the signature amdsmi.h declares for
+        // the symbol named beside it (see `sys`), and the `Api` is kept
+        // beside `opened`.
+        let api = unsafe {
+            Api {
+                init: opened.required(symbols::INIT)?,
+                shut_down: opened.required(symbols::SHUT_DOWN)?,
+                status_code_to_string: opened.required(symbols::STATUS_CODE_TO_STRING)?,
+                get_lib_version: opened.required(symbols::GET_LIB_VERSION)?,
+                get_socket_handles: opened.required(symbols::GET_SOCKET_HANDLES)?,
+                get_processor_handles: opened.required(symbols::GET_PROCESSOR_HANDLES)?,
+                get_processor_type: opened.required(symbols::GET_PROCESSOR_TYPE)?,
+                get_gpu_device_uuid: opened.required(symbols::GET_GPU_DEVICE_UUID)?,
+                get_gpu_device_bdf: opened.required(symbols::GET_GPU_DEVICE_BDF)?,
+                get_gpu_activity: opened.required(symbols::GET_GPU_ACTIVITY)?,
+                get_gpu_memory_usage: opened.required(symbols::GET_GPU_MEMORY_USAGE)?,
+                get_gpu_memory_total: opened.required(symbols::GET_GPU_MEMORY_TOTAL)?,
+                get_temp_metric: opened.required(symbols::GET_TEMP_METRIC)?,
+                get_power_info: opened.required(symbols::GET_POWER_INFO)?,
+                get_gpu_asic_info: opened.optional(symbols::GET_GPU_ASIC_INFO),
+                get_gpu_driver_info: opened.optional(symbols::GET_GPU_DRIVER_INFO),
+            }
+        };
+        Ok(Self { api })
+    }
 }
 
 impl AmdSmiLibrary {
-    /// Opens the first of the standard places (see [`candidate_paths`])
-    /// that loads. The error lists every path tried and why it failed.
-    pub fn open() -> Result<Self, LoadError> {
-        // SAFETY: loading runs the library's initialisers. These are ROCm's
-        // own install locations (and the loader's search for its names),
-        // where only AMD SMI is found.
-        let (library, path) = unsafe { dynlib::open_first(candidate_paths()) }
-            .map_err(|tried| LoadError::LibraryNotFound { tried })?;
-        Self::resolve(library, path)
-    }
-
-    /// Opens the library at `path` (from `--amd-smi-library` or
-    /// `AMD_SMI_LIBRARY_PATH`) instead of searching.
-    ///
-    /// # Safety
-    ///
-    /// Loading a library runs its initialisers with this process's rights.
-    /// The caller must be sure that `path` is AMD SMI, or a library whose
-    /// initialisers are sound to run on any thread (the test fake is).
-    pub unsafe fn open_path(path: &Path) -> Result<Self, LoadError> {
-        // SAFETY: the caller vouches for the library (see above).
-        let library =
-            unsafe { dynlib::open(path) }.map_err(|failure| LoadError::LibraryNotFound {
-                tried: vec![failure],
-            })?;
-        Self::resolve(library, path.display().to_string())
-    }
-
-    fn resolve(library: Library, path: String) -> Result<Self, LoadError> {
-        let entries = Entries {
-            library: &library,
-            path: &path,
-        };
-        let api = Api {
-            init: entries.required(symbols::INIT)?,
-            shut_down: entries.required(symbols::SHUT_DOWN)?,
-            status_code_to_string: entries.required(symbols::STATUS_CODE_TO_STRING)?,
-            get_lib_version: entries.required(symbols::GET_LIB_VERSION)?,
-            get_socket_handles: entries.required(symbols::GET_SOCKET_HANDLES)?,
-            get_processor_handles: entries.required(symbols::GET_PROCESSOR_HANDLES)?,
-            get_processor_type: entries.required(symbols::GET_PROCESSOR_TYPE)?,
-            get_gpu_device_uuid: entries.required(symbols::GET_GPU_DEVICE_UUID)?,
-            get_gpu_device_bdf: entries.required(symbols::GET_GPU_DEVICE_BDF)?,
-            get_gpu_activity: entries.required(symbols::GET_GPU_ACTIVITY)?,
-            get_gpu_memory_usage: entries.required(symbols::GET_GPU_MEMORY_USAGE)?,
-            get_gpu_memory_total: entries.required(symbols::GET_GPU_MEMORY_TOTAL)?,
-            get_temp_metric: entries.required(symbols::GET_TEMP_METRIC)?,
-            get_power_info: entries.required(symbols::GET_POWER_INFO)?,
-            get_gpu_asic_info: entries.required(symbols::GET_GPU_ASIC_INFO).ok(),
-            get_gpu_driver_info: entries.required(symbols::GET_GPU_DRIVER_INFO).ok(),
-        };
-        Ok(Self {
-            api,
-            path,
-            _library: library,
-        })
-    }
-
-    /// Where the library was loaded from.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     pub(super) fn api(&self) -> &Api {
-        &self.api
-    }
-}
-
-/// Resolves entry points of one library.
-struct Entries<'a> {
-    library: &'a Library,
-    path: &'a str,
-}
-
-impl Entries<'_> {
-    /// One entry point, typed as the `Api` field it fills.
-    fn required<T: Copy>(&self, symbol: &'static str) -> Result<T, LoadError> {
-        // SAFETY: `T` is the `extern "C"` signature amdsmi.h declares for
-        // `symbol` (the `Api` field's type), and the pointer is stored
-        // beside the library it came from.
-        unsafe { self.library.get::<T>(symbol.as_bytes()) }
-            .map(|f| *f)
-            .map_err(|source| LoadError::MissingEntryPoint {
-                library: self.path.to_string(),
-                symbol,
-                source,
-            })
+        &self.entries().api
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn every_name_is_tried_by_the_loader_first_then_in_rocm_dirs() {

@@ -1,6 +1,7 @@
 //! A safe API over the AMD SMI C library (`libamd_smi.so`), loaded at run
-//! time. `sys` holds the raw ABI, `library` finds and resolves it, and this
-//! file owns the initialised session and the per-GPU calls. It knows the
+//! time. `sys` holds the raw ABI, `library` says where it is and which
+//! entry points to resolve (`dynlib` opens it), and this file owns the
+//! initialised session and the per-GPU calls. It knows the
 //! layouts that changed between library versions (`amdsmi_version_t`,
 //! `amdsmi_power_info_t`) and picks one from the library's version.
 
@@ -9,11 +10,12 @@ mod library;
 pub mod sys;
 
 use std::ffi::CStr;
+use std::mem::offset_of;
 use std::os::raw::{c_char, c_uint, c_void};
 use std::sync::Arc;
 
 pub use error::{status_name, AmdSmiError, LoadError};
-pub use library::{candidate_paths, AmdSmiLibrary, NAMES, ROCM_DIRS};
+pub use library::{candidate_paths, AmdSmiLibrary, Entries, NAMES, ROCM_DIRS};
 
 use crate::dynlib::{string_from_buffer, CallErrors};
 use sys::*;
@@ -70,9 +72,17 @@ pub fn socket_watts(layout: PowerLayout, buffer: &PowerInfoBuffer) -> Option<u32
     let word = |offset: usize| {
         u32::from_ne_bytes(buffer.0[offset..offset + 4].try_into().expect("4 bytes"))
     };
+    // The v2 and v3 layouts agree up to `average_socket_power` (pinned in
+    // `sys`), so v2's offsets serve both.
     let (current, average) = match layout {
-        PowerLayout::V1 => (word(0), word(4)),
-        PowerLayout::SocketPowerFirst => (word(8), word(12)),
+        PowerLayout::V1 => (
+            word(offset_of!(amdsmi_power_info_v1_t, current_socket_power)),
+            word(offset_of!(amdsmi_power_info_v1_t, average_socket_power)),
+        ),
+        PowerLayout::SocketPowerFirst => (
+            word(offset_of!(amdsmi_power_info_v2_t, current_socket_power)),
+            word(offset_of!(amdsmi_power_info_v2_t, average_socket_power)),
+        ),
     };
     let available = |w: u32| (w != NOT_AVAILABLE_U16 && w != u32::MAX && w != 0).then_some(w);
     // Library 25.x and later also have `socket_power` (u64, watts), which

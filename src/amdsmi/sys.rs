@@ -227,41 +227,30 @@ pub struct Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::{align_of, offset_of, size_of};
+    use crate::dynlib::assert_layout;
+    use std::mem::{align_of, size_of};
 
     #[test]
     fn engine_usage_layout() {
-        assert_eq!(size_of::<amdsmi_engine_usage_t>(), 64);
-        assert_eq!(offset_of!(amdsmi_engine_usage_t, gfx_activity), 0);
-        assert_eq!(offset_of!(amdsmi_engine_usage_t, umc_activity), 4);
-        assert_eq!(offset_of!(amdsmi_engine_usage_t, mm_activity), 8);
-        assert_eq!(offset_of!(amdsmi_engine_usage_t, reserved), 12);
+        assert_layout!(amdsmi_engine_usage_t, 64, {
+            gfx_activity: 0, umc_activity: 4, mm_activity: 8, reserved: 12,
+        });
     }
 
     #[test]
     fn power_info_layouts() {
-        assert_eq!(size_of::<amdsmi_power_info_v1_t>(), 68);
-        assert_eq!(offset_of!(amdsmi_power_info_v1_t, current_socket_power), 0);
-        assert_eq!(offset_of!(amdsmi_power_info_v1_t, average_socket_power), 4);
-        assert_eq!(offset_of!(amdsmi_power_info_v1_t, power_limit), 20);
-        assert_eq!(offset_of!(amdsmi_power_info_v1_t, reserved), 24);
-
-        assert_eq!(size_of::<amdsmi_power_info_v2_t>(), 40);
-        assert_eq!(offset_of!(amdsmi_power_info_v2_t, socket_power), 0);
-        assert_eq!(offset_of!(amdsmi_power_info_v2_t, current_socket_power), 8);
-        assert_eq!(offset_of!(amdsmi_power_info_v2_t, average_socket_power), 12);
-        assert_eq!(offset_of!(amdsmi_power_info_v2_t, power_limit), 28);
-        assert_eq!(offset_of!(amdsmi_power_info_v2_t, reserved), 32);
-
-        assert_eq!(size_of::<amdsmi_power_info_v3_t>(), 192);
-        assert_eq!(offset_of!(amdsmi_power_info_v3_t, socket_power), 0);
-        assert_eq!(offset_of!(amdsmi_power_info_v3_t, current_socket_power), 8);
-        assert_eq!(offset_of!(amdsmi_power_info_v3_t, average_socket_power), 12);
-        assert_eq!(offset_of!(amdsmi_power_info_v3_t, gfx_voltage), 16);
-        assert_eq!(offset_of!(amdsmi_power_info_v3_t, mem_voltage), 32);
-        assert_eq!(offset_of!(amdsmi_power_info_v3_t, power_limit), 40);
-        assert_eq!(offset_of!(amdsmi_power_info_v3_t, reserved), 48);
-
+        assert_layout!(amdsmi_power_info_v1_t, 68, {
+            current_socket_power: 0, average_socket_power: 4, gfx_voltage: 8,
+            soc_voltage: 12, mem_voltage: 16, power_limit: 20, reserved: 24,
+        });
+        assert_layout!(amdsmi_power_info_v2_t, 40, {
+            socket_power: 0, current_socket_power: 8, average_socket_power: 12,
+            gfx_voltage: 16, soc_voltage: 20, mem_voltage: 24, power_limit: 28, reserved: 32,
+        });
+        assert_layout!(amdsmi_power_info_v3_t, 192, {
+            socket_power: 0, current_socket_power: 8, average_socket_power: 12,
+            gfx_voltage: 16, soc_voltage: 24, mem_voltage: 32, power_limit: 40, reserved: 48,
+        });
         // The buffer passed to the library holds the largest, aligned.
         let largest = [
             size_of::<amdsmi_power_info_v1_t>(),
@@ -277,23 +266,18 @@ mod tests {
 
     #[test]
     fn version_layouts() {
-        assert_eq!(size_of::<amdsmi_version_year_t>(), 24);
-        assert_eq!(offset_of!(amdsmi_version_year_t, year), 0);
-        assert_eq!(offset_of!(amdsmi_version_year_t, major), 4);
-        assert_eq!(offset_of!(amdsmi_version_year_t, minor), 8);
-        assert_eq!(offset_of!(amdsmi_version_year_t, release), 12);
-        assert_eq!(offset_of!(amdsmi_version_year_t, build), 16);
-        assert_eq!(size_of::<amdsmi_version_t>(), 24);
-        assert_eq!(offset_of!(amdsmi_version_t, major), 0);
-        assert_eq!(offset_of!(amdsmi_version_t, minor), 4);
-        assert_eq!(offset_of!(amdsmi_version_t, release), 8);
-        assert_eq!(offset_of!(amdsmi_version_t, build), 16);
-        assert_eq!(size_of::<VersionBuffer>(), size_of::<amdsmi_version_t>());
-        assert_eq!(align_of::<VersionBuffer>(), align_of::<amdsmi_version_t>());
-        assert_eq!(
-            align_of::<VersionBuffer>(),
-            align_of::<amdsmi_version_year_t>()
-        );
+        assert_layout!(amdsmi_version_year_t, 24, {
+            year: 0, major: 4, minor: 8, release: 12, build: 16,
+        });
+        assert_layout!(amdsmi_version_t, 24, { major: 0, minor: 4, release: 8, build: 16 });
+        // The buffer read as four words holds either, aligned as both.
+        assert_layout!(VersionBuffer, size_of::<amdsmi_version_t>(), {});
+        for align in [
+            align_of::<amdsmi_version_t>(),
+            align_of::<amdsmi_version_year_t>(),
+        ] {
+            assert_eq!(align_of::<VersionBuffer>(), align);
+        }
     }
 
     #[test]

@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use crate::node::gpu_metric::{Metric, Readings};
+use crate::node::read_error::{Cause, ReadError, Reading as ReadingName};
 use crate::node::snapshot::{
-    stale_reason, Allocation, Attribution, GpuHealth, GpuSample, MigSample, NodeState, ReadError,
-    Snapshot, Unplaced,
+    stale_reason, Allocation, Attribution, GpuHealth, GpuSample, MigSample, NodeState, Snapshot,
+    Unplaced,
 };
 use crate::proto::node::{
     Allocation as AllocationProto, Gpu, MigDevice, MigMode, NodeSnapshot,
@@ -232,8 +233,8 @@ fn read_errors_to_proto(errors: &[ReadError]) -> Vec<ReadErrorProto> {
         .iter()
         .map(|error| {
             let mut e = ReadErrorProto::new();
-            e.set_what(error.what.clone());
-            e.set_error(error.error.clone());
+            e.set_what(error.what.to_string());
+            e.set_error(error.cause.to_string());
             e
         })
         .collect()
@@ -382,13 +383,19 @@ fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
     })
 }
 
+/// A peer's read errors: what failed, by name (one this build does not
+/// know is left out: nothing here could ask for it), and why, in the
+/// peer's words.
 fn read_errors_from_proto(errors: &[ReadErrorProto]) -> Vec<ReadError> {
     errors
         .iter()
         .take(MAX_READ_ERRORS)
-        .map(|e| ReadError {
-            what: e.what().to_string(),
-            error: e.error().to_string(),
+        .filter_map(|e| {
+            let what = ReadingName::parse(e.what())?;
+            Some(ReadError::new(
+                what,
+                Cause::Reason(e.error().to_string().into()),
+            ))
         })
         .collect()
 }
@@ -432,10 +439,10 @@ mod tests {
                     compute_instance: None,
                     readings,
                     read_errors: vec![],
-                    unreported: vec![ReadError {
-                        what: "gpu_utilization".into(),
-                        error: "not on MIG".into(),
-                    }],
+                    unreported: vec![ReadError::new(
+                        Metric::GpuUtilization,
+                        Cause::said("not on MIG"),
+                    )],
                     allocations: vec![Allocation {
                         namespace: "ml".into(),
                         pod: "small-0".into(),
@@ -443,14 +450,14 @@ mod tests {
                         device_id: "MIG-s".into(),
                     }],
                 }],
-                read_errors: vec![ReadError {
-                    what: "temperature".into(),
-                    error: "Unknown Error".into(),
-                }],
-                unreported: vec![ReadError {
-                    what: "sm_activity".into(),
-                    error: "this GPU has no GPM".into(),
-                }],
+                read_errors: vec![ReadError::new(
+                    Metric::Temperature,
+                    Cause::said("Unknown Error"),
+                )],
+                unreported: vec![ReadError::new(
+                    Metric::SmActivity,
+                    Cause::said("this GPU has no GPM"),
+                )],
                 allocations: vec![Allocation {
                     namespace: "ml".into(),
                     pod: "vllm-0".into(),
@@ -490,6 +497,29 @@ mod tests {
             pods: crate::scaling::trigger::PodMatch::Pattern("small-*".into()),
         };
         assert_eq!(report.holds(&small), Holds::Pods(vec!["ml/small-0".into()]));
+    }
+
+    #[test]
+    fn a_peers_read_errors_arrive_as_its_words_for_the_readings_known_here() {
+        let call = crate::nvml::NvmlError::MissingSymbol("nvmlDeviceGetMigMode");
+        let sent = read_errors_to_proto(&[
+            ReadError::new(ReadingName::MigDevice(3), Cause::Call(call.into())),
+            ReadError::new(Metric::PowerDraw, Cause::said("Unknown Error")),
+        ]);
+        let mut unknown = ReadErrorProto::new();
+        unknown.set_what("a_reading_of_a_newer_build".into());
+        unknown.set_error("why".into());
+        let received = read_errors_from_proto(&[sent[0].clone(), unknown, sent[1].clone()]);
+        assert_eq!(
+            received,
+            [
+                ReadError::new(
+                    ReadingName::MigDevice(3),
+                    Cause::said("nvmlDeviceGetMigMode is not exported by this NVML library")
+                ),
+                ReadError::new(Metric::PowerDraw, Cause::said("Unknown Error")),
+            ]
+        );
     }
 
     #[test]

@@ -112,7 +112,8 @@ pub const MAX_SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Serve(ServeArgs),
+    /// Boxed: the largest by far, and parsed once.
+    Serve(Box<ServeArgs>),
     Devices(DevicesArgs),
     Query(QueryArgs),
     Help,
@@ -197,7 +198,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         return Ok(Command::Help);
     }
     let command = match command {
-        "serve" => Command::Serve(serve_args(&mut flags, env)?),
+        "serve" => Command::Serve(Box::new(serve_args(&mut flags, env)?)),
         "devices" => Command::Devices(DevicesArgs {
             json: flags.take_switch("--json"),
             backend: backend(&mut flags, env)?,
@@ -583,7 +584,7 @@ mod tests {
 
     #[test]
     fn serve_is_the_default_with_defaults() {
-        let expected = Command::Serve(ServeArgs {
+        let expected = Command::Serve(Box::new(ServeArgs {
             listen: "0.0.0.0:6000".into(),
             sample_interval: Duration::from_secs(1),
             backend: BackendConfig::default(),
@@ -597,7 +598,7 @@ mod tests {
             pod_resources_socket: PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock"),
             gpu_resource_names: vec![],
             engine_policy: EndpointPolicy::default(),
-        });
+        }));
         assert_eq!(parse(&[], &no_env), Ok(expected.clone()));
         assert_eq!(parse(&args("serve"), &no_env), Ok(expected));
     }
@@ -841,7 +842,7 @@ mod tests {
         );
         assert!(matches!(
             parse(&args("--tls-cert c.pem"), &env),
-            Ok(Command::Serve(ServeArgs { tls: Some(_), .. }))
+            Ok(Command::Serve(serve)) if serve.tls.is_some()
         ));
         assert_eq!(
             parse(&args("--tls-client-ca ca.pem"), &no_env)

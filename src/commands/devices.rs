@@ -7,7 +7,8 @@ use crate::commands::args::DevicesArgs;
 use crate::commands::json::{self, JsonObject};
 use crate::node::backend::Opener;
 use crate::node::gpu_metric::{Metric, Readings};
-use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
+use crate::node::read_error::{Cause, ReadError, Reading};
+use crate::node::snapshot::{GpuHealth, GpuSample};
 
 pub fn run(args: &DevicesArgs) -> Result<(), String> {
     let mut session = Opener::new(args.backend.clone()).open()?;
@@ -82,7 +83,7 @@ pub fn render_table(source: &Source, gpus: &[GpuSample]) -> String {
                 let failed: Vec<String> = mig
                     .read_errors
                     .iter()
-                    .map(|e| format!("{} failed: {}", e.what, e.error))
+                    .map(|e| format!("{} failed: {}", e.what, e.cause))
                     .collect();
                 format!("ok ({})", failed.join("; "))
             };
@@ -100,15 +101,15 @@ pub fn render_table(source: &Source, gpus: &[GpuSample]) -> String {
     // Why a metric reads n/a, once per reason, with the GPUs it applies to.
     let mut reasons: Vec<(String, Vec<u32>)> = Vec::new();
     for gpu in gpus {
-        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut groups: Vec<(&Cause, Vec<Reading>)> = Vec::new();
         for e in &gpu.unreported {
-            match groups.iter_mut().find(|(why, _)| *why == e.error) {
-                Some((_, what)) => what.push(&e.what),
-                None => groups.push((&e.error, vec![&e.what])),
+            match groups.iter_mut().find(|(why, _)| **why == e.cause) {
+                Some((_, what)) => what.push(e.what),
+                None => groups.push((&e.cause, vec![e.what])),
             }
         }
         for (why, what) in groups {
-            let line = format!("{}: {why}", what.join(", "));
+            let line = format!("{}: {why}", names(&what));
             match reasons.iter_mut().find(|(l, _)| *l == line) {
                 Some((_, indexes)) => indexes.push(gpu.index),
                 None => reasons.push((line, vec![gpu.index])),
@@ -156,14 +157,20 @@ fn row(out: &mut String, index: &str, uuid: &str, name: &str, cells: &[String; 1
     out.push_str(&format!("  {status}\n"));
 }
 
+/// `a, b`: the readings' names.
+fn names(readings: &[Reading]) -> String {
+    let names: Vec<String> = readings.iter().map(Reading::to_string).collect();
+    names.join(", ")
+}
+
 /// `[{"what":…, <key>:…}, …]`.
 fn errors_json(errors: &[ReadError], key: &str) -> String {
     let items: Vec<String> = errors
         .iter()
         .map(|e| {
             let mut error = JsonObject::new();
-            error.string("what", Some(&e.what));
-            error.string(key, Some(&e.error));
+            error.string("what", Some(&e.what.to_string()));
+            error.string(key, Some(&e.cause.to_string()));
             error.finish()
         })
         .collect();
@@ -180,17 +187,17 @@ fn status(gpu: &GpuSample) -> String {
         notes.push("MIG enabled: utilization not reported".to_string());
     }
     // One call can feed two metrics; say its error once.
-    let mut errors: Vec<&str> = Vec::new();
+    let mut errors: Vec<&Cause> = Vec::new();
     for e in &gpu.read_errors {
-        if !errors.contains(&e.error.as_str()) {
-            errors.push(&e.error);
-            let what: Vec<&str> = gpu
+        if !errors.contains(&&e.cause) {
+            errors.push(&e.cause);
+            let what: Vec<Reading> = gpu
                 .read_errors
                 .iter()
-                .filter(|other| other.error == e.error)
-                .map(|other| other.what.as_str())
+                .filter(|other| other.cause == e.cause)
+                .map(|other| other.what)
                 .collect();
-            notes.push(format!("{} failed: {}", what.join(", "), e.error));
+            notes.push(format!("{} failed: {}", names(&what), e.cause));
         }
     }
     let notes = if notes.is_empty() {
@@ -330,21 +337,28 @@ mod tests {
     #[test]
     fn a_failed_reading_shows_in_status_and_json() {
         let mut gpus = gpus();
-        for what in ["gpu_utilization", "memory_utilization"] {
-            gpus[0].read_errors.push(crate::node::snapshot::ReadError {
-                what: what.into(),
-                error: "nvmlDeviceGetUtilizationRates failed: Unknown Error".into(),
-            });
+        let failed = Cause::Call(
+            crate::nvml::NvmlError::Call {
+                function: "nvmlDeviceGetUtilizationRates",
+                code: crate::nvml::ReturnCode::Unknown(999),
+                description: "Unknown Error".into(),
+            }
+            .into(),
+        );
+        for what in [Metric::GpuUtilization, Metric::MemoryUtilization] {
+            gpus[0]
+                .read_errors
+                .push(ReadError::new(what, failed.clone()));
         }
         let table = render_table(&nvml(), &gpus);
         let row0 = table.lines().nth(2).unwrap();
         assert!(
-            row0.ends_with("ok (gpu_utilization, memory_utilization failed: nvmlDeviceGetUtilizationRates failed: Unknown Error)"),
+            row0.ends_with("ok (gpu_utilization, memory_utilization failed: nvmlDeviceGetUtilizationRates failed: NVML_ERROR_UNKNOWN (999): Unknown Error)"),
             "{row0}"
         );
         let json = render_json(&nvml(), &gpus);
         assert!(
-            json.contains(r#""read_errors":[{"what":"gpu_utilization","error":"nvmlDeviceGetUtilizationRates failed: Unknown Error"},{"what":"memory_utilization""#),
+            json.contains(r#""read_errors":[{"what":"gpu_utilization","error":"nvmlDeviceGetUtilizationRates failed: NVML_ERROR_UNKNOWN (999): Unknown Error"},{"what":"memory_utilization""#),
             "{json}"
         );
     }

@@ -7,16 +7,19 @@
 //! metrics absent for that GPU, with the error kept. Readings AMD SMI does
 //! not have (GPM-style activity, PCIe and NVLink rates) and values it
 //! marks "not available" are unreported, with the reason: never 0.
+//!
+//! Implements the seam in `session`; knows nothing of `backend`, which
+//! chooses between vendors.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::amdsmi::{format_bdf, sys, AmdSmi, AmdSmiError, AmdSmiLibrary, Gpu};
+use crate::amdsmi::{self, format_bdf, sys, AmdSmi, AmdSmiError, Gpu};
 use crate::node::attribution::parse_pci_address;
-use crate::node::backend::{Loader, Session};
 use crate::node::gpu_metric::{mib, percent_used, Metric, Readings};
-use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
+use crate::node::read_error::{Cause, Reading, Reads};
+use crate::node::session::{About, Loader, Names, Session};
+use crate::node::snapshot::{GpuHealth, GpuSample};
 
 /// The temperature sensor read. MI300 and later have no edge sensor (the
 /// kernel hides it), while every Instinct part reports the hotspot
@@ -24,96 +27,63 @@ use crate::node::snapshot::{GpuHealth, GpuSample, ReadError};
 pub const TEMPERATURE_SENSOR: u32 = sys::AMDSMI_TEMPERATURE_TYPE_HOTSPOT;
 
 /// Metrics AMD SMI has no counterpart for here, and why.
-const NOT_ON_AMD: [(Metric, &str); 8] = [
-    (
-        Metric::SmActivity,
-        "an NVIDIA GPM metric; AMD SMI has no counterpart here",
-    ),
-    (
-        Metric::SmOccupancy,
-        "an NVIDIA GPM metric; AMD SMI has no counterpart here",
-    ),
-    (
-        Metric::TensorActivity,
-        "an NVIDIA GPM metric; AMD SMI has no counterpart here",
-    ),
+const NOT_ON_AMD: [(Metric, Cause); 8] = [
+    (Metric::SmActivity, GPM_ONLY),
+    (Metric::SmOccupancy, GPM_ONLY),
+    (Metric::TensorActivity, GPM_ONLY),
     (
         Metric::DramBandwidthUtilization,
-        "an NVIDIA GPM metric; AMD SMI has no counterpart here (use memory_utilization)",
+        Cause::said(
+            "an NVIDIA GPM metric; AMD SMI has no counterpart here (use memory_utilization)",
+        ),
     ),
-    (Metric::PcieTxMbps, "not read from AMD SMI by this scaler"),
-    (Metric::PcieRxMbps, "not read from AMD SMI by this scaler"),
-    (
-        Metric::NvlinkTxMbps,
-        "NVLink is NVIDIA's; AMD GPUs have no NVLink",
-    ),
-    (
-        Metric::NvlinkRxMbps,
-        "NVLink is NVIDIA's; AMD GPUs have no NVLink",
-    ),
+    (Metric::PcieTxMbps, NOT_READ),
+    (Metric::PcieRxMbps, NOT_READ),
+    (Metric::NvlinkTxMbps, NO_NVLINK),
+    (Metric::NvlinkRxMbps, NO_NVLINK),
 ];
+const GPM_ONLY: Cause = Cause::said("an NVIDIA GPM metric; AMD SMI has no counterpart here");
+const NOT_READ: Cause = Cause::said("not read from AMD SMI by this scaler");
+const NO_NVLINK: Cause = Cause::said("NVLink is NVIDIA's; AMD GPUs have no NVLink");
+
+/// For [`Loader`] and `/metrics`.
+pub const NAMES: Names = Names {
+    backend: "amdsmi",
+    display_name: "AMD SMI",
+};
 
 /// The AMD SMI library once found (kept across sessions).
-pub type Loaded = Loader<AmdSmiLibrary>;
+pub type Loaded = Loader<amdsmi::Entries>;
 
-impl Loaded {
-    /// Loads the library the first time (`path`, else the usual places),
-    /// then initialises a session.
-    pub fn open(&mut self, path: Option<&Path>) -> Result<AmdSession, String> {
-        let library = self.load(|| {
-            match path {
-                // SAFETY: the operator named this library as AMD SMI
-                // (--amd-smi-library / AMD_SMI_LIBRARY_PATH); running its
-                // initialisers is their explicit choice.
-                Some(path) => unsafe { AmdSmiLibrary::open_path(path) },
-                None => AmdSmiLibrary::open(),
-            }
-            .map_err(|e| format!("AMD SMI is not available: {e}"))
-        })?;
-        let smi = AmdSmi::init(Arc::clone(&library))
-            .map_err(|e| format!("AMD SMI is not available: {e} (library {})", library.path()))?;
-        let gpus = smi
-            .gpus()
-            .map_err(|e| format!("AMD SMI is not available: {e}"))?;
-        // The driver's version as the first GPU states it; else the
-        // library's own.
-        let driver_version = gpus
-            .first()
-            .and_then(|gpu| gpu.driver_version().ok())
-            .filter(|v| !v.is_empty())
-            .map(|v| format!("{v} (AMD SMI {})", smi.version().text))
-            .unwrap_or_else(|| format!("unknown (AMD SMI {})", smi.version().text));
-        drop(gpus);
-        Ok(AmdSession {
-            path: library.path().to_string(),
-            smi,
-            driver_version,
-        })
-    }
+/// Opens a session: loads the library the first time (`path`, else the
+/// usual places), then initialises it.
+pub fn open(loaded: &mut Loaded, path: Option<&Path>) -> Result<AmdSession, String> {
+    let (smi, about) = loaded.open(path, AmdSmi::init, driver_version)?;
+    Ok(AmdSession { about, smi })
+}
+
+/// The driver's version as the first GPU states it, else the library's
+/// own. Listing the GPUs must work.
+fn driver_version(smi: &AmdSmi) -> Result<String, AmdSmiError> {
+    let gpus = smi.gpus()?;
+    let library = &smi.version().text;
+    Ok(gpus
+        .first()
+        .and_then(|gpu| gpu.driver_version().ok())
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("{v} (AMD SMI {library})"))
+        .unwrap_or_else(|| format!("unknown (AMD SMI {library})")))
 }
 
 /// An initialised AMD SMI session.
 pub struct AmdSession {
+    about: About,
     smi: AmdSmi,
-    path: String,
-    driver_version: String,
 }
 
 impl Session for AmdSession {
-    fn backend(&self) -> &'static str {
-        "amdsmi"
-    }
-
-    fn display_name(&self) -> &'static str {
-        "AMD SMI"
-    }
-
-    fn library_path(&self) -> &str {
-        &self.path
-    }
-
-    fn driver_version(&self) -> &str {
-        &self.driver_version
+    fn about(&self) -> &About {
+        &self.about
     }
 
     fn read_node(&mut self) -> Result<Vec<GpuSample>, String> {
@@ -179,110 +149,73 @@ fn mark_partitions(samples: &mut [GpuSample]) {
 }
 
 fn read_gpu(index: u32, gpu: &Gpu<'_>) -> GpuSample {
-    let mut sample = GpuSample {
-        index,
-        uuid: None,
-        name: None,
-        pci_bus_id: None,
-        health: GpuHealth::Failed {
-            error: String::new(),
-        },
-        mig: Vec::new(),
-        allocations: Vec::new(),
-        read_errors: Vec::new(),
-        unreported: NOT_ON_AMD
-            .iter()
-            .map(|(metric, why)| ReadError {
-                what: metric.name().to_string(),
-                error: why.to_string(),
-            })
-            .collect(),
-    };
+    let mut sample = GpuSample::unread(index);
+    let mut reads = Reads::default();
+    for (metric, cause) in NOT_ON_AMD {
+        reads.unreported([metric], cause);
+    }
     let uuid = match gpu.uuid() {
         Ok(uuid) => uuid,
         Err(e) => {
             sample.health = GpuHealth::Failed {
                 error: e.to_string(),
             };
+            sample.unreported = reads.unreported;
             return sample;
         }
     };
     sample.uuid = Some(uuid);
-    let mut reads = Reads::default();
-    sample.pci_bus_id = reads.take(&["pci_bus_id"], gpu.bdf()).map(format_bdf);
-    sample.name = reads.take(&["name"], gpu.name()).filter(|n| !n.is_empty());
+    sample.pci_bus_id = reads.take([Reading::PciBusId], gpu.bdf()).map(format_bdf);
+    sample.name = reads
+        .take([Reading::Name], gpu.name())
+        .filter(|n| !n.is_empty());
     let mut readings = Readings::default();
     let activity = [Metric::GpuUtilization, Metric::MemoryUtilization];
-    if let Some(busy) = reads.take(&activity.map(Metric::name), gpu.activity()) {
-        for (metric, value, field) in [
-            (Metric::GpuUtilization, busy.gfx, "gfx_activity"),
-            (Metric::MemoryUtilization, busy.umc, "umc_activity"),
+    if let Some(busy) = reads.take(activity, gpu.activity()) {
+        for (metric, value, not_available) in [
+            (
+                Metric::GpuUtilization,
+                busy.gfx,
+                "AMD SMI reports gfx_activity as not available on this GPU",
+            ),
+            (
+                Metric::MemoryUtilization,
+                busy.umc,
+                "AMD SMI reports umc_activity as not available on this GPU",
+            ),
         ] {
             match value {
                 Some(percent) => readings.set(metric, f64::from(percent)),
-                None => reads.unreported.push(ReadError {
-                    what: metric.name().to_string(),
-                    error: format!("AMD SMI reports {field} as not available on this GPU"),
-                }),
+                None => reads.unreported([metric], Cause::said(not_available)),
             }
         }
     }
-    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent].map(Metric::name);
-    if let Some((used, total)) = reads.take(&memory, gpu.vram()) {
+    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent];
+    if let Some((used, total)) = reads.take(memory, gpu.vram()) {
         readings.set(Metric::MemoryUsedMib, mib(used));
         if let Some(percent) = percent_used(used, total) {
             readings.set(Metric::MemoryUsedPercent, percent);
         }
     }
-    let temperature = [Metric::Temperature.name()];
-    if let Some(celsius) = reads.take(&temperature, gpu.temperature(TEMPERATURE_SENSOR)) {
+    let temperature = gpu.temperature(TEMPERATURE_SENSOR);
+    if let Some(celsius) = reads.take([Metric::Temperature], temperature) {
         readings.set(Metric::Temperature, celsius as f64);
     }
-    let power = [Metric::PowerDraw.name()];
-    match reads.take(&power, gpu.power_watts()) {
+    match reads.take([Metric::PowerDraw], gpu.power_watts()) {
         Some(Some(watts)) => readings.set(Metric::PowerDraw, f64::from(watts)),
-        Some(None) => reads.unreported.push(ReadError {
-            what: Metric::PowerDraw.name().to_string(),
-            error: String::from(
+        Some(None) => reads.unreported(
+            [Metric::PowerDraw],
+            Cause::said(
                 "AMD SMI reports current_socket_power and average_socket_power as not available on this GPU",
             ),
-        }),
+        ),
         None => {}
     }
     sample.read_errors = reads.errors;
-    sample.unreported.extend(reads.unreported);
+    sample.unreported = reads.unreported;
     sample.health = GpuHealth::Healthy {
         readings,
         mig_enabled: Some(false),
     };
     sample
-}
-
-/// The failed and unsupported reads of one GPU so far.
-#[derive(Default)]
-struct Reads {
-    errors: Vec<ReadError>,
-    unreported: Vec<ReadError>,
-}
-
-impl Reads {
-    /// NOT_SUPPORTED is `None` with the metrics unreported; any other error
-    /// is `None` with the error kept against each of `what`.
-    fn take<T>(&mut self, what: &[&str], result: Result<T, AmdSmiError>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(e) => {
-                let into = if e.is_not_supported() {
-                    &mut self.unreported
-                } else {
-                    &mut self.errors
-                };
-                into.extend(what.iter().map(|what| ReadError {
-                    what: what.to_string(),
-                    error: e.to_string(),
-                }));
-                None
-            }
-        }
-    }
 }

@@ -5,75 +5,57 @@
 //! Only a failed handle, a failed UUID or GPU_IS_LOST fail a GPU as a
 //! whole. Any other failing call makes its metrics absent for that GPU,
 //! with the error kept, so one bad sensor does not drop a GPU from every
-//! trigger. Rates (GPM, PCIe, NVLink) are kept per GPU and per MIG GPU
+//! trigger; a call answering NOT_SUPPORTED (or an entry point the driver
+//! lacks) makes them unreported, with that answer as the reason, as on
+//! AMD. Rates (GPM, PCIe, NVLink) are kept per GPU and per MIG GPU
 //! instance between passes, and forgotten for whatever this pass did not
 //! find healthy or present.
+//!
+//! Implements the seam in `session`; knows nothing of `backend`, which
+//! chooses between vendors.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::node::backend::{Loader, Session};
 use crate::node::gpu_metric::{mib, percent_used, watts, Metric, Readings};
 use crate::node::rates::{Present, RateOut, Rates, GPM_MIN_SPACING};
-use crate::node::snapshot::{GpuHealth, GpuSample, MigSample, ReadError};
-use crate::nvml::{Device, Nvml, NvmlError, NvmlLibrary};
+use crate::node::read_error::{Cause, Reading, Reads};
+use crate::node::session::{About, Loader, Names, Session};
+use crate::node::snapshot::{GpuHealth, GpuSample, MigSample};
+use crate::nvml::{self, Device, Nvml, NvmlError};
+
+/// For [`Loader`] and `/metrics`.
+pub const NAMES: Names = Names {
+    backend: "nvml",
+    display_name: "NVML",
+};
 
 /// The NVML library once found (kept across sessions).
-pub type Loaded = Loader<NvmlLibrary>;
+pub type Loaded = Loader<nvml::Entries>;
 
-impl Loaded {
-    /// Loads the library the first time (`path`, else the usual places),
-    /// then initialises a session.
-    pub fn open(&mut self, path: Option<&Path>) -> Result<NvidiaSession, String> {
-        let library = self.load(|| {
-            match path {
-                // SAFETY: the operator named this library as NVML
-                // (--nvml-library / NVML_LIBRARY_PATH); running its
-                // initialisers is their explicit choice.
-                Some(path) => unsafe { NvmlLibrary::open_path(path) },
-                None => NvmlLibrary::open(),
-            }
-            .map_err(|e| format!("NVML is not available: {e}"))
-        })?;
-        let nvml = Nvml::init(Arc::clone(&library))
-            .map_err(|e| format!("NVML is not available: {e} (library {})", library.path()))?;
-        let driver_version = nvml
-            .driver_version()
-            .map_err(|e| format!("NVML is not available: {e}"))?;
-        Ok(NvidiaSession {
-            path: library.path().to_string(),
-            nvml,
-            rates: Rates::default(),
-            driver_version,
-        })
-    }
+/// Opens a session: loads the library the first time (`path`, else the
+/// usual places), then initialises it.
+pub fn open(loaded: &mut Loaded, path: Option<&Path>) -> Result<NvidiaSession, String> {
+    let (nvml, about) = loaded.open(path, Nvml::init, Nvml::driver_version)?;
+    Ok(NvidiaSession {
+        about,
+        nvml,
+        rates: Rates::default(),
+    })
 }
 
-/// An initialised NVML session and the rates kept between its reads.
+/// An initialised NVML session and the rates kept between its reads (the
+/// GPM buffers among them hold the NVML session themselves, so the order
+/// these drop in does not matter).
 pub struct NvidiaSession {
-    // Dropped before `nvml`: GPM samples are freed before nvmlShutdown.
-    rates: Rates,
+    about: About,
     nvml: Nvml,
-    path: String,
-    driver_version: String,
+    rates: Rates,
 }
 
 impl Session for NvidiaSession {
-    fn backend(&self) -> &'static str {
-        "nvml"
-    }
-
-    fn display_name(&self) -> &'static str {
-        "NVML"
-    }
-
-    fn library_path(&self) -> &str {
-        &self.path
-    }
-
-    fn driver_version(&self) -> &str {
-        &self.driver_version
+    fn about(&self) -> &About {
+        &self.about
     }
 
     fn read_node(&mut self) -> Result<Vec<GpuSample>, String> {
@@ -112,29 +94,16 @@ pub fn read_node(nvml: &Nvml, rates: &mut Rates) -> Result<Vec<GpuSample>, NvmlE
 }
 
 fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSample {
-    let mut sample = GpuSample {
-        index,
-        uuid: None,
-        name: None,
-        pci_bus_id: None,
-        health: GpuHealth::Failed {
-            error: String::new(),
-        },
-        mig: Vec::new(),
-        allocations: Vec::new(),
-        read_errors: Vec::new(),
-        unreported: Vec::new(),
-    };
+    let mut sample = GpuSample::unread(index);
+    let mut reads = Reads::default();
     let result = nvml.device(index).and_then(|device| {
         sample.uuid = Some(device.uuid()?);
-        let mut reads = Reads::default();
-        sample.name = reads.take(&["name"], device.name())?;
+        sample.name = take(&mut reads, [Reading::Name], device.name())?;
         let mut health = read_metrics(&device, &mut reads)?;
         if let (GpuHealth::Healthy { readings, .. }, Some(uuid)) = (&mut health, &sample.uuid) {
             let mut out = RateOut {
                 readings,
-                unreported: &mut sample.unreported,
-                errors: &mut reads.errors,
+                reads: &mut reads,
             };
             rates.read(nvml, &device, uuid, &mut out)?;
         }
@@ -146,7 +115,7 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
             Some(uuid),
         ) = (&health, &sample.uuid)
         {
-            if let Some(migs) = reads.take(&["mig_devices"], device.mig_devices())? {
+            if let Some(migs) = take(&mut reads, [Reading::MigDevices], device.mig_devices())? {
                 for (slot, mig) in migs {
                     // A MIG device without a UUID cannot be attributed: its
                     // pods' ids match nothing, which is their fault, not the
@@ -156,19 +125,19 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
                             nvml, &device, uuid, slot, mig_uuid, &mig, rates, now,
                         )?),
                         Err(e) if e.is_gpu_lost() => return Err(e),
-                        Err(e) => reads.errors.push(ReadError {
-                            what: format!("mig_device_{slot}"),
-                            error: e.to_string(),
-                        }),
+                        Err(e) => reads.failed([Reading::MigDevice(slot)], Cause::Call(e.into())),
                     }
                 }
             }
         }
-        sample.read_errors = reads.errors;
         Ok(health)
     });
     sample.health = match result {
-        Ok(health) => health,
+        Ok(health) => {
+            sample.read_errors = reads.errors;
+            sample.unreported = reads.unreported;
+            health
+        }
         Err(e) if e.is_gpu_lost() => GpuHealth::Lost {
             error: e.to_string(),
         },
@@ -178,6 +147,29 @@ fn read_gpu(nvml: &Nvml, index: u32, rates: &mut Rates, now: Instant) -> GpuSamp
     };
     sample
 }
+
+/// What NVML never reports on a MIG device, and why.
+const NOT_ON_MIG: [(Metric, Cause); 8] = [
+    (Metric::GpuUtilization, UTILIZATION_ON_MIG),
+    (Metric::MemoryUtilization, UTILIZATION_ON_MIG),
+    (Metric::Temperature, WHOLE_GPU),
+    (Metric::PowerDraw, WHOLE_GPU),
+    (Metric::PcieTxMbps, WHOLE_GPU),
+    (Metric::PcieRxMbps, WHOLE_GPU),
+    (Metric::NvlinkTxMbps, WHOLE_GPU),
+    (Metric::NvlinkRxMbps, WHOLE_GPU),
+];
+const UTILIZATION_ON_MIG: Cause =
+    Cause::said("NVML does not report utilization on MIG devices; use sm_activity");
+const WHOLE_GPU: Cause = Cause::said("a whole-GPU reading: select the GPU for it");
+
+/// GPM's metrics, as a MIG device has them.
+const GPM: [Metric; 4] = [
+    Metric::SmActivity,
+    Metric::SmOccupancy,
+    Metric::TensorActivity,
+    Metric::DramBandwidthUtilization,
+];
 
 /// One MIG device: identity, memory and (with GPM) activity. Only a lost
 /// GPU fails it; anything else leaves a metric absent with the reason.
@@ -193,70 +185,46 @@ fn read_mig(
     now: Instant,
 ) -> Result<MigSample, NvmlError> {
     let mut reads = Reads::default();
-    let profile = reads.take(&["name"], device.name())?.and_then(|name| {
+    for (metric, cause) in NOT_ON_MIG {
+        reads.unreported([metric], cause);
+    }
+    let profile = take(&mut reads, [Reading::Name], device.name())?.and_then(|name| {
         name.rsplit_once("MIG ")
             .map(|(_, profile)| profile.trim().to_string())
     });
     let failed_before = reads.errors.len();
-    let gpu_instance = reads.take(&["gpu_instance"], device.gpu_instance_id())?;
+    let gpu_instance = take(&mut reads, [Reading::GpuInstance], device.gpu_instance_id())?;
     let gpu_instance_failed = reads.errors.len() > failed_before;
-    let compute_instance = reads.take(&["compute_instance"], device.compute_instance_id())?;
+    let compute_instance = take(
+        &mut reads,
+        [Reading::ComputeInstance],
+        device.compute_instance_id(),
+    )?;
     let mut readings = Readings::default();
-    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent].map(Metric::name);
-    if let Some(memory) = reads.take(&memory, device.memory())? {
+    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent];
+    if let Some(memory) = take(&mut reads, memory, device.memory())? {
         readings.set(Metric::MemoryUsedMib, mib(memory.used));
         if let Some(percent) = percent_used(memory.used, memory.total) {
             readings.set(Metric::MemoryUsedPercent, percent);
         }
     }
-    let absent = |metrics: &[Metric], why: &str| -> Vec<ReadError> {
-        metrics
-            .iter()
-            .map(|m| ReadError {
-                what: m.name().to_string(),
-                error: why.to_string(),
-            })
-            .collect()
-    };
-    let mut unreported = absent(
-        &[Metric::GpuUtilization, Metric::MemoryUtilization],
-        "NVML does not report utilization on MIG devices; use sm_activity",
-    );
-    unreported.extend(absent(
-        &[
-            Metric::Temperature,
-            Metric::PowerDraw,
-            Metric::PcieTxMbps,
-            Metric::PcieRxMbps,
-            Metric::NvlinkTxMbps,
-            Metric::NvlinkRxMbps,
-        ],
-        "a whole-GPU reading: select the GPU for it",
-    ));
-    let gpm = [
-        Metric::SmActivity,
-        Metric::SmOccupancy,
-        Metric::TensorActivity,
-        Metric::DramBandwidthUtilization,
-    ];
     match gpu_instance {
         Some(gi) => {
             let mut out = RateOut {
                 readings: &mut readings,
-                unreported: &mut unreported,
-                errors: &mut reads.errors,
+                reads: &mut reads,
             };
             rates.read_mig(nvml, parent, parent_uuid, gi, now, &mut out)?;
         }
         // Reading the id failed: so did GPM, this pass.
-        None if gpu_instance_failed => reads.errors.extend(absent(
-            &gpm,
-            "GPM on MIG needs the GPU-instance id, and reading it failed",
-        )),
-        None => unreported.extend(absent(
-            &gpm,
-            "GPM on MIG needs the GPU-instance id, which NVML does not give",
-        )),
+        None if gpu_instance_failed => reads.failed(
+            GPM,
+            Cause::said("GPM on MIG needs the GPU-instance id, and reading it failed"),
+        ),
+        None => reads.unreported(
+            GPM,
+            Cause::said("GPM on MIG needs the GPU-instance id, which NVML does not give"),
+        ),
     }
     Ok(MigSample {
         slot,
@@ -266,66 +234,58 @@ fn read_mig(
         compute_instance,
         readings,
         read_errors: reads.errors,
-        unreported,
+        unreported: reads.unreported,
         allocations: Vec::new(),
     })
 }
 
 fn read_metrics(device: &Device<'_>, reads: &mut Reads) -> Result<GpuHealth, NvmlError> {
     let mut readings = Readings::default();
-    let utilization = [Metric::GpuUtilization, Metric::MemoryUtilization].map(Metric::name);
-    if let Some(rates) = reads.take(&utilization, device.utilization())? {
-        readings.set(Metric::GpuUtilization, f64::from(rates.gpu));
-        readings.set(Metric::MemoryUtilization, f64::from(rates.memory));
+    // Asked first: on a GPU in MIG mode NVML answers NOT_SUPPORTED for
+    // utilization, and MIG mode is why.
+    let mig_enabled = take(reads, [Reading::MigMode], device.mig_enabled())?;
+    let utilization = [Metric::GpuUtilization, Metric::MemoryUtilization];
+    match device.utilization() {
+        Err(e) if e.is_not_supported() && mig_enabled == Some(true) => {
+            reads.unreported(utilization, Cause::said("MIG is enabled"));
+        }
+        result => {
+            if let Some(rates) = take(reads, utilization, result)? {
+                readings.set(Metric::GpuUtilization, f64::from(rates.gpu));
+                readings.set(Metric::MemoryUtilization, f64::from(rates.memory));
+            }
+        }
     }
-    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent].map(Metric::name);
-    if let Some(memory) = reads.take(&memory, device.memory())? {
+    let memory = [Metric::MemoryUsedMib, Metric::MemoryUsedPercent];
+    if let Some(memory) = take(reads, memory, device.memory())? {
         readings.set(Metric::MemoryUsedMib, mib(memory.used));
         if let Some(percent) = percent_used(memory.used, memory.total) {
             readings.set(Metric::MemoryUsedPercent, percent);
         }
     }
-    let temperature = [Metric::Temperature.name()];
-    if let Some(celsius) = reads.take(&temperature, device.temperature())? {
+    if let Some(celsius) = take(reads, [Metric::Temperature], device.temperature())? {
         readings.set(Metric::Temperature, f64::from(celsius));
     }
-    let power = [Metric::PowerDraw.name()];
-    if let Some(milliwatts) = reads.take(&power, device.power_usage_milliwatts())? {
+    let power = device.power_usage_milliwatts();
+    if let Some(milliwatts) = take(reads, [Metric::PowerDraw], power)? {
         readings.set(Metric::PowerDraw, watts(milliwatts));
     }
-    let mig_enabled = reads.take(&["mig_mode"], device.mig_enabled())?;
     Ok(GpuHealth::Healthy {
         readings,
         mig_enabled,
     })
 }
 
-/// The failed reads of one GPU so far.
-#[derive(Default)]
-struct Reads {
-    errors: Vec<ReadError>,
-}
-
-impl Reads {
-    /// NOT_SUPPORTED (or a missing optional symbol) is `None`: absent, not a
-    /// fault. GPU_IS_LOST fails the GPU. Any other error is `None` too, kept
-    /// against each of `what` (the metrics this call feeds).
-    fn take<T>(
-        &mut self,
-        what: &[&str],
-        result: Result<T, NvmlError>,
-    ) -> Result<Option<T>, NvmlError> {
-        match result {
-            Ok(value) => Ok(Some(value)),
-            Err(e) if e.is_not_supported() => Ok(None),
-            Err(e) if e.is_gpu_lost() => Err(e),
-            Err(e) => {
-                self.errors.extend(what.iter().map(|what| ReadError {
-                    what: what.to_string(),
-                    error: e.to_string(),
-                }));
-                Ok(None)
-            }
-        }
+/// As [`Reads::take`], NOT_SUPPORTED (or a missing optional symbol) is
+/// absent and unreported, with the error; any other error is absent with
+/// the error kept. GPU_IS_LOST fails the GPU.
+fn take<T, R: Into<Reading>>(
+    reads: &mut Reads,
+    what: impl IntoIterator<Item = R>,
+    result: Result<T, NvmlError>,
+) -> Result<Option<T>, NvmlError> {
+    match result {
+        Err(e) if e.is_gpu_lost() => Err(e),
+        result => Ok(reads.take(what, result)),
     }
 }

@@ -1,8 +1,9 @@
 //! Metrics that are rates between two reads: SM, tensor and DRAM activity
 //! from GPM samples (Hopper and newer), and PCIe and NVLink throughput from
 //! NVML's byte counters. The previous sample of each GPU (and of each MIG
-//! GPU instance) is kept here between passes, and dropped when the GPU or
-//! the instance is gone. A metric the GPU or driver cannot give (no GPM,
+//! GPU instance) is kept here between passes (GPM's in two buffers
+//! allocated once and swapped), and dropped when the GPU or the instance
+//! is gone. A metric the GPU or driver cannot give (no GPM,
 //! no NVLink, NOT_SUPPORTED) is *unreported*, with the reason. A rate this
 //! pass cannot give (no second sample yet, as on the first pass and the
 //! first after a GPU returns; a pass too soon for a GPM window; a counter
@@ -17,7 +18,7 @@ use std::os::raw::c_uint;
 use std::time::{Duration, Instant};
 
 use crate::node::gpu_metric::{Metric, Readings};
-use crate::node::snapshot::ReadError;
+use crate::node::read_error::{Cause, Reads};
 use crate::nvml::sys::{
     NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
     NVML_FI_DEV_PCIE_COUNT_RX_BYTES, NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
@@ -160,7 +161,8 @@ pub struct Present<'a> {
 }
 
 /// What the previous passes left for the next one, per GPU and per MIG
-/// GPU instance. Holds GPM buffers: drop it before the NVML session.
+/// GPU instance. Its GPM buffers hold the NVML session they came from (see
+/// [`GpmSample`]), so it may drop before or after the session.
 #[derive(Default)]
 pub struct Rates {
     gpus: HashMap<Key, GpuRates>,
@@ -170,8 +172,8 @@ pub struct Rates {
 struct GpuRates {
     /// Asked once per session, once answered.
     gpm_support: Option<bool>,
-    /// The previous GPM sample and when it was taken.
-    gpm: Option<(GpmSample, Instant)>,
+    /// This GPU's (or GPU instance's) two GPM buffers, once allocated.
+    gpm: Option<GpmBuffers>,
     /// The latest complete window's result and when it ended, for a pass
     /// that comes too soon for a window of its own.
     gpm_last: Option<(GpmResult, Instant)>,
@@ -192,12 +194,37 @@ pub struct CounterState {
     last_rate: Option<(f64, Instant)>,
 }
 
+/// Two GPM buffers, allocated once and swapped between passes: `later`
+/// is filled every pass, and becomes `earlier` (the baseline a window
+/// starts from) when a window ends or when there is no baseline yet.
+struct GpmBuffers {
+    earlier: GpmSample,
+    /// When `earlier` was filled; `None` until it is.
+    taken: Option<Instant>,
+    later: GpmSample,
+}
+
+impl GpmBuffers {
+    fn alloc(nvml: &Nvml) -> Result<Self, NvmlError> {
+        Ok(Self {
+            earlier: nvml.gpm_sample_alloc()?,
+            taken: None,
+            later: nvml.gpm_sample_alloc()?,
+        })
+    }
+
+    /// `later`, filled at `at`, is the new baseline.
+    fn swap(&mut self, at: Instant) {
+        std::mem::swap(&mut self.earlier, &mut self.later);
+        self.taken = Some(at);
+    }
+}
+
 /// What one GPM read gave.
 #[derive(Clone, Default)]
 struct GpmResult {
     values: Vec<(Metric, f64)>,
-    unreported: Vec<ReadError>,
-    errors: Vec<ReadError>,
+    reads: Reads,
 }
 
 impl GpmResult {
@@ -205,8 +232,7 @@ impl GpmResult {
         for (metric, value) in &self.values {
             out.readings.set(*metric, *value);
         }
-        out.unreported.extend(self.unreported.iter().cloned());
-        out.errors.extend(self.errors.iter().cloned());
+        out.reads.extend_from(&self.reads);
     }
 }
 
@@ -217,52 +243,43 @@ const GPM_MAX_PERCENT: f64 = 100.5;
 /// Where one GPU's rates go.
 pub struct RateOut<'a> {
     pub readings: &'a mut Readings,
-    /// Metrics the GPU does not report, and why.
-    pub unreported: &'a mut Vec<ReadError>,
-    /// Reads that failed (this pass), and why.
-    pub errors: &'a mut Vec<ReadError>,
+    /// Reads that failed this pass, and metrics the GPU does not report,
+    /// with why.
+    pub reads: &'a mut Reads,
 }
 
 impl RateOut<'_> {
-    fn unreported(&mut self, metrics: impl IntoIterator<Item = Metric>, why: &str) {
-        push(self.unreported, metrics, why);
+    fn unreported(&mut self, metrics: impl IntoIterator<Item = Metric>, cause: Cause) {
+        self.reads.unreported(metrics, cause);
     }
 
     /// A read that failed, or a rate this pass cannot give: a failure for
     /// this pass, so a trigger selecting the GPU is UNAVAILABLE rather
     /// than a sum without it.
-    fn error(&mut self, metrics: impl IntoIterator<Item = Metric>, why: &str) {
-        push(self.errors, metrics, why);
+    fn error(&mut self, metrics: impl IntoIterator<Item = Metric>, cause: Cause) {
+        self.reads.failed(metrics, cause);
     }
 
-    /// NOT_SUPPORTED or a missing symbol is "not reported"; anything
-    /// else a failed read. GPU_IS_LOST is passed up.
+    /// NOT_SUPPORTED or a missing symbol is "not reported", with what that
+    /// means here; anything else a failed read. GPU_IS_LOST is passed up.
     fn failed(
         &mut self,
         metrics: &[Metric],
         error: NvmlError,
-        unsupported_why: &str,
+        meaning: &'static str,
     ) -> Result<(), NvmlError> {
         if error.is_gpu_lost() {
             return Err(error);
         }
+        let metrics = metrics.iter().copied();
         if error.is_not_supported() {
-            self.unreported(
-                metrics.iter().copied(),
-                &format!("{unsupported_why} ({error})"),
-            );
+            let call = error.into();
+            self.unreported(metrics, Cause::Unsupported { meaning, call });
         } else {
-            self.error(metrics.iter().copied(), &error.to_string());
+            self.error(metrics, Cause::Call(error.into()));
         }
         Ok(())
     }
-}
-
-fn push(list: &mut Vec<ReadError>, metrics: impl IntoIterator<Item = Metric>, why: &str) {
-    list.extend(metrics.into_iter().map(|metric| ReadError {
-        what: metric.name().to_string(),
-        error: why.to_string(),
-    }));
 }
 
 /// Whether a rate computed at `at` may still stand in at `now`.
@@ -322,8 +339,7 @@ impl Rates {
         let mut result = GpmResult::default();
         let mut own = RateOut {
             readings: &mut readings,
-            unreported: &mut result.unreported,
-            errors: &mut result.errors,
+            reads: &mut result.reads,
         };
         read_gpm(nvml, parent, Some(gpu_instance), state, &mut own)?;
         result.values = GPM_METRICS
@@ -339,10 +355,10 @@ impl Rates {
 /// A pass without a GPM window of its own: the latest window's result
 /// stands if recent (a pass a little early at a 100 ms interval must not
 /// make the rates flicker absent), else every metric failed this pass.
-fn gpm_for_now(state: &GpuRates, now: Instant, out: &mut RateOut<'_>, why: &str) {
+fn gpm_for_now(state: &GpuRates, now: Instant, out: &mut RateOut<'_>, why: &'static str) {
     match &state.gpm_last {
         Some((last, ended)) if recent(*ended, now) => last.emit(out),
-        _ => out.error(GPM_METRICS.map(|(_, metric)| metric), why),
+        _ => out.error(GPM_METRICS.map(|(_, metric)| metric), Cause::said(why)),
     }
 }
 
@@ -363,21 +379,30 @@ fn read_gpm(
         },
     };
     if !supported {
-        out.unreported(metrics, "this GPU has no GPM (Hopper or newer has it)");
+        let no_gpm = Cause::said("this GPU has no GPM (Hopper or newer has it)");
+        out.unreported(metrics, no_gpm);
         return Ok(());
     }
-    let take = |sample: &GpmSample| match gpu_instance {
-        None => device.gpm_sample(sample),
-        Some(gi) => device.gpm_mig_sample(gi, sample),
+    if state.gpm.is_none() {
+        match GpmBuffers::alloc(nvml) {
+            Ok(buffers) => state.gpm = Some(buffers),
+            Err(e) => return out.failed(&metrics, e, "GPM sampling is not supported"),
+        }
+    }
+    let Some(buffers) = &mut state.gpm else {
+        return Ok(());
     };
-    let sample = match nvml.gpm_sample_alloc().and_then(|s| take(&s).map(|()| s)) {
-        Ok(sample) => sample,
-        Err(e) => return out.failed(&metrics, e, "GPM sampling is not supported"),
+    let taken = match gpu_instance {
+        None => device.gpm_sample(&buffers.later),
+        Some(gi) => device.gpm_mig_sample(gi, &buffers.later),
     };
+    if let Err(e) = taken {
+        return out.failed(&metrics, e, "GPM sampling is not supported");
+    }
     // Spacing is measured between the samples themselves, not passes.
     let now = Instant::now();
-    let Some((previous, at)) = &state.gpm else {
-        state.gpm = Some((sample, now));
+    let Some(at) = buffers.taken else {
+        buffers.swap(now);
         gpm_for_now(
             state,
             now,
@@ -386,7 +411,7 @@ fn read_gpm(
         );
         return Ok(());
     };
-    if now.duration_since(*at) < GPM_MIN_SPACING {
+    if now.duration_since(at) < GPM_MIN_SPACING {
         // The baseline is kept, so the next pass has a full window.
         gpm_for_now(
             state,
@@ -397,8 +422,8 @@ fn read_gpm(
         return Ok(());
     }
     let ids = GPM_METRICS.map(|(id, _)| id);
-    let values = nvml.gpm_metrics(previous, &sample, &ids);
-    state.gpm = Some((sample, now));
+    let values = nvml.gpm_metrics(&buffers.earlier, &buffers.later, &ids);
+    buffers.swap(now);
     state.gpm_last = None;
     let values = match values {
         Ok(values) => values,
@@ -407,8 +432,7 @@ fn read_gpm(
     let mut window = GpmResult::default();
     let mut own = RateOut {
         readings: &mut *out.readings,
-        unreported: &mut window.unreported,
-        errors: &mut window.errors,
+        reads: &mut window.reads,
     };
     for ((_, metric), value) in GPM_METRICS.iter().zip(values) {
         match value {
@@ -419,14 +443,13 @@ fn read_gpm(
             // Samples that do not belong together (an instance recreated,
             // a reset): no rate this pass, not 100%. The previous window
             // does not stand in: it may be of another instance.
-            Ok(value) => own.error([*metric], &format!(
+            Ok(value) => own.error([*metric], Cause::Reason(format!(
                 "GPM gave {value}, not a percentage: the previous sample was of another instance or before a reset; the rate resumes next pass"
-            )),
+            ).into())),
             Err(e) => own.failed(&[*metric], e, "GPM does not measure it on this GPU")?,
         }
     }
-    out.unreported.extend(window.unreported.iter().cloned());
-    out.errors.extend(window.errors.iter().cloned());
+    out.reads.extend_from(&window.reads);
     state.gpm_last = Some((window, now));
     Ok(())
 }
@@ -471,7 +494,7 @@ fn read_counters(
         let entry = state.counters.entry(*field).or_default();
         match entry.next(counter, *unit, max.as_ref(), now) {
             Ok(mbps) => out.readings.set(*metric, mbps),
-            Err(why) => out.error([*metric], &why),
+            Err(why) => out.error([*metric], Cause::Reason(why.into())),
         }
     }
     Ok(())

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use grpcio::Environment;
 
 use crate::node::attribution::{attribute, GpuResources};
-use crate::node::backend::{BackendConfig, Opener, Session};
+use crate::node::backend::{BackendConfig, Opener};
 use crate::node::kubelet::{PodResourcesClient, PodResourcesPoller, Polled};
+use crate::node::session::Session;
 use crate::node::snapshot::{Attribution, GpuHealth, GpuSample, NodeState, SnapshotCell, Unplaced};
 
 /// The longest wait between two attempts to load or initialise NVML.

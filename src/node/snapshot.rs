@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::node::gpu_metric::Readings;
+use crate::node::read_error::{Absent, Cause, ReadError, Reading};
 
 /// One sample of the whole node.
 #[derive(Debug, Clone)]
@@ -97,17 +98,17 @@ impl MigSample {
     }
 
     /// Why `what` is absent on this MIG device, if known.
-    pub fn why_absent(&self, what: &str) -> Option<String> {
-        let find = |errors: &[ReadError]| {
-            errors
-                .iter()
-                .find(|e| e.what == what)
-                .map(|e| e.error.clone())
-        };
-        find(&self.read_errors)
-            .map(|e| format!("reading it failed: {e}"))
-            .or_else(|| find(&self.unreported))
+    pub fn why_absent(&self, what: impl Into<Reading>) -> Option<Absent<'_>> {
+        let what = what.into();
+        find(&self.read_errors, what)
+            .map(Absent::Failed)
+            .or_else(|| find(&self.unreported, what).map(Absent::Unreported))
     }
+}
+
+/// The cause kept against `what`, if any.
+fn find(errors: &[ReadError], what: Reading) -> Option<&Cause> {
+    errors.iter().find(|e| e.what == what).map(|e| &e.cause)
 }
 
 /// One GPU in one sample.
@@ -133,14 +134,6 @@ pub struct GpuSample {
     /// NOT_SUPPORTED), and why; absent, not failed. A rate that is only
     /// missing this pass is in `read_errors`.
     pub unreported: Vec<ReadError>,
-}
-
-/// One reading the GPU library could not give for a GPU that still answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadError {
-    /// A metric name (`temperature`), or `mig_mode` / `name`.
-    pub what: String,
-    pub error: String,
 }
 
 /// A GPU device id held by a pod that matches no GPU on this node.
@@ -178,6 +171,24 @@ pub enum GpuHealth {
 }
 
 impl GpuSample {
+    /// GPU `index` before anything is read from it: `Failed` with no reason
+    /// yet, nothing known. A backend fills in what it reads.
+    pub fn unread(index: u32) -> Self {
+        Self {
+            index,
+            uuid: None,
+            name: None,
+            pci_bus_id: None,
+            health: GpuHealth::Failed {
+                error: String::new(),
+            },
+            mig: Vec::new(),
+            allocations: Vec::new(),
+            read_errors: Vec::new(),
+            unreported: Vec::new(),
+        }
+    }
+
     pub fn readings(&self) -> Option<&Readings> {
         match &self.health {
             GpuHealth::Healthy { readings, .. } => Some(readings),
@@ -185,20 +196,14 @@ impl GpuSample {
         }
     }
 
-    /// Why `what` (a metric name) is absent on this GPU, when a read failed.
-    pub fn read_error(&self, what: &str) -> Option<&str> {
-        self.read_errors
-            .iter()
-            .find(|e| e.what == what)
-            .map(|e| e.error.as_str())
+    /// Why `what` is absent on this GPU, when a read failed.
+    pub fn read_error(&self, what: impl Into<Reading>) -> Option<&Cause> {
+        find(&self.read_errors, what.into())
     }
 
-    /// Why `what` (a metric name) is not reported on this GPU, if known.
-    pub fn unreported(&self, what: &str) -> Option<&str> {
-        self.unreported
-            .iter()
-            .find(|e| e.what == what)
-            .map(|e| e.error.as_str())
+    /// Why `what` is not reported on this GPU, if known.
+    pub fn unreported(&self, what: impl Into<Reading>) -> Option<&Cause> {
+        find(&self.unreported, what.into())
     }
 
     /// `"GPU 1 (GPU-8c1e…)"`, for messages.

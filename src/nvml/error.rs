@@ -1,4 +1,5 @@
-//! Typed NVML errors: return codes, call failures and library loading.
+//! Typed NVML errors: return codes, call failures and library loading
+//! (the shape of `LoadError` is shared with `amdsmi`, see `dynlib`).
 
 use std::fmt;
 
@@ -206,44 +207,19 @@ impl fmt::Display for NvmlError {
 
 impl std::error::Error for NvmlError {}
 
-/// The NVML library could not be opened or lacks a required entry point.
-#[derive(Debug)]
-pub enum LoadError {
-    /// No candidate path could be opened; each attempt and its error.
-    LibraryNotFound { tried: Vec<(String, String)> },
-    /// The library opened but a required symbol is missing.
-    MissingEntryPoint {
-        library: String,
-        symbol: &'static str,
-        source: libloading::Error,
-    },
-}
+crate::dynlib::load_error!(
+    /// The NVML library could not be opened or lacks a required entry point.
+    not_found
+);
 
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::LibraryNotFound { tried } => {
-                write!(f, "cannot load the NVML library (libnvidia-ml.so.1); tried")?;
-                for (i, (path, error)) in tried.iter().enumerate() {
-                    let sep = if i == 0 { " " } else { "; " };
-                    write!(f, "{sep}{path} ({error})")?;
-                }
-                Ok(())
-            }
-            Self::MissingEntryPoint {
-                library, symbol, ..
-            } => write!(f, "{library} does not export the required symbol {symbol}"),
-        }
+/// "Not found", listing every path tried and why it failed.
+fn not_found(f: &mut fmt::Formatter<'_>, tried: &[(String, String)]) -> fmt::Result {
+    write!(f, "cannot load the NVML library (libnvidia-ml.so.1); tried")?;
+    for (i, (path, error)) in tried.iter().enumerate() {
+        let sep = if i == 0 { " " } else { "; " };
+        write!(f, "{sep}{path} ({error})")?;
     }
-}
-
-impl std::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::LibraryNotFound { .. } => None,
-            Self::MissingEntryPoint { source, .. } => Some(source),
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]

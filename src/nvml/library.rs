@@ -1,13 +1,12 @@
-//! Finding and opening `libnvidia-ml.so.1`, and resolving its entry points.
+//! Where `libnvidia-ml.so.1` is found, and which of its entry points are
+//! resolved (opening it is `dynlib`'s, the same for every vendor).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use libloading::Library;
-
 use super::error::LoadError;
 use super::sys::{self, symbols, Api, MemoryInfoFn};
-use crate::dynlib;
+use crate::dynlib::{Loaded, MissingSymbol, Opened, Vendor};
 
 /// The soname the driver installs; the unversioned `.so` is often absent.
 pub const SONAME: &str = "libnvidia-ml.so.1";
@@ -33,120 +32,96 @@ pub fn candidate_paths() -> Vec<PathBuf> {
         .collect()
 }
 
-/// An opened NVML library with its required entry points resolved. The
-/// function pointers live beside the `Library` that keeps them valid.
-pub struct NvmlLibrary {
+/// An opened NVML library with its entry points resolved beside it: its
+/// `open` searches [`candidate_paths`]; its `open_path(path)` (unsafe:
+/// loading runs the library's initialisers) opens the library the
+/// operator named (`--nvml-library`, `NVML_LIBRARY_PATH`).
+pub type NvmlLibrary = Loaded<Entries>;
+
+/// NVML's entry points: the required ones resolved when the library
+/// loads, the ones newer drivers add on first use.
+pub struct Entries {
     api: Api,
     optional: OnceLock<OptionalApi>,
-    path: String,
-    library: Library,
 }
 
-impl NvmlLibrary {
-    /// Opens the first of the standard places (see [`candidate_paths`])
-    /// that loads. The error lists every path tried and why it failed.
-    pub fn open() -> Result<Self, LoadError> {
-        // SAFETY: loading runs the library's initialisers. These are the
-        // driver's own install locations (and the loader's search for its
-        // soname), where only NVML is found.
-        let (library, path) = unsafe { dynlib::open_first(candidate_paths()) }
-            .map_err(|tried| LoadError::LibraryNotFound { tried })?;
-        Self::resolve(library, path)
+// SAFETY: `candidate_paths` is NVML's soname (the loader's search for it)
+// and the driver's own install locations, where only NVML is found.
+unsafe impl Vendor for Entries {
+    type Error = LoadError;
+
+    fn candidates() -> Vec<PathBuf> {
+        candidate_paths()
     }
 
-    /// Opens the library at `path` (from `--nvml-library` or
-    /// `NVML_LIBRARY_PATH`) instead of searching.
-    ///
-    /// # Safety
-    ///
-    /// Loading a library runs its initialisers with this process's rights.
-    /// The caller must be sure that `path` is NVML, or a library whose
-    /// initialisers are sound to run on any thread (the test fake is).
-    pub unsafe fn open_path(path: &Path) -> Result<Self, LoadError> {
-        // SAFETY: the caller vouches for the library (see above).
-        let library =
-            unsafe { dynlib::open(path) }.map_err(|failure| LoadError::LibraryNotFound {
-                tried: vec![failure],
-            })?;
-        Self::resolve(library, path.display().to_string())
-    }
-
-    fn resolve(library: Library, path: String) -> Result<Self, LoadError> {
-        let resolver = Resolver {
-            library: &library,
-            path: &path,
-        };
-        let api = Api {
-            init: resolver.versioned(symbols::INIT)?,
-            shutdown: resolver.required(symbols::SHUTDOWN)?,
-            error_string: resolver.required(symbols::ERROR_STRING)?,
-            system_get_driver_version: resolver.required(symbols::SYSTEM_GET_DRIVER_VERSION)?,
-            device_get_count: resolver.versioned(symbols::DEVICE_GET_COUNT)?,
-            device_get_handle_by_index: resolver.versioned(symbols::DEVICE_GET_HANDLE_BY_INDEX)?,
-            device_get_uuid: resolver.required(symbols::DEVICE_GET_UUID)?,
-            device_get_name: resolver.required(symbols::DEVICE_GET_NAME)?,
-            device_get_memory_info: {
-                let (v2, v1) = symbols::DEVICE_GET_MEMORY_INFO;
-                match resolver.optional(v2) {
+    fn resolve(opened: &Opened) -> Result<Self, LoadError> {
+        let memory_info = symbols::DEVICE_GET_MEMORY_INFO;
+        // SAFETY: each field's type is the signature nvml.h declares for
+        // the symbol named beside it (see `sys`), and the `Api` is kept
+        // beside `opened`.
+        let api = unsafe {
+            Api {
+                init: versioned(opened, symbols::INIT)?,
+                shutdown: opened.required(symbols::SHUTDOWN)?,
+                error_string: opened.required(symbols::ERROR_STRING)?,
+                system_get_driver_version: opened.required(symbols::SYSTEM_GET_DRIVER_VERSION)?,
+                device_get_count: versioned(opened, symbols::DEVICE_GET_COUNT)?,
+                device_get_handle_by_index: versioned(opened, symbols::DEVICE_GET_HANDLE_BY_INDEX)?,
+                device_get_uuid: opened.required(symbols::DEVICE_GET_UUID)?,
+                device_get_name: opened.required(symbols::DEVICE_GET_NAME)?,
+                device_get_memory_info: match opened.optional(memory_info.0) {
                     Some(f) => MemoryInfoFn::V2(f),
-                    None => MemoryInfoFn::V1(resolver.required(v1)?),
-                }
-            },
-            device_get_utilization_rates: resolver
-                .required(symbols::DEVICE_GET_UTILIZATION_RATES)?,
-            device_get_temperature: resolver.required(symbols::DEVICE_GET_TEMPERATURE)?,
-            device_get_power_usage: resolver.required(symbols::DEVICE_GET_POWER_USAGE)?,
+                    None => MemoryInfoFn::V1(opened.required(memory_info.1)?),
+                },
+                device_get_utilization_rates: opened
+                    .required(symbols::DEVICE_GET_UTILIZATION_RATES)?,
+                device_get_temperature: opened.required(symbols::DEVICE_GET_TEMPERATURE)?,
+                device_get_power_usage: opened.required(symbols::DEVICE_GET_POWER_USAGE)?,
+            }
         };
         Ok(Self {
             api,
             optional: OnceLock::new(),
-            path,
-            library,
         })
     }
+}
 
-    /// Where the library was loaded from.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
+impl NvmlLibrary {
     /// Whether `nvmlDeviceGetMemoryInfo_v2` is used (it excludes reserved memory).
     pub fn has_memory_info_v2(&self) -> bool {
-        matches!(self.api.device_get_memory_info, MemoryInfoFn::V2(_))
+        matches!(self.api().device_get_memory_info, MemoryInfoFn::V2(_))
     }
 
     pub(super) fn api(&self) -> &Api {
-        &self.api
+        &self.entries().api
     }
 
     /// Entry points newer drivers add, resolved on first use; each is
     /// `None` where the driver lacks it.
     pub(super) fn optional(&self) -> &OptionalApi {
-        self.optional.get_or_init(|| {
-            let resolver = Resolver {
-                library: &self.library,
-                path: &self.path,
-            };
+        let opened = self.opened();
+        // SAFETY: as in `resolve`: each field's type is the signature
+        // nvml.h declares for its symbol, kept beside `opened`.
+        self.entries().optional.get_or_init(|| unsafe {
             OptionalApi {
-                mig_mode: resolver.optional(symbols::DEVICE_GET_MIG_MODE),
-                max_mig_device_count: resolver.optional(symbols::DEVICE_GET_MAX_MIG_DEVICE_COUNT),
-                mig_device_handle_by_index: resolver
+                mig_mode: opened.optional(symbols::DEVICE_GET_MIG_MODE),
+                max_mig_device_count: opened.optional(symbols::DEVICE_GET_MAX_MIG_DEVICE_COUNT),
+                mig_device_handle_by_index: opened
                     .optional(symbols::DEVICE_GET_MIG_DEVICE_HANDLE_BY_INDEX),
-                gpu_instance_id: resolver.optional(symbols::DEVICE_GET_GPU_INSTANCE_ID),
-                compute_instance_id: resolver.optional(symbols::DEVICE_GET_COMPUTE_INSTANCE_ID),
-                field_values: resolver.optional(symbols::DEVICE_GET_FIELD_VALUES),
-                max_pcie_link_generation: resolver
+                gpu_instance_id: opened.optional(symbols::DEVICE_GET_GPU_INSTANCE_ID),
+                compute_instance_id: opened.optional(symbols::DEVICE_GET_COMPUTE_INSTANCE_ID),
+                field_values: opened.optional(symbols::DEVICE_GET_FIELD_VALUES),
+                max_pcie_link_generation: opened
                     .optional(symbols::DEVICE_GET_MAX_PCIE_LINK_GENERATION),
-                max_pcie_link_width: resolver.optional(symbols::DEVICE_GET_MAX_PCIE_LINK_WIDTH),
+                max_pcie_link_width: opened.optional(symbols::DEVICE_GET_MAX_PCIE_LINK_WIDTH),
                 gpm: (|| {
                     Some(GpmApi {
-                        query_device_support: resolver
-                            .optional(symbols::GPM_QUERY_DEVICE_SUPPORT)?,
-                        sample_alloc: resolver.optional(symbols::GPM_SAMPLE_ALLOC)?,
-                        sample_free: resolver.optional(symbols::GPM_SAMPLE_FREE)?,
-                        sample_get: resolver.optional(symbols::GPM_SAMPLE_GET)?,
-                        mig_sample_get: resolver.optional(symbols::GPM_MIG_SAMPLE_GET),
-                        metrics_get: resolver.optional(symbols::GPM_METRICS_GET)?,
+                        query_device_support: opened.optional(symbols::GPM_QUERY_DEVICE_SUPPORT)?,
+                        sample_alloc: opened.optional(symbols::GPM_SAMPLE_ALLOC)?,
+                        sample_free: opened.optional(symbols::GPM_SAMPLE_FREE)?,
+                        sample_get: opened.optional(symbols::GPM_SAMPLE_GET)?,
+                        mig_sample_get: opened.optional(symbols::GPM_MIG_SAMPLE_GET),
+                        metrics_get: opened.optional(symbols::GPM_METRICS_GET)?,
                     })
                 })(),
             }
@@ -180,37 +155,20 @@ pub struct GpmApi {
     pub metrics_get: sys::GpmMetricsGetFn,
 }
 
-struct Resolver<'a> {
-    library: &'a Library,
-    path: &'a str,
-}
-
-impl Resolver<'_> {
-    fn optional<T: Copy>(&self, symbol: &'static str) -> Option<T> {
-        // SAFETY: `T` is the `extern "C"` signature nvml.h declares for
-        // `symbol`, and the pointer is stored beside the library it came from.
-        unsafe { self.library.get::<T>(symbol.as_bytes()) }
-            .ok()
-            .map(|f| *f)
-    }
-
-    fn required<T: Copy>(&self, symbol: &'static str) -> Result<T, LoadError> {
-        // SAFETY: as in `optional`.
-        unsafe { self.library.get::<T>(symbol.as_bytes()) }
-            .map(|f| *f)
-            .map_err(|source| LoadError::MissingEntryPoint {
-                library: self.path.to_string(),
-                symbol,
-                source,
-            })
-    }
-
-    /// The `_v2` symbol when exported, else the unversioned one.
-    fn versioned<T: Copy>(&self, (v2, v1): (&'static str, &'static str)) -> Result<T, LoadError> {
-        match self.optional(v2) {
-            Some(f) => Ok(f),
-            None => self.required(v1),
-        }
+/// The `_v2` symbol when exported, else the unversioned one.
+///
+/// # Safety
+///
+/// As [`Opened::optional`], for both symbols.
+unsafe fn versioned<T: Copy>(
+    opened: &Opened,
+    (v2, v1): (&'static str, &'static str),
+) -> Result<T, MissingSymbol> {
+    // SAFETY: the caller's promise, for both symbols.
+    match unsafe { opened.optional(v2) } {
+        Some(f) => Ok(f),
+        // SAFETY: as above.
+        None => unsafe { opened.required(v1) },
     }
 }
 

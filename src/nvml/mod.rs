@@ -1,6 +1,8 @@
 //! A safe API over the NVML C library, loaded at run time. `sys` holds the
-//! raw ABI, `library` finds and resolves it, and this file owns the
-//! initialised session and the per-device calls.
+//! raw ABI, `library` says where it is and which entry points to resolve
+//! (`dynlib` opens it), and this file owns the initialised session, the
+//! per-device calls and the GPM buffers, which hold the session so that
+//! `nvmlShutdown` comes only after the last is freed.
 
 mod error;
 mod library;
@@ -15,13 +17,33 @@ pub use error::{LoadError, NvmlError, ReturnCode};
 
 use crate::dynlib::{string_from_buffer, CallErrors};
 use library::GpmApi;
-pub use library::{candidate_paths, NvmlLibrary, DRIVER_DIRS, SONAME};
+pub use library::{candidate_paths, Entries, NvmlLibrary, DRIVER_DIRS, SONAME};
 
 use sys::{nvmlDevice_t, nvmlReturn_t, MemoryInfoFn, NVML_SUCCESS};
 
-/// An initialised NVML session. `nvmlShutdown` runs on drop.
+/// An initialised NVML session. `nvmlShutdown` runs once it and every
+/// [`GpmSample`] taken through it are dropped.
 pub struct Nvml {
+    initialised: Arc<Initialised>,
+}
+
+/// One successful `nvmlInit`, shared by the session and the GPM buffers
+/// allocated through it: each holds an `Arc` of it, so `nvmlShutdown` (on
+/// its drop) can only come after the last buffer is freed, whatever order
+/// their owners drop in.
+struct Initialised {
     library: Arc<NvmlLibrary>,
+}
+
+impl Drop for Initialised {
+    fn drop(&mut self) {
+        // SAFETY: pairs the successful init in `Nvml::init`; every GPM
+        // buffer of this session is freed (each held an `Arc` of this).
+        let code = unsafe { (self.library.api().shutdown)() };
+        if let Err(e) = check(&self.library, "nvmlShutdown", code) {
+            log::debug!("{e}");
+        }
+    }
 }
 
 /// Memory in bytes, as NVML counts it.
@@ -63,11 +85,13 @@ impl Nvml {
         // SAFETY: `init` takes no arguments; NVML counts init/shutdown pairs.
         let code = unsafe { (library.api().init)() };
         check(&library, "nvmlInit", code)?;
-        Ok(Self { library })
+        Ok(Self {
+            initialised: Arc::new(Initialised { library }),
+        })
     }
 
     pub fn library(&self) -> &Arc<NvmlLibrary> {
-        &self.library
+        &self.initialised.library
     }
 
     pub fn driver_version(&self) -> Result<String, NvmlError> {
@@ -98,21 +122,11 @@ impl Nvml {
     }
 
     fn api(&self) -> &sys::Api {
-        self.library.api()
+        self.library().api()
     }
 
     fn check(&self, function: &'static str, code: nvmlReturn_t) -> Result<(), NvmlError> {
-        check(&self.library, function, code)
-    }
-}
-
-impl Drop for Nvml {
-    fn drop(&mut self) {
-        // SAFETY: pairs the successful init in `Nvml::init`.
-        let code = unsafe { (self.api().shutdown)() };
-        if let Err(e) = self.check("nvmlShutdown", code) {
-            log::debug!("{e}");
-        }
+        check(self.library(), function, code)
     }
 }
 
@@ -203,7 +217,7 @@ impl Device<'_> {
         let symbol = sys::symbols::DEVICE_GET_MIG_MODE;
         let f = self
             .nvml
-            .library
+            .library()
             .optional()
             .mig_mode
             .ok_or(NvmlError::MissingSymbol(symbol))?;
@@ -228,7 +242,7 @@ impl Device<'_> {
     /// they can be anywhere, not only at the end). Optional, like
     /// `mig_enabled`.
     pub fn mig_devices(&self) -> Result<Vec<(u32, Device<'_>)>, NvmlError> {
-        let optional = self.nvml.library.optional();
+        let optional = self.nvml.library().optional();
         let max_count = optional
             .max_mig_device_count
             .ok_or(NvmlError::MissingSymbol(
@@ -271,7 +285,7 @@ impl Device<'_> {
     pub fn gpu_instance_id(&self) -> Result<u32, NvmlError> {
         self.get_uint(
             sys::symbols::DEVICE_GET_GPU_INSTANCE_ID,
-            self.nvml.library.optional().gpu_instance_id,
+            self.nvml.library().optional().gpu_instance_id,
         )
     }
 
@@ -279,7 +293,7 @@ impl Device<'_> {
     pub fn compute_instance_id(&self) -> Result<u32, NvmlError> {
         self.get_uint(
             sys::symbols::DEVICE_GET_COMPUTE_INSTANCE_ID,
-            self.nvml.library.optional().compute_instance_id,
+            self.nvml.library().optional().compute_instance_id,
         )
     }
 
@@ -340,7 +354,7 @@ impl Device<'_> {
     pub fn max_pcie_link_generation(&self) -> Result<u32, NvmlError> {
         self.get_uint(
             sys::symbols::DEVICE_GET_MAX_PCIE_LINK_GENERATION,
-            self.nvml.library.optional().max_pcie_link_generation,
+            self.nvml.library().optional().max_pcie_link_generation,
         )
     }
 
@@ -349,7 +363,7 @@ impl Device<'_> {
     pub fn max_pcie_link_width(&self) -> Result<u32, NvmlError> {
         self.get_uint(
             sys::symbols::DEVICE_GET_MAX_PCIE_LINK_WIDTH,
-            self.nvml.library.optional().max_pcie_link_width,
+            self.nvml.library().optional().max_pcie_link_width,
         )
     }
 
@@ -362,7 +376,7 @@ impl Device<'_> {
         let symbol = sys::symbols::DEVICE_GET_FIELD_VALUES;
         let f = self
             .nvml
-            .library
+            .library()
             .optional()
             .field_values
             .ok_or(NvmlError::MissingSymbol(symbol))?;
@@ -463,10 +477,12 @@ fn counter(value: &sys::nvmlFieldValue_t) -> Option<(u64, u32)> {
     }
 }
 
-/// A GPM sample buffer, freed (`nvmlGpmSampleFree`) on drop. Drop every
-/// sample before the session that took it.
+/// A GPM sample buffer, freed (`nvmlGpmSampleFree`) on drop. It holds its
+/// session's initialisation, so it is always freed before `nvmlShutdown`:
+/// it may outlive the [`Nvml`] that allocated it, never the NVML session.
+/// Refilled by each `gpm_sample` call, so one buffer serves every pass.
 pub struct GpmSample {
-    library: Arc<NvmlLibrary>,
+    initialised: Arc<Initialised>,
     sample: sys::nvmlGpmSample_t,
 }
 
@@ -476,8 +492,9 @@ unsafe impl Send for GpmSample {}
 
 impl Drop for GpmSample {
     fn drop(&mut self) {
-        if let Some(gpm) = &self.library.optional().gpm {
-            // SAFETY: allocated by nvmlGpmSampleAlloc of this library, freed once.
+        if let Some(gpm) = &self.initialised.library.optional().gpm {
+            // SAFETY: allocated by nvmlGpmSampleAlloc of this library in a
+            // session still initialised (this holds it), freed once.
             unsafe { (gpm.sample_free)(self.sample) };
         }
     }
@@ -488,7 +505,7 @@ pub type GpmValue = Result<f64, NvmlError>;
 
 impl Nvml {
     fn gpm(&self) -> Result<&GpmApi, NvmlError> {
-        self.library
+        self.library()
             .optional()
             .gpm
             .as_ref()
@@ -503,7 +520,7 @@ impl Nvml {
         let code = unsafe { (gpm.sample_alloc)(&mut sample) };
         self.check(sys::symbols::GPM_SAMPLE_ALLOC, code)?;
         Ok(GpmSample {
-            library: Arc::clone(&self.library),
+            initialised: Arc::clone(&self.initialised),
             sample,
         })
     }

@@ -334,32 +334,31 @@ pub mod symbols {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dynlib::assert_layout;
 
-    use std::mem::{offset_of, size_of};
+    use std::mem::size_of;
 
     #[test]
     fn struct_layouts_match_nvml_h() {
-        assert_eq!(size_of::<nvmlUtilization_t>(), 8);
-        assert_eq!(size_of::<nvmlMemory_t>(), 24);
-        assert_eq!(size_of::<nvmlMemory_v2_t>(), 40);
+        assert_layout!(nvmlUtilization_t, 8, { gpu: 0, memory: 4 });
+        assert_layout!(nvmlMemory_t, 24, { total: 0, free: 8, used: 16 });
+        assert_layout!(nvmlMemory_v2_t, 40, {
+            version: 0, total: 8, reserved: 16, free: 24, used: 32,
+        });
         assert_eq!(NVML_MEMORY_V2, 0x0200_0028);
     }
 
     #[test]
     fn gpm_layouts_match_nvml_h() {
-        assert_eq!(size_of::<nvmlGpmSupport_t>(), 8);
-        assert_eq!(offset_of!(nvmlGpmSupport_t, isSupportedDevice), 4);
+        assert_layout!(nvmlGpmSupport_t, 8, { version: 0, isSupportedDevice: 4 });
         // metricId, nvmlReturn, a double, three char pointers.
-        assert_eq!(size_of::<nvmlGpmMetric_t>(), 40);
-        assert_eq!(offset_of!(nvmlGpmMetric_t, nvmlReturn), 4);
-        assert_eq!(offset_of!(nvmlGpmMetric_t, value), 8);
-        assert_eq!(offset_of!(nvmlGpmMetric_t, metricInfo), 16);
+        assert_layout!(nvmlGpmMetric_t, 40, {
+            metricId: 0, nvmlReturn: 4, value: 8, metricInfo: 16,
+        });
         // version, numMetrics, two sample pointers, 333 metrics.
-        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, numMetrics), 4);
-        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, sample1), 8);
-        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, sample2), 16);
-        assert_eq!(offset_of!(nvmlGpmMetricsGet_t, metrics), 24);
-        assert_eq!(size_of::<nvmlGpmMetricsGet_t>(), 24 + 333 * 40);
+        assert_layout!(nvmlGpmMetricsGet_t, 24 + 333 * 40, {
+            version: 0, numMetrics: 4, sample1: 8, sample2: 16, metrics: 24,
+        });
         let fresh = nvmlGpmMetricsGet_t::new();
         assert_eq!(fresh.version, 1);
         // A slot the driver leaves untouched is a failure, never SUCCESS
@@ -372,14 +371,11 @@ mod tests {
 
     #[test]
     fn field_value_layout_matches_nvml_h() {
-        assert_eq!(size_of::<nvmlValue_t>(), 8);
+        assert_layout!(nvmlValue_t, 8, {});
         assert_eq!(size_of::<std::os::raw::c_ulong>(), size_of::<u64>());
-        assert_eq!(size_of::<nvmlFieldValue_t>(), 40);
-        assert_eq!(offset_of!(nvmlFieldValue_t, scopeId), 4);
-        assert_eq!(offset_of!(nvmlFieldValue_t, timestamp), 8);
-        assert_eq!(offset_of!(nvmlFieldValue_t, latencyUsec), 16);
-        assert_eq!(offset_of!(nvmlFieldValue_t, valueType), 24);
-        assert_eq!(offset_of!(nvmlFieldValue_t, nvmlReturn), 28);
-        assert_eq!(offset_of!(nvmlFieldValue_t, value), 32);
+        assert_layout!(nvmlFieldValue_t, 40, {
+            fieldId: 0, scopeId: 4, timestamp: 8, latencyUsec: 16, valueType: 24,
+            nvmlReturn: 28, value: 32,
+        });
     }
 }

@@ -301,6 +301,7 @@ pub fn render(sources: &Sources) -> String {
                 .map(move |e| (mig.uuid.as_str(), profile, e))
         });
         for (mig, profile, error) in whole.chain(migs) {
+            let what = error.what.to_string();
             page.sample(
                 &read_errors,
                 &[
@@ -308,7 +309,7 @@ pub fn render(sources: &Sources) -> String {
                     ("gpu", &index),
                     ("mig", mig),
                     ("mig_profile", profile),
-                    ("what", &error.what),
+                    ("what", &what),
                 ],
                 1.0,
             );
@@ -534,7 +535,8 @@ pub fn render(sources: &Sources) -> String {
 mod tests {
     use super::*;
     use crate::engine::scrape::ScrapeConfig;
-    use crate::node::snapshot::{Attribution, MigSample, ReadError};
+    use crate::node::read_error::{Cause, ReadError};
+    use crate::node::snapshot::{Attribution, MigSample};
     use crate::observe::stats::TriggerAnswer;
 
     const LIMIT: Duration = Duration::from_millis(300);
@@ -652,12 +654,9 @@ mod tests {
     #[test]
     fn read_errors_include_mig_devices() {
         let sources = sources(BackendChoice::Nvidia);
-        let error = |what: &str| ReadError {
-            what: what.into(),
-            error: "NVML_ERROR_UNKNOWN".into(),
-        };
+        let error = |what: Metric| ReadError::new(what, Cause::said("NVML_ERROR_UNKNOWN"));
         let mut parent = gpu(1);
-        parent.read_errors = vec![error("temperature")];
+        parent.read_errors = vec![error(Metric::Temperature)];
         parent.mig = vec![MigSample {
             slot: 0,
             uuid: "MIG-a".into(),
@@ -665,7 +664,7 @@ mod tests {
             gpu_instance: Some(1),
             compute_instance: Some(0),
             readings: Readings::default(),
-            read_errors: vec![error("sm_activity")],
+            read_errors: vec![error(Metric::SmActivity)],
             unreported: vec![],
             allocations: vec![],
         }];

@@ -159,7 +159,7 @@ fn select_and_aggregate(
                             (true, Reason::Counted)
                         }
                         (GpuHealth::Healthy { .. }, None) => {
-                            if let Some(error) = gpu.read_error(metric.name()) {
+                            if let Some(error) = gpu.read_error(metric) {
                                 let reason = format!("reading {metric} failed: {error}");
                                 failed.push(format!("{}: {reason}", label(node.name, gpu)));
                                 (false, Reason::Failed(reason))
@@ -218,16 +218,16 @@ fn select_and_aggregate(
                             (true, String::from("counted"))
                         }
                         (GpuHealth::Healthy { .. }, None) => {
-                            match mig.read_errors.iter().find(|e| e.what == metric.name()) {
+                            match mig.read_errors.iter().find(|e| e.what == metric) {
                                 Some(error) => {
                                     let reason =
-                                        format!("reading {metric} failed: {}", error.error);
+                                        format!("reading {metric} failed: {}", error.cause);
                                     failed.push(format!("{name}: {reason}"));
                                     (false, reason)
                                 }
                                 None => {
                                     let why = mig
-                                        .why_absent(metric.name())
+                                        .why_absent(metric)
                                         .map_or_else(String::new, |why| format!(" ({why})"));
                                     let reason = format!("does not report {metric}{why}");
                                     excluded.push(format!("{name} {reason}"));
@@ -325,7 +325,7 @@ fn unsupported_why(gpu: &GpuSample, metric: Metric) -> String {
             ..
         }
     );
-    match gpu.unreported(metric.name()) {
+    match gpu.unreported(metric) {
         Some(why) => format!(" ({why})"),
         None if mig_enabled => String::from(" (MIG is enabled)"),
         None => String::new(),
@@ -373,6 +373,7 @@ fn label(node: &str, gpu: &GpuSample) -> String {
 mod tests {
     use super::*;
     use crate::node::gpu_metric::{Metric, Readings};
+    use crate::node::read_error::{Cause, ReadError};
     use crate::node::snapshot::{Allocation, Attribution};
     use std::collections::HashMap;
 
@@ -675,10 +676,10 @@ mod tests {
     #[test]
     fn a_selected_gpu_whose_reading_failed_makes_the_value_unavailable() {
         let mut gpu = healthy(0, 30.0);
-        gpu.read_errors.push(crate::node::snapshot::ReadError {
-            what: "gpu_utilization".into(),
-            error: "Timeout".into(),
-        });
+        gpu.read_errors.push(ReadError::new(
+            Metric::GpuUtilization,
+            Cause::said("Timeout"),
+        ));
         if let GpuHealth::Healthy { readings, .. } = &mut gpu.health {
             *readings = Readings::default();
         }
@@ -739,12 +740,10 @@ mod tests {
         if let GpuHealth::Healthy { readings, .. } = &mut unsupported.health {
             *readings = Readings::default();
         }
-        unsupported
-            .unreported
-            .push(crate::node::snapshot::ReadError {
-                what: "gpu_utilization".into(),
-                error: "Not Supported".into(),
-            });
+        unsupported.unreported.push(ReadError::new(
+            Metric::GpuUtilization,
+            Cause::said("Not Supported"),
+        ));
         let gpus = [unsupported, healthy(1, 50.0)];
         let outcome = evaluate_nodes(&trigger(&[]), &[node("", &gpus)], Detail::Explained);
         assert_eq!(outcome.value, Ok(50.0));
@@ -757,10 +756,10 @@ mod tests {
     #[test]
     fn a_failed_reading_is_named_and_the_gpu_counts_for_what_it_read() {
         let mut gpu = healthy(0, 30.0);
-        gpu.read_errors.push(crate::node::snapshot::ReadError {
-            what: "temperature".into(),
-            error: "Unknown Error".into(),
-        });
+        gpu.read_errors.push(ReadError::new(
+            Metric::Temperature,
+            Cause::said("Unknown Error"),
+        ));
         let gpus = [gpu, healthy(1, 50.0)];
         let pairs = [("metricType", "temperature"), ("targetValue", "80")];
         let outcome = evaluate_nodes(&trigger(&pairs), &[node("", &gpus)], Detail::Explained);
