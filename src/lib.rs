@@ -18,6 +18,8 @@
 //! - `cluster`: the peer view, one report type for this node and peers, and
 //!   the choice of scope (this node, or the cluster);
 //! - `observe`: the `/metrics` page for people (not for scaling);
+//! - `untrusted`: outside text on its way to a log line or a message,
+//!   capped and escaped (shared by all);
 //! - `grpc`: the servers KEDA and probes call, streams, replies and TLS;
 //! - `commands`: the command line.
 //!
@@ -35,3 +37,4 @@ pub mod nvml;
 pub mod observe;
 pub mod proto;
 pub mod scaling;
+pub mod untrusted;

@@ -136,3 +136,72 @@ fn a_lab_allows_loopback_with_both_flags() {
         "{message}"
     );
 }
+
+/// A server on loopback that answers every request with `answer`, raw.
+fn raw_server(answer: Vec<u8>) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(&answer);
+        }
+    });
+    address
+}
+
+/// No raw control character, and no run of one outside string longer than
+/// the cap, reaches the gRPC message.
+fn assert_tame(message: &str) {
+    assert!(
+        !message.chars().any(|c| c.is_control()),
+        "a raw control character: {message:?}"
+    );
+    assert!(
+        !message.contains(&"A".repeat(201)),
+        "more than 200 characters echoed: {message}"
+    );
+}
+
+#[test]
+fn what_a_replica_sends_reaches_messages_capped_and_escaped() {
+    let serve = Serve::start(&LAB_POLICY_FLAGS);
+    // A redirect whose Location carries escape sequences and a flood.
+    let location = format!("http://x/\u{1b}[31m\r{}", "A".repeat(5000));
+    let redirect = raw_server(
+        format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+            .into_bytes(),
+    );
+    let (code, message) = ask(&serve, &queue(&redirect.to_string())).unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(
+        message.contains("HTTP status 302 (a redirect to http://x/\\u{1b}[31m")
+            && message.contains("more characters), not followed)"),
+        "{message}"
+    );
+    assert_tame(&message);
+    // A status line and a page full of control characters in names.
+    let status = raw_server(format!("HTTP/1.1 2\u{7}00 {}\r\n\r\n", "A".repeat(5000)).into_bytes());
+    let (_, message) = ask(&serve, &queue(&status.to_string())).unwrap_err();
+    assert!(
+        message.contains("malformed HTTP answer: status line \""),
+        "{message}"
+    );
+    assert_tame(&message);
+    let mut evil = Behaviour::new(Kind::Vllm, Load::default());
+    evil.page = Some(format!(
+        "# TYPE vllm:evil\u{7}{} gauge\nvllm:evil\u{7}{}{{a=\"\u{1b}\"}} 1\n",
+        "A".repeat(300),
+        "A".repeat(300)
+    ));
+    let replica = Replica::start("127.0.0.1:0", evil).unwrap();
+    let (_, message) = ask(&serve, &queue(&replica.address().to_string())).unwrap_err();
+    assert!(
+        message.contains("the page has no vllm:num_requests_waiting; it has vllm:evil\\u{7}AAA"),
+        "{message}"
+    );
+    assert_tame(&message);
+}

@@ -17,6 +17,7 @@ use crate::proto::node::{
 };
 use crate::scaling::evaluate::NodeView;
 use crate::scaling::trigger::Selector;
+use crate::untrusted::plain;
 
 /// Read errors (and unreported reasons) kept per GPU from a peer; its whole
 /// answer is capped too, at 256 KiB.
@@ -100,7 +101,7 @@ impl NodeReport {
         let usable = match (message.nvml_error(), stale_reason(age, stale_after)) {
             ("", None) => Ok(()),
             ("", Some(stale)) => Err(stale),
-            (error, _) => Err(error.to_string()),
+            (error, _) => Err(plain(error)),
         };
         // On the wire: an error string, or the unplaced ids beside it.
         let attribution = match message.attribution_error() {
@@ -110,11 +111,11 @@ impl NodeReport {
                     .iter()
                     .map(|a| Unplaced {
                         allocation: allocation_from_proto(a),
-                        reason: a.reason().to_string(),
+                        reason: plain(a.reason()),
                     })
                     .collect(),
             },
-            error => Attribution::Unavailable(error.to_string()),
+            error => Attribution::Unavailable(plain(error)),
         };
         Ok(Self {
             name: message.node_name().to_string(),
@@ -335,10 +336,10 @@ fn gpu_from_proto(message: &Gpu) -> Result<GpuSample, String> {
             }
         }
         (error, true) => GpuHealth::Lost {
-            error: error.to_string(),
+            error: plain(error),
         },
         (error, false) => GpuHealth::Failed {
-            error: error.to_string(),
+            error: plain(error),
         },
     };
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -392,10 +393,7 @@ fn read_errors_from_proto(errors: &[ReadErrorProto]) -> Vec<ReadError> {
         .take(MAX_READ_ERRORS)
         .filter_map(|e| {
             let what = ReadingName::parse(e.what())?;
-            Some(ReadError::new(
-                what,
-                Cause::Reason(e.error().to_string().into()),
-            ))
+            Some(ReadError::new(what, Cause::Reason(plain(e.error()).into())))
         })
         .collect()
 }

@@ -12,6 +12,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::untrusted::{plain, quoted};
+
 /// The most bytes of status line and headers read.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most bytes of body read by default (a vLLM page is ~200 KB).
@@ -349,11 +351,14 @@ impl Connection<'_> {
         let mut parts = status.splitn(3, ' ');
         let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         if !version.starts_with("HTTP/1.") {
-            return Err(HttpError::Malformed(format!("status line {status:?}")));
+            return Err(HttpError::Malformed(format!(
+                "status line {}",
+                quoted(&status)
+            )));
         }
         let code: u16 = code
             .parse()
-            .map_err(|_| HttpError::Malformed(format!("status line {status:?}")))?;
+            .map_err(|_| HttpError::Malformed(format!("status line {}", quoted(&status))))?;
         let mut length = None;
         let mut chunked = false;
         let mut location = None;
@@ -364,13 +369,16 @@ impl Connection<'_> {
                 break;
             }
             let Some((name, value)) = line.split_once(':') else {
-                return Err(HttpError::Malformed(format!("header line {line:?}")));
+                return Err(HttpError::Malformed(format!(
+                    "header line {}",
+                    quoted(&line)
+                )));
             };
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
-                let parsed: usize = value
-                    .parse()
-                    .map_err(|_| HttpError::Malformed(format!("Content-Length {value:?}")))?;
+                let parsed: usize = value.parse().map_err(|_| {
+                    HttpError::Malformed(format!("Content-Length {}", quoted(value)))
+                })?;
                 if length.is_some_and(|l| l != parsed) {
                     return Err(HttpError::Malformed("two different Content-Lengths".into()));
                 }
@@ -382,7 +390,8 @@ impl Connection<'_> {
                     .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
                 if !chunked {
                     return Err(HttpError::Malformed(format!(
-                        "Transfer-Encoding {value:?} is not supported"
+                        "Transfer-Encoding {} is not supported",
+                        quoted(value)
                     )));
                 }
             } else if name.eq_ignore_ascii_case("location") {
@@ -392,7 +401,7 @@ impl Connection<'_> {
         if code != 200 {
             let detail = match (code, location) {
                 (300..=399, Some(location)) => {
-                    format!(" (a redirect to {location}, not followed)")
+                    format!(" (a redirect to {}, not followed)", plain(&location))
                 }
                 _ => String::new(),
             };
@@ -432,7 +441,7 @@ impl Connection<'_> {
             let line = self.line(1024, "a chunk size")?;
             let size = line.split(';').next().unwrap_or("").trim();
             let size = usize::from_str_radix(size, 16)
-                .map_err(|_| HttpError::Malformed(format!("chunk size {line:?}")))?;
+                .map_err(|_| HttpError::Malformed(format!("chunk size {}", quoted(&line))))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 let mut budget = MAX_HEADER_BYTES;

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::untrusted::{plain, quoted};
+
 /// The series cap of [`families`] and [`families_and_names`] callers that
 /// give none (tests, the scaler's own page): a page with more series in a
 /// wanted family is refused rather than buffered. The engine scrape keeps
@@ -205,7 +207,7 @@ pub fn families_wanted(
             continue;
         };
         let (labels, rest) = parse_labels(&line[name_end..]).map_err(error)?;
-        let value = parse_value(rest).map_err(|m| error(format!("{name}: {m}")))?;
+        let value = parse_value(rest).map_err(|m| error(format!("{}: {m}", plain(name))))?;
         if !Want::keeps(wants, family, &labels) {
             let entry = family_entry(&mut found, family);
             if name == entry.name {
@@ -316,13 +318,17 @@ pub(crate) fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
         rest = rest[name_end..].trim_start_matches([' ', '\t']);
         rest = rest
             .strip_prefix('=')
-            .ok_or_else(|| format!("label {name} has no '='"))?
+            .ok_or_else(|| format!("label {} has no '='", plain(name)))?
             .trim_start_matches([' ', '\t']);
         rest = rest
             .strip_prefix('"')
-            .ok_or_else(|| format!("label {name}'s value is not quoted"))?;
-        let (value, after) = unescape(rest)
-            .ok_or_else(|| format!("label {name}'s value is not closed or has a bad escape"))?;
+            .ok_or_else(|| format!("label {}'s value is not quoted", plain(name)))?;
+        let (value, after) = unescape(rest).ok_or_else(|| {
+            format!(
+                "label {}'s value is not closed or has a bad escape",
+                plain(name)
+            )
+        })?;
         if labels.len() >= MAX_LABELS {
             return Err(format!("more than {MAX_LABELS} labels"));
         }
@@ -331,7 +337,7 @@ pub(crate) fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
         rest = match rest.strip_prefix(',') {
             Some(after) => after,
             None if rest.starts_with('}') => rest,
-            None => return Err(format!("expected ',' or '}}' after label {name}")),
+            None => return Err(format!("expected ',' or '}}' after label {}", plain(name))),
         };
     }
 }
@@ -368,12 +374,12 @@ fn parse_value(text: &str) -> Result<f64, String> {
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite())
-            .ok_or_else(|| format!("value {number:?} is not a number"))?,
+            .ok_or_else(|| format!("value {} is not a number", quoted(number)))?,
     };
     match (words.next(), words.next()) {
         (None, _) => Ok(value),
         (Some(timestamp), None) if timestamp.parse::<i64>().is_ok() => Ok(value),
-        (Some(extra), _) => Err(format!("unexpected {extra:?} after the value")),
+        (Some(extra), _) => Err(format!("unexpected {} after the value", quoted(extra))),
     }
 }
 

@@ -8,6 +8,7 @@ use std::fmt;
 
 use crate::aggregation::Aggregation;
 use crate::engine::prom::{prefix, Family, Kind, Want};
+use crate::untrusted::plain;
 
 /// The engines with a metrics table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -360,7 +361,7 @@ impl Query {
                     .map(|(n, v)| format!("{n}={v:?}"))
                     .collect();
                 return Err(Unread::Invalid {
-                    series: format!("{}{{{}}}", family.name, labels.join(",")),
+                    series: plain(&format!("{}{{{}}}", family.name, labels.join(","))),
                     value: sample.value,
                 });
             }
@@ -411,7 +412,7 @@ impl Query {
                     .filter(|(n, _)| !RANK_LABELS.contains(&n.as_str()))
                     .map(|(n, v)| format!("{n}={v:?}"))
                     .collect();
-                let shown = format!("{}{{{}}}", family.name, labels.join(","));
+                let shown = plain(&format!("{}{{{}}}", family.name, labels.join(",")));
                 if !seen.contains(&shown) && seen.len() < 5 {
                     seen.push(shown);
                 }
@@ -426,7 +427,7 @@ impl Query {
             .iter()
             .filter(|name| prefixes.contains(&prefix(name)))
             .take(8)
-            .cloned()
+            .map(|name| plain(name))
             .collect();
         let instead = if similar.is_empty() {
             let mut prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
