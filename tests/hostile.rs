@@ -205,3 +205,46 @@ fn what_a_replica_sends_reaches_messages_capped_and_escaped() {
     );
     assert_tame(&message);
 }
+
+#[test]
+fn a_page_of_one_byte_chunks_fails_only_its_own_trigger() {
+    use std::io::{Read, Write};
+    let serve = Serve::start(&LAB_POLICY_FLAGS);
+    // A replica that answers with 1-byte chunks, each with a long
+    // extension, for as long as it is read.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let evil = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let chunk = format!("1;{}\r\nx\r\n", "e".repeat(1000));
+                while stream.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    let honest = vllm();
+    let evil_pairs = queue(&evil.to_string());
+    let port = serve.port;
+    let flooded = std::thread::spawn(move || {
+        let pairs: Vec<(&str, &str)> = evil_pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        value(&client(port), &pairs)
+    });
+    // The honest tenant reads while the flood is read.
+    for _ in 0..3 {
+        assert_eq!(ask(&serve, &queue(&honest.address().to_string())), Ok(3.0));
+    }
+    let (code, message) = flooded.join().unwrap().unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    // Cut off at a page's worth on the wire (its share of the read budget,
+    // or the body limit with the chunks' framing, whichever comes first).
+    assert!(
+        message.contains(&format!("{evil}: answer too large: "))
+            && (message.contains("one endpoint may take")
+                || message.contains("with its framing is over the 4194304-byte limit")),
+        "{message}"
+    );
+}

@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::engine::share::{Fit, Holder, Ledger};
 use crate::untrusted::{plain, quoted};
 
 /// The most bytes of status line and headers read.
@@ -22,12 +23,13 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes that GETs running at once may read, together. Each connection
 /// holds what it has read off the wire until its page is dropped, so many
 /// replicas answering at once cannot outgrow the process's memory limit.
-/// A connection that has read nothing yet waits (until its deadline) for
-/// room; one part-way through a page that finds no room fails at once, so
-/// two half-read pages never wait on each other.
+/// Each endpoint, and each namespace, may hold only its share
+/// ([`crate::engine::share`]), so one replica or tenant cannot starve the
+/// others. A reader that finds no room waits for it until its deadline; one
+/// that would go over its own share fails at once.
 pub struct BodyBudget {
     cap: usize,
-    used: Mutex<usize>,
+    used: Mutex<Ledger>,
     freed: Condvar,
     #[cfg(test)]
     waiting: Mutex<usize>,
@@ -37,7 +39,7 @@ impl BodyBudget {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
-            used: Mutex::new(0),
+            used: Mutex::new(Ledger::default()),
             freed: Condvar::new(),
             #[cfg(test)]
             waiting: Mutex::new(0),
@@ -50,25 +52,25 @@ impl BodyBudget {
 
     /// Bytes held now.
     pub fn in_use(&self) -> usize {
-        *self.lock()
+        self.lock().total()
     }
 
-    /// Takes `bytes`; a caller that holds nothing yet (`first`) may wait
-    /// for room until `deadline`.
-    fn take(&self, bytes: usize, first: bool, deadline: Instant) -> bool {
+    /// Takes `bytes` for `holder`, who holds `held` already, waiting for
+    /// room until `deadline`.
+    fn take(&self, holder: &Holder, held: usize, bytes: usize, deadline: Instant) -> Fit {
         let mut used = self.lock();
         loop {
-            match used.checked_add(bytes) {
-                Some(total) if total <= self.cap => {
-                    *used = total;
-                    return true;
+            match used.fits(holder, held, bytes, self.cap) {
+                Fit::Now => {
+                    used.add(holder, bytes);
+                    return Fit::Now;
                 }
-                _ if !first || bytes > self.cap => return false,
-                _ => {}
+                Fit::Never => return Fit::Never,
+                Fit::Later => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                return Fit::Later;
             }
             #[cfg(test)]
             {
@@ -92,13 +94,13 @@ impl BodyBudget {
         *self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn give(&self, bytes: usize) {
+    fn give(&self, holder: &Holder, bytes: usize) {
         let mut used = self.lock();
-        *used = used.saturating_sub(bytes);
+        used.remove(holder, bytes);
         self.freed.notify_all();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.used.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -107,12 +109,13 @@ impl BodyBudget {
 pub struct Page<'a> {
     pub text: String,
     budget: &'a BodyBudget,
+    holder: Holder,
     held: usize,
 }
 
 impl Drop for Page<'_> {
     fn drop(&mut self) {
-        self.budget.give(self.held);
+        self.budget.give(&self.holder, self.held);
     }
 }
 
@@ -202,6 +205,28 @@ pub fn get<'b>(
     max_body: usize,
     budget: &'b BodyBudget,
 ) -> Result<Page<'b>, HttpError> {
+    get_as(
+        address,
+        host,
+        path,
+        deadline,
+        max_body,
+        budget,
+        Holder::default(),
+    )
+}
+
+/// As [`get`], the bytes read counted against `holder`'s shares of the
+/// budget.
+pub fn get_as<'b>(
+    address: SocketAddr,
+    host: &str,
+    path: &str,
+    deadline: Instant,
+    max_body: usize,
+    budget: &'b BodyBudget,
+    holder: Holder,
+) -> Result<Page<'b>, HttpError> {
     let stream = TcpStream::connect_timeout(&address, remaining(deadline)?).map_err(io_error)?;
     let mut conn = Connection {
         stream,
@@ -210,6 +235,7 @@ pub fn get<'b>(
         deadline,
         eof: false,
         budget,
+        holder,
         held: 0,
     };
     let request = format!(
@@ -235,7 +261,13 @@ pub fn get<'b>(
     let text = String::from_utf8(body)
         .map_err(|_| HttpError::Malformed("the body is not UTF-8".into()))?;
     let held = std::mem::take(&mut conn.held);
-    Ok(Page { text, budget, held })
+    let holder = std::mem::take(&mut conn.holder);
+    Ok(Page {
+        text,
+        budget,
+        holder,
+        held,
+    })
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, HttpError> {
@@ -273,13 +305,15 @@ struct Connection<'b> {
     deadline: Instant,
     eof: bool,
     budget: &'b BodyBudget,
+    /// Whose share of `budget` the bytes count against.
+    holder: Holder,
     /// Bytes read so far, taken from `budget`.
     held: usize,
 }
 
 impl Drop for Connection<'_> {
     fn drop(&mut self) {
-        self.budget.give(self.held);
+        self.budget.give(&self.holder, self.held);
     }
 }
 
@@ -302,11 +336,24 @@ impl Connection<'_> {
             self.eof = true;
             return Ok(false);
         }
-        if !self.budget.take(read, self.held == 0, self.deadline) {
-            return Err(HttpError::TooLarge(format!(
-                "the {} bytes that scrapes running at once may hold are in use by other pages",
-                self.budget.cap()
-            )));
+        match self
+            .budget
+            .take(&self.holder, self.held, read, self.deadline)
+        {
+            Fit::Now => {}
+            Fit::Later => {
+                return Err(HttpError::TooLarge(format!(
+                    "the {} bytes that scrapes running at once may hold stayed in use by other pages until the deadline",
+                    self.budget.cap()
+                )))
+            }
+            Fit::Never => {
+                return Err(HttpError::TooLarge(format!(
+                    "over the {:.0}% of the {} bytes that scrapes running at once may hold one endpoint may take",
+                    crate::engine::share::ENDPOINT_SHARE * 100.0,
+                    self.budget.cap()
+                )))
+            }
         }
         self.held += read;
         self.buffer.extend_from_slice(&chunk[..read]);
@@ -436,9 +483,23 @@ impl Connection<'_> {
 
     /// A `chunked` body, its chunks joined, trailers read and dropped.
     fn chunked(&mut self, max_body: usize) -> Result<Vec<u8>, HttpError> {
+        // Size lines, extensions and CRLFs count too: 1-byte chunks with
+        // long extensions cannot hold more than a page's worth.
+        let mut wire: usize = 0;
+        let over = |wire: usize| {
+            (wire > max_body).then(|| {
+                HttpError::TooLarge(format!(
+                    "the chunked body with its framing is over the {max_body}-byte limit"
+                ))
+            })
+        };
         let mut body = Vec::new();
         loop {
             let line = self.line(1024, "a chunk size")?;
+            wire = wire.saturating_add(line.len() + 2);
+            if let Some(error) = over(wire) {
+                return Err(error);
+            }
             let size = line.split(';').next().unwrap_or("").trim();
             let size = usize::from_str_radix(size, 16)
                 .map_err(|_| HttpError::Malformed(format!("chunk size {}", quoted(&line))))?;
@@ -448,6 +509,10 @@ impl Connection<'_> {
                 loop {
                     let trailer = self.line(budget, "the trailers")?;
                     budget = budget.saturating_sub(trailer.len() + 2);
+                    wire = wire.saturating_add(trailer.len() + 2);
+                    if let Some(error) = over(wire) {
+                        return Err(error);
+                    }
                     if trailer.is_empty() {
                         return Ok(body);
                     }
@@ -461,6 +526,10 @@ impl Connection<'_> {
                 return Err(HttpError::TooLarge(format!(
                     "the chunked body is over the {max_body}-byte limit"
                 )));
+            }
+            wire = wire.saturating_add(size + 2);
+            if let Some(error) = over(wire) {
+                return Err(error);
             }
             body.extend(self.exactly(size)?);
             let end = self.line(2, "a chunk's end")?;
@@ -521,12 +590,8 @@ mod tests {
         (address, done)
     }
 
-    static UNLIMITED: BodyBudget = BodyBudget {
-        cap: usize::MAX,
-        used: Mutex::new(0),
-        freed: Condvar::new(),
-        waiting: Mutex::new(0),
-    };
+    static UNLIMITED: std::sync::LazyLock<BodyBudget> =
+        std::sync::LazyLock::new(|| BodyBudget::new(usize::MAX));
 
     fn fetch(parts: Vec<&[u8]>, max_body: usize) -> Result<String, HttpError> {
         let (address, _done) = serve(parts.into_iter().map(<[u8]>::to_vec).collect(), false);
@@ -563,6 +628,25 @@ mod tests {
             MAX_BODY_BYTES,
         );
         assert_eq!(close.unwrap(), "until close");
+    }
+
+    #[test]
+    fn a_chunked_body_is_capped_with_its_framing() {
+        // Four 1-byte chunks, each with a 60-byte extension: 4 bytes of
+        // body, over 250 on the wire.
+        let extension = format!(";{}", "e".repeat(59));
+        let chunks: Vec<Vec<u8>> =
+            std::iter::once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec())
+                .chain((0..4).map(|_| format!("1{extension}\r\nx\r\n").into_bytes()))
+                .chain(std::iter::once(b"0\r\n\r\n".to_vec()))
+                .collect();
+        let parts: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let capped = fetch(parts.clone(), 100).unwrap_err();
+        assert_eq!(
+            capped.to_string(),
+            "answer too large: the chunked body with its framing is over the 100-byte limit"
+        );
+        assert_eq!(fetch(parts, 1000).unwrap(), "xxxx");
     }
 
     #[test]
@@ -679,8 +763,9 @@ mod tests {
     }
 
     #[test]
-    fn pages_read_at_once_share_one_budget() {
-        let budget = BodyBudget::new(150);
+    fn pages_read_at_once_share_one_budget_fairly() {
+        // 600 bytes: 150 an endpoint, 300 a namespace.
+        let budget = BodyBudget::new(600);
         let answer = |body: &str| {
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
@@ -688,52 +773,62 @@ mod tests {
             )
             .into_bytes()
         };
+        let holder = |namespace: &str, endpoint: &str| Holder {
+            namespace: namespace.into(),
+            endpoint: endpoint.into(),
+        };
+        let read = |holder: Holder, body: &str, deadline: Instant| {
+            let (address, done) = serve(vec![answer(body)], false);
+            let page = get_as(address, "h", "/metrics", deadline, 1024, &budget, holder);
+            drop(done);
+            page
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (first, _a) = serve(vec![answer(&"a".repeat(40))], false);
-        let page = get(first, "h", "/metrics", deadline, 1024, &budget).unwrap();
+        let body = "a".repeat(100);
+        // Tenant a's two endpoints hold most of its half.
+        let first = read(holder("a", "a1"), &body, deadline).unwrap();
+        let second = read(holder("a", "a2"), &body, deadline).unwrap();
         let held = budget.in_use();
-        assert!((40..=150).contains(&held), "{held}");
-        // A page that does not fit what is left waits for room, and is
-        // refused at its deadline if none comes.
-        let (second, _b) = serve(vec![answer(&"b".repeat(70))], false);
+        assert!((200..=300).contains(&held), "{held}");
+        // A third of a's endpoints waits for room, and is refused at its
+        // deadline when none comes, giving back what it took ...
         let soon = Instant::now() + Duration::from_millis(200);
-        let error = get(second, "h", "/metrics", soon, 1024, &budget)
-            .err()
-            .unwrap();
+        let error = read(holder("a", "a3"), &body, soon).err().unwrap();
         assert!(
-            error.to_string().contains("in use by other pages"),
+            error
+                .to_string()
+                .contains("stayed in use by other pages until the deadline"),
             "{error}"
         );
-        assert_eq!(
-            budget.in_use(),
-            held,
-            "a refused read gives back what it took"
-        );
-        // One that waits is read as soon as the first page is dropped.
-        let (third, _c) = serve(vec![answer(&"c".repeat(70))], false);
+        assert_eq!(budget.in_use(), held);
+        // ... while tenant b reads at once: a cannot starve it.
+        let other = read(holder("b", "b1"), &body, deadline).unwrap();
+        assert_eq!(other.text, body);
+        drop(other);
+        // One that waits is read as soon as room is given back.
         let waiting = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| {
-                get(third, "h", "/metrics", deadline, 1024, &budget).map(|p| p.text.clone())
-            });
+            let reader =
+                scope.spawn(|| read(holder("a", "a3"), &body, deadline).map(|p| p.text.clone()));
             // Dropped only once the reader is waiting for room.
             let until = Instant::now() + Duration::from_secs(10);
             while budget.freed_waiters() == 0 {
                 assert!(Instant::now() < until, "the reader never waited for room");
                 std::thread::yield_now();
             }
-            drop(page);
+            drop(first);
             reader.join().unwrap()
         });
-        assert_eq!(waiting.unwrap(), "c".repeat(70));
+        assert_eq!(waiting.unwrap(), body);
+        drop(second);
         assert_eq!(budget.in_use(), 0);
-        // A page over the whole budget is refused without waiting.
-        let (huge, _d) = serve(vec![answer(&"d".repeat(200))], false);
-        let error = get(huge, "h", "/metrics", deadline, 1024, &budget)
+        // A page over an endpoint's share is refused without waiting.
+        let error = read(holder("c", "c1"), &"d".repeat(200), deadline)
             .err()
             .unwrap();
         assert!(
-            error.to_string().contains("in use by other pages"),
+            error.to_string().contains("over the 25% of the 600 bytes"),
             "{error}"
         );
+        assert_eq!(budget.in_use(), 0);
     }
 }

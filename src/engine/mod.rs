@@ -4,8 +4,9 @@
 //! small HTTP/1.1 GET client (`http`), a Prometheus text parser that reads
 //! only the families asked for (`prom`), each engine's names and how one
 //! page becomes one value (`signals`), which endpoints and addresses a
-//! trigger may read (`policy`), and the shared, single-flight scrape of
-//! every replica (`scrape`). Nothing here knows about GPUs,
+//! trigger may read (`policy`), fair shares of the byte budgets
+//! (`share`), and the shared, single-flight scrape of every replica
+//! (`scrape`). Nothing here knows about GPUs,
 //! triggers or gRPC.
 
 pub mod endpoint;
@@ -14,4 +15,5 @@ pub mod policy;
 pub mod prom;
 pub mod resolve;
 pub mod scrape;
+pub mod share;
 pub mod signals;

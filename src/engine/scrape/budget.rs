@@ -3,11 +3,12 @@
 //! that cached rounds share. Bodies being read are bounded by the HTTP
 //! client's body budget (`engine::http::BodyBudget`, [`BODY_BUDGET_BYTES`]
 //! across all rounds) and by [`crate::engine::http::MAX_BODY_BYTES`] each;
-//! what a round keeps of them is bounded here. Knows nothing of HTTP or
-//! DNS.
+//! what a round keeps of them is bounded here, each endpoint and
+//! namespace to its share of it. Knows nothing of HTTP or DNS.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::engine::share::{Fit, Holder, Ledger};
 
 /// The most series of one family kept per page: an engine page has a few
 /// per model and data-parallel rank.
@@ -29,17 +30,18 @@ pub const MAX_CACHED_ENDPOINTS: usize = 1024;
 pub const MAX_SIMILAR: usize = 16;
 
 /// The bytes of parsed series every cached round holds together, against
-/// a limit.
+/// a limit, with each endpoint and namespace held to its share
+/// ([`crate::engine::share`]).
 #[derive(Debug, Clone)]
 pub struct SeriesBudget {
-    used: Arc<AtomicUsize>,
+    used: Arc<Mutex<Ledger>>,
     limit: usize,
 }
 
 impl SeriesBudget {
     pub fn new(limit: usize) -> Self {
         Self {
-            used: Arc::new(AtomicUsize::new(0)),
+            used: Arc::new(Mutex::new(Ledger::default())),
             limit,
         }
     }
@@ -51,43 +53,55 @@ impl SeriesBudget {
     /// Bytes held now by every share.
     #[cfg(test)]
     pub fn in_use(&self) -> usize {
-        self.used.load(Ordering::SeqCst)
+        lock(&self.used).total()
     }
 
-    /// An empty share for a round that replaces one holding
+    /// An empty share for `holder`'s round that replaces one holding
     /// `predecessor` bytes: those count as free, since they are given
     /// back once the new round lands.
-    pub fn open_share(&self, predecessor: usize) -> SeriesShare {
+    pub fn open_share(&self, holder: Holder, predecessor: usize) -> SeriesShare {
         SeriesShare {
             bytes: 0,
             used: Some(Arc::clone(&self.used)),
-            cap: self.limit + predecessor,
+            holder,
+            limit: self.limit,
+            predecessor,
         }
     }
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One round's bytes of the [`SeriesBudget`], given back when dropped.
 #[derive(Debug, Default)]
 pub struct SeriesShare {
     bytes: usize,
-    used: Option<Arc<AtomicUsize>>,
-    /// The budget's limit plus what the replaced round holds.
-    cap: usize,
+    used: Option<Arc<Mutex<Ledger>>>,
+    holder: Holder,
+    limit: usize,
+    /// What the replaced round holds.
+    predecessor: usize,
 }
 
 impl SeriesShare {
-    /// Takes `bytes` more, if the budget has room for them.
+    /// Takes `bytes` more, if the budget, the endpoint's share and the
+    /// namespace's share have room for them.
     pub fn take(&mut self, bytes: usize) -> bool {
         let Some(used) = &self.used else {
             return false;
         };
-        let cap = self.cap;
-        let fits = used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
-                now.checked_add(bytes).filter(|total| *total <= cap)
-            })
-            .is_ok();
+        let mut ledger = lock(used);
+        let fits = ledger.fits_freeing(
+            &self.holder,
+            self.bytes,
+            bytes,
+            self.limit,
+            self.predecessor,
+        ) == Fit::Now;
         if fits {
+            ledger.add(&self.holder, bytes);
             self.bytes += bytes;
         }
         fits
@@ -101,7 +115,7 @@ impl SeriesShare {
 impl Drop for SeriesShare {
     fn drop(&mut self) {
         if let Some(used) = &self.used {
-            used.fetch_sub(self.bytes, Ordering::SeqCst);
+            lock(used).remove(&self.holder, self.bytes);
         }
     }
 }
@@ -122,20 +136,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_share_takes_up_to_the_limit_and_gives_back_when_dropped() {
-        let budget = SeriesBudget::new(100);
-        let mut first = budget.open_share(0);
+    fn a_share_takes_up_to_its_endpoints_and_namespaces_part_and_gives_back() {
+        // 400 bytes: 100 an endpoint, 200 a namespace.
+        let budget = SeriesBudget::new(400);
+        let holder = |namespace: &str, endpoint: &str| Holder {
+            namespace: namespace.into(),
+            endpoint: endpoint.into(),
+        };
+        let mut first = budget.open_share(holder("a", "a1"), 0);
         assert!(first.take(60));
-        let mut second = budget.open_share(0);
-        assert!(!second.take(41), "60 + 41 is over 100");
-        assert!(second.take(40));
-        assert_eq!(budget.in_use(), 100);
+        assert!(!first.take(41), "60 + 41 is over an endpoint's 100");
+        assert!(first.take(40));
+        let mut second = budget.open_share(holder("a", "a2"), 0);
+        assert!(second.take(100));
+        // The namespace's half is full; another namespace is not.
+        assert!(!budget.open_share(holder("a", "a3"), 0).take(1));
+        assert!(budget.open_share(holder("b", "b1"), 0).take(100));
         // A round replacing `first` may use first's bytes as well.
-        let mut replacing = budget.open_share(first.bytes());
-        assert!(replacing.take(60));
+        let mut replacing = budget.open_share(holder("a", "a1"), first.bytes());
+        assert!(replacing.take(100));
         drop(first);
         drop(second);
-        assert_eq!(budget.in_use(), 60);
+        assert_eq!(budget.in_use(), 100);
         drop(replacing);
         assert_eq!(budget.in_use(), 0);
         assert!(!SeriesShare::default().take(1));

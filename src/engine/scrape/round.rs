@@ -13,6 +13,7 @@ use crate::engine::endpoint::Endpoint;
 use crate::engine::http;
 use crate::engine::prom::{self, prefix, Want};
 use crate::engine::resolve::Resolved;
+use crate::engine::share::Holder;
 
 use super::budget::{MAX_PARALLEL, MAX_SERIES_KEPT, MAX_SIMILAR};
 use super::cache::{Plan, Scraper};
@@ -75,7 +76,9 @@ impl Scraper {
         // Keep what fits the budget (this endpoint's previous round, which
         // this one replaces, counts as free); a page over it is missing,
         // and an earlier page over it is forgotten.
-        let mut share = self.series.open_share(predecessor_bytes);
+        let mut share = self
+            .series
+            .open_share(Holder::of(&endpoint), predecessor_bytes);
         for replica in replicas.iter_mut().chain(vanished.iter_mut()) {
             if let Ok(parsed) = &replica.page {
                 if !share.take(parsed.bytes()) {
@@ -153,7 +156,7 @@ impl Scraper {
             } else if Instant::now() >= deadline {
                 Err(ReadError::NotRead { timeout })
             } else {
-                self.read_one(*address, &host, &endpoint.path, wants, deadline)
+                self.read_one(*address, &host, endpoint, wants, deadline)
             };
             self.count(match &read {
                 Ok(_) => ReadOutcome::Ok,
@@ -190,17 +193,18 @@ impl Scraper {
         &self,
         address: SocketAddr,
         host: &str,
-        path: &str,
+        endpoint: &Endpoint,
         wants: &[Want],
         deadline: Instant,
     ) -> Result<PageFamilies, ReadError> {
-        let page = http::get(
+        let page = http::get_as(
             address,
             host,
-            path,
+            &endpoint.path,
             deadline,
             self.config.max_body,
             &self.bodies,
+            Holder::of(endpoint),
         )
         .map_err(ReadError::Http)?;
         let (found, declared) = prom::families_wanted(&page.text, wants, MAX_SERIES_KEPT)

@@ -66,12 +66,13 @@ fn pages_are_capped_each_and_together() {
         matches!(page, Err(ReadError::Http(HttpError::TooLarge(_)))),
         "{page:?}"
     );
-    // Pages read at once share the budget: one that does not fit is
-    // refused, and the budget is whole again afterwards.
-    let small = scraper(|c| c.body_budget_bytes = size / 2);
+    // Pages read at once share the budget, an endpoint at most a quarter
+    // of it: one over that is refused, and the budget is whole again
+    // afterwards.
+    let small = scraper(|c| c.body_budget_bytes = size * 2);
     let page = &scrape(&small, &endpoint, &["vllm:num_requests_waiting"]).replicas[0].page;
     assert!(
-        matches!(page, Err(ReadError::Http(HttpError::TooLarge(m))) if m.contains("in use by other pages")),
+        matches!(page, Err(ReadError::Http(HttpError::TooLarge(m))) if m.contains("one endpoint may take")),
         "{page:?}"
     );
     assert_eq!(small.bodies.in_use(), 0);
@@ -90,19 +91,33 @@ fn series_kept_across_rounds_are_capped() {
     drop(one);
     // The probe's cache still holds the round.
     assert_eq!(probe.series.in_use(), bytes);
-    // Room for exactly one page: the first endpoint's round is kept,
-    // a second endpoint's replica is missing, saying why.
-    let tight = scraper(|c| c.series_budget_bytes = bytes);
-    assert!(scrape(&tight, &endpoint, &wanted).replicas[0].page.is_ok());
-    let other = Endpoint {
-        host: String::from("localhost"),
+    // Room for one page per endpoint and two per namespace: a tenant's
+    // third endpoint is missing, saying why, while another tenant's is
+    // kept. Every name here resolves to the replica.
+    let address = replica.address();
+    let tight = scraper(|c| {
+        c.series_budget_bytes = bytes * 4;
+        c.resolver = resolver(move |_, _| Resolved::Addresses(vec![address]));
+    });
+    let named = |host: &str| Endpoint {
+        host: host.to_string(),
         ..endpoint.clone()
     };
-    let page = &scrape(&tight, &other, &wanted).replicas[0].page;
+    let rounds: Vec<Arc<Scrape>> = ["v1.a", "v2.a"]
+        .iter()
+        .map(|host| scrape(&tight, &named(host), &wanted))
+        .collect();
     assert!(
-        matches!(page, Err(ReadError::NotKept { budget }) if *budget == bytes),
+        rounds.iter().all(|r| r.replicas[0].page.is_ok()),
+        "{rounds:?}"
+    );
+    let page = &scrape(&tight, &named("v3.a"), &wanted).replicas[0].page;
+    assert!(
+        matches!(page, Err(ReadError::NotKept { budget }) if *budget == bytes * 4),
         "{page:?}"
     );
+    let page = &scrape(&tight, &named("v1.b"), &wanted).replicas[0].page;
+    assert!(page.is_ok(), "{page:?}");
 }
 
 #[test]
@@ -237,7 +252,8 @@ fn a_steady_round_replaces_its_predecessor_within_the_cap() {
     let bytes = scrape(&scraper(|_| {}), &endpoint, &wanted).series_bytes();
     // Room for exactly one round, and every call a new round.
     let tight = scraper(|c| {
-        c.series_budget_bytes = bytes;
+        // An endpoint's share: exactly one round.
+        c.series_budget_bytes = bytes * 4;
         c.interval = Duration::ZERO;
     });
     for _ in 0..5 {
