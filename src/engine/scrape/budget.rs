@@ -13,9 +13,14 @@ use crate::engine::share::{Fit, Holder, Ledger};
 /// The most series of one family kept per page: an engine page has a few
 /// per model and data-parallel rank.
 pub const MAX_SERIES_KEPT: usize = 256;
-/// Replicas read at once in one round; the rest wait for a free worker
-/// (within the same deadline).
+/// Replicas read at once, by every round together (the readers' pool);
+/// the rest wait for a free reader within their round's deadline.
 pub const MAX_PARALLEL: usize = 64;
+/// Rounds running at once (the rounds' pool).
+pub const MAX_ROUNDS: usize = 64;
+/// DNS lookups running at once (the lookups' pool); a lookup that waits
+/// past its round's deadline counts as unresolved for that round.
+pub const MAX_LOOKUPS: usize = 8;
 /// Bytes that page bodies being read at once may hold, across all rounds.
 pub const BODY_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes of parsed series and names that cached rounds may hold, across

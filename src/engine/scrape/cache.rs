@@ -24,10 +24,15 @@ use crate::engine::prom::Want;
 use crate::engine::resolve::{self, Resolved};
 
 use super::budget::{
-    SeriesBudget, BODY_BUDGET_BYTES, MAX_CACHED_ENDPOINTS, MAX_REPLICAS, SERIES_BUDGET_BYTES,
+    SeriesBudget, BODY_BUDGET_BYTES, MAX_CACHED_ENDPOINTS, MAX_LOOKUPS, MAX_PARALLEL, MAX_REPLICAS,
+    MAX_ROUNDS, SERIES_BUDGET_BYTES,
 };
 use super::outcome::{ReadOutcome, RoundFailure};
+use super::pool::Pool;
 use super::{Resolution, Scrape};
+
+/// The stack of every pool thread.
+pub(super) const WORKER_STACK: usize = 256 * 1024;
 
 /// An endpoint no trigger asked for in this long is forgotten.
 pub(super) const FORGET_AFTER: Duration = Duration::from_secs(600);
@@ -89,6 +94,10 @@ pub struct Scraper {
     pub(super) bodies: BodyBudget,
     /// Parsed series of cached rounds.
     pub(super) series: SeriesBudget,
+    /// Threads for rounds, DNS lookups and replica reads, shared by all.
+    pub(super) rounds_pool: Arc<Pool>,
+    pub(super) lookups: Arc<Pool>,
+    pub(super) readers: Arc<Pool>,
     /// `config.policy`, with this scaler's own listeners once bound.
     pub(super) policy: RwLock<EndpointPolicy>,
     state: Mutex<State>,
@@ -145,6 +154,9 @@ impl Scraper {
             bodies: BodyBudget::new(config.body_budget_bytes),
             series: SeriesBudget::new(config.series_budget_bytes),
             policy: RwLock::new(config.policy.clone()),
+            rounds_pool: Pool::new("engine-scrape", MAX_ROUNDS, WORKER_STACK),
+            lookups: Pool::new("engine-dns", MAX_LOOKUPS, WORKER_STACK),
+            readers: Pool::new("engine-read", MAX_PARALLEL, WORKER_STACK),
             config,
             state: Mutex::new(State::default()),
             idle: Condvar::new(),
@@ -258,21 +270,18 @@ impl Scraper {
     fn start_round(self: &Arc<Self>, plan: Plan) {
         let endpoint = plan.endpoint.clone();
         let scraper = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("engine-scrape".into())
-            .spawn(move || {
-                let endpoint = plan.endpoint.clone();
-                // A panic in a round (or a worker) must still answer its
-                // waiters and let shutdown finish.
-                let round =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scraper.round(plan)));
-                let scrape =
-                    round.unwrap_or_else(|_| Scrape::failed(endpoint, RoundFailure::Panicked));
-                scraper.finish(scrape);
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start an engine scrape thread: {e}");
-            let failed = Scrape::failed(endpoint, RoundFailure::NoThread(e.to_string()));
+        let submitted = self.rounds_pool.submit(Box::new(move || {
+            let endpoint = plan.endpoint.clone();
+            // A panic in a round (or a worker) must still answer its
+            // waiters and let shutdown finish.
+            let round =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scraper.round(plan)));
+            let scrape = round.unwrap_or_else(|_| Scrape::failed(endpoint, RoundFailure::Panicked));
+            scraper.finish(scrape);
+        }));
+        if let Err(refused) = submitted {
+            log::error!("cannot start an engine scrape round: {refused}");
+            let failed = Scrape::failed(endpoint, RoundFailure::NoThread(refused.to_string()));
             self.finish(failed);
         }
     }
@@ -325,6 +334,9 @@ impl Scraper {
         }
         for entry in state.entries.values_mut() {
             entry.waiters.clear();
+        }
+        for pool in [&self.rounds_pool, &self.lookups, &self.readers] {
+            pool.stop();
         }
     }
 }

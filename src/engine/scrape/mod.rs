@@ -15,6 +15,8 @@
 //! - `last_read`: a replica's last read, kept for when it stops answering;
 //! - `budget`: where memory is bounded (every cap, and the series budget
 //!   that cached rounds share);
+//! - `pool`: the bounded thread pools every round shares (rounds, DNS
+//!   lookups, replica reads);
 //! - `outcome`: how a replica read or a round ends, as types; text only
 //!   where shown.
 //!
@@ -25,6 +27,7 @@ mod budget;
 mod cache;
 mod last_read;
 mod outcome;
+mod pool;
 mod round;
 
 use std::collections::BTreeSet;
@@ -36,8 +39,8 @@ use crate::engine::endpoint::Endpoint;
 use crate::engine::prom::{Family, Want};
 
 pub use budget::{
-    SeriesShare, BODY_BUDGET_BYTES, MAX_CACHED_ENDPOINTS, MAX_PARALLEL, MAX_REPLICAS,
-    MAX_SERIES_KEPT, SERIES_BUDGET_BYTES,
+    SeriesShare, BODY_BUDGET_BYTES, MAX_CACHED_ENDPOINTS, MAX_LOOKUPS, MAX_PARALLEL, MAX_REPLICAS,
+    MAX_ROUNDS, MAX_SERIES_KEPT, SERIES_BUDGET_BYTES,
 };
 pub use cache::{ResolveFn, Resolver, ScrapeConfig, Scraper};
 pub use last_read::{Earlier, LAST_READ_TRUST};

@@ -145,7 +145,7 @@ pub enum RoundFailure {
     DnsLookup(String),
     /// The resolver did not answer before the deadline.
     DnsTimeout { left: Duration },
-    /// No thread for the lookup.
+    /// No thread for the lookup (its pool's words).
     DnsThread(String),
     /// The lookup's thread ended without an answer (a panic).
     DnsPanicked,
@@ -153,7 +153,7 @@ pub enum RoundFailure {
     ShuttingDown,
     /// The round panicked.
     Panicked,
-    /// No thread for the round.
+    /// No thread for the round (its pool's words).
     NoThread(String),
 }
 
@@ -176,7 +176,7 @@ impl fmt::Display for RoundFailure {
             RoundFailure::Panicked => {
                 f.write_str("the scrape failed unexpectedly (a panic; see the log)")
             }
-            RoundFailure::NoThread(e) => write!(f, "cannot start a scrape thread: {e}"),
+            RoundFailure::NoThread(e) => write!(f, "cannot start a scrape round: {e}"),
         }
     }
 }

@@ -1,31 +1,31 @@
 //! One round over one endpoint: resolve its name within the deadline, read
-//! every address (at most [`MAX_PARALLEL`] at once, all under one
-//! deadline), parse each page keeping only the families asked for, carry
-//! each address's last read, and keep what fits the series budget. Runs on
-//! the round's own thread (`cache` starts it); never on a gRPC thread.
+//! every address (at most [`MAX_PARALLEL`] at once across all rounds, all
+//! under one deadline), parse each page keeping only the families asked
+//! for, carry each address's last read, and keep what fits the series
+//! budget. Runs on the rounds' pool (`cache` submits it), its lookup and
+//! reads on theirs (`pool`); never on a gRPC thread.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::endpoint::Endpoint;
 use crate::engine::http;
+use crate::engine::policy::EndpointPolicy;
 use crate::engine::prom::{self, prefix, Want};
 use crate::engine::resolve::Resolved;
 use crate::engine::share::Holder;
 
 use super::budget::{MAX_PARALLEL, MAX_SERIES_KEPT, MAX_SIMILAR};
-use super::cache::{Plan, Scraper};
+use super::cache::{lock, Plan, Scraper};
 use super::last_read::{earlier_pages, Earlier};
 use super::outcome::{ReadError, ReadOutcome, RoundFailure};
 use super::{PageFamilies, Replica, Resolution, Scrape};
 
-const WORKER_STACK: usize = 256 * 1024;
-
 impl Scraper {
     /// Resolves the endpoint and reads every address before the deadline.
-    pub(super) fn round(&self, plan: Plan) -> Scrape {
+    pub(super) fn round(self: &Arc<Self>, plan: Plan) -> Scrape {
         let Plan {
             endpoint,
             wanted,
@@ -104,22 +104,27 @@ impl Scraper {
         }
     }
 
-    /// The resolver's answer, or why none came before the deadline
-    /// (`getaddrinfo` cannot be interrupted; its thread finishes on its
-    /// own and its answer is dropped).
+    /// The resolver's answer, or why none came before the deadline. The
+    /// lookup runs on the lookups' pool; `getaddrinfo` cannot be
+    /// interrupted, so one that outlives the deadline finishes there and
+    /// its answer is dropped, and one still queued then is skipped.
     fn resolve(&self, endpoint: &Endpoint, deadline: Instant) -> Result<Resolved, RoundFailure> {
         let (sender, receiver) = std::sync::mpsc::channel();
         let resolver = self.config.resolver.clone();
         let (host, port) = (endpoint.host.clone(), endpoint.port);
-        std::thread::Builder::new()
-            .name("engine-dns".into())
-            .stack_size(WORKER_STACK)
-            .spawn(move || {
-                let _ = sender.send((resolver.0)(&host, port));
-            })
-            .map_err(|e| RoundFailure::DnsThread(e.to_string()))?;
+        let given_up = Arc::new(AtomicBool::new(false));
+        let skip = Arc::clone(&given_up);
+        self.lookups
+            .submit(Box::new(move || {
+                if !skip.load(Ordering::SeqCst) {
+                    let _ = sender.send((resolver.0)(&host, port));
+                }
+            }))
+            .map_err(|refused| RoundFailure::DnsThread(refused.to_string()))?;
         let left = deadline.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(left) {
+        let answer = receiver.recv_timeout(left);
+        given_up.store(true, Ordering::SeqCst);
+        match answer {
             Ok(resolved) => Ok(resolved),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 Err(RoundFailure::DnsTimeout { left })
@@ -128,64 +133,57 @@ impl Scraper {
         }
     }
 
-    /// Every address, at most `MAX_PARALLEL` at once, in address order.
+    /// Every address, in address order: this thread and up to
+    /// `MAX_PARALLEL - 1` jobs on the readers' pool (shared with every
+    /// other round) take addresses in turn; one not taken before the
+    /// deadline is not read.
     fn read_all(
-        &self,
+        self: &Arc<Self>,
         endpoint: &Endpoint,
         addresses: &[SocketAddr],
         wants: &[Want],
         deadline: Instant,
         timeout: Duration,
     ) -> Vec<Result<PageFamilies, ReadError>> {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<PageFamilies, ReadError>>>> =
-            Mutex::new((0..addresses.len()).map(|_| None).collect());
-        let host = endpoint.host_header();
-        let policy = self
-            .policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let work = || loop {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(address) = addresses.get(index) else {
-                return;
-            };
-            let read = if let Err(refusal) = policy.check_address(*address) {
-                Err(ReadError::Refused(refusal))
-            } else if Instant::now() >= deadline {
-                Err(ReadError::NotRead { timeout })
-            } else {
-                self.read_one(*address, &host, endpoint, wants, deadline)
-            };
-            self.count(match &read {
-                Ok(_) => ReadOutcome::Ok,
-                Err(error) => error.outcome(),
-            });
-            super::cache::lock(&results)[index] = Some(read);
-        };
-        let workers = addresses.len().min(MAX_PARALLEL);
-        std::thread::scope(|scope| {
-            let mut spawned = 0;
-            for _ in 1..workers {
-                let started = std::thread::Builder::new()
-                    .name("engine-read".into())
-                    .stack_size(WORKER_STACK)
-                    .spawn_scoped(scope, work);
-                if started.is_ok() {
-                    spawned += 1;
-                }
-            }
-            log::trace!("engine scrape of {endpoint}: {} workers", spawned + 1);
-            // This thread works too, so a round always makes progress, and
-            // takes every address left: none is without a result.
-            work();
+        let reads = Arc::new(Reads {
+            scraper: Arc::clone(self),
+            endpoint: endpoint.clone(),
+            host: endpoint.host_header(),
+            addresses: addresses.to_vec(),
+            wants: wants.to_vec(),
+            deadline,
+            timeout,
+            policy: self
+                .policy
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            next: AtomicUsize::new(0),
+            results: Mutex::new((0..addresses.len()).map(|_| None).collect()),
+            finished: Condvar::new(),
         });
+        let helpers = addresses.len().min(MAX_PARALLEL).saturating_sub(1);
+        for _ in 0..helpers {
+            let reads = Arc::clone(&reads);
+            if self.readers.submit(Box::new(move || reads.work())).is_err() {
+                break;
+            }
+        }
+        log::trace!("engine scrape of {endpoint}: {helpers} helpers asked for");
+        // This thread works too, so a round always makes progress.
+        reads.work();
+        // Every address is taken now; wait for those still being read
+        // (each ends by the deadline).
+        let mut results = lock(&reads.results);
+        while results.iter().any(Option::is_none) {
+            results = reads
+                .finished
+                .wait(results)
+                .unwrap_or_else(|e| e.into_inner());
+        }
         results
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(ReadError::NotRead { timeout })))
+            .iter_mut()
+            .map(|r| r.take().unwrap_or(Err(ReadError::NotRead { timeout })))
             .collect()
     }
 
@@ -219,6 +217,55 @@ impl Scraper {
             families: found,
             declared,
         })
+    }
+}
+
+/// One round's reads, shared by the threads that do them.
+struct Reads {
+    scraper: Arc<Scraper>,
+    endpoint: Endpoint,
+    host: String,
+    addresses: Vec<SocketAddr>,
+    wants: Vec<Want>,
+    deadline: Instant,
+    timeout: Duration,
+    policy: EndpointPolicy,
+    /// The next address to take.
+    next: AtomicUsize,
+    results: Mutex<Vec<Option<Result<PageFamilies, ReadError>>>>,
+    finished: Condvar,
+}
+
+impl Reads {
+    /// Takes addresses until none is left.
+    fn work(&self) {
+        loop {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(address) = self.addresses.get(index) else {
+                return;
+            };
+            let read = if let Err(refusal) = self.policy.check_address(*address) {
+                Err(ReadError::Refused(refusal))
+            } else if Instant::now() >= self.deadline {
+                Err(ReadError::NotRead {
+                    timeout: self.timeout,
+                })
+            } else {
+                self.scraper.read_one(
+                    *address,
+                    &self.host,
+                    &self.endpoint,
+                    &self.wants,
+                    self.deadline,
+                )
+            };
+            self.scraper.count(match &read {
+                Ok(_) => ReadOutcome::Ok,
+                Err(error) => error.outcome(),
+            });
+            lock(&self.results)[index] = Some(read);
+            self.finished.notify_all();
+        }
     }
 }
 

@@ -367,3 +367,42 @@ fn a_refused_address_is_never_connected_to() {
         .sum();
     assert_eq!(counted, 1);
 }
+
+#[test]
+fn lookups_that_outlive_their_deadline_never_add_threads_past_the_pool() {
+    // A resolver stuck like getaddrinfo under a dead DNS server, for 20
+    // endpoints at once: each round says unresolved at its deadline, and
+    // the lookups' pool never grows past its size.
+    let (release, stuck) = std::sync::mpsc::channel::<()>();
+    let stuck = Mutex::new(stuck);
+    let scraper = scraper(|c| {
+        c.resolver = resolver(move |_, _| {
+            let _ = stuck.lock().unwrap().recv();
+            Resolved::NoAddress(String::from("late"))
+        })
+    });
+    let pending: Vec<_> = (0..20)
+        .map(|i| {
+            let endpoint = Endpoint {
+                host: format!("stuck{i}.dns"),
+                port: 8000,
+                path: String::from("/metrics"),
+            };
+            scraper.scrape(&endpoint, &wants(&["x"]), Duration::from_millis(200))
+        })
+        .collect();
+    for round in pending {
+        let round = futures_executor::block_on(round);
+        assert!(
+            matches!(
+                round.resolution,
+                Resolution::Failed(RoundFailure::DnsTimeout { .. })
+            ),
+            "{:?}",
+            round.resolution
+        );
+    }
+    assert!(scraper.lookups.threads() <= MAX_LOOKUPS);
+    assert!(scraper.rounds_pool.threads() <= MAX_ROUNDS);
+    drop(release);
+}
