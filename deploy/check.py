@@ -11,6 +11,17 @@
   AverageValue; engine endpoints name a headless Service of the example;
   and the real scaler accepts every external trigger's metadata and, for
   engine triggers, reads a value from a fake engine of that kind;
+- the chart's `platform` (generic, gpu-operator, gke, eks, aks, oke): each
+  renders, validates, and its node affinity is exactly the OR of the GPU-node
+  labels that platform documents (PLATFORMS), landing on sample GPU nodes of
+  that platform (labels and taints as documented) and on no sample node
+  without an NVIDIA GPU; a driver mount (GKE) is read-only, of the
+  documented host directory, at a container path holding directories of the
+  scaler's NVML search path (read from src/nvml/library.rs); no platform's
+  pod differs from generic's beyond affinity, tolerations, runtimeClassName,
+  that one hostPath and (GKE) device-injector entries naming only GPU device
+  nodes; an unknown platform fails listing the known ones; and every
+  platform setting can be overridden on its own;
 - the chart's AMD flavour (amd.enabled): a second DaemonSet for AMD nodes
   reading AMD SMI from the host's ROCm, read-only, with no NVIDIA settings,
   selecting only its own pods, in the same Services as the NVIDIA pods;
@@ -186,6 +197,273 @@ def check_chart(helm_bin, tmp):
     return paths
 
 
+# What each platform documents about its NVIDIA GPU nodes (the README's
+# "Install on …" sections give the sources): the node labels the chart's
+# node affinity must be (an OR, one term each), the taints its GPU nodes
+# carry, the driver directory (host → container) where no NVIDIA runtime
+# injects libnvidia-ml.so.1, and the runtimeClassName it needs.
+NVIDIA = [("nvidia.com/gpu.present", "In", ("true",))]  # GPU Operator (from NFD); EKS AL2023 nodeadm, k8s 1.35+
+NFD_NVIDIA = [("feature.node.kubernetes.io/pci-10de.present", "In", ("true",))]  # NFD, PCI vendor 10de
+GKE = [("cloud.google.com/gke-accelerator", "Exists", ())]
+EKS = [("karpenter.k8s.aws/instance-gpu-manufacturer", "In", ("nvidia",)),  # Karpenter
+       ("eks.amazonaws.com/instance-gpu-manufacturer", "In", ("nvidia",))]  # EKS Auto Mode
+AKS = [("kubernetes.azure.com/accelerator", "In", ("nvidia",))]
+OKE_SHAPES = ("VM.GPU.A10.1", "VM.GPU.A10.2", "BM.GPU.A10.4", "BM.GPU.L40S.4", "BM.GPU4.8", "BM.GPU.A100-v2.8",
+              "BM.GPU.H100.8", "BM.GPU.H200.8", "BM.GPU.B4.8", "BM.GPU.B200.8", "BM.GPU.B300.8", "BM.GPU.GB200.4",
+              "BM.GPU.GB200-v2.4", "BM.GPU.GB200-v3.4", "BM.GPU.GB300.4", "BM.GPU.RTXPRO.8")
+PLATFORMS = {
+    "generic": {"labels": NVIDIA + NFD_NVIDIA + GKE + EKS + AKS,
+                "taints": [("nvidia.com/gpu", "present", "NoSchedule"), ("sku", "gpu", "NoSchedule")],
+                "driver": None, "runtime_class": None},
+    "gpu-operator": {"labels": NVIDIA, "taints": [("nvidia.com/gpu", "", "NoSchedule")],
+                     "driver": None, "runtime_class": "nvidia"},
+    "gke": {"labels": GKE, "taints": [("nvidia.com/gpu", "present", "NoSchedule")],
+            "driver": ("/home/kubernetes/bin/nvidia", "/usr/local/nvidia"), "runtime_class": None},
+    "eks": {"labels": NVIDIA + EKS, "taints": [("nvidia.com/gpu", "true", "NoSchedule")],
+            "driver": None, "runtime_class": None},
+    "aks": {"labels": AKS, "taints": [("sku", "gpu", "NoSchedule"), ("nvidia.com/gpu", "", "NoSchedule")],
+            "driver": None, "runtime_class": None},
+    "oke": {"labels": NVIDIA + NFD_NVIDIA + [("node.kubernetes.io/instance-type", "In", OKE_SHAPES)],
+            "taints": [("nvidia.com/gpu", "present", "NoSchedule")], "driver": None, "runtime_class": None},
+}
+# Nodes as each platform labels and taints them: (platform, labels, taints).
+GPU_NODES = [
+    ("gke", {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-gpu": "true",
+             "cloud.google.com/gke-nodepool": "gpu-pool"}, [("nvidia.com/gpu", "present", "NoSchedule")]),
+    ("eks", {"nvidia.com/gpu.present": "true", "node.kubernetes.io/instance-type": "g6.xlarge"}, []),
+    ("eks", {"karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia", "karpenter.k8s.aws/instance-gpu-name": "l4"},
+     [("nvidia.com/gpu", "true", "NoSchedule")]),
+    ("eks", {"eks.amazonaws.com/instance-gpu-manufacturer": "nvidia"}, [("nvidia.com/gpu", "", "NoSchedule")]),
+    ("aks", {"kubernetes.azure.com/accelerator": "nvidia", "kubernetes.azure.com/agentpool": "gpunp"},
+     [("sku", "gpu", "NoSchedule")]),
+    ("gpu-operator", {"nvidia.com/gpu.present": "true", "feature.node.kubernetes.io/pci-10de.present": "true"},
+     [("nvidia.com/gpu", "", "NoSchedule")]),
+    ("oke", {"node.kubernetes.io/instance-type": "BM.GPU.H100.8"}, [("nvidia.com/gpu", "present", "NoSchedule")]),
+    ("oke", {"node.kubernetes.io/instance-type": "VM.GPU.A10.1"}, [("nvidia.com/gpu", "present", "NoSchedule")]),
+]
+NON_GPU_NODES = [
+    ("GKE CPU node", {"cloud.google.com/gke-nodepool": "default-pool", "node.kubernetes.io/instance-type": "e2-standard-4"}),
+    ("GKE TPU node", {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice", "cloud.google.com/gke-nodepool": "tpu"}),
+    ("EKS CPU node (Karpenter)", {"karpenter.k8s.aws/instance-category": "m", "node.kubernetes.io/instance-type": "m7i.large"}),
+    ("EKS AMD GPU node (Karpenter)", {"karpenter.k8s.aws/instance-gpu-manufacturer": "amd", "node.kubernetes.io/instance-type": "g4ad.xlarge"}),
+    ("EKS Inferentia node (Auto Mode)", {"eks.amazonaws.com/instance-accelerator-manufacturer": "aws"}),
+    ("AKS CPU node", {"kubernetes.azure.com/agentpool": "system", "kubernetes.azure.com/mode": "system"}),
+    ("OKE CPU node", {"node.kubernetes.io/instance-type": "VM.Standard.E5.Flex"}),
+    ("OKE AMD GPU node", {"node.kubernetes.io/instance-type": "BM.GPU.MI300X.8"}),
+    ("NFD AMD GPU node", {"feature.node.kubernetes.io/pci-1002.present": "true", "feature.node.kubernetes.io/amd-gpu": "true"}),
+    ("NFD Grace CPU node, no GPU", {"feature.node.kubernetes.io/cpu-model.vendor_id": "NVIDIA"}),
+]
+DEVICE_KEY = "devices.gke.io/container.keda-gpu-scaler"
+GKE_GPUS = 2
+
+
+def nvml_search_dirs():
+    """The directories the scaler searches for libnvidia-ml.so.1, read from
+    the source (src/nvml/library.rs DRIVER_DIRS)."""
+    with open(os.path.join(ROOT, "src", "nvml", "library.rs")) as f:
+        found = re.search(r"DRIVER_DIRS: &\[&str\] = &\[(.*?)\];", f.read(), re.S)
+    return re.findall(r'"([^"]+)"', found.group(1)) if found else []
+
+
+def expression_matches(expr, labels):
+    k, op, values = expr["key"], expr["operator"], expr.get("values", [])
+    if op == "In":
+        return k in labels and labels[k] in values
+    if op == "NotIn":
+        return k not in labels or labels[k] not in values
+    if op == "Exists":
+        return k in labels
+    if op == "DoesNotExist":
+        return k not in labels
+    if op in ("Gt", "Lt"):
+        return k in labels and (int(labels[k]) > int(values[0])) == (op == "Gt")
+    raise ValueError(op)
+
+
+def tolerated(tolerations, taint):
+    key, value, effect = taint
+    for t in tolerations or []:
+        if t.get("effect") and t["effect"] != effect:
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t["key"] == key:
+                return True
+        elif t.get("key") == key and t.get("value", "") == value:
+            return True
+    return False
+
+
+def lands_on(pod, labels, taints=()):
+    """Whether the scheduler may put the pod on a node with these labels and taints."""
+    if any(labels.get(k) != v for k, v in pod.get("nodeSelector", {}).items()):
+        return False
+    required = pod.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required and not any(all(expression_matches(e, labels) for e in term.get("matchExpressions", []))
+                            for term in required["nodeSelectorTerms"]):
+        return False
+    return all(tolerated(pod.get("tolerations"), t) for t in taints if t[2] in ("NoSchedule", "NoExecute"))
+
+
+def affinity_terms(pod):
+    """The node affinity as a set of (key, operator, values), or None when a
+    term is not a single expression (the chart's are)."""
+    required = pod.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if not required:
+        return set()
+    terms = [t.get("matchExpressions", []) for t in required["nodeSelectorTerms"]]
+    if any(len(t) != 1 or set(required["nodeSelectorTerms"][i]) != {"matchExpressions"} for i, t in enumerate(terms)):
+        return None
+    return {(e["key"], e["operator"], tuple(e.get("values", ()))) for (e,) in terms}
+
+
+def platform_pod(helm_bin, platform, *sets, values=None):
+    args = ["template", "keda-gpu-scaler", CHART, "--namespace", "keda", "--set", f"platform={platform}"]
+    if platform == "gke":
+        args += ["--set", f"gke.gpusPerNode={GKE_GPUS}"]
+    for s in sets:
+        args += ["--set", s]
+    if values:
+        args += ["-f", values]
+    text = helm(args, helm_bin)
+    daemonset = next(o for o in load_all(text) if o["kind"] == "DaemonSet")
+    return text, daemonset["spec"]["template"]
+
+
+def split_grants(template):
+    """A pod template less what a platform may change: node affinity,
+    tolerations, runtimeClassName, the platform env var, the driver
+    hostPath (returned: volume, mount) and the GKE device annotation
+    (returned: the device paths)."""
+    template = copy.deepcopy(template)
+    spec, meta = template["spec"], template["metadata"]
+    for field in ("affinity", "tolerations", "runtimeClassName"):
+        spec.pop(field, None)
+    container = spec["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != "KEDA_GPU_SCALER_PLATFORM"]
+    volume = next((v for v in spec.get("volumes", []) if v["name"] == "nvidia-driver"), None)
+    mount = next((m for m in container.get("volumeMounts", []) if m["name"] == "nvidia-driver"), None)
+    spec["volumes"] = [v for v in spec.get("volumes", []) if v["name"] != "nvidia-driver"]
+    container["volumeMounts"] = [m for m in container.get("volumeMounts", []) if m["name"] != "nvidia-driver"]
+    annotations = meta.get("annotations", {})
+    devices = [d["path"] for d in yaml.safe_load(annotations.pop(DEVICE_KEY, "[]"))]
+    if not annotations:
+        meta.pop("annotations", None)
+    return template, volume, mount, devices
+
+
+def check_platforms(helm_bin, tmp):
+    """Renders the chart once per platform and checks each render against
+    what that platform documents (PLATFORMS), and that none grants more
+    than generic beyond its one driver hostPath."""
+    search = nvml_search_dirs()
+    check(len(search) >= 4 and "/usr/local/nvidia/lib64" in search,
+          f"the NVML search path is read from src/nvml/library.rs DRIVER_DIRS: {search}")
+    paths = []
+    pods = {}
+    for platform in PLATFORMS:
+        text, pods[platform] = platform_pod(helm_bin, platform)
+        path = os.path.join(tmp, f"rendered-platform-{platform}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        paths.append(path)
+    base, _, _, _ = split_grants(pods["generic"])
+    for platform, doc in PLATFORMS.items():
+        template = pods[platform]
+        pod = template["spec"]
+        terms = affinity_terms(pod)
+        check(terms == set(doc["labels"]),
+              f"{platform}: node affinity is an OR of the labels {platform} documents"
+              + ("" if terms == set(doc["labels"]) else f": {terms}"))
+        # generic: every platform's nodes that carry a label (checked below).
+        own = [(labels, taints) for p, labels, taints in GPU_NODES if p == platform or platform == "generic" and p != "oke"]
+        check(own and all(lands_on(pod, labels, taints) for labels, taints in own),
+              f"{platform}: lands on " + ("the GPU nodes of GKE, EKS, AKS and the GPU Operator, without choosing a platform"
+                                         if platform == "generic" else f"{platform}'s GPU nodes (labels and taints as documented)"))
+        wrong = [name for name, labels in NON_GPU_NODES if lands_on(pod, labels)]
+        check(not wrong, f"{platform}: never lands on a node without an NVIDIA GPU"
+              + ("" if not wrong else f": {wrong}"))
+        check(all(tolerated(pod.get("tolerations"), t) for t in doc["taints"]),
+              f"{platform}: tolerates the GPU-node taints {platform} documents")
+        check(pod.get("runtimeClassName") == doc["runtime_class"],
+              f"{platform}: runtimeClassName is {doc['runtime_class'] or 'unset'}")
+        rest, volume, mount, devices = split_grants(template)
+        if platform != "generic":
+            same = rest == base
+            check(same, f"{platform}: grants nothing generic does not (security contexts, volumes, env, resources,"
+                  " host namespaces) beyond its driver hostPath")
+            if not same:
+                print(yaml.safe_dump(rest), "--- differs from generic ---\n", yaml.safe_dump(base))
+        if doc["driver"]:
+            host, container = doc["driver"]
+            under = [d for d in search if d == container or d.startswith(container + "/")]
+            check(volume is not None and mount is not None
+                  and volume["hostPath"] == {"path": host, "type": "Directory"}
+                  and mount["mountPath"] == container and mount.get("readOnly") is True
+                  and set(volume) == {"name", "hostPath"} and set(mount) == {"name", "mountPath", "readOnly"}
+                  and under,
+                  f"{platform}: mounts the driver's {host} read-only at {container}, over the NVML search path {under}")
+        else:
+            check(volume is None and mount is None, f"{platform}: mounts no driver directory (the NVIDIA runtime injects NVML)")
+        hosts = [v["hostPath"]["path"] for v in template["spec"].get("volumes", []) if "hostPath" in v]
+        check(sorted(hosts) == sorted(["/var/lib/kubelet/pod-resources"] + ([doc["driver"][0]] if doc["driver"] else [])),
+              f"{platform}: hostPaths are the pod-resources directory"
+              + (" and the driver directory" if doc["driver"] else "") + " only")
+        expected = ["/dev/nvidiactl"] + [f"/dev/nvidia{i}" for i in range(GKE_GPUS)] if platform == "gke" else []
+        check(devices == expected,
+              f"{platform}: " + (f"the device injector gives only the GPU device nodes (nvidiactl, nvidia0..{GKE_GPUS - 1})"
+                                 if expected else "asks no device injector for devices"))
+
+    # Failures, each saying why.
+    known = sorted(PLATFORMS)
+    for flags, where in [([], "schema"), (["--skip-schema-validation"], "template")]:
+        refused = subprocess.run([helm_bin, "template", "x", CHART, "--set", "platform=openshift", *flags],
+                                 capture_output=True, text=True)
+        check(refused.returncode != 0 and all(f"{p}" in refused.stderr for p in known),
+              f"an unknown platform fails the install ({where}), listing the known ones")
+    refused = subprocess.run([helm_bin, "template", "x", CHART, "--set", "platform=gke"], capture_output=True, text=True)
+    check(refused.returncode != 0 and "gke.gpusPerNode" in refused.stderr,
+          "platform=gke without gke.gpusPerNode fails, saying why")
+    refused = subprocess.run([helm_bin, "template", "x", CHART, "--set", "platform=gke", "--set", "gke.gpusPerNode=1",
+                              "--set", "driverMount.mountPath=/usr/lib"], capture_output=True, text=True)
+    allowed = re.search(r"use one of: (.*)$", refused.stderr, re.M)
+    allowed = [a.strip() for a in allowed.group(1).split(",")] if allowed else []
+    check(refused.returncode != 0 and allowed, "a driver mount over the image's own /usr/lib fails, listing where it may go")
+    for mount_path in allowed:
+        _, template = platform_pod(helm_bin, "gke", f"driverMount.mountPath={mount_path}")
+        mount = next(m for m in template["spec"]["containers"][0]["volumeMounts"] if m["name"] == "nvidia-driver")
+        under = [d for d in search if d == mount_path or d.startswith(mount_path + "/")]
+        check(mount["readOnly"] and under, f"driverMount.mountPath={mount_path} is read-only and holds NVML search directories {under}")
+
+    # Every piece overridable on its own: each override changes that piece only.
+    _, gke = platform_pod(helm_bin, "gke")
+    overrides = os.path.join(tmp, "platform-overrides.yaml")
+    with open(overrides, "w") as f:
+        yaml.safe_dump({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "cloud.google.com/gke-nodepool", "operator": "In",
+                                                         "values": ["gpu-pool"]}]}]}}},
+                        "tolerations": []}, f)
+
+    def changed(a, b):
+        return sorted({k for k in set(a["spec"]) | set(b["spec"]) if a["spec"].get(k) != b["spec"].get(k)}
+                      | ({"annotations"} if a["metadata"].get("annotations") != b["metadata"].get("annotations") else set()))
+
+    for sets, values, expect, what in [
+        ([], overrides, ["affinity", "tolerations"], "affinity and tolerations (values file)"),
+        (["runtimeClassName=nvidia"], None, ["runtimeClassName"], "runtimeClassName"),
+        (["driverMount.hostPath=/opt/nvidia-driver"], None, ["volumes"], "driverMount.hostPath"),
+        (["driverMount.mountPath=/usr/local/nvidia/lib64"], None, ["containers"], "driverMount.mountPath"),
+        (["podResources.hostPath=/data/kubelet/pod-resources"], None, ["volumes"], "podResources.hostPath"),
+        (["gke.deviceInjector=false"], None, ["annotations"], "gke.deviceInjector"),
+    ]:
+        _, template = platform_pod(helm_bin, "gke", *sets, values=values)
+        diff = changed(gke, template)
+        check(diff == expect, f"platform=gke with {what} overridden changes {', '.join(expect)} only"
+              + ("" if diff == expect else f": {diff}"))
+    _, none = platform_pod(helm_bin, "gpu-operator", "runtimeClassName=")
+    check("runtimeClassName" not in none["spec"], "runtimeClassName=\"\" drops the platform's runtimeClassName")
+    return paths
+
+
 MONITOR_KINDS = ("PodMonitor", "ServiceMonitor")
 
 
@@ -339,7 +617,7 @@ def external_triggers():
                             target = obj["spec"]["scaleTargetRef"]["name"]
                             check(trigger["metadata"]["workload"] == target,
                                   f"{os.path.basename(path)}: workload is the scale target {target}")
-                        yield os.path.basename(path), trigger
+                        yield os.path.basename(path), trigger, obj["metadata"].get("namespace", "default")
 
 
 def engine_of(meta):
@@ -372,7 +650,7 @@ def check_examples(schemas, tmp):
         with open(path, "w") as f:
             yaml.safe_dump_all(others, f)
         check_kubernetes_schemas([path])
-    for name, trigger in external_triggers():
+    for name, trigger, _ in external_triggers():
         meta = trigger["metadata"]
         metric = meta.get("metricType") or PROFILE_METRICS.get(meta.get("profile"), "gpu_utilization")
         if "targetGpuUtilization" in meta:
@@ -412,20 +690,31 @@ def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
         for i in range(4):
             f.write(f"gpu {i} util=50 mem_total_mib=81920 mem_used_mib=40960 temp=50 power_mw=300000\n")
     env = dict(os.environ, NVML_LIBRARY_PATH=fake_nvml, FAKE_NVML_SCENARIO=scenario, RUST_LOG="info")
-    log_path = os.path.join(tmp, "serve.log")
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0"], env=env, stderr=log)
+    # A lab scaler reads the fake engines on loopback (by IP address); a
+    # strict one, with the default endpoint policy, takes the metadata as
+    # written, from the ScaledObject's namespace.
+    servers = []
+    ports = []
     try:
-        port = None
-        deadline = time.time() + 20
-        while port is None and time.time() < deadline:
-            with open(log_path) as f:
-                found = re.search(r"ExternalScaler on 127\.0\.0\.1:(\d+)", f.read())
-            port = found and found.group(1)
-            time.sleep(0.1)
+        for label, flags in (("lab", ["--engine-allow-cidrs", "127.0.0.0/8", "--engine-any-namespace"]),
+                             ("strict", [])):
+            log_path = os.path.join(tmp, f"serve-{label}.log")
+            with open(log_path, "w") as log:
+                servers.append(subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0"] + flags,
+                                                env=env, stderr=log))
+            port = None
+            deadline = time.time() + 20
+            while port is None and time.time() < deadline:
+                with open(log_path) as f:
+                    found = re.search(r"ExternalScaler on 127\.0\.0\.1:(\d+)", f.read())
+                port = found and found.group(1)
+                time.sleep(0.1)
+            ports.append(port)
+        port, strict_port = ports
         check(port is not None, "scaler started on the fake NVML")
         selector_keys = {"workload", "podNamePattern", "podNamespace"}
-        for name, trigger in external_triggers():
+        check(strict_port is not None, "strict scaler started on the fake NVML")
+        for name, trigger, namespace in external_triggers():
             meta = trigger["metadata"]
             if "engineEndpoints" in meta:
                 # The endpoints pointed at a fake engine of the trigger's kind.
@@ -447,7 +736,7 @@ def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
                       + ("" if node_wide.returncode == 0 else ": " + node_wide.stderr.strip()))
             # As written: accepted; without a kubelet or cluster DNS here,
             # attribution is unavailable or the Service name unknown.
-            full = query(binary, port, meta)
+            full = query(binary, strict_port, meta, namespace)
             accepted = full.returncode == 0 or ("INVALID_ARGUMENT" not in full.stderr
                                                 and ("pod attribution is unavailable" in full.stderr
                                                      or "unknown to DNS" in full.stderr
@@ -456,12 +745,13 @@ def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
             check(accepted, f"{name}: the scaler accepts the metadata as written"
                   + ("" if accepted else ": " + full.stderr.strip()))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=10)
 
 
-def query(binary, port, metadata):
-    args = [binary, "query", "--address", f"127.0.0.1:{port}"]
+def query(binary, port, metadata, namespace="default"):
+    args = [binary, "query", "--address", f"127.0.0.1:{port}", "--namespace", namespace]
     for k, v in metadata.items():
         args += ["--metadata", f"{k}={v}"]
     result = None
@@ -520,6 +810,7 @@ def main():
     validate, against = monitor_validator(args.monitor_crds, args.monitor_models)
     with tempfile.TemporaryDirectory() as tmp:
         rendered = check_chart(args.helm, tmp)
+        rendered += check_platforms(args.helm, tmp)
         rendered += check_monitors(args.helm, tmp, validate, against)
         check_kubernetes_schemas([MANIFESTS, *rendered])
         check_examples(crd_schemas(), tmp)

@@ -3,6 +3,11 @@ root's Values, Release, Chart and Template, plus "vendor" ("nvidia" or
 "amd"). Both flavours carry the same app labels, so one Service and one
 peers Service reach every scaler pod: a mixed cluster is one cluster. */}}
 {{- define "keda-gpu-scaler.daemonset" -}}
+{{- $placement := include "keda-gpu-scaler.placement" . | fromYaml }}
+{{- $devices := ternary $placement.devices list (eq .vendor "nvidia") }}
+{{- $deviceKey := "devices.gke.io/container.keda-gpu-scaler" }}
+{{- $injectDevices := and $devices (not (hasKey .Values.podAnnotations $deviceKey)) }}
+{{- $driverMount := and (eq .vendor "nvidia") $placement.driverHostPath }}
 apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -32,10 +37,19 @@ spec:
         {{- with .Values.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- if or .Values.podAnnotations (and .Values.metrics.enabled .Values.metrics.annotations) }}
+      {{- if or .Values.podAnnotations (and .Values.metrics.enabled .Values.metrics.annotations) $injectDevices }}
       annotations:
         {{- with .Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- if $injectDevices }}
+        # GKE has no NVIDIA runtime to give a pod that requests no GPU its
+        # device nodes: Google's NRI device injector adds these (the ones the
+        # NVIDIA runtime gives NVIDIA_VISIBLE_DEVICES=all elsewhere).
+        {{ $deviceKey }}: |
+          {{- range $devices }}
+          - path: {{ . }}
+          {{- end }}
         {{- end }}
         {{- if and .Values.metrics.enabled .Values.metrics.annotations }}
         prometheus.io/scrape: "true"
@@ -50,21 +64,21 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- $placement := ternary .Values.amd .Values (eq .vendor "amd") }}
-      {{- with $placement.nodeSelector }}
+      {{- $scheduling := ternary .Values.amd $placement (eq .vendor "amd") }}
+      {{- with (ternary .Values.amd.nodeSelector .Values.nodeSelector (eq .vendor "amd")) }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $placement.tolerations }}
+      {{- with $scheduling.tolerations }}
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $placement.affinity }}
+      {{- with $scheduling.affinity }}
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       {{- if eq .vendor "nvidia" }}
-      {{- with .Values.runtimeClassName }}
+      {{- with $placement.runtimeClassName }}
       runtimeClassName: {{ . }}
       {{- end }}
       {{- end }}
@@ -105,6 +119,9 @@ spec:
               value: utility
             - name: KEDA_GPU_SCALER_GPU_BACKEND
               value: nvidia
+            # The chart's platform, for the hint when NVML is not found.
+            - name: KEDA_GPU_SCALER_PLATFORM
+              value: {{ $placement.platform }}
             {{- else }}
             # AMD SMI from the host's ROCm (mounted below), its dependencies
             # found beside it; GPUs are read through sysfs, so no device
@@ -203,8 +220,13 @@ spec:
             privileged: false
             capabilities:
               drop: ["ALL"]
-          {{- if or .Values.tls.secretName .Values.podResources.enabled (eq .vendor "amd") }}
+          {{- if or .Values.tls.secretName .Values.podResources.enabled (eq .vendor "amd") $driverMount }}
           volumeMounts:
+            {{- if $driverMount }}
+            - name: nvidia-driver
+              mountPath: {{ $placement.driverMountPath }}
+              readOnly: true
+            {{- end }}
             {{- if eq .vendor "amd" }}
             - name: rocm
               mountPath: {{ .Values.amd.rocmPath }}
@@ -227,8 +249,16 @@ spec:
               readOnly: true
             {{- end }}
           {{- end }}
-      {{- if or .Values.tls.secretName .Values.podResources.enabled (eq .vendor "amd") }}
+      {{- if or .Values.tls.secretName .Values.podResources.enabled (eq .vendor "amd") $driverMount }}
       volumes:
+        {{- if $driverMount }}
+        # The host's NVIDIA driver (libnvidia-ml.so.1 in its lib64/), which
+        # no NVIDIA runtime injects on this platform; read-only.
+        - name: nvidia-driver
+          hostPath:
+            path: {{ $placement.driverHostPath }}
+            type: Directory
+        {{- end }}
         {{- if eq .vendor "amd" }}
         # The host's ROCm install, read-only: libamd_smi.so and its libraries.
         - name: rocm
@@ -247,7 +277,7 @@ spec:
         # socket when it restarts, and a file mount would keep the old one.
         - name: pod-resources
           hostPath:
-            path: {{ .Values.podResources.hostPath }}
+            path: {{ $placement.podResourcesHostPath }}
             type: Directory
         {{- end }}
         {{- if .Values.tls.secretName }}
