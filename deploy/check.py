@@ -125,6 +125,19 @@ def check_chart(helm_bin, tmp):
                              capture_output=True, text=True)
     check(refused.returncode != 0 and "tls.requireClientCert=true" in refused.stderr,
           "chart refuses peers over TLS without client certificates, saying why")
+    def daemonset_env(text):
+        daemonset = next(o for o in load_all(text) if o["kind"] == "DaemonSet")
+        return {e["name"]: e.get("value") for e in daemonset["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check(not any(name.startswith("KEDA_GPU_SCALER_ENGINE_") for name in daemonset_env(rendered)),
+          "chart's default engine endpoint policy is the scaler's strict one (own namespace, private ranges)")
+    relaxed = daemonset_env(helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
+                                  "--set", "engineEndpoints.anyNamespace=true",
+                                  "--set", "engineEndpoints.allowCidrs[0]=10.0.0.0/8",
+                                  "--set", "engineEndpoints.clusterDomain=k8s.lab"], helm_bin))
+    check(relaxed.get("KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE") == "true"
+          and relaxed.get("KEDA_GPU_SCALER_ENGINE_ALLOW_CIDRS") == "10.0.0.0/8"
+          and relaxed.get("KEDA_GPU_SCALER_CLUSTER_DOMAIN") == "k8s.lab",
+          "chart passes engineEndpoints values to the scaler")
     annotated = helm(["template", "keda-gpu-scaler", CHART, "--namespace", "keda",
                       "--set", "metrics.annotations=true"], helm_bin)
     annotations = next(o for o in load_all(annotated) if o["kind"] == "DaemonSet")["spec"]["template"]["metadata"]

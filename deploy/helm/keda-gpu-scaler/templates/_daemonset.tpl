@@ -170,6 +170,18 @@ spec:
               value: {{ join "," . | quote }}
             {{- end }}
             {{- end }}
+            {{- with .Values.engineEndpoints.allowCidrs }}
+            - name: KEDA_GPU_SCALER_ENGINE_ALLOW_CIDRS
+              value: {{ join "," . | quote }}
+            {{- end }}
+            {{- if .Values.engineEndpoints.anyNamespace }}
+            - name: KEDA_GPU_SCALER_ENGINE_ANY_NAMESPACE
+              value: "true"
+            {{- end }}
+            {{- if ne .Values.engineEndpoints.clusterDomain "cluster.local" }}
+            - name: KEDA_GPU_SCALER_CLUSTER_DOMAIN
+              value: {{ .Values.engineEndpoints.clusterDomain | quote }}
+            {{- end }}
             {{- if .Values.tls.secretName }}
             - name: KEDA_GPU_SCALER_TLS_CERT
               value: /etc/keda-gpu-scaler/tls/tls.crt
