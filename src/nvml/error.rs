@@ -212,14 +212,32 @@ crate::dynlib::load_error!(
     not_found
 );
 
-/// "Not found", listing every path tried and why it failed.
+/// "Not found", listing every path tried and why it failed, then what
+/// to do on the platform the chart says this pod runs on.
 fn not_found(f: &mut fmt::Formatter<'_>, tried: &[(String, String)]) -> fmt::Result {
     write!(f, "cannot load the NVML library (libnvidia-ml.so.1); tried")?;
     for (i, (path, error)) in tried.iter().enumerate() {
         let sep = if i == 0 { " " } else { "; " };
         write!(f, "{sep}{path} ({error})")?;
     }
-    Ok(())
+    let platform = std::env::var(PLATFORM_ENV).unwrap_or_default();
+    write!(f, ". {}", platform_hint(&platform))
+}
+
+/// The chart's `platform` value, as the pod sees it.
+pub const PLATFORM_ENV: &str = "KEDA_GPU_SCALER_PLATFORM";
+
+/// What makes NVML loadable on `platform` (the README's "NVML not found,
+/// per platform").
+pub fn platform_hint(platform: &str) -> &'static str {
+    match platform {
+        "gke" => "On GKE: is GKE's driver installed on this node (gpu-driver-version not disabled), and Google's NRI device injector running with gke.gpusPerNode right?",
+        "gpu-operator" => "With the GPU Operator: set runtimeClassName to the operator's runtime class (kubectl get runtimeclass); /run/nvidia/driver appears once the operator's driver pod is ready",
+        "eks" => "On EKS: use the AL2023 NVIDIA AMI, or on Bottlerocket allow NVIDIA_VISIBLE_DEVICES for unprivileged containers",
+        "aks" => "On AKS: the node pool needs AKS's GPU driver (not --gpu-driver none); else install the GPU Operator and set platform=gpu-operator",
+        "oke" => "On OKE: install the GPU Operator and set platform=gpu-operator",
+        _ => "On GKE install the chart with platform=gke (and gke.gpusPerNode); with the GPU Operator v25.10+ set platform=gpu-operator; on Bottlerocket allow NVIDIA_VISIBLE_DEVICES for unprivileged containers; see the README's \"NVML not found, per platform\"",
+    }
 }
 
 #[cfg(test)]

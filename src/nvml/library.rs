@@ -25,10 +25,25 @@ pub const DRIVER_DIRS: &[&str] = &[
     "/usr/local/nvidia/lib",
 ];
 
-/// The standard places, in the order they are tried.
+/// Where the driver's directories are found: `/`, or the root the
+/// operator names in this variable (a host's `/` mounted elsewhere).
+pub const DRIVER_ROOT_ENV: &str = "KEDA_GPU_SCALER_DRIVER_ROOT";
+
+/// The standard places, in the order they are tried: the loader's search
+/// for the soname, then the driver's own directories. Under a
+/// [`DRIVER_ROOT_ENV`] other than `/`, only those directories under it.
 pub fn candidate_paths() -> Vec<PathBuf> {
-    std::iter::once(PathBuf::from(SONAME))
-        .chain(DRIVER_DIRS.iter().map(|dir| Path::new(dir).join(SONAME)))
+    let root = std::env::var_os(DRIVER_ROOT_ENV)
+        .map(PathBuf::from)
+        .filter(|root| root != Path::new("/"));
+    let under = |dir: &str| match &root {
+        Some(root) => root.join(dir.trim_start_matches('/')).join(SONAME),
+        None => Path::new(dir).join(SONAME),
+    };
+    root.is_none()
+        .then(|| PathBuf::from(SONAME))
+        .into_iter()
+        .chain(DRIVER_DIRS.iter().map(|dir| under(dir)))
         .collect()
 }
 
