@@ -1,7 +1,10 @@
 //! GetMetrics latency against the real server (fake NVML, real binary) and
 //! against a grpcio server on the same proto that returns a constant (the
 //! floor), at 1 and 64 concurrent clients, and at 64 while the scaler's
-//! `/metrics` page is scraped every 100 ms; plus the server's peak RSS.
+//! `/metrics` page is scraped every 100 ms; plus the server's peak RSS,
+//! first after 200 `query` runs (one connection at a time, as KEDA), then
+//! after everything. Last, in this process, the scaler's own work per call:
+//! the trigger lookup and its evaluation over the same four GPUs.
 //!
 //! Run: `cargo bench --bench get_metrics`
 
@@ -14,16 +17,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grpcio::{ChannelBuilder, EnvBuilder, RpcContext, ServerBuilder, ServerCredentials, UnarySink};
+use keda_gpu_scaler::node::nvidia::read_node;
+use keda_gpu_scaler::node::rates::Rates;
+use keda_gpu_scaler::node::snapshot::{Attribution, NodeState, Snapshot};
+use keda_gpu_scaler::nvml::Nvml;
 use keda_gpu_scaler::proto::externalscaler::{GetMetricsRequest, GetMetricsResponse, MetricValue};
 use keda_gpu_scaler::proto::externalscaler_grpc::{
     create_external_scaler, ExternalScaler, ExternalScalerClient,
 };
+use keda_gpu_scaler::scaling::evaluate::local_outcome;
+use keda_gpu_scaler::scaling::outcome::Detail;
+use keda_gpu_scaler::scaling::trigger_cache::TriggerCache;
 
 const FLOOR_FLAG: &str = "--floor-server";
 const CALLS_ALONE: usize = 5_000;
 const CALLS_EACH_OF_64: usize = 500;
 /// Rounds per client count, each measuring the floor and the scaler.
 const ROUNDS: usize = 5;
+/// `query` runs before any concurrent load, for the peak RSS KEDA's way.
+const QUERIES: usize = 200;
+/// In-process trigger lookups and evaluations.
+const EVALUATIONS: u32 = 1_000_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -69,12 +83,37 @@ fn main() {
         false,
     );
 
+    // KEDA keeps one connection per scaler address: the peak RSS of calls
+    // made one connection at a time, each `query` a process of its own
+    // (GetMetricSpec, GetMetrics, IsActive), before the concurrent rounds.
+    let queried = Instant::now();
+    for _ in 0..QUERIES {
+        let status = Command::new(env!("CARGO_BIN_EXE_keda-gpu-scaler"))
+            .args([
+                "query",
+                "--address",
+                &format!("127.0.0.1:{}", scaler.port),
+                "--metadata",
+                "profile=vllm-inference",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run keda-gpu-scaler query");
+        assert!(status.success(), "query failed: {status}");
+    }
+    println!(
+        "keda-gpu-scaler peak RSS after {QUERIES} query runs, one connection at a time: {:.1} MiB (goal <= 10 MiB; {:.1} s)",
+        status_mib(scaler.child.id(), "VmHWM:"),
+        queried.elapsed().as_secs_f64()
+    );
+
     println!("GetMetrics latency over loopback (µs)");
     println!(
         "{:<34} {:>8} {:>8} {:>8}",
         "server / clients", "calls", "p50", "p99"
     );
     let mut ratios = Vec::new();
+    let mut scaler_cpu_per_call_64 = 0.0;
     for clients in [1, 64] {
         let calls = if clients == 1 {
             CALLS_ALONE
@@ -121,6 +160,9 @@ fn main() {
             );
         }
         let per_call = |cpu: f64, latency: &Vec<f64>| cpu / latency.len() as f64 * 1e6;
+        if clients == 64 {
+            scaler_cpu_per_call_64 = per_call(scaler_cpu, &scaler_all);
+        }
         println!(
             "{:<34} {:>8.1} µs scaler, {:.1} µs floor",
             format!("server CPU per call / {clients}"),
@@ -142,7 +184,7 @@ fn main() {
         move || {
             let mut scrapes = 0u64;
             while scraping.load(std::sync::atomic::Ordering::Relaxed) {
-                let budget = keda_gpu_scaler::engine::http::Budget::new(1 << 24);
+                let budget = keda_gpu_scaler::engine::http::BodyBudget::new(1 << 24);
                 let deadline = Instant::now() + Duration::from_secs(2);
                 let address = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
                 if keda_gpu_scaler::engine::http::get(
@@ -198,6 +240,61 @@ fn main() {
     }
     scaler.stop();
     floor.stop();
+
+    let own = trigger_work(&fake.library);
+    println!(
+        "trigger lookup and evaluation in-process, four GPUs, {EVALUATIONS} calls: {own:.3} µs per call, {:.1}% of the scaler's server CPU per call at 64 clients ({scaler_cpu_per_call_64:.1} µs)",
+        own / scaler_cpu_per_call_64 * 100.0
+    );
+}
+
+/// The scaler's own work in one GetMetrics, without gRPC: the trigger
+/// cache's lookup (parsed once, as after KEDA's first call) and the
+/// evaluation over a snapshot of the fake NVML's four GPUs, in µs per call.
+fn trigger_work(library: &std::path::Path) -> f64 {
+    // SAFETY: the fake NVML built for tests; its initialisers are trivial.
+    let nvml = unsafe { Nvml::open_path(library) }.expect("open the fake NVML");
+    let gpus = read_node(&nvml, &mut Rates::default()).expect("read the fake GPUs");
+    assert_eq!(gpus.len(), 4);
+    let snapshot = Snapshot {
+        sequence: 1,
+        taken_at: Instant::now(),
+        duration: Duration::ZERO,
+        state: NodeState::Ready {
+            backend: "nvml",
+            driver_version: "bench".into(),
+            gpus,
+            attribution: Attribution::complete(),
+        },
+    };
+    let request = request();
+    let scaled_object = request.scaledObjectRef();
+    let cache = TriggerCache::default();
+    let stale_after = Duration::from_secs(3600);
+    let evaluate = || {
+        let parsed = cache
+            .get(
+                scaled_object.namespace(),
+                scaled_object.name(),
+                scaled_object.scalerMetadata(),
+            )
+            .expect("the bench's trigger parses");
+        local_outcome(
+            &parsed.trigger,
+            &snapshot,
+            Instant::now(),
+            stale_after,
+            Detail::ValueOnly,
+        )
+        .value
+        .expect("a value")
+    };
+    assert_eq!(evaluate(), 70.0, "the busiest of the four GPUs");
+    let started = Instant::now();
+    for _ in 0..EVALUATIONS {
+        std::hint::black_box(evaluate());
+    }
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(EVALUATIONS)
 }
 
 /// A child server and the port it printed.

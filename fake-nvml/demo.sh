@@ -37,7 +37,10 @@ SCENARIO
 }
 
 scenario 95 70
-"$bin" serve --listen 127.0.0.1:0 --sample-interval 250ms 2> "$work/serve.log" &
+# The replicas below listen on loopback, which a cluster's scaler refuses:
+# a lab allows it, and IP addresses as endpoints, with two flags.
+"$bin" serve --listen 127.0.0.1:0 --sample-interval 250ms \
+    --engine-allow-cidrs 127.0.0.0/8 --engine-any-namespace 2> "$work/serve.log" &
 server=$!
 engines=()
 trap 'kill -CONT ${engines[@]+"${engines[@]}"} 2>/dev/null || true; kill $server ${engines[@]+"${engines[@]}"} 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -47,9 +50,24 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "${port:-}" ] || { cat "$work/serve.log"; exit 1; }
-settle() { sleep 0.6; }  # a little over two 250 ms samples
 query() { "$bin" query --address "127.0.0.1:$port" --metadata profile=vllm-inference --replicas 3 "$@"; }
-settle
+# Runs a query (the rest of the arguments) until its output, errors included,
+# has a line matching PATTERN, so that no narration is printed against the
+# values of an earlier scenario. Gives up after 30 s, showing the last answer.
+wait_for() { # PATTERN command...
+    local pattern=$1 out deadline=$((SECONDS + 30))
+    shift
+    while :; do
+        out=$("$@" 2>&1) || true
+        grep -q -- "$pattern" <<< "$out" && return 0
+        if ((SECONDS >= deadline)); then
+            printf 'demo: no line matching %s within 30 s from: %s\n%s\n' "$pattern" "$*" "$out" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+wait_for '^value  *95\.00 ' query
 
 echo; echo "== what NVML reports on this node (simulated GPUs): keda-gpu-scaler devices"
 "$bin" devices
@@ -57,16 +75,16 @@ echo; echo "== busy: 3 replicas, hottest GPU at 95% (profile vllm-inference: gpu
 query
 echo "   -> with trigger metricType: Value the HPA goes from 3 to 4 replicas."
 
-scenario 2 1; settle
+scenario 2 1; wait_for '^value  *2\.00 ' query
 echo; echo "== idle: 2% is below the profile's activation threshold of 5"
 query
 echo "   -> inactive: KEDA scales the deployment to zero (minReplicaCount: 0)."
 
-scenario 60 50 "fail 1 * GPU_IS_LOST"; settle
+scenario 60 50 "fail 1 * GPU_IS_LOST"; wait_for '^value  *60\.00 ' query
 echo; echo "== GPU 1 falls off the bus: it is excluded, GPU 0 still counts"
 query
 scenario 60 50 "fail 0 * GPU_IS_LOST
-fail 1 * GPU_IS_LOST"; settle
+fail 1 * GPU_IS_LOST"; wait_for 'UNAVAILABLE: no healthy GPU' query
 echo; echo "== every GPU lost: an error, never a 0, so KEDA applies the ScaledObject's fallback"
 query || echo "   -> query exited $? as KEDA would see an error"
 
@@ -89,15 +107,17 @@ list=$(IFS=,; echo "${endpoints[*]}")
 # In a cluster: engineEndpoints=<headless Service>, which resolves to every ready pod.
 engine_query() { "$bin" query --address "127.0.0.1:$port" --metadata profile=vllm-queue \
     --metadata "engineEndpoints=$list" --metadata engineTimeout=200ms --replicas 3 "$@"; }
+wait_for '^value  *3\.00 ' engine_query
 engine_query --explain
 echo "   -> 3 waiting in all, 5 per replica wanted: AverageValue asks for ceil(3 / 5) = 1 replica."
 
-for i in 0 1 2; do echo "waiting=12 running=8 kv=0.9" > "$work/vllm-$i"; done; settle
+for i in 0 1 2; do echo "waiting=12 running=8 kv=0.9" > "$work/vllm-$i"; done
+wait_for '^value  *36\.00 ' engine_query
 echo; echo "== the queue grows to 12 per replica (GPU utilization would read ~100% all along)"
 engine_query
 echo "   -> 36 waiting: ceil(36 / 5) = 8 replicas."
 
-kill -STOP "${engines[2]}"; settle
+kill -STOP "${engines[2]}"; wait_for 'counted as its last read' engine_query --explain
 echo; echo "== one replica stops answering (SIGSTOP): it counts as what it last said, not 0"
 engine_query --explain
 echo "   -> read under 30 s ago, the silent replica counts as its last read (12): still 36, still 8 replicas."
@@ -108,7 +128,7 @@ echo; echo "== an AMD node: the same binary reads AMD SMI (a simulated MI300X, t
 cat > "$work/amd" <<SCENARIO
 version 26.1.0
 driver 6.10.5
-gpu 0 uuid=00ff74a1-0000-1000-80f8-3d5f2c4e9a00 bdf=0000:19:00.0 name="Simulated MI300X" gfx=88 umc=40 vram_total_mib=196592 vram_used_mib=176932 hotspot=71 current_w=640
+gpu 0 uuid=00ff74a1-0000-1000-80f8-3d5f2c4e9a00 bdf=0000:19:00.0 name="Simulated MI300X" gfx=96 umc=40 vram_total_mib=196592 vram_used_mib=176932 hotspot=71 current_w=640
 SCENARIO
 export FAKE_AMDSMI_SCENARIO=$work/amd
 "$bin" devices --gpu-backend amd --amd-smi-library target/debug/libfake_amdsmi.so
@@ -121,9 +141,11 @@ for _ in $(seq 100); do
     [ -n "$amd_port" ] && break
     sleep 0.1
 done
-settle
-"$bin" query --address "127.0.0.1:$amd_port" --metadata profile=vllm-inference --replicas 3
-echo "   -> the same profile on gfx_activity: 88% against 80, so 3 -> 4 replicas (metricType: Value). NVIDIA-only"
+[ -n "${amd_port:-}" ] || { cat "$work/amd.log"; exit 1; }
+amd_query() { "$bin" query --address "127.0.0.1:$amd_port" --metadata profile=vllm-inference --replicas 3; }
+wait_for '^value  *96\.00 ' amd_query
+amd_query
+echo "   -> the same profile on gfx_activity: 96% against 80, so ceil(3 x 96 / 80) = 4 replicas (metricType: Value). NVIDIA-only"
 echo "      metrics (sm_activity, NVLink) are n/a on AMD, with the reason, never 0."
 
 echo; echo "== SIGTERM: graceful shutdown"

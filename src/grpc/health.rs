@@ -1,9 +1,10 @@
 //! `grpc.health.v1.Health` for Kubernetes' native gRPC probes.
 //!
 //! Readiness (service `""` or `externalscaler.ExternalScaler`) is SERVING
-//! while NVML is loaded and the snapshot is fresh. Liveness (service
-//! `liveness`) is SERVING whenever the process can answer, so a stuck NVML
-//! makes the pod unready but never gets it restarted in a loop.
+//! while the GPU library (NVML or AMD SMI) answers and the snapshot is
+//! fresh. Liveness (service `liveness`) is SERVING whenever the process can
+//! answer, so a stuck library makes the pod unready but never gets it
+//! restarted in a loop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
