@@ -12,10 +12,10 @@
 //! Every case is reproducible from its seed, printed on failure.
 //!
 //! `cargo test --test properties` runs a bounded number of cases (a few
-//! seconds in debug). A longer run:
+//! seconds in debug). A longer run (about 5 minutes in debug on 2 cores):
 //!
 //! ```sh
-//! KEDA_GPU_SCALER_PROPERTY_CASES=100000 cargo test --release --test properties
+//! KEDA_GPU_SCALER_PROPERTY_CASES=100000 cargo test --test properties
 //! ```
 //!
 //! `KEDA_GPU_SCALER_PROPERTY_SEED` (decimal or `0x…`) picks other cases;
@@ -43,6 +43,7 @@ use keda_gpu_scaler::engine::share::ENDPOINT_SHARE;
 use keda_gpu_scaler::engine::signals::{Engine, Signal};
 use keda_gpu_scaler::node::gpu_metric::Metric;
 use keda_gpu_scaler::scaling::trigger::{self, Source, KEDA_KEYS, KEYS, PROFILES};
+use keda_gpu_scaler::untrusted::MAX_ECHO;
 
 // ---------------------------------------------------------------------
 // Heap accounting: the bytes allocated and not yet freed by the current
@@ -232,11 +233,9 @@ fn shown(bytes: &[u8]) -> String {
     }
 }
 
-/// Runs `property` on `default_cases` cases (or as many as the
-/// environment asks) in a worker thread; fails, naming the case's seed and
+/// Runs `property` on `count` cases in a worker thread; fails, naming the case's seed and
 /// input, when one panics or runs past `per_case`.
-fn check(name: &str, default_cases: usize, per_case: Duration, property: fn(&mut Case)) {
-    let count = case_count(default_cases);
+fn check(name: &str, count: usize, per_case: Duration, property: fn(&mut Case)) {
     let base = base_seed();
     let progress = Arc::new(Mutex::new(Progress {
         seed: base,
@@ -302,10 +301,13 @@ fn assert_shown_safely(what: &str, text: &str) {
         !text.chars().any(char::is_control),
         "{what}: a raw control character in {text:?}"
     );
+    // A message echoes at most a couple of outside strings, each cut
+    // after MAX_ECHO characters, each escaped to at most 6 ("\u{9f}").
     let length = text.chars().count();
+    let bound = 2 * 6 * MAX_ECHO + 512;
     assert!(
-        length <= 1024,
-        "{what}: {length} characters (a page's text is echoed unbounded): {:?}…",
+        length <= bound,
+        "{what}: {length} characters, over {bound} (outside text echoed uncapped): {:?}…",
         text.chars().take(300).collect::<String>()
     );
 }
@@ -708,6 +710,15 @@ fn read(
                     "the page's {} bytes are not all counted in the budget ({held})",
                     page.text.len()
                 );
+                // What a page holds of the shared budget is bounded by the
+                // caps (body, head, one read past them), not by the bytes
+                // sent: 1-byte chunks with long extensions hold no more.
+                let most = max_body + MAX_HEADER_BYTES + 32 * 1024;
+                assert!(
+                    held <= most,
+                    "a page of {} bytes holds {held} budget bytes, over {most}",
+                    page.text.len()
+                );
                 Ok(page.text.clone())
             }
             Err(e) => Err(e),
@@ -795,7 +806,7 @@ fn http_answers_read_back_or_fail_as_they_must() {
     }
     check(
         "http_answers_read_back_or_fail_as_they_must",
-        250,
+        case_count(1000),
         Duration::from_secs(15),
         property,
     );
@@ -831,7 +842,7 @@ fn http_damaged_answers_fail_cleanly() {
     }
     check(
         "http_damaged_answers_fail_cleanly",
-        250,
+        case_count(1000),
         Duration::from_secs(15),
         property,
     );
@@ -898,6 +909,7 @@ fn http_a_stalled_or_dripping_server_costs_only_the_deadline() {
     }
     check(
         "http_a_stalled_or_dripping_server_costs_only_the_deadline",
+        // Each costs up to its deadline (~0.1 s): a long run does 1 in 500.
         case_count(8).min(8).max(case_count(8) / 500),
         Duration::from_secs(10),
         property,
@@ -1486,7 +1498,7 @@ fn prom_pages_parse_back_to_their_model() {
     }
     check(
         "prom_pages_parse_back_to_their_model",
-        600,
+        case_count(2000),
         Duration::from_secs(10),
         property,
     );
@@ -1566,7 +1578,7 @@ fn prom_damaged_pages_fail_cleanly() {
     }
     check(
         "prom_damaged_pages_fail_cleanly",
-        1500,
+        case_count(4000),
         Duration::from_secs(10),
         property,
     );
@@ -1578,7 +1590,7 @@ fn prom_damaged_pages_fail_cleanly() {
 fn prom_errors_show_page_text_escaped_and_capped() {
     fn property(case: &mut Case) {
         let rng = &mut case.rng;
-        let token: String = (0..rng.size(2000))
+        let token: String = (0..rng.size(8000))
             .map(|_| *rng.pick(&["a", "\u{1b}", "\u{7}", "é", "\r", "\u{85}", "1"]))
             .collect();
         let page = match rng.below(4) {
@@ -1597,7 +1609,7 @@ fn prom_errors_show_page_text_escaped_and_capped() {
     }
     check(
         "prom_errors_show_page_text_escaped_and_capped",
-        300,
+        case_count(1000),
         Duration::from_secs(10),
         property,
     );
@@ -1950,7 +1962,7 @@ fn trigger_metadata_gives_a_trigger_or_an_error_naming_a_key() {
     }
     check(
         "trigger_metadata_gives_a_trigger_or_an_error_naming_a_key",
-        3000,
+        case_count(10000),
         Duration::from_secs(5),
         property,
     );
