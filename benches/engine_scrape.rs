@@ -3,7 +3,9 @@
 //! histograms. The scraper reads all 64 as a trigger does (resolve, fetch
 //! in parallel, parse the wanted families, keep them); the floor makes the
 //! same 64 fetches with the same HTTP client and threads, and parses
-//! nothing. Also: parse throughput alone, and CPU per scrape.
+//! nothing. Also: parse throughput alone, CPU per scrape, and an SLO round
+//! (a p90 TTFT and a generated-token rate over a window) against the gauge
+//! round on the same pages, with the memory windows keep per replica.
 //!
 //! Run: `cargo bench --bench engine_scrape`
 
@@ -38,7 +40,12 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");
     // Six data-parallel engines: a page the size of a busy production one.
-    std::fs::write(&state, "waiting=3 running=2 kv=0.4 dp=6").unwrap();
+    // Counters and histograms move: 50 requests a second per replica.
+    std::fs::write(
+        &state,
+        "waiting=3 running=2 kv=0.4 dp=6 rate=50 ttft_now=0.3",
+    )
+    .unwrap();
     let (mut engines, addresses) = start_engines(&state);
 
     let page = fetch(addresses[0]).expect("a page");
@@ -70,6 +77,8 @@ fn main() {
             let addresses = addresses.clone();
             move |_, _| Resolved::Addresses(addresses.clone())
         })),
+        // Replicas on loopback: a lab's policy (the default refuses it).
+        policy: common::lab_policy(),
         ..ScrapeConfig::new(Duration::ZERO)
     });
     let endpoint = Endpoint {
@@ -83,10 +92,9 @@ fn main() {
         let round =
             futures_executor::block_on(scraper.scrape(&endpoint, &wants, Duration::from_secs(5)));
         let elapsed = started.elapsed();
-        assert!(
-            round.replicas.iter().all(|r| r.page.is_ok()),
-            "a replica failed"
-        );
+        if let Some(failed) = round.replicas.iter().find(|r| r.page.is_err()) {
+            panic!("replica {} failed: {:?}", failed.address, failed.page);
+        }
         elapsed
     };
     let budget = BodyBudget::new(usize::MAX);
@@ -171,9 +179,152 @@ fn main() {
         per_replica_ms * 1000.0,
         waves as f64 * percentile(&scraper_all, 0.5)
     );
+    slo_against_gauges(&scraper, &endpoint);
     let _ = engines.kill();
     let _ = engines.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A round that computes a p90 TTFT and a generated-token rate (both over
+/// a window) against today's gauge round (the queue), on the same 64 pages:
+/// fetch, parse, keep, evaluate. Alternating rounds; CPU of this process.
+fn slo_against_gauges(scraper: &Arc<Scraper>, endpoint: &Endpoint) {
+    use keda_gpu_scaler::scaling::outcome::Detail;
+    use keda_gpu_scaler::scaling::replicas::engine_outcome;
+    use keda_gpu_scaler::scaling::trigger;
+    use keda_gpu_scaler::scaling::windows::{Windows, WINDOW_BUDGET_BYTES};
+    let at = format!("{}:{}", endpoint.host, endpoint.port);
+    let parse = |pairs: &[(&str, &str)]| {
+        let mut metadata: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        metadata.insert("engineEndpoints".into(), at.clone());
+        trigger::parse(&metadata, "default").unwrap()
+    };
+    let queue = parse(&[("profile", "vllm-queue")]);
+    let ttft = parse(&[
+        ("engine", "vllm"),
+        ("metricType", "ttft_seconds"),
+        ("targetValue", "0.5"),
+    ]);
+    let tokens = parse(&[
+        ("engine", "vllm"),
+        ("metricType", "generation_tokens_rate"),
+        ("targetValue", "2500"),
+    ]);
+    let windows = Windows::new(WINDOW_BUDGET_BYTES);
+    let gauge_round = || {
+        let started = Instant::now();
+        let source = queue.engine().unwrap();
+        let round = futures_executor::block_on(scraper.scrape(
+            endpoint,
+            &source.wants(),
+            Duration::from_secs(5),
+        ));
+        let outcome = engine_outcome(
+            &queue,
+            source,
+            &[round],
+            None,
+            Detail::ValueOnly,
+            Instant::now(),
+        );
+        assert!(outcome.value.is_ok(), "{:?}", outcome.value);
+        started.elapsed()
+    };
+    let mut wants = ttft.engine().unwrap().wants();
+    wants.extend(tokens.engine().unwrap().wants());
+    wants.sort();
+    wants.dedup();
+    let slo_round = || {
+        let started = Instant::now();
+        let round =
+            futures_executor::block_on(scraper.scrape(endpoint, &wants, Duration::from_secs(5)));
+        let round = [round];
+        for trigger in [&ttft, &tokens] {
+            let source = trigger.engine().unwrap();
+            let window = source.window.as_ref().unwrap();
+            let outcome = windows
+                .outcome(
+                    trigger,
+                    source,
+                    window,
+                    &round,
+                    None,
+                    Detail::ValueOnly,
+                    Instant::now(),
+                )
+                .unwrap();
+            // The very first round warms up.
+            let _ = outcome.value;
+        }
+        started.elapsed()
+    };
+    for _ in 0..3 {
+        gauge_round();
+        slo_round();
+    }
+    let (mut gauge_all, mut slo_all) = (Vec::new(), Vec::new());
+    let (mut gauge_cpu, mut slo_cpu) = (0.0, 0.0);
+    let timed = |run: &dyn Fn() -> Duration, cpu: &mut f64| -> Vec<f64> {
+        let before = cpu_seconds();
+        let latencies = (0..SCRAPES).map(|_| run().as_secs_f64() * 1e3).collect();
+        *cpu += cpu_seconds() - before;
+        latencies
+    };
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            gauge_all.extend(timed(&gauge_round, &mut gauge_cpu));
+            slo_all.extend(timed(&slo_round, &mut slo_cpu));
+        } else {
+            slo_all.extend(timed(&slo_round, &mut slo_cpu));
+            gauge_all.extend(timed(&gauge_round, &mut gauge_cpu));
+        }
+    }
+    let per = |cpu: f64| cpu / (ROUNDS * SCRAPES) as f64 * 1e3;
+    println!("SLO round (p90 TTFT + generated-token rate over a window) against the gauge round (queue), same 64 pages (ms)");
+    for (name, latencies, cpu) in [
+        ("gauge round", &gauge_all, gauge_cpu),
+        ("SLO round", &slo_all, slo_cpu),
+    ] {
+        println!(
+            "{name:<28} p50 {:>7.2} p99 {:>7.2} CPU per round {:>6.2}",
+            percentile(latencies, 0.5),
+            percentile(latencies, 0.99),
+            per(cpu)
+        );
+    }
+    println!(
+        "ratio SLO/gauge: CPU per round {:.2} (goal <= 1.3), p50 {:.2}",
+        slo_cpu / gauge_cpu,
+        percentile(&slo_all, 0.5) / percentile(&gauge_all, 0.5)
+    );
+    let value = |trigger: &trigger::Trigger| {
+        let source = trigger.engine().unwrap();
+        let round =
+            futures_executor::block_on(scraper.scrape(endpoint, &wants, Duration::from_secs(5)));
+        windows
+            .outcome(
+                trigger,
+                source,
+                source.window.as_ref().unwrap(),
+                &[round],
+                None,
+                Detail::ValueOnly,
+                Instant::now(),
+            )
+            .unwrap()
+            .value
+    };
+    println!(
+        "values: p90 TTFT {:?} s, generated tokens {:?}/s; windows hold {} bytes for 2 triggers x {REPLICAS} replicas ({} bytes per replica and trigger, {} reads each at most)",
+        value(&ttft),
+        value(&tokens),
+        windows.bytes(),
+        windows.bytes() / (2 * REPLICAS),
+        keda_gpu_scaler::engine::window::MAX_POINTS
+    );
 }
 
 /// One fake-engine process listening on 127.0.0.2 … 127.0.0.65, one port.

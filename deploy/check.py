@@ -7,10 +7,16 @@
   Kubernetes schemas (kubernetes-validate, strict);
 - every example validates against KEDA's ScaledObject/TriggerAuthentication
   CRD schemas (../shared/keda) and its other objects against Kubernetes'
-  schemas; percent triggers use metricType Value, summed queues
-  AverageValue; engine endpoints name a headless Service of the example;
-  and the real scaler accepts every external trigger's metadata and, for
-  engine triggers, reads a value from a fake engine of that kind;
+  schemas; percent triggers and latencies (an SLO in seconds) use metricType
+  Value, summed queues and workload rates (per second, a counter's rate)
+  AverageValue; engine endpoints name a headless Service of the example; a
+  trigger on the workload's own engine, which has nothing to read at zero
+  replicas, comes with minReplicaCount 1 or a demand-side trigger; the SLO,
+  token-rate and wake-from-router examples show what they are there for
+  (EXAMPLE_PURPOSES); and the real scaler accepts every external trigger's
+  metadata and, for engine triggers, reads a value from a fake engine of
+  that kind (for a page of no engine, such as production-stack's router, a
+  fake page served here, its counters rising);
 - the chart's `platform` (generic, gpu-operator, gke, eks, aks, oke): each
   renders, validates, and its node affinity is exactly the OR of the GPU-node
   labels that platform documents (PLATFORMS), landing on sample GPU nodes of
@@ -40,8 +46,10 @@ Usage: check.py --helm HELM --binary BIN --release-binary BIN --fake-nvml LIB
 """
 
 import argparse
+import contextlib
 import copy
 import glob
+import http.server
 import json
 import os
 import re
@@ -49,6 +57,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import jsonschema
@@ -73,6 +82,12 @@ PROFILE_METRICS = {
 }
 PROFILE_ENGINES = {"vllm-queue": "vllm", "vllm-kv-cache": "vllm",
                    "sglang-queue": "sglang", "sglang-kv-cache": "sglang"}
+# Engine metricTypes read over engineWindow: latencies (a percentile or the
+# mean, in seconds, compared as is with the SLO: Value) and workload rates
+# (totals per second, divided across replicas: AverageValue).
+LATENCY_METRICS = {"ttft_seconds", "itl_seconds", "e2e_latency_seconds", "queue_time_seconds"}
+RATE_METRICS = {"request_rate", "prompt_tokens_rate", "generation_tokens_rate"}
+ENGINE_PORTS = {"vllm": 8000, "sglang": 30000, "trtllm": 8000, "triton": 8002}
 # The fake engine page for each engine (Triton: with the TensorRT-LLM backend).
 FAKE_ENGINE_KINDS = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "triton": "triton-trtllm"}
 GLIBC = {"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
@@ -637,15 +652,101 @@ def engine_of(meta):
     return meta.get("engine") or PROFILE_ENGINES.get(meta.get("profile"))
 
 
+def metric_family(meta):
+    """The family an engineMetric names, less its label matchers."""
+    return meta.get("engineMetric", "").split("{")[0].strip()
+
+
+def counter_metric(meta):
+    """An engineMetric naming a counter (Prometheus text names its samples
+    and, from prometheus_client, its family ..._total): read as its
+    per-second rate over engineWindow, a workload rate."""
+    return metric_family(meta).endswith("_total")
+
+
+def windowed(meta):
+    """Read over engineWindow: a rate needs a second read of the page."""
+    return (meta.get("metricType") in LATENCY_METRICS | RATE_METRICS or counter_metric(meta)
+            or "engineWindow" in meta or "percentile" in meta)
+
+
+def reads_outside(trigger):
+    """A demand-side trigger: another scaler's (a request queue, a gateway),
+    or this scaler's on a page of no engine (a router's or gateway's
+    /metrics), which counts demand while the workload has no replica."""
+    if trigger["type"] not in ("external", "external-push"):
+        return True
+    meta = trigger["metadata"]
+    return "engineMetric" in meta and engine_of(meta) is None
+
+
+def reads_own_engine(trigger):
+    """This scaler's trigger on the workload's own engine: nothing to read
+    at zero replicas."""
+    meta = trigger["metadata"]
+    return (trigger["type"] in ("external", "external-push") and "engineEndpoints" in meta
+            and engine_of(meta) is not None)
+
+
+def only_spec(objects):
+    return objects[0]["spec"] if len(objects) == 1 else {"triggers": []}
+
+
+def shows_slo_ttft(objects):
+    spec = only_spec(objects)
+    latency = [t for t in spec["triggers"] if t["metadata"].get("metricType") == "ttft_seconds"]
+    queue = [t for t in spec["triggers"] if t["metadata"].get("profile") == "vllm-queue"]
+    if len(latency) != 1 or len(queue) != 1:
+        return False
+    meta = latency[0]["metadata"]
+    return (spec.get("minReplicaCount", 0) >= 1 and latency[0].get("metricType") == "Value"
+            and meta.get("engine") == "vllm" and meta.get("percentile") == "0.9"
+            and meta.get("engineWindow") == "60s" and meta.get("targetValue") == "0.5"
+            and meta.get("engineEndpoints") == queue[0]["metadata"].get("engineEndpoints"))
+
+
+def shows_generation_tokens(objects):
+    rate = [t for t in only_spec(objects)["triggers"]
+            if t["metadata"].get("metricType") == "generation_tokens_rate"]
+    return (len(rate) == 1 and engine_of(rate[0]["metadata"]) == "sglang"
+            and rate[0].get("metricType") == "AverageValue"
+            and rate[0]["metadata"].get("targetValue") == "2500")
+
+
+def shows_wake_from_router(objects):
+    spec = only_spec(objects)
+    counter = [t for t in spec["triggers"]
+               if metric_family(t["metadata"]) == "vllm:num_incoming_requests_total"]
+    return (spec.get("minReplicaCount") == 0 and len(counter) == 1
+            and counter[0].get("metricType") == "AverageValue"
+            and counter[0]["metadata"].get("activationThreshold") == "0"
+            and reads_outside(counter[0]))
+
+
+# What some examples are there to show; each must go on showing it.
+EXAMPLE_PURPOSES = {
+    "vllm-slo-ttft.yaml": ("a p90 TTFT SLO of 0.5 s over 60 s (metricType Value) beside the vllm-queue "
+                           "profile on the same endpoints, from 1 replica", shows_slo_ttft),
+    "sglang-generation-tokens.yaml": ("SGLang's generated tokens per second (generation_tokens_rate), "
+                                      "AverageValue, 2500 per replica", shows_generation_tokens),
+    "wake-from-router.yaml": ("a wake from zero (minReplicaCount 0, activationThreshold 0) on "
+                              "production-stack's router request counter, AverageValue",
+                              shows_wake_from_router),
+}
+
+
 def check_examples(schemas, tmp):
     others = []
     headless = {}
+    scaled = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "deploy", "examples", "*.yaml"))):
         name = os.path.basename(path)
         with open(path) as f:
             text = f.read()
         check(re.search(r"^# Behaviour: ", text, re.M) is not None, f"{name} states its behaviour")
         for obj in load_all(text):
+            if obj["kind"] == "ScaledObject":
+                scaled.setdefault(name, []).append(obj)
             if obj["kind"] not in schemas:
                 others.append(obj)
                 if obj["kind"] == "Service" and obj["spec"].get("clusterIP") == "None":
@@ -666,6 +767,8 @@ def check_examples(schemas, tmp):
     for name, trigger, _ in external_triggers():
         meta = trigger["metadata"]
         metric = meta.get("metricType") or PROFILE_METRICS.get(meta.get("profile"), "gpu_utilization")
+        if "engineMetric" in meta:
+            metric = meta["engineMetric"]
         if "targetGpuUtilization" in meta:
             metric = "gpu_utilization"
         if "targetMemoryUtilization" in meta:
@@ -675,26 +778,127 @@ def check_examples(schemas, tmp):
         if metric in ("queue_length", "running_requests"):
             check(trigger.get("metricType", "AverageValue") == "AverageValue",
                   f"{name}: the summed {metric} uses metricType AverageValue (a target per replica)")
+        if metric in LATENCY_METRICS or "percentile" in meta:
+            check(trigger.get("metricType") == "Value",
+                  f"{name}: the latency {metric} uses metricType Value (compared as is with the SLO)")
+        if metric in RATE_METRICS or counter_metric(meta):
+            check(trigger.get("metricType", "AverageValue") == "AverageValue",
+                  f"{name}: the workload rate {metric} uses metricType AverageValue (a rate per replica)")
         if "engineEndpoints" in meta:
             for entry in meta["engineEndpoints"].split(","):
                 host, _, port = entry.strip().removeprefix("http://").split("/")[0].partition(":")
                 ports = headless.get((name, host))
-                default = {"vllm": 8000, "sglang": 30000, "trtllm": 8000, "triton": 8002}[engine_of(meta)]
-                check(ports is not None and int(port or default) in ports,
+                port = port or ENGINE_PORTS.get(engine_of(meta))
+                check(ports is not None and port is not None and int(port) in ports,
                       f"{name}: engine endpoint {entry.strip()} is a port of a headless Service in the example")
         check(meta.get("scalerAddress") == "keda-gpu-scaler.keda.svc.cluster.local:6000",
               f"{name}: scalerAddress is the Service's address")
-        check("workload" in meta or "podNamePattern" in meta, f"{name}: the trigger selects its workload")
+        if not reads_outside(trigger):
+            # A router's page is not the workload's: without a selector, no
+            # router pod reads as an error rather than as a workload at zero.
+            check("workload" in meta or "podNamePattern" in meta, f"{name}: the trigger selects its workload")
+    for name, objects in sorted(scaled.items()):
+        for obj in objects:
+            triggers = obj["spec"]["triggers"]
+            if any(reads_own_engine(t) for t in triggers):
+                check(obj["spec"].get("minReplicaCount", 0) >= 1 or any(reads_outside(t) for t in triggers),
+                      f"{name}: {obj['metadata']['name']} reads its own engine, which says nothing at zero "
+                      "replicas: minReplicaCount 1 or a demand-side trigger beside it")
+    for name, (purpose, shows) in EXAMPLE_PURPOSES.items():
+        check(name in scaled and shows(scaled[name]), f"{name} shows {purpose}")
 
 
 def start_fake_engine(fake_engine, engine, model, tmp):
     state = os.path.join(tmp, f"engine-{engine}")
     with open(state, "w") as f:
-        f.write(f"waiting=6 running=3 kv=0.5 model={model}")
+        # rate/ttft_now: counters and histograms advance as a serving
+        # engine's do, so rates and latencies read a value (a fake whose
+        # counters stand still while requests wait reads as stuck).
+        f.write(f"waiting=6 running=3 kv=0.5 model={model} rate=20 ttft_now=0.2")
     process = subprocess.Popen([fake_engine, "--engine", FAKE_ENGINE_KINDS[engine], "--state", state,
                                 "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
     address = process.stdout.readline().strip().removeprefix("listening on ")
     return process, address
+
+
+def router_page(meta):
+    """vLLM production-stack's router /metrics as prometheus_client writes it
+    (src/vllm_router/services/metrics_service/__init__.py): per-backend
+    gauges and the request counter by model, which rises by 3 a scrape for
+    the model the trigger matches and by 1 for another model."""
+    found = re.search(r'model="([^"]*)"', meta.get("engineMetric", ""))
+    model = found.group(1) if found else "llm"
+    help_text = "Total valid incoming requests to router (including when no backends available)."
+    server = 'server="http://10.0.3.7:8000"'
+
+    def page(scrapes):
+        lines = ["# HELP python_info Python platform information", "# TYPE python_info gauge",
+                 'python_info{implementation="CPython",major="3",minor="12",patchlevel="11",version="3.12.11"} 1.0']
+        for family, text, value in (("vllm:num_requests_running", "Number of running requests", 3.0),
+                                    ("vllm:num_requests_waiting", "Number of waiting requests", 0.0),
+                                    ("vllm:current_qps", "Current Queries Per Second", 2.5),
+                                    ("vllm:healthy_pods_total", "Number of healthy vLLM pods", 1.0)):
+            lines += [f"# HELP {family} {text}", f"# TYPE {family} gauge", f"{family}{{{server}}} {value}"]
+        counts = {model: 120.0 + 3 * scrapes, "other-model": 40.0 + scrapes}
+        lines += [f"# HELP vllm:num_incoming_requests_total {help_text}",
+                  "# TYPE vllm:num_incoming_requests_total counter"]
+        lines += [f'vllm:num_incoming_requests_total{{model="{m}"}} {v}' for m, v in counts.items()]
+        lines += [f"# HELP vllm:num_incoming_requests_created {help_text}",
+                  "# TYPE vllm:num_incoming_requests_created gauge"]
+        lines += [f'vllm:num_incoming_requests_created{{model="{m}"}} 1.7537953269353123e+09' for m in counts]
+        return "\n".join(lines) + "\n"
+    return page
+
+
+# Pages of no engine (engineMetric without engine), by the family read.
+FAKE_PAGES = {"vllm:num_incoming_requests_total": ("production-stack router", router_page)}
+
+
+class FakePage(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.scrapes += 1
+        found = self.path == "/metrics"
+        body = (self.server.page(self.server.scrapes) if found else "not found\n").encode()
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def fake_endpoint(fake_engine, meta, tmp):
+    """(what it fakes, its address) for the trigger's endpoints: a fake
+    engine of the trigger's kind, or a page of no engine served here, by the
+    family read (None when there is none for it)."""
+    engine = engine_of(meta)
+    if engine is not None:
+        process, address = start_fake_engine(fake_engine, engine, meta.get("engineModel", "llm"), tmp)
+        try:
+            yield engine, address
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+        return
+    what, page = FAKE_PAGES.get(metric_family(meta), (None, None))
+    if page is None:
+        yield f"page with {metric_family(meta) or 'no engineMetric'}", None
+        return
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakePage)
+    server.page, server.scrapes = page(meta), 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield what, f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
@@ -730,18 +934,17 @@ def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
         for name, trigger, namespace in external_triggers():
             meta = trigger["metadata"]
             if "engineEndpoints" in meta:
-                # The endpoints pointed at a fake engine of the trigger's kind.
-                engine = engine_of(meta)
-                fake, address = start_fake_engine(fake_engine, engine, meta.get("engineModel", "llm"), tmp)
-                try:
-                    local = dict(meta, engineEndpoints=address)
-                    read = query(binary, port, {k: v for k, v in local.items() if k not in selector_keys})
-                finally:
-                    fake.terminate()
-                    fake.wait(timeout=10)
-                check(read.returncode == 0 and "value " in read.stdout,
-                      f"{name}: the engine trigger reads a value from a fake {engine}"
-                      + ("" if read.returncode == 0 else ": " + read.stderr.strip()))
+                # The endpoints pointed at a fake engine of the trigger's
+                # kind, or at a fake page of what it reads (a router's).
+                with fake_endpoint(fake_engine, meta, tmp) as (what, address):
+                    read = None
+                    if address is not None:
+                        local = dict(meta, engineEndpoints=address)
+                        read = query(binary, port, {k: v for k, v in local.items() if k not in selector_keys},
+                                     first_reads=windowed(meta))
+                check(read is not None and read.returncode == 0 and "value " in read.stdout,
+                      f"{name}: the engine trigger reads a value from a fake {what}"
+                      + ("" if read is None or read.returncode == 0 else ": " + read.stderr.strip()))
             else:
                 # Node-wide (no pod selector): the fake GPUs give a value.
                 node_wide = query(binary, port, {k: v for k, v in meta.items() if k not in selector_keys})
@@ -763,14 +966,20 @@ def check_metadata_accepted(binary, fake_nvml, fake_engine, tmp):
             server.wait(timeout=10)
 
 
-def query(binary, port, metadata, namespace="default"):
+def query(binary, port, metadata, namespace="default", first_reads=False):
+    """`first_reads`: a trigger read over engineWindow, whose first answers
+    may fail until the scaler has read the page twice (a rate needs two
+    counts): retried for longer, on any failure but rejected metadata."""
     args = [binary, "query", "--address", f"127.0.0.1:{port}", "--namespace", namespace]
     for k, v in metadata.items():
         args += ["--metadata", f"{k}={v}"]
     result = None
-    for _ in range(50):  # until the first sample is in
+    for _ in range(200 if first_reads else 50):  # until the first sample (or second read) is in
         result = subprocess.run(args, capture_output=True, text=True)
-        if result.returncode == 0 or "have not been read yet" not in result.stderr:
+        if result.returncode == 0:
+            break
+        starting = "have not been read yet" in result.stderr
+        if not starting and not (first_reads and "INVALID_ARGUMENT" not in result.stderr):
             break
         time.sleep(0.1)
     return result

@@ -124,6 +124,25 @@ echo "   -> read under 30 s ago, the silent replica counts as its last read (12)
 echo "      (a replica never read, or silent longer, counts by the HPA's rule for pods without metrics)"
 kill -CONT "${engines[2]}"
 
+echo; echo "== a latency SLO: p90 time to first token of every replica's requests merged, over a 10 s window"
+# rate=20: each replica finishes 20 requests a second; ttft_now: their time to first token.
+for i in 0 1 2; do echo "waiting=1 running=4 kv=0.3 rate=20 ttft_now=0.2" > "$work/vllm-$i"; done
+slo_query() { "$bin" query --address "127.0.0.1:$port" --metadata engine=vllm \
+    --metadata metricType=ttft_seconds --metadata percentile=0.9 --metadata engineWindow=10s \
+    --metadata targetValue=0.5 --metadata "engineEndpoints=$list" --metadata engineTimeout=200ms \
+    --replicas 3 "$@"; }
+wait_for '^value  *0\.2' slo_query
+slo_query
+echo "   -> p90 about 0.24 s against an SLO of 0.5 s. Latencies are compared as they are (KEDA metricType"
+echo "      Value): ceil(3 x 0.24 / 0.5) = 2 replicas; pair it with vllm-queue, KEDA takes the larger."
+
+for i in 0 1 2; do echo "waiting=30 running=8 kv=0.95 rate=20 ttft_now=1.2" > "$work/vllm-$i"; done
+wait_for '^value  *[1-9]' slo_query
+echo; echo "== under load the first tokens slow to 1.2 s: the merged p90 crosses the SLO"
+slo_query --explain
+echo "   -> each replica's reads in the window, the merged buckets around the answer, and"
+echo "      ceil(3 x p90 / 0.5) replicas. Until two reads exist a rate or latency is UNAVAILABLE, never 0."
+
 echo; echo "== an AMD node: the same binary reads AMD SMI (a simulated MI300X, through the fake libamd_smi)"
 cat > "$work/amd" <<SCENARIO
 version 26.1.0

@@ -7,115 +7,20 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::fleet::{Dns, Fleet};
 use common::*;
-use fake_engine::{Answer, Behaviour, Kind, Load, Replica};
+use fake_engine::{Answer, Behaviour, Kind, Load};
 use grpcio::RpcStatusCode;
-use keda_gpu_scaler::engine::resolve::Resolved;
-use keda_gpu_scaler::engine::scrape::Resolver;
 use keda_gpu_scaler::grpc::server::{self, RunningServer};
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
-
-/// Cluster DNS as a table: a name with addresses, a name with none
-/// (NODATA), a name whose lookup fails (SERVFAIL: `None`), and any other
-/// name unknown (NXDOMAIN).
-#[derive(Clone, Default)]
-struct Dns(Arc<Mutex<HashMap<String, Option<Vec<IpAddr>>>>>);
-
-impl Dns {
-    fn set(&self, name: &str, ips: &[IpAddr]) {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(name.to_string(), Some(ips.to_vec()));
-    }
-
-    fn fail(&self, name: &str) {
-        self.0.lock().unwrap().insert(name.to_string(), None);
-    }
-
-    fn remove(&self, name: &str) {
-        self.0.lock().unwrap().remove(name);
-    }
-
-    fn resolver(&self) -> Resolver {
-        let table = Arc::clone(&self.0);
-        Resolver(Arc::new(move |host, port| {
-            match table.lock().unwrap().get(host) {
-                None => Resolved::NoSuchName("Name or service not known".into()),
-                Some(None) => Resolved::Failed("Temporary failure in name resolution".into()),
-                Some(Some(ips)) if ips.is_empty() => {
-                    Resolved::NoAddress("No address associated with hostname".into())
-                }
-                Some(Some(ips)) => Resolved::Addresses(
-                    ips.iter()
-                        .map(|ip| std::net::SocketAddr::new(*ip, port))
-                        .collect(),
-                ),
-            }
-        }))
-    }
-}
 
 /// Long enough that a loaded 2-core machine does not miss it by accident;
 /// tests that stall a replica use it with [`SLOW_INTERVAL`].
 const TIMEOUT: &str = "300ms";
 const SLOW_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Replicas on 127.0.0.2, .3, … all on one port.
-struct Fleet {
-    replicas: Vec<Replica>,
-    port: u16,
-}
-
-impl Fleet {
-    fn start(kind: Kind, loads: &[Load]) -> Fleet {
-        'ports: loop {
-            let port = free_port();
-            let mut replicas = Vec::new();
-            for (i, load) in loads.iter().enumerate() {
-                let ip = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
-                match Replica::start((ip, port), Behaviour::new(kind, load.clone())) {
-                    Ok(replica) => replicas.push(replica),
-                    Err(_) => continue 'ports,
-                }
-            }
-            return Fleet { replicas, port };
-        }
-    }
-
-    /// Replicas serving these texts as their pages.
-    fn pages(kind: Kind, pages: &[&str]) -> Fleet {
-        'ports: loop {
-            let port = free_port();
-            let mut replicas = Vec::new();
-            for (i, page) in pages.iter().enumerate() {
-                let ip = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
-                let behaviour = Behaviour {
-                    page: Some(page.to_string()),
-                    ..Behaviour::new(kind, Load::default())
-                };
-                match Replica::start((ip, port), behaviour) {
-                    Ok(replica) => replicas.push(replica),
-                    Err(_) => continue 'ports,
-                }
-            }
-            return Fleet { replicas, port };
-        }
-    }
-
-    fn ips(&self) -> Vec<IpAddr> {
-        self.replicas.iter().map(|r| r.address().ip()).collect()
-    }
-
-    fn hits(&self) -> u64 {
-        self.replicas.iter().map(Replica::hits).sum()
-    }
-}
 
 fn load(waiting: u64, running: u64, kv: f64) -> Load {
     Load {
@@ -480,7 +385,8 @@ fn a_page_without_the_metric_says_what_it_has() {
             && message.contains("it has vllm:num_requests_waiting{engine=\"0\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"}"),
         "{message}"
     );
-    // A counter is refused as INVALID_ARGUMENT, saying why.
+    // A counter is a rate over a window: its first read warms up, never
+    // a 0 (tests/slo.rs follows it to a value).
     let counter = [
         ("engineMetric", "vllm:prompt_tokens_total"),
         ("engine", "vllm"),
@@ -488,13 +394,8 @@ fn a_page_without_the_metric_says_what_it_has() {
         ("engineEndpoints", at.as_str()),
     ];
     let (code, message) = scaler.value(&counter).unwrap_err();
-    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
-    assert!(
-        message.contains(
-            "is a counter on this page; engineMetric reads gauges only (a rate needs two scrapes)"
-        ),
-        "{message}"
-    );
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+    assert!(message.contains("warming up"), "{message}");
     // Any gauge by name and labels.
     let custom = [
         (
@@ -745,8 +646,7 @@ fn pages_that_would_read_low_do_not() {
         "{message}"
     );
 
-    // A counter's sample asked for by its sample name: a counter, not a
-    // gauge that only ever climbs.
+    // A counter's sample asked for by its sample name.
     let counter = "# TYPE vllm:num_preemptions counter\n\
         vllm:num_preemptions_total{model_name=\"m\"} 1234\n";
     let fleet = Fleet::pages(Kind::Vllm, &[counter]);
@@ -757,9 +657,11 @@ fn pages_that_would_read_low_do_not() {
         ("targetValue", "5"),
         ("engineEndpoints", at.as_str()),
     ];
+    // Typed as its family, it is a counter: a rate over a window (warming
+    // up on its first read), never the climbing total read as a gauge.
     let (code, message) = scaler.value(&custom).unwrap_err();
-    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
-    assert!(message.contains("is a counter"), "{message}");
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(message.contains("warming up"), "{message}");
 }
 
 #[test]

@@ -17,12 +17,15 @@ use crate::scaling::evaluate::local_outcome;
 use crate::scaling::outcome::{Detail, EvalError, Outcome};
 use crate::scaling::replicas::{engine_outcome, needs_pods};
 use crate::scaling::trigger::{GpuSelector, Source, Trigger};
+use crate::scaling::windows::Windows;
 
 /// Where triggers are answered from.
 #[derive(Clone)]
 pub struct Scope {
     pub gpus: GpuScope,
     pub engines: Arc<Scraper>,
+    /// The reads windowed engine triggers (rates, latencies) are computed from.
+    pub windows: Arc<Windows>,
     /// Engine scrapes must end within one interval.
     pub sample_interval: Duration,
 }
@@ -66,11 +69,14 @@ impl Scope {
                 view.await.outcome(&trigger, detail)
             });
         };
-        let (timeout, timeout_error) = match source.timeout(self.sample_interval) {
+        let checked = source
+            .check_window(self.sample_interval)
+            .and_then(|()| source.timeout(self.sample_interval));
+        let (timeout, timeout_error) = match checked {
             Ok(timeout) => (timeout, None),
             Err(e) => (Duration::ZERO, Some(EvalError::InvalidArgument(e.0))),
         };
-        let wants = source.query.wants();
+        let wants = source.wants();
         let scrapes: Vec<_> = match timeout_error {
             Some(_) => Vec::new(),
             None => source
@@ -80,6 +86,7 @@ impl Scope {
                 .collect(),
         };
         let gpus = self.gpus.clone();
+        let windows = Arc::clone(&self.windows);
         futures_util::future::Either::Right(async move {
             if let Some(error) = timeout_error {
                 return Outcome {
@@ -95,6 +102,15 @@ impl Scope {
             let Source::Engine(source) = &trigger.source else {
                 unreachable!("checked above")
             };
+            let now = std::time::Instant::now();
+            if let Some(window) = &source.window {
+                let pods = pods.clone();
+                if let Some(outcome) =
+                    windows.outcome(&trigger, source, window, &scrapes, pods, detail, now)
+                {
+                    return outcome;
+                }
+            }
             engine_outcome(
                 &trigger,
                 source,
@@ -123,7 +139,7 @@ impl Scope {
             let Ok(timeout) = source.timeout(self.sample_interval) else {
                 return;
             };
-            let wants = source.query.wants();
+            let wants = source.wants();
             for endpoint in &source.endpoints {
                 drop(self.engines.scrape(endpoint, &wants, timeout));
             }

@@ -409,6 +409,8 @@ impl Cluster {
                     NoteKind::Skipped => self.skipped.fetch_add(1, Ordering::Relaxed),
                     NoteKind::Unknown => self.unknown.fetch_add(1, Ordering::Relaxed),
                     NoteKind::Missing => 0,
+                    // Engine triggers' notes never reach the sweep.
+                    NoteKind::Window => continue,
                 };
                 let key = (selector.clone(), note.peer.clone());
                 if verdicts.insert(key, note.kind) != Some(note.kind) {

@@ -5,8 +5,9 @@
 //! only the families asked for (`prom`), each engine's names and how one
 //! page becomes one value (`signals`), which endpoints and addresses a
 //! trigger may read (`policy`), fair shares of the byte budgets
-//! (`share`), and the shared, single-flight scrape of every replica
-//! (`scrape`). Nothing here knows about GPUs,
+//! (`share`), the shared, single-flight scrape of every replica
+//! (`scrape`), and counters and histograms read over a window: rates,
+//! resets, merged quantiles (`window`). Nothing here knows about GPUs,
 //! triggers or gRPC.
 
 pub mod endpoint;
@@ -17,3 +18,4 @@ pub mod resolve;
 pub mod scrape;
 pub mod share;
 pub mod signals;
+pub mod window;

@@ -8,6 +8,7 @@ use std::fmt;
 
 use crate::aggregation::Aggregation;
 use crate::engine::prom::{prefix, Family, Kind, Want};
+use crate::engine::window::WindowSource;
 use crate::untrusted::plain;
 
 /// The engines with a metrics table.
@@ -77,13 +78,38 @@ pub enum Signal {
     QueueLength,
     RunningRequests,
     KvCacheUsagePercent,
+    /// Requests finished per second, over a window.
+    RequestRate,
+    PromptTokensRate,
+    GenerationTokensRate,
+    /// Time to first token, a quantile or the mean over a window.
+    TtftSeconds,
+    ItlSeconds,
+    E2eLatencySeconds,
+    QueueTimeSeconds,
+}
+
+/// What a windowed signal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windowed {
+    /// Per second, the workload's total.
+    Rate,
+    /// Seconds, a quantile or the mean of the merged distribution.
+    Latency,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 3] = [
+    pub const ALL: [Signal; 10] = [
         Signal::QueueLength,
         Signal::RunningRequests,
         Signal::KvCacheUsagePercent,
+        Signal::RequestRate,
+        Signal::PromptTokensRate,
+        Signal::GenerationTokensRate,
+        Signal::TtftSeconds,
+        Signal::ItlSeconds,
+        Signal::E2eLatencySeconds,
+        Signal::QueueTimeSeconds,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +117,39 @@ impl Signal {
             Signal::QueueLength => "queue_length",
             Signal::RunningRequests => "running_requests",
             Signal::KvCacheUsagePercent => "kv_cache_usage_percent",
+            Signal::RequestRate => "request_rate",
+            Signal::PromptTokensRate => "prompt_tokens_rate",
+            Signal::GenerationTokensRate => "generation_tokens_rate",
+            Signal::TtftSeconds => "ttft_seconds",
+            Signal::ItlSeconds => "itl_seconds",
+            Signal::E2eLatencySeconds => "e2e_latency_seconds",
+            Signal::QueueTimeSeconds => "queue_time_seconds",
+        }
+    }
+
+    /// `None` for the gauges, read as they stand.
+    pub fn windowed(self) -> Option<Windowed> {
+        match self {
+            Signal::QueueLength | Signal::RunningRequests | Signal::KvCacheUsagePercent => None,
+            Signal::RequestRate | Signal::PromptTokensRate | Signal::GenerationTokensRate => {
+                Some(Windowed::Rate)
+            }
+            Signal::TtftSeconds
+            | Signal::ItlSeconds
+            | Signal::E2eLatencySeconds
+            | Signal::QueueTimeSeconds => Some(Windowed::Latency),
+        }
+    }
+
+    /// What one of the signal counts, for messages: "requests", "tokens".
+    pub fn unit(self) -> &'static str {
+        match self {
+            Signal::PromptTokensRate | Signal::GenerationTokensRate => "tokens",
+            Signal::TtftSeconds
+            | Signal::ItlSeconds
+            | Signal::E2eLatencySeconds
+            | Signal::QueueTimeSeconds => "observations",
+            _ => "requests",
         }
     }
 
@@ -102,8 +161,8 @@ impl Signal {
     /// data-parallel engine), a usage takes the fullest.
     pub fn within_pod(self) -> Aggregation {
         match self {
-            Signal::QueueLength | Signal::RunningRequests => Aggregation::Sum,
             Signal::KvCacheUsagePercent => Aggregation::Max,
+            _ => Aggregation::Sum,
         }
     }
 }
@@ -159,7 +218,7 @@ pub struct Query {
 /// pipeline-parallel rank; those copies count once.
 const RANK_LABELS: [&str; 3] = ["tp_rank", "pp_rank", "moe_ep_rank"];
 
-fn series(family: &str, matchers: &[(&str, &str)], scale: f64) -> Series {
+pub(crate) fn series(family: &str, matchers: &[(&str, &str)], scale: f64) -> Series {
     Series {
         family: family.to_string(),
         matchers: matchers
@@ -170,11 +229,14 @@ fn series(family: &str, matchers: &[(&str, &str)], scale: f64) -> Series {
     }
 }
 
-/// The engine's series for a signal, newest name first.
+/// The engine's series for a gauge signal, newest name first; none for a
+/// windowed one (see [`window_source`]).
 pub fn table(engine: Engine, signal: Signal) -> Vec<Series> {
     use Engine::*;
     use Signal::*;
     match (engine, signal) {
+        (_, RequestRate | PromptTokensRate | GenerationTokensRate) => Vec::new(),
+        (_, TtftSeconds | ItlSeconds | E2eLatencySeconds | QueueTimeSeconds) => Vec::new(),
         (Vllm, QueueLength) => vec![series("vllm:num_requests_waiting", &[], 1.0)],
         (Vllm, RunningRequests) => vec![series("vllm:num_requests_running", &[], 1.0)],
         (Vllm, KvCacheUsagePercent) => vec![
@@ -209,6 +271,101 @@ pub fn table(engine: Engine, signal: Signal) -> Vec<Series> {
     }
 }
 
+/// A counter's names as a `# TYPE` line may spell them: prometheus_client's
+/// text format puts `_total` on the TYPE line (`vllm:request_success_total`),
+/// OpenMetrics and older clients leave it to the sample. The name given
+/// first.
+pub fn counter_names(name: &str) -> Vec<Series> {
+    let other = match name.strip_suffix("_total") {
+        Some(base) => base.to_string(),
+        None => format!("{name}_total"),
+    };
+    vec![series(name, &[], 1.0), series(&other, &[], 1.0)]
+}
+
+/// Where a windowed signal comes from on the engine's page, or why the
+/// engine has no source for it (the README's empty cells). Sources:
+/// vLLM 0.34 `vllm/v1/metrics/loggers.py`; SGLang 0.5.23
+/// `sglang/srt/observability/metrics_collector.py`; TensorRT-LLM
+/// `tensorrt_llm/metrics/collector.py` (main: `trtllm_` names; 1.0–1.1:
+/// the same names unprefixed); Triton core `src/metrics.cc`.
+pub fn window_source(engine: Engine, signal: Signal) -> Result<WindowSource, &'static str> {
+    use Engine::*;
+    use Signal::*;
+    let counter = |names: &[&str]| {
+        WindowSource::Counter(names.iter().flat_map(|n| counter_names(n)).collect())
+    };
+    let histogram = |names: &[&str]| {
+        WindowSource::Histogram(names.iter().map(|n| series(n, &[], 1.0)).collect())
+    };
+    Ok(match (engine, signal) {
+        (_, QueueLength | RunningRequests | KvCacheUsagePercent) => {
+            return Err("a gauge, read as it stands")
+        }
+        (Vllm, RequestRate) => counter(&["vllm:request_success_total"]),
+        (Vllm, PromptTokensRate) => counter(&["vllm:prompt_tokens_total"]),
+        (Vllm, GenerationTokensRate) => counter(&["vllm:generation_tokens_total"]),
+        (Vllm, TtftSeconds) => histogram(&["vllm:time_to_first_token_seconds"]),
+        // The older name until vLLM 0.13 (same buckets); never
+        // request_time_per_output_token, a per-request mean.
+        (Vllm, ItlSeconds) => histogram(&[
+            "vllm:inter_token_latency_seconds",
+            "vllm:time_per_output_token_seconds",
+        ]),
+        (Vllm, E2eLatencySeconds) => histogram(&["vllm:e2e_request_latency_seconds"]),
+        (Vllm, QueueTimeSeconds) => histogram(&["vllm:request_queue_time_seconds"]),
+        (Sglang, RequestRate) => counter(&["sglang:num_requests_total"]),
+        (Sglang, PromptTokensRate) => counter(&["sglang:prompt_tokens_total"]),
+        (Sglang, GenerationTokensRate) => counter(&["sglang:generation_tokens_total"]),
+        (Sglang, TtftSeconds) => histogram(&["sglang:time_to_first_token_seconds"]),
+        (Sglang, ItlSeconds) => histogram(&["sglang:inter_token_latency_seconds"]),
+        (Sglang, E2eLatencySeconds) => histogram(&["sglang:e2e_request_latency_seconds"]),
+        (Sglang, QueueTimeSeconds) => histogram(&["sglang:queue_time_seconds"]),
+        (Trtllm, RequestRate) => counter(&["trtllm_request_success_total", "request_success_total"]),
+        (Trtllm, PromptTokensRate) => counter(&["trtllm_prompt_tokens_total"]),
+        (Trtllm, GenerationTokensRate) => counter(&["trtllm_generation_tokens_total"]),
+        (Trtllm, TtftSeconds) => histogram(&[
+            "trtllm_time_to_first_token_seconds",
+            "time_to_first_token_seconds",
+        ]),
+        // A per-request mean time per output token, one observation per
+        // request: the closest trtllm-serve has (the README says so).
+        (Trtllm, ItlSeconds) => histogram(&[
+            "trtllm_time_per_output_token_seconds",
+            "time_per_output_token_seconds",
+        ]),
+        (Trtllm, E2eLatencySeconds) => histogram(&[
+            "trtllm_e2e_request_latency_seconds",
+            "e2e_request_latency_seconds",
+        ]),
+        (Trtllm, QueueTimeSeconds) => histogram(&[
+            "trtllm_request_queue_time_seconds",
+            "request_queue_time_seconds",
+        ]),
+        (Triton, RequestRate) => counter(&["nv_inference_request_success"]),
+        (Triton, PromptTokensRate | GenerationTokensRate) => return Err(
+            "Triton's core counts requests and inferences, not tokens (token counters come from a backend: read one with engineMetric)",
+        ),
+        // Opt-in (--metrics-config histogram_latencies=true), in whole ms.
+        (Triton, TtftSeconds) => WindowSource::Histogram(vec![series(
+            "nv_inference_first_response_histogram_ms",
+            &[],
+            0.001,
+        )]),
+        (Triton, ItlSeconds) => return Err(
+            "Triton's core times only a request's first response; nothing times the tokens after it",
+        ),
+        (Triton, E2eLatencySeconds) => WindowSource::Ratio {
+            sum: series("nv_inference_request_duration_us", &[], 1e-6),
+            count: series("nv_inference_request_success", &[], 1.0),
+        },
+        (Triton, QueueTimeSeconds) => WindowSource::Ratio {
+            sum: series("nv_inference_queue_duration_us", &[], 1e-6),
+            count: series("nv_inference_request_success", &[], 1.0),
+        },
+    })
+}
+
 /// The engine's label that breaks a total down, if any (see
 /// [`Query::breakdown`]). SGLang with `--enable-priority-scheduling`
 /// writes the total of each queue gauge under `priority=""` and one series
@@ -232,6 +389,15 @@ pub enum Unread {
     NotAGauge { family: String, kind: Kind },
     /// A series whose value is not a finite number >= 0.
     Invalid { series: String, value: f64 },
+    /// A windowed trigger's family is of another type than it needs.
+    WrongKind {
+        family: String,
+        kind: Kind,
+        wanted: &'static str,
+    },
+    /// A histogram that cannot be read (no `+Inf` bucket, a bad `le`, too
+    /// many bounds).
+    Malformed { family: String, why: String },
 }
 
 /// What a page without the series asked for has instead.
@@ -252,6 +418,7 @@ impl fmt::Display for Unread {
             Unread::Absent { asked, instead } => {
                 write!(f, "the page has no {}", asked.join(" nor "))?;
                 match instead {
+                    Instead::Series(names) if names.is_empty() => Ok(()),
                     Instead::Series(names) | Instead::Similar(names) => {
                         write!(f, "; it has {}", names.join(", "))
                     }
@@ -269,6 +436,14 @@ impl fmt::Display for Unread {
             ),
             Unread::Invalid { series, value } => {
                 write!(f, "{series} reads {value}, which is not a finite number >= 0")
+            }
+            Unread::WrongKind {
+                family,
+                kind,
+                wanted,
+            } => write!(f, "{family} is a {} on this page; this trigger reads {wanted}", kind.name()),
+            Unread::Malformed { family, why } => {
+                write!(f, "histogram {family} cannot be read: {why}")
             }
         }
     }

@@ -31,6 +31,7 @@ use crate::proto::externalscaler_grpc::create_external_scaler;
 use crate::proto::health_grpc::create_health;
 use crate::proto::node_grpc::create_node;
 use crate::scaling::trigger_cache::TriggerCache;
+use crate::scaling::windows::{Windows, WINDOW_BUDGET_BYTES};
 
 /// A snapshot older than this many sample intervals is stale.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
@@ -154,6 +155,7 @@ pub fn start(config: &ServeConfig) -> Result<RunningServer, String> {
     let scope = Scope {
         gpus,
         engines: Arc::clone(&engines),
+        windows: Windows::new(WINDOW_BUDGET_BYTES),
         sample_interval: config.sample_interval,
     };
     let streams = StreamHub::new(

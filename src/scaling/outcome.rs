@@ -73,6 +73,8 @@ pub enum Fault {
     Read(ReadError),
     /// Its page has no usable value for this trigger.
     Unread(Unread),
+    /// Its reads for a windowed trigger would go over the window budget.
+    WindowFull { budget: usize },
 }
 
 impl fmt::Display for Fault {
@@ -80,6 +82,11 @@ impl fmt::Display for Fault {
         match self {
             Fault::Read(e) => write!(f, "{e}"),
             Fault::Unread(e) => write!(f, "{e}"),
+            Fault::WindowFull { budget } => write!(
+                f,
+                "not kept: its reads would go over the {} MiB windowed triggers may hold (or its endpoint's or namespace's share of it)",
+                budget >> 20
+            ),
         }
     }
 }
@@ -106,6 +113,42 @@ pub enum ReplicaStatus {
     UnknownToDns(String),
     /// The round could not learn the endpoint's replicas.
     Unresolved(RoundFailure),
+    /// A windowed trigger's replica: its reads in the window.
+    Window(WindowLine),
+}
+
+/// A replica's reads inside a windowed trigger's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowLine {
+    pub reads: usize,
+    /// How long ago its first and last reads in the window were taken.
+    pub from_age: Duration,
+    pub to_age: Duration,
+    /// Between them: requests, tokens or observations.
+    pub increase: f64,
+    pub unit: &'static str,
+    /// Counter resets (restarts) between them.
+    pub resets: u32,
+    pub now: WindowNow,
+}
+
+/// A windowed trigger's replica now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WindowNow {
+    /// Read now, with at least two reads in the window: counted.
+    Read,
+    /// Read now for the first time in the window: counted from its next
+    /// read on.
+    FirstRead,
+    /// Not read now; its reads up to its last, under the trust window
+    /// old, count.
+    LastRead(Fault),
+    /// Not read now, and its last read is older than the trust window (or
+    /// there is none): the HPA's rule, as `stand_in` (once known); its
+    /// reads in the window still count.
+    Missing { fault: Fault, stand_in: Option<f64> },
+    /// No longer named by DNS: its reads in the window still count.
+    Gone,
 }
 
 impl fmt::Display for ReplicaStatus {
@@ -135,6 +178,56 @@ impl fmt::Display for ReplicaStatus {
             ReplicaStatus::NoAddress(e) => write!(f, "no address: {e}"),
             ReplicaStatus::UnknownToDns(e) => write!(f, "unknown to DNS: {e}"),
             ReplicaStatus::Unresolved(failure) => write!(f, "{failure}"),
+            ReplicaStatus::Window(line) => write!(f, "{line}"),
+        }
+    }
+}
+
+impl fmt::Display for WindowLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reads {
+            0 => f.write_str("no read in the window")?,
+            1 => write!(
+                f,
+                "1 read in the window, {:.1}s ago",
+                self.to_age.as_secs_f64()
+            )?,
+            reads => {
+                write!(
+                    f,
+                    "{reads} reads from {:.1}s to {:.1}s ago: +{} {}",
+                    self.from_age.as_secs_f64(),
+                    self.to_age.as_secs_f64(),
+                    self.increase,
+                    self.unit
+                )?;
+                match self.resets {
+                    0 => {}
+                    1 => f.write_str(" (1 reset: it restarted; counted from 0 after it)")?,
+                    n => write!(f, " ({n} resets: counted from 0 after each)")?,
+                }
+            }
+        }
+        match &self.now {
+            WindowNow::Read => Ok(()),
+            WindowNow::FirstRead => f.write_str("; first read: counts from its next read"),
+            WindowNow::LastRead(fault) => {
+                write!(
+                    f,
+                    "; not read now ({fault}): its reads up to the last count"
+                )
+            }
+            WindowNow::Missing {
+                fault,
+                stand_in: Some(stand_in),
+            } => write!(f, "; missing ({fault}), counted as {stand_in}"),
+            WindowNow::Missing {
+                fault,
+                stand_in: None,
+            } => write!(f, "; missing ({fault})"),
+            WindowNow::Gone => {
+                f.write_str("; no longer named by DNS: its reads in the window count")
+            }
         }
     }
 }
@@ -157,6 +250,8 @@ pub enum NoteKind {
     Skipped,
     /// A silent peer with no trusted report; the value came from pods elsewhere.
     Unknown,
+    /// How a windowed trigger's value came about (no peer).
+    Window,
 }
 
 impl Outcome {

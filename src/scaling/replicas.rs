@@ -178,22 +178,7 @@ fn evaluate(
         }
     }
     if read.is_empty() {
-        let mut errors: Vec<String> = unread
-            .iter()
-            .take(MAX_LISTED)
-            .map(|(address, fault)| format!("{address}: {}", shorten(&fault.to_string())))
-            .collect();
-        if unread.len() > MAX_LISTED {
-            errors.push(format!(
-                "and {} more (query --explain lists them)",
-                unread.len() - MAX_LISTED
-            ));
-        }
-        return Err(EvalError::Unavailable(format!(
-            "no replica of {} could be read: {}",
-            endpoints(scrapes),
-            errors.join("; ")
-        )));
+        return Err(none_read(&endpoints(scrapes), &unread));
     }
 
     read.extend(stood_in);
@@ -227,6 +212,25 @@ fn last_read(source: &EngineSource, replica: &Replica, now: Instant) -> Option<(
     Some((value, age))
 }
 
+/// No replica could be read now: each one's fault, the first few named.
+pub(crate) fn none_read(endpoints: &str, unread: &[(SocketAddr, Fault)]) -> EvalError {
+    let mut errors: Vec<String> = unread
+        .iter()
+        .take(MAX_LISTED)
+        .map(|(address, fault)| format!("{address}: {}", shorten(&fault.to_string())))
+        .collect();
+    if unread.len() > MAX_LISTED {
+        errors.push(format!(
+            "and {} more (query --explain lists them)",
+            unread.len() - MAX_LISTED
+        ));
+    }
+    EvalError::Unavailable(format!(
+        "no replica of {endpoints} could be read: {}",
+        errors.join("; ")
+    ))
+}
+
 /// Replicas named in an error message; `--explain` lists them all.
 const MAX_LISTED: usize = 10;
 /// The longest reason quoted per replica in an error message.
@@ -241,7 +245,7 @@ fn shorten(reason: &str) -> String {
 
 /// No endpoint has an address: the workload is at zero replicas, or every
 /// pod is unready, or the name is wrong. Only the workload's pods can tell.
-fn no_replica(
+pub(crate) fn no_replica(
     trigger: &Trigger,
     empty: &[String],
     pods: Option<Result<Vec<String>, String>>,

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 pub use crate::aggregation::Aggregation;
 use crate::engine::endpoint::{self, Endpoint};
-use crate::engine::signals::{self, Engine, Query, Series, Signal};
+use crate::engine::signals::{self, Engine, Query, Series, Signal, Windowed};
+use crate::engine::window::{Percentile, WindowQuery, WindowSource, DEFAULT_WINDOW, MAX_WINDOW};
 use crate::node::gpu_metric::Metric;
 use crate::scaling::duration::format_duration;
+use crate::untrusted::quoted;
 
 /// Keys this scaler reads. Each also accepts a `<key>FromEnv` twin.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 19] = [
     "profile",
     "metricType",
     "targetValue",
@@ -31,6 +33,8 @@ pub const KEYS: [&str; 17] = [
     "engineMetric",
     "engineModel",
     "engineTimeout",
+    "engineWindow",
+    "percentile",
 ];
 
 /// Keys KEDA itself reads from the same metadata; passed through, ignored.
@@ -242,7 +246,7 @@ pub struct Trigger {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Gpu { metric: Metric, gpus: GpuSelector },
-    Engine(EngineSource),
+    Engine(Box<EngineSource>),
 }
 
 /// An engine trigger: what to read from every replica behind the endpoints.
@@ -256,9 +260,47 @@ pub struct EngineSource {
     /// `engineTimeout`; `None`: [`DEFAULT_ENGINE_TIMEOUT`], or half the
     /// sample interval when that is shorter.
     pub timeout: Option<Duration>,
+    /// Rates and latencies (and every `engineMetric`, whose type only the
+    /// page tells): read over a window of reads.
+    pub window: Option<WindowQuery>,
+    /// `aggregation: max` on a latency: the worst replica's own
+    /// percentile instead of the merged distribution's.
+    pub worst_replica: bool,
 }
 
 impl EngineSource {
+    /// What a windowed metricType is (`None` for gauges and engineMetric).
+    pub fn windowed(&self) -> Option<Windowed> {
+        match self.reads {
+            EngineReads::Signal(signal) => signal.windowed(),
+            EngineReads::Metric(_) => None,
+        }
+    }
+
+    /// Every family a round must keep for this trigger.
+    pub fn wants(&self) -> Vec<crate::engine::prom::Want> {
+        let mut wants = self.query.wants();
+        if let Some(window) = &self.window {
+            wants.extend(window.wants());
+        }
+        wants.sort();
+        wants.dedup();
+        wants
+    }
+
+    /// `engineWindow` against this scaler's sample interval: at least two
+    /// intervals, so that a window can hold two reads.
+    pub fn check_window(&self, sample_interval: Duration) -> Result<(), ConfigError> {
+        match &self.window {
+            Some(window) if window.window < 2 * sample_interval => Err(ConfigError(format!(
+                "invalid engineWindow {}: it must be at least twice this scaler's sample interval ({}), so that it can hold two reads",
+                format_duration(window.window),
+                format_duration(sample_interval)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The deadline for one scrape of every replica, with this sample
     /// interval; an explicit `engineTimeout` at or above it is an error.
     pub fn timeout(&self, sample_interval: Duration) -> Result<Duration, ConfigError> {
@@ -305,6 +347,18 @@ impl Trigger {
             Source::Engine(source) => {
                 let engine = source.engine.map_or("engine", Engine::name);
                 let what = match &source.reads {
+                    EngineReads::Signal(signal) if signal.windowed() == Some(Windowed::Latency) => {
+                        let percentile = source
+                            .window
+                            .as_ref()
+                            .map_or(Percentile::DEFAULT, |w| w.percentile);
+                        let worst = if source.worst_replica { "-worst" } else { "" };
+                        return format!(
+                            "{engine}-{}-{}{worst}",
+                            signal.name().replace('_', "-"),
+                            percentile.to_string().replace('.', "-")
+                        );
+                    }
                     EngineReads::Signal(signal) => signal.name().replace('_', "-"),
                     EngineReads::Metric(text) => {
                         format!(
@@ -386,14 +440,27 @@ impl fmt::Display for Trigger {
                 if let Some(timeout) = source.timeout {
                     write!(f, "engineTimeout={} ", format_duration(timeout))?;
                 }
+                if let (Some(window), Some(_)) = (&source.window, source.windowed()) {
+                    write!(f, "engineWindow={} ", format_duration(window.window))?;
+                    if source.windowed() == Some(Windowed::Latency) {
+                        write!(f, "percentile={} ", window.percentile)?;
+                    }
+                }
             }
         }
+        let merged = self
+            .engine()
+            .is_some_and(|e| e.windowed() == Some(Windowed::Latency) && !e.worst_replica);
         write!(
             f,
             "targetValue={} activationThreshold={} aggregation={} pollIntervalSeconds={}",
             self.target,
             self.activation_threshold,
-            self.aggregation.name(),
+            if merged {
+                "merged"
+            } else {
+                self.aggregation.name()
+            },
             self.poll_interval.as_secs_f64()
         )?;
         if let Some(selector) = &self.selector {
@@ -506,17 +573,21 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
         (Source::Gpu { .. }, None) => DEFAULT_TARGET,
         (Source::Engine(engine), None) => {
             return Err(ConfigError(format!(
-                "{} has no default target; set targetValue ({}) or use a profile ({})",
-                engine.reads,
-                match &engine.reads {
-                    EngineReads::Signal(Signal::QueueLength) => "waiting requests per replica",
-                    EngineReads::Signal(Signal::RunningRequests) => "running requests per replica",
-                    EngineReads::Signal(Signal::KvCacheUsagePercent) =>
-                        "a percent of KV cache, 0-100",
-                    EngineReads::Metric(_) => "in the gauge's own unit",
-                },
-                engine_profile_names()
-            )))
+            "{} has no default target; set targetValue ({}) or use a profile ({})",
+            engine.reads,
+            match &engine.reads {
+                EngineReads::Signal(Signal::QueueLength) => "waiting requests per replica",
+                EngineReads::Signal(Signal::RunningRequests) => "running requests per replica",
+                EngineReads::Signal(Signal::KvCacheUsagePercent) => "a percent of KV cache, 0-100",
+                EngineReads::Signal(Signal::RequestRate) =>
+                    "requests per second one replica sustains, with KEDA metricType AverageValue",
+                EngineReads::Signal(Signal::PromptTokensRate | Signal::GenerationTokensRate) =>
+                    "tokens per second one replica sustains, with KEDA metricType AverageValue",
+                EngineReads::Signal(_) => "the SLO in seconds, with KEDA metricType Value",
+                EngineReads::Metric(_) => "in the metric's own unit",
+            },
+            engine_profile_names()
+        )))
         }
     };
     let source = match (source, gpus) {
@@ -536,8 +607,42 @@ pub fn parse(metadata: &HashMap<String, String>, namespace: &str) -> Result<Trig
         Source::Gpu { .. } => Aggregation::Max,
         Source::Engine(engine) => match engine.reads {
             EngineReads::Signal(Signal::KvCacheUsagePercent) => Aggregation::Avg,
+            EngineReads::Signal(signal) if signal.windowed() == Some(Windowed::Latency) => {
+                Aggregation::Max
+            }
             _ => Aggregation::Sum,
         },
+    };
+    let source = match (source, aggregation) {
+        (Source::Engine(mut engine), given_aggregation) if engine.windowed().is_some() => {
+            let key = get("aggregation").map_or("aggregation", |g| g.key);
+            match (engine.windowed(), given_aggregation) {
+                (Some(Windowed::Rate), Some(a)) if a != Aggregation::Sum => {
+                    return Err(ConfigError(format!(
+                        "invalid {key} {:?} for {}: rates add up across replicas; expected sum (the default)",
+                        a.name(),
+                        engine.reads
+                    )))
+                }
+                (Some(Windowed::Latency), Some(Aggregation::Max)) => engine.worst_replica = true,
+                (Some(Windowed::Latency), Some(a)) => {
+                    return Err(ConfigError(format!(
+                        "invalid {key} {:?} for {}: a latency is the percentile of every replica's requests merged (leave aggregation out), or the worst replica's own (max); averaging replicas' percentiles gives a different, wrong number",
+                        a.name(),
+                        engine.reads
+                    )))
+                }
+                _ => {}
+            }
+            Source::Engine(engine)
+        }
+        (Source::Engine(mut engine), Some(Aggregation::Max))
+            if matches!(engine.reads, EngineReads::Metric(_)) =>
+        {
+            engine.worst_replica = true;
+            Source::Engine(engine)
+        }
+        (source, _) => source,
     };
     let aggregation = aggregation.unwrap_or(default_aggregation);
     let source = match source {
@@ -568,12 +673,14 @@ enum MetricType {
     Engine(Signal),
 }
 
-const ENGINE_KEYS: [&str; 5] = [
+const ENGINE_KEYS: [&str; 7] = [
     "engine",
     "engineEndpoints",
     "engineMetric",
     "engineModel",
     "engineTimeout",
+    "engineWindow",
+    "percentile",
 ];
 
 fn engine_names() -> String {
@@ -688,10 +795,12 @@ fn parse_source(
         ),
         EngineReads::Metric(_) => {
             let custom = get("engineMetric").expect("engineMetric was given");
-            (vec![parse_engine_metric(custom)?], Aggregation::Sum, true)
+            (vec![parse_engine_metric(custom)?], Aggregation::Sum, false)
         }
     };
-    Ok(Source::Engine(EngineSource {
+    let breakdown = engine.and_then(signals::breakdown_label);
+    let window = parse_window(given, engine, &reads, &series, &model)?;
+    Ok(Source::Engine(Box::new(EngineSource {
         engine,
         endpoints: endpoints_list,
         reads,
@@ -700,10 +809,125 @@ fn parse_source(
             within,
             model,
             gauges_only,
-            breakdown: engine.and_then(signals::breakdown_label),
+            breakdown,
         },
         timeout,
+        window,
+        worst_replica: false,
+    })))
+}
+
+/// The window a rate, a latency or an `engineMetric` is read over, with
+/// `percentile` and `engineWindow` checked against what is read.
+fn parse_window(
+    given: &BTreeMap<&'static str, Given<'_>>,
+    engine: Option<Engine>,
+    reads: &EngineReads,
+    series: &[Series],
+    model: &Option<(String, String)>,
+) -> Result<Option<WindowQuery>, ConfigError> {
+    let get = |key: &str| given.get(key);
+    let percentile = get("percentile").map(parse_percentile).transpose()?;
+    let window = get("engineWindow").map(parse_engine_window).transpose()?;
+    let source = match reads {
+        EngineReads::Signal(signal) => match signal.windowed() {
+            None => {
+                if let Some(key) = get("percentile").or(get("engineWindow")) {
+                    return Err(ConfigError(format!(
+                        "{} applies to rates and latencies (request_rate, prompt_tokens_rate, generation_tokens_rate, ttft_seconds, itl_seconds, e2e_latency_seconds, queue_time_seconds) and engineMetric; metricType {signal} is a gauge, read as it stands",
+                        key.key
+                    )));
+                }
+                return Ok(None);
+            }
+            Some(kind) => {
+                let engine = engine.expect("a signal comes with its engine");
+                if let (Windowed::Rate, Some(given)) = (kind, get("percentile")) {
+                    return Err(ConfigError(format!(
+                        "{} applies to latencies (ttft_seconds, itl_seconds, e2e_latency_seconds, queue_time_seconds) and histograms; metricType {signal} is a rate",
+                        given.key
+                    )));
+                }
+                let source = signals::window_source(engine, *signal).map_err(|why| {
+                    ConfigError(format!(
+                        "engine {engine} has no source for metricType {signal}: {why}"
+                    ))
+                })?;
+                if let (WindowSource::Ratio { sum, .. }, Some(Percentile::Quantile(_))) =
+                    (&source, percentile.or(Some(Percentile::DEFAULT)))
+                {
+                    return Err(ConfigError(format!(
+                        "engine {engine} has no histogram for metricType {signal}, only a total ({}) to divide by a count: set percentile to mean (its percentiles exist only as a summary, each replica's own, which cannot be merged)",
+                        sum.family
+                    )));
+                }
+                source
+            }
+        },
+        EngineReads::Metric(_) => WindowSource::Typed({
+            let wanted = &series[0];
+            let mut names = signals::counter_names(&wanted.family);
+            for name in &mut names {
+                name.matchers = wanted.matchers.clone();
+            }
+            names
+        }),
+    };
+    let gauge = |signal: Signal| {
+        engine.map(|engine| Query {
+            series: signals::table(engine, signal),
+            within: signal.within_pod(),
+            model: model.clone(),
+            gauges_only: false,
+            breakdown: signals::breakdown_label(engine),
+        })
+    };
+    Ok(Some(WindowQuery {
+        source,
+        model: model.clone(),
+        breakdown: engine.and_then(signals::breakdown_label),
+        percentile: percentile.unwrap_or(Percentile::DEFAULT),
+        percentile_given: percentile.is_some(),
+        window: window.unwrap_or(DEFAULT_WINDOW),
+        waiting: gauge(Signal::QueueLength),
+        running: gauge(Signal::RunningRequests),
     }))
+}
+
+fn parse_percentile(given: &Given<'_>) -> Result<Percentile, ConfigError> {
+    const EXPECTED: &str = "a quantile strictly between 0 and 1 (e.g. 0.9 or 0.99), or mean";
+    if given.value == "mean" {
+        return Ok(Percentile::Mean);
+    }
+    number(given, EXPECTED, |q| q > 0.0 && q < 1.0).map(Percentile::Quantile)
+}
+
+fn parse_engine_window(given: &Given<'_>) -> Result<Duration, ConfigError> {
+    let expected = format!(
+        "a duration of at most {}, e.g. 60s or 5m (a bare number is seconds; at least twice the sample interval)",
+        format_duration(MAX_WINDOW)
+    );
+    parse_duration_up_to(given, MAX_WINDOW, &expected)
+}
+
+/// A duration above 0 and at most `max`: `500ms`, `5m`, or a number of
+/// seconds.
+fn parse_duration_up_to(
+    given: &Given<'_>,
+    max: Duration,
+    expected: &str,
+) -> Result<Duration, ConfigError> {
+    let parsed = match given.value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => {
+            Duration::try_from_secs_f64(seconds).ok()
+        }
+        Ok(_) => None,
+        Err(_) => crate::scaling::duration::parse_duration(given.value).ok(),
+    };
+    match parsed {
+        Some(duration) if !duration.is_zero() && duration <= max => Ok(duration),
+        _ => Err(invalid(given, expected)),
+    }
 }
 
 fn parse_engine(given: &Given<'_>) -> Result<Engine, ConfigError> {
@@ -716,17 +940,7 @@ fn parse_engine_timeout(given: &Given<'_>) -> Result<Duration, ConfigError> {
         "a duration above 0 and at most {}s, e.g. 500ms or 1s (a bare number is seconds)",
         MAX_ENGINE_TIMEOUT.as_secs()
     );
-    let parsed = match given.value.parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => {
-            Duration::try_from_secs_f64(seconds).ok()
-        }
-        Ok(_) => None,
-        Err(_) => crate::scaling::duration::parse_duration(given.value).ok(),
-    };
-    match parsed {
-        Some(timeout) if !timeout.is_zero() && timeout <= MAX_ENGINE_TIMEOUT => Ok(timeout),
-        _ => Err(invalid(given, &expected)),
-    }
+    parse_duration_up_to(given, MAX_ENGINE_TIMEOUT, &expected)
 }
 
 /// `name` or `name{label="value",...}`: a family and equality matchers.
@@ -909,7 +1123,7 @@ fn parse_aggregation(given: &Given<'_>) -> Result<Aggregation, ConfigError> {
     Aggregation::ALL
         .into_iter()
         .find(|a| a.name() == given.value)
-        .ok_or_else(|| invalid(given, "one of max, min, avg, sum"))
+        .ok_or_else(|| invalid(given, "one of max, min, avg, sum, p95, p99"))
 }
 
 fn parse_target(given: &Given<'_>) -> Result<f64, ConfigError> {
@@ -921,9 +1135,10 @@ fn parse_activation(given: &Given<'_>) -> Result<f64, ConfigError> {
 }
 
 fn parse_poll_interval(given: &Given<'_>) -> Result<Duration, ConfigError> {
-    let expected = format!("a number of seconds > 0 and <= {MAX_POLL_INTERVAL_SECONDS}");
+    let expected = format!("a number of seconds from 0.001 to {MAX_POLL_INTERVAL_SECONDS}");
+    // At least 1 ms: a value that rounds to nothing is no interval.
     let seconds = number(given, &expected, |v| {
-        v > 0.0 && v <= MAX_POLL_INTERVAL_SECONDS
+        (0.001..=MAX_POLL_INTERVAL_SECONDS).contains(&v)
     })?;
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -965,8 +1180,9 @@ fn number(given: &Given<'_>, expected: &str, ok: impl Fn(f64) -> bool) -> Result
 
 fn invalid(given: &Given<'_>, expected: &str) -> ConfigError {
     ConfigError(format!(
-        "invalid {} {:?}: expected {expected}",
-        given.key, given.value
+        "invalid {} {}: expected {expected}",
+        given.key,
+        quoted(given.value)
     ))
 }
 
@@ -1184,11 +1400,11 @@ mod tests {
         );
         assert_eq!(
             error(&[("metricType", "vram")]),
-            "invalid metricType \"vram\": expected one of gpu_utilization, memory_utilization, memory_used_mib, memory_used_percent, temperature, power_draw, sm_activity, sm_occupancy, tensor_activity, dram_bandwidth_utilization, pcie_tx_mbps, pcie_rx_mbps, nvlink_tx_mbps, nvlink_rx_mbps (GPU), or queue_length, running_requests, kv_cache_usage_percent (engine)"
+            "invalid metricType \"vram\": expected one of gpu_utilization, memory_utilization, memory_used_mib, memory_used_percent, temperature, power_draw, sm_activity, sm_occupancy, tensor_activity, dram_bandwidth_utilization, pcie_tx_mbps, pcie_rx_mbps, nvlink_tx_mbps, nvlink_rx_mbps (GPU), or queue_length, running_requests, kv_cache_usage_percent, request_rate, prompt_tokens_rate, generation_tokens_rate, ttft_seconds, itl_seconds, e2e_latency_seconds, queue_time_seconds (engine)"
         );
         assert_eq!(
             error(&[("aggregation", "median")]),
-            "invalid aggregation \"median\": expected one of max, min, avg, sum"
+            "invalid aggregation \"median\": expected one of max, min, avg, sum, p95, p99"
         );
     }
 
@@ -1253,10 +1469,11 @@ mod tests {
 
     #[test]
     fn poll_interval_must_be_positive() {
-        for bad in ["0", "-1", "NaN", "7200"] {
+        // 1e-300 would round to a 0 ns interval.
+        for bad in ["0", "-1", "NaN", "7200", "1e-300", "0.0009"] {
             let message = error(&[("pollIntervalSeconds", bad)]);
             assert!(
-                message.contains("expected a number of seconds > 0"),
+                message.contains("expected a number of seconds from 0.001 to 3600"),
                 "{bad}: {message}"
             );
         }
@@ -1549,7 +1766,9 @@ mod tests {
         .unwrap();
         let source = engine_of(&trigger);
         assert_eq!(source.engine, None);
-        assert!(source.query.gauges_only);
+        // A gauge is read as one; a counter or histogram through the window
+        // (the page's TYPE decides).
+        assert!(!source.query.gauges_only && source.window.is_some());
         assert_eq!(source.query.within, Aggregation::Max);
         assert_eq!(
             source.query.series,

@@ -16,6 +16,8 @@ use keda_gpu_scaler::proto::externalscaler::{
 };
 use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
 
+pub mod fleet;
+
 /// Which build of the fake library.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Variant {

@@ -1,0 +1,699 @@
+//! Windowed engine triggers (rates, latencies, and `engineMetric`
+//! counters and histograms): every new round's reads recorded per trigger
+//! and replica, within one byte budget shared fairly (each endpoint and
+//! namespace to its share), and the trigger's value over its window:
+//! replicas' increases added up (rates) or merged by bucket (latencies),
+//! with the gauge rules for replicas that cannot be read now. Holds state
+//! behind one lock; no I/O, no clock (the caller says when "now" is).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::scrape::{Resolution, Scrape, LAST_READ_TRUST};
+use crate::engine::share::{Fit, Holder, Ledger};
+use crate::engine::signals::{Unread, Windowed};
+use crate::engine::window::{
+    self, Busy, History, PageRead, Percentile, Reading, Span, WindowQuery, WindowSource,
+};
+use crate::scaling::duration::format_duration;
+use crate::scaling::outcome::{
+    Detail, EvalError, Fault, Note, NoteKind, Outcome, ReplicaLine, ReplicaStatus, WindowLine,
+    WindowNow,
+};
+use crate::scaling::replicas::{no_replica, none_read, with_missing};
+use crate::scaling::trigger::{Aggregation, EngineReads, EngineSource, Trigger};
+
+/// Bytes every windowed trigger's reads may hold together.
+pub const WINDOW_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// Windowed triggers remembered; the one asked for least recently goes
+/// first.
+pub const MAX_WINDOWED_TRIGGERS: usize = 1024;
+
+/// The reads of every windowed trigger.
+pub struct Windows {
+    state: Mutex<State>,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    ledger: Ledger,
+}
+
+/// One trigger's reads (triggers asking the same of the same endpoints
+/// share one).
+struct Entry {
+    last_used: Instant,
+    window: Duration,
+    /// The completion time of the last round recorded, per endpoint: a
+    /// round shared by several calls is recorded once.
+    recorded: HashMap<String, Instant>,
+    replicas: BTreeMap<(String, SocketAddr), Kept>,
+}
+
+struct Kept {
+    history: History,
+    holder: Holder,
+    bytes: usize,
+}
+
+/// What became of a replica in this evaluation's rounds.
+#[derive(Debug, Clone)]
+enum NowStatus {
+    Read,
+    Failed(Fault),
+}
+
+impl Windows {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            limit,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.lock().ledger.total()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The trigger's value over its window, recording the rounds' new
+    /// reads first. `None` when its `engineMetric` is a gauge: the caller
+    /// reads it as one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn outcome(
+        &self,
+        trigger: &Trigger,
+        source: &EngineSource,
+        query: &WindowQuery,
+        scrapes: &[Arc<Scrape>],
+        pods: Option<Result<Vec<String>, String>>,
+        detail: Detail,
+        now: Instant,
+    ) -> Option<Outcome> {
+        let mut lines = Vec::new();
+        let mut notes = Vec::new();
+        let value = self.evaluate(
+            trigger, source, query, scrapes, pods, now, &mut lines, &mut notes,
+        )?;
+        Some(Outcome {
+            value,
+            explained: Vec::new(),
+            selected: lines.iter().filter(|l| !l.address.is_empty()).count(),
+            notes: if detail == Detail::Explained {
+                notes
+            } else {
+                Vec::new()
+            },
+            replicas: if detail == Detail::Explained {
+                lines
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        trigger: &Trigger,
+        source: &EngineSource,
+        query: &WindowQuery,
+        scrapes: &[Arc<Scrape>],
+        pods: Option<Result<Vec<String>, String>>,
+        now: Instant,
+        lines: &mut Vec<ReplicaLine>,
+        notes: &mut Vec<Note>,
+    ) -> Option<Result<f64, EvalError>> {
+        // This round's read of every replica.
+        let mut current: BTreeMap<(String, SocketAddr), NowStatus> = BTreeMap::new();
+        let mut fresh: Vec<(String, Instant, Holder, SocketAddr, Reading, Busy)> = Vec::new();
+        let mut empty = Vec::new();
+        let mut kind: Option<&'static str> = None;
+        for scrape in scrapes {
+            let endpoint = scrape.endpoint.to_string();
+            match &scrape.resolution {
+                Resolution::Addresses => {}
+                Resolution::NoAddress(error) => {
+                    empty.push(format!("{endpoint} has no address ({error})"));
+                    lines.push(no_address(
+                        &endpoint,
+                        ReplicaStatus::NoAddress(error.clone()),
+                    ));
+                }
+                Resolution::NoSuchName(error) => {
+                    empty.push(format!("{endpoint} is unknown to DNS ({error})"));
+                    lines.push(no_address(
+                        &endpoint,
+                        ReplicaStatus::UnknownToDns(error.clone()),
+                    ));
+                }
+                Resolution::Failed(failure) => {
+                    lines.push(no_address(
+                        &endpoint,
+                        ReplicaStatus::Unresolved(failure.clone()),
+                    ));
+                    return Some(Err(EvalError::Unavailable(format!(
+                        "cannot read engine endpoint {endpoint}: {failure}"
+                    ))));
+                }
+            }
+            for replica in &scrape.replicas {
+                let key = (endpoint.clone(), replica.address);
+                let status = match &replica.page {
+                    Err(error) => NowStatus::Failed(Fault::Read(error.clone())),
+                    Ok(page) => match query.read(&page.families, &page.declared) {
+                        Ok(PageRead::Gauge) => return None,
+                        Ok(PageRead::Reading(reading)) => {
+                            if let Some(refusal) = misfit(source, query, &reading) {
+                                return Some(Err(EvalError::InvalidArgument(refusal)));
+                            }
+                            kind.get_or_insert(match reading {
+                                Reading::Counter(_) => "counter",
+                                Reading::Histogram(_) => "histogram",
+                            });
+                            let busy = query.busy(&page.families, &page.declared);
+                            fresh.push((
+                                endpoint.clone(),
+                                scrape.completed_at,
+                                Holder::of(&scrape.endpoint),
+                                replica.address,
+                                reading,
+                                busy,
+                            ));
+                            NowStatus::Read
+                        }
+                        Err(wrong @ Unread::WrongKind { .. }) => {
+                            return Some(Err(EvalError::InvalidArgument(format!(
+                                "invalid {}: {wrong} (replica {} of {endpoint})",
+                                source.reads, replica.address
+                            ))))
+                        }
+                        Err(unread) => NowStatus::Failed(Fault::Unread(unread)),
+                    },
+                };
+                current.insert(key, status);
+            }
+        }
+        let end = scrapes
+            .iter()
+            .map(|s| s.completed_at)
+            .max()
+            .unwrap_or(now)
+            .max(now);
+        let from = end.checked_sub(query.window).unwrap_or(end);
+
+        let mut state = self.lock();
+        // One history whatever percentile is asked of it.
+        let key = {
+            let mut reads = query.clone();
+            reads.percentile = Percentile::DEFAULT;
+            reads.percentile_given = false;
+            format!("{:?}|{:?}", source.endpoints, reads)
+        };
+        let state = &mut *state;
+        forget_idle(state, now);
+        let entry = state.entries.entry(key.clone()).or_insert_with(|| Entry {
+            last_used: now,
+            window: query.window,
+            recorded: HashMap::new(),
+            replicas: BTreeMap::new(),
+        });
+        entry.last_used = now;
+        // Record each endpoint's round once.
+        let mut recorded_now: HashMap<String, Instant> = HashMap::new();
+        let mut not_kept: Vec<(String, SocketAddr)> = Vec::new();
+        for (endpoint, at, holder, address, reading, busy) in fresh {
+            if entry.recorded.get(&endpoint) == Some(&at) {
+                continue;
+            }
+            recorded_now.insert(endpoint.clone(), at);
+            let slot = (endpoint, address);
+            let (history, old_bytes) = match entry.replicas.get(&slot) {
+                Some(kept) => {
+                    let mut history = kept.history.clone();
+                    history.push(at, reading, busy);
+                    (history, kept.bytes)
+                }
+                None => (History::new(at, reading, busy), 0),
+            };
+            let bytes = history.bytes();
+            let growth = bytes.saturating_sub(old_bytes);
+            let fits = growth == 0 || state.ledger.fits(&holder, 0, growth, self.limit) == Fit::Now;
+            if fits {
+                state.ledger.add(&holder, bytes);
+                state.ledger.remove(&holder, old_bytes);
+                entry.replicas.insert(
+                    slot,
+                    Kept {
+                        history,
+                        holder,
+                        bytes,
+                    },
+                );
+            } else {
+                if let Some(old) = entry.replicas.remove(&slot) {
+                    state.ledger.remove(&old.holder, old.bytes);
+                }
+                not_kept.push(slot);
+            }
+        }
+        entry.recorded.extend(recorded_now);
+        // Forget what the window no longer holds.
+        entry.replicas.retain(|_, kept| {
+            kept.history.forget_before(from);
+            let keep = kept.history.latest().at >= from;
+            let bytes = kept.history.bytes();
+            state.ledger.remove(&kept.holder, kept.bytes);
+            if keep {
+                state.ledger.add(&kept.holder, bytes);
+                kept.bytes = bytes;
+            }
+            keep
+        });
+        for slot in not_kept {
+            current.insert(
+                slot,
+                NowStatus::Failed(Fault::WindowFull { budget: self.limit }),
+            );
+        }
+        let entry = state.entries.get(&key).expect("inserted above");
+        let value = value_over(
+            trigger, source, query, entry, &current, &empty, pods, end, from, kind, lines, notes,
+        );
+        // Least recently asked triggers go past the count cap.
+        while state.entries.len() > MAX_WINDOWED_TRIGGERS {
+            let oldest = state
+                .entries
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some(gone) = state.entries.remove(&oldest) {
+                for kept in gone.replicas.values() {
+                    state.ledger.remove(&kept.holder, kept.bytes);
+                }
+            }
+        }
+        Some(value)
+    }
+}
+
+/// Forgets triggers not asked for during their window: their reads would
+/// all be outside it when next asked.
+fn forget_idle(state: &mut State, now: Instant) {
+    let ledger = &mut state.ledger;
+    state.entries.retain(|_, entry| {
+        let keep = now.saturating_duration_since(entry.last_used) < entry.window;
+        if !keep {
+            for kept in entry.replicas.values() {
+                ledger.remove(&kept.holder, kept.bytes);
+            }
+        }
+        keep
+    });
+}
+
+/// Why a reading does not suit the trigger (an `engineMetric` counter
+/// given a percentile or an aggregation, a Triton mean asked a quantile).
+fn misfit(source: &EngineSource, query: &WindowQuery, reading: &Reading) -> Option<String> {
+    let EngineReads::Metric(metric) = &source.reads else {
+        return None;
+    };
+    match reading {
+        Reading::Counter(_) if query.percentile_given => Some(format!(
+            "invalid percentile for engineMetric {metric}: it is a counter, whose answer is a rate per second; percentile applies to histograms"
+        )),
+        Reading::Counter(_) if source.worst_replica => Some(format!(
+            "invalid aggregation max for engineMetric {metric}: it is a counter, and rates add up across replicas; expected sum (the default)"
+        )),
+        _ => None,
+    }
+}
+
+fn no_address(endpoint: &str, status: ReplicaStatus) -> ReplicaLine {
+    ReplicaLine {
+        endpoint: endpoint.to_string(),
+        address: String::new(),
+        value: None,
+        counted: false,
+        status,
+    }
+}
+
+/// The trigger's value from its entry's reads.
+#[allow(clippy::too_many_arguments)]
+fn value_over(
+    trigger: &Trigger,
+    source: &EngineSource,
+    query: &WindowQuery,
+    entry: &Entry,
+    current: &BTreeMap<(String, SocketAddr), NowStatus>,
+    empty: &[String],
+    pods: Option<Result<Vec<String>, String>>,
+    end: Instant,
+    from: Instant,
+    kind: Option<&'static str>,
+    lines: &mut Vec<ReplicaLine>,
+    notes: &mut Vec<Note>,
+) -> Result<f64, EvalError> {
+    let window_text = format_duration(query.window);
+    let what = what_is_read(source, query, kind, entry);
+    let unit = match &source.reads {
+        EngineReads::Signal(signal) => signal.unit(),
+        EngineReads::Metric(_) => match what {
+            Measure::Rate => "events",
+            Measure::Latency => "observations",
+        },
+    };
+    if current.is_empty()
+        && entry
+            .replicas
+            .values()
+            .all(|k| k.history.span(from).is_none())
+    {
+        return no_replica(trigger, empty, pods);
+    }
+    // Every replica with reads in the window, and every replica named now.
+    let mut slots: Vec<&(String, SocketAddr)> = entry.replicas.keys().collect();
+    slots.extend(current.keys().filter(|k| !entry.replicas.contains_key(*k)));
+    slots.sort();
+    slots.dedup();
+
+    let mut spans: Vec<(&(String, SocketAddr), Span<'_>)> = Vec::new();
+    let mut missing: Vec<usize> = Vec::new();
+    let mut unread: Vec<(SocketAddr, Fault)> = Vec::new();
+    let mut first_reads = 0;
+    for slot in &slots {
+        let span = entry.replicas.get(*slot).and_then(|k| k.history.span(from));
+        let age = |at: Instant| end.saturating_duration_since(at);
+        let now_status = match current.get(*slot) {
+            None => WindowNow::Gone,
+            Some(NowStatus::Read) => match &span {
+                Some(span) if span.reads >= 2 => WindowNow::Read,
+                _ => WindowNow::FirstRead,
+            },
+            Some(NowStatus::Failed(fault)) => {
+                unread.push((slot.1, fault.clone()));
+                match &span {
+                    Some(span) if span.reads >= 2 && age(span.last.at) < LAST_READ_TRUST => {
+                        WindowNow::LastRead(fault.clone())
+                    }
+                    _ => WindowNow::Missing {
+                        fault: fault.clone(),
+                        stand_in: None,
+                    },
+                }
+            }
+        };
+        if now_status == WindowNow::FirstRead {
+            first_reads += 1;
+        }
+        if matches!(now_status, WindowNow::Missing { .. }) {
+            missing.push(lines.len());
+        }
+        let window_line = span.as_ref().map(|span| WindowLine {
+            reads: span.reads,
+            from_age: age(span.first.at),
+            to_age: age(span.last.at),
+            increase: span.increase.events(),
+            unit,
+            resets: span.resets,
+            now: now_status.clone(),
+        });
+        lines.push(ReplicaLine {
+            endpoint: slot.0.clone(),
+            address: slot.1.to_string(),
+            value: None,
+            counted: span.as_ref().is_some_and(|s| s.reads >= 2),
+            status: match window_line {
+                Some(line) => ReplicaStatus::Window(line),
+                None => ReplicaStatus::Window(WindowLine {
+                    reads: 0,
+                    from_age: Duration::ZERO,
+                    to_age: Duration::ZERO,
+                    increase: 0.0,
+                    unit,
+                    resets: 0,
+                    now: now_status,
+                }),
+            },
+        });
+        if let Some(span) = span {
+            spans.push((slot, span));
+        }
+    }
+    let counting: Vec<usize> = (0..spans.len())
+        .filter(|&i| spans[i].1.reads >= 2)
+        .collect();
+    if counting.is_empty() {
+        let read_now = current
+            .values()
+            .filter(|s| matches!(s, NowStatus::Read))
+            .count();
+        if read_now == 0 && !unread.is_empty() {
+            return Err(none_read(&endpoints(source), &unread));
+        }
+        return Err(EvalError::Unavailable(format!(
+            "warming up: {} needs two reads of a replica inside its {window_text} window, and {} replica(s) have one so far (the next read comes one sample interval after the last; KEDA's fallback and the HPA's hold apply meanwhile)",
+            source.reads,
+            first_reads.max(spans.len())
+        )));
+    }
+    let covered_from = counting
+        .iter()
+        .map(|&i| spans[i].1.first.at)
+        .min()
+        .expect("not empty");
+    let covered_to = counting
+        .iter()
+        .map(|&i| spans[i].1.last.at)
+        .max()
+        .expect("not empty");
+    let seconds = covered_to
+        .saturating_duration_since(covered_from)
+        .as_secs_f64();
+    let finished: f64 = counting.iter().map(|&i| spans[i].1.increase.events()).sum();
+
+    if finished <= 0.0 {
+        // Nothing finished: idle, or stuck.
+        let waiting: f64 = spans.iter().filter_map(|(_, s)| s.busiest.waiting).sum();
+        let running: f64 = spans.iter().filter_map(|(_, s)| s.busiest.running).sum();
+        let known = spans.iter().all(|(_, s)| s.all_busy_known);
+        if waiting > 0.0 || running > 0.0 {
+            return Err(EvalError::Unavailable(format!(
+                "no request finished in the {window_text} window while {waiting} wait and {running} run across the replicas (at most, per read): a stuck or starved engine, not an idle one; a 0 would scale it down"
+            )));
+        }
+        if !known && matches!(source.reads, EngineReads::Signal(_)) {
+            return Err(EvalError::Unavailable(format!(
+                "no request finished in the {window_text} window, and the replicas' pages lack the waiting and running gauges that would tell an idle engine from a stuck one"
+            )));
+        }
+        notes.push(window_note(format!(
+            "nothing finished in the {window_text} window and nothing waits or runs: idle, 0"
+        )));
+        return Ok(0.0);
+    }
+    if seconds <= 0.0 {
+        return Err(EvalError::Unavailable(format!(
+            "warming up: the reads of {} inside its {window_text} window were all taken at one moment",
+            source.reads
+        )));
+    }
+    let counted = counting.len();
+    let (value, per_replica) = match what {
+        Measure::Rate => {
+            let rates: Vec<f64> = counting
+                .iter()
+                .map(|&i| spans[i].1.increase.events() / seconds)
+                .collect();
+            notes.push(window_note(format!(
+                "{finished} {unit} finished over {seconds:.3}s covered by {counted} replica(s)' reads: {:.4}/s",
+                finished / seconds
+            )));
+            (finished / seconds, rates)
+        }
+        Measure::Latency => {
+            let histograms: Vec<&window::Histogram> = counting
+                .iter()
+                .filter_map(|&i| match &spans[i].1.increase {
+                    Reading::Histogram(h) => Some(h),
+                    Reading::Counter(_) => None,
+                })
+                .collect();
+            let answer = |h: &window::Histogram| -> Option<f64> {
+                match query.percentile {
+                    Percentile::Mean => window::mean(h),
+                    Percentile::Quantile(q) => window::quantile(q, h).map(|a| a.value),
+                }
+            };
+            let merged = window::merge(&histograms);
+            let own: Vec<f64> = histograms.iter().filter_map(|h| answer(h)).collect();
+            let value = if source.worst_replica {
+                own.iter().copied().fold(f64::NAN, f64::max)
+            } else {
+                answer(&merged).unwrap_or(f64::NAN)
+            };
+            notes.push(window_note(describe_merged(
+                query.percentile,
+                &merged,
+                seconds,
+            )));
+            (value, own)
+        }
+    };
+    // Each counting replica's own value, for --explain.
+    let mut own_values = per_replica.iter();
+    for line in lines.iter_mut() {
+        if line.counted {
+            line.value = own_values.next().copied();
+        }
+    }
+    let aggregation = match (what, source.worst_replica) {
+        (Measure::Rate, _) => Aggregation::Sum,
+        (Measure::Latency, true) => Aggregation::Max,
+        (Measure::Latency, false) => Aggregation::Avg,
+    };
+    let read = match (what, source.worst_replica) {
+        (Measure::Latency, false) => vec![value; counted],
+        _ => per_replica,
+    };
+    let with = with_missing(aggregation, trigger.target, &read, missing.len());
+    for &i in &missing {
+        if let ReplicaStatus::Window(WindowLine {
+            now: WindowNow::Missing { stand_in, .. },
+            ..
+        }) = &mut lines[i].status
+        {
+            *stand_in = Some(with.stand_in);
+        }
+    }
+    let value = if missing.is_empty() {
+        value
+    } else {
+        with.value
+    };
+    if !value.is_finite() || value < 0.0 {
+        return Err(EvalError::Unavailable(format!(
+            "the window's reads gave {value}, which is not a valid metric value"
+        )));
+    }
+    Ok(value)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Rate,
+    Latency,
+}
+
+fn what_is_read(
+    source: &EngineSource,
+    query: &WindowQuery,
+    kind: Option<&'static str>,
+    entry: &Entry,
+) -> Measure {
+    match (source.windowed(), &query.source) {
+        (Some(Windowed::Rate), _) => Measure::Rate,
+        (Some(Windowed::Latency), _) => Measure::Latency,
+        (None, WindowSource::Counter(_)) => Measure::Rate,
+        (None, _) => {
+            let counter = kind == Some("counter")
+                || (kind.is_none()
+                    && entry
+                        .replicas
+                        .values()
+                        .any(|k| matches!(k.history.latest().total, Reading::Counter(_))));
+            if counter {
+                Measure::Rate
+            } else {
+                Measure::Latency
+            }
+        }
+    }
+}
+
+fn window_note(text: String) -> Note {
+    Note {
+        peer: String::new(),
+        kind: NoteKind::Window,
+        text,
+    }
+}
+
+/// The merged buckets around the answer, for `--explain`.
+fn describe_merged(percentile: Percentile, merged: &window::Histogram, seconds: f64) -> String {
+    let count = merged.count();
+    let mut text = format!(
+        "merged over {seconds:.1}s: {count} observations, sum {:.4}",
+        merged.sum
+    );
+    match percentile {
+        Percentile::Mean => {
+            if let Some(mean) = window::mean(merged) {
+                text.push_str(&format!("; mean = sum / count = {mean:.4}"));
+            }
+        }
+        Percentile::Quantile(q) => {
+            if let Some(answer) = window::quantile(q, merged) {
+                let rank = q * count;
+                let bound = |i: usize| match merged.bounds.get(i) {
+                    Some(b) => format!("le={b}"),
+                    None => String::from("le=+Inf"),
+                };
+                let low = answer.bucket.saturating_sub(1);
+                let high = (answer.bucket + 1).min(merged.bounds.len());
+                let around: Vec<String> = (low..=high)
+                    .map(|i| format!("{}: {}", bound(i), merged.counts[i]))
+                    .collect();
+                text.push_str(&format!(
+                    "; rank {rank:.2} of {count} falls in {} ({}); {percentile} = {}{:.4}",
+                    bound(answer.bucket),
+                    around.join(", "),
+                    if answer.at_least { "at least " } else { "" },
+                    answer.value
+                ));
+                if answer.at_least {
+                    text.push_str(
+                        " (the +Inf bucket: the truth is at least the highest finite bound)",
+                    );
+                }
+            }
+        }
+    }
+    text
+}
+
+fn endpoints(source: &EngineSource) -> String {
+    let names: Vec<String> = source.endpoints.iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
+impl Fault {
+    /// A replica whose reads would go over the window budget.
+    pub fn window_full(budget: usize) -> Fault {
+        Fault::WindowFull { budget }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_kept_faults_name_the_budget() {
+        assert_eq!(
+            Fault::window_full(WINDOW_BUDGET_BYTES).to_string(),
+            "not kept: its reads would go over the 8 MiB windowed triggers may hold (or its endpoint's or namespace's share of it)"
+        );
+    }
+}
