@@ -241,6 +241,10 @@ fn slo_against_gauges(scraper: &Arc<Scraper>, endpoint: &Endpoint) {
         let started = Instant::now();
         let round =
             futures_executor::block_on(scraper.scrape(endpoint, &wants, Duration::from_secs(5)));
+        // Every page read and kept, or the comparison would flatter.
+        if let Some(failed) = round.replicas.iter().find(|r| r.page.is_err()) {
+            panic!("replica {} failed: {:?}", failed.address, failed.page);
+        }
         let round = [round];
         for trigger in [&ttft, &tokens] {
             let source = trigger.engine().unwrap();

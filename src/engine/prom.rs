@@ -208,6 +208,11 @@ pub fn families_wanted(
         };
         let (labels, rest) = parse_labels(&line[name_end..]).map_err(error)?;
         let value = parse_value(rest).map_err(|m| error(format!("{}: {m}", plain(name))))?;
+        // A counter's or histogram's `_created` timestamp says nothing a
+        // trigger reads: checked, not kept (unless asked for by that name).
+        if name != family && name.ends_with("_created") {
+            continue;
+        }
         if !Want::keeps(wants, family, &labels) {
             let entry = family_entry(&mut found, family);
             if name == entry.name {
@@ -397,6 +402,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn created_timestamps_are_not_kept() {
+        let page = "# TYPE x counter\nx_total 5\nx_created 1.7e9\n\
+            # TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\nh_created 1.7e9\n";
+        let (found, _) = families_and_names(page, &["x", "h"], 100).unwrap();
+        let names: Vec<&str> = found
+            .iter()
+            .flat_map(|f| f.samples.iter().map(|s| s.name.as_str()))
+            .collect();
+        assert_eq!(names, ["x_total", "h_bucket", "h_sum", "h_count"]);
+        // Asked for by its own name, a _created gauge is read.
+        let gauge = "# TYPE x_created gauge\nx_created 1.7e9\n";
+        let (found, _) = families_and_names(gauge, &["x_created"], 100).unwrap();
+        assert_eq!(found[0].samples.len(), 1);
+    }
+
+    #[test]
     fn only_wanted_families_are_read_with_their_type() {
         let page = "\
 # HELP vllm:num_requests_waiting Number of requests waiting to be processed.
@@ -553,10 +574,11 @@ g{a=\"1\"} 1.5e3\r\n\
             let found = families(page, &[name]).unwrap();
             assert_eq!(found[0].kind, kind, "{name}");
         }
-        // Asked for as the family, the counter keeps its samples.
+        // Asked for as the family, the counter keeps its samples (not
+        // its _created timestamp).
         let found = families(page, &["vllm:num_preemptions"]).unwrap();
         assert_eq!(found[0].kind, Kind::Counter);
-        assert_eq!(found[0].samples.len(), 2);
+        assert_eq!(found[0].samples.len(), 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{PageFamilies, Scrape};
+use crate::engine::prom::Kind;
 
 /// How long a replica's last answer may stand in for it once it stops
 /// answering. Kubernetes takes a pod that stopped answering out of its
@@ -40,7 +41,7 @@ pub fn earlier_pages(previous: Option<&Scrape>, now: Instant) -> HashMap<SocketA
         .filter_map(|replica| {
             let earlier = match &replica.page {
                 Ok(page) => Earlier {
-                    page: Arc::clone(page),
+                    page: gauges_of(page),
                     at: previous.completed_at,
                 },
                 Err(_) => replica.earlier.clone()?,
@@ -49,6 +50,26 @@ pub fn earlier_pages(previous: Option<&Scrape>, now: Instant) -> HashMap<SocketA
                 .then_some((replica.address, earlier))
         })
         .collect()
+}
+
+/// The page's gauge (and untyped) families: what a last read stands in
+/// for. Counters and histograms are read over a window, whose reads
+/// (`scaling::windows`) already hold what a replica showed, so they are
+/// not carried (a histogram's buckets are most of a page's kept bytes).
+fn gauges_of(page: &Arc<PageFamilies>) -> Arc<PageFamilies> {
+    let windowed = |kind: Kind| matches!(kind, Kind::Counter | Kind::Histogram | Kind::Summary);
+    if !page.families.iter().any(|f| windowed(f.kind)) {
+        return Arc::clone(page);
+    }
+    Arc::new(PageFamilies {
+        families: page
+            .families
+            .iter()
+            .filter(|f| !windowed(f.kind))
+            .cloned()
+            .collect(),
+        declared: page.declared.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -120,5 +141,44 @@ mod tests {
         let b_young = now - Duration::from_secs(40);
         assert!(earlier_pages(Some(&previous), b_young).contains_key(&b));
         assert!(earlier_pages(None, now).is_empty());
+    }
+
+    #[test]
+    fn a_last_read_carries_gauges_not_histograms_or_counters() {
+        let page = "# TYPE vllm:num_requests_waiting gauge\n\
+            vllm:num_requests_waiting 3\n\
+            # TYPE vllm:time_to_first_token_seconds histogram\n\
+            vllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 4\n\
+            vllm:time_to_first_token_seconds_sum 1\n\
+            # TYPE vllm:request_success_total counter\n\
+            vllm:request_success_total 9\n";
+        let wanted = [
+            "vllm:num_requests_waiting",
+            "vllm:time_to_first_token_seconds",
+            "vllm:request_success_total",
+        ];
+        let (families, declared) =
+            crate::engine::prom::families_and_names(page, &wanted, 100).unwrap();
+        assert_eq!(families.len(), 3);
+        let full = Arc::new(PageFamilies { families, declared });
+        let now = Instant::now();
+        let a: SocketAddr = "10.0.0.1:8000".parse().unwrap();
+        let previous = round(
+            now,
+            vec![Replica {
+                address: a,
+                page: Ok(Arc::clone(&full)),
+                earlier: None,
+            }],
+        );
+        let kept = earlier_pages(Some(&previous), now);
+        let names: Vec<&str> = kept[&a]
+            .page
+            .families
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["vllm:num_requests_waiting"]);
+        assert!(kept[&a].page.bytes() < full.bytes());
     }
 }
