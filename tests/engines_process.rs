@@ -1,7 +1,10 @@
 //! Engine triggers with real processes: the `serve` binary reads replicas
 //! that are `fake-engine` processes, one of which is stopped with SIGSTOP
 //! (its kernel still accepts connections; nothing answers), and
-//! `query --explain` shows each replica as a user would see it.
+//! `query --explain` shows each replica as a user would see it; an SLO
+//! trigger follows replicas whose counters and histograms move with the
+//! clock (p90 TTFT crossing its SLO, a rate adding up, a stopped replica,
+//! a stuck engine).
 
 mod common;
 
@@ -274,4 +277,130 @@ fn a_service_name_without_addresses_through_system_dns() {
             }
         }
     }
+}
+
+#[test]
+fn an_slo_trigger_through_the_binary_follows_latency_and_holds_a_stopped_replica() {
+    let fake = FakeNvml::new(&gpu_line(0, 10));
+    let states: Vec<PathBuf> = (0..3).map(|i| fake.dir.join(format!("slo-{i}"))).collect();
+    // Each replica finishes 40 requests a second, first tokens at 0.2 s.
+    for state in &states {
+        std::fs::write(state, "waiting=1 running=2 rate=40 ttft_now=0.2").unwrap();
+    }
+    let replicas: Vec<(Process, String)> = states.iter().map(|s| replica(s)).collect();
+    let endpoints: Vec<&str> = replicas.iter().map(|(_, a)| a.as_str()).collect();
+    let endpoints = endpoints.join(",");
+    let port = free_port();
+    let log = std::fs::File::create(fake.dir.join("serve.log")).unwrap();
+    let _serve = Process(
+        Command::new(BINARY)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--sample-interval",
+                "500ms",
+            ])
+            .args(LAB_POLICY_FLAGS)
+            .arg("--nvml-library")
+            .arg(&fake.library)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let client = client(port);
+    let ttft = [
+        ("engine", "vllm"),
+        ("metricType", "ttft_seconds"),
+        ("percentile", "0.9"),
+        ("engineWindow", "3s"),
+        ("targetValue", "0.5"),
+        ("engineEndpoints", endpoints.as_str()),
+        ("engineTimeout", "300ms"),
+    ];
+    let rate = [
+        ("engine", "vllm"),
+        ("metricType", "request_rate"),
+        ("engineWindow", "3s"),
+        ("targetValue", "50"),
+        ("engineEndpoints", endpoints.as_str()),
+        ("engineTimeout", "300ms"),
+    ];
+    // 90% of first tokens at 0.2 s (the (0.1, 0.25] bucket): p90 under the SLO.
+    let fast = wait_for_ok(&client, &ttft);
+    assert!(fast > 0.1 && fast <= 0.25, "{fast}");
+    // Three replicas at 40 a second add up to ~120.
+    let mut last = None;
+    let near = wait_until(PATIENCE, || {
+        last = Some(value(&client, &rate));
+        matches!(last, Some(Ok(v)) if (90.0..=150.0).contains(&v))
+    });
+    assert!(near, "the rate never came near 120/s: {last:?}");
+
+    // Under load first tokens take 1.2 s: once the window holds mostly
+    // slow ones, the merged p90 is over the SLO.
+    for state in &states {
+        std::fs::write(state, "waiting=20 running=8 rate=40 ttft_now=1.2").unwrap();
+    }
+    let mut last = None;
+    let slow = wait_until(PATIENCE, || {
+        last = Some(value(&client, &ttft));
+        matches!(last, Some(Ok(v)) if v > 1.0)
+    });
+    assert!(slow, "p90 never crossed the SLO: {last:?}");
+
+    // A stopped replica: its reads up to the last still count, as the
+    // explanation says; the value stays over the SLO.
+    replicas[2].0.signal(libc::SIGSTOP);
+    let silent = replicas[2].1.clone();
+    let explain = || {
+        let output = Command::new(BINARY)
+            .args([
+                "query",
+                "--address",
+                &format!("127.0.0.1:{port}"),
+                "--explain",
+            ])
+            .args(
+                ttft.iter()
+                    .flat_map(|(k, v)| ["--metadata".to_string(), format!("{k}={v}")]),
+            )
+            .output()
+            .expect("run query");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let mut text = String::new();
+    let shown = wait_until(PATIENCE, || {
+        text = explain();
+        text.lines().any(|l| {
+            l.contains(silent.as_str())
+                && l.contains(
+                    "not read now (no answer before the deadline): its reads up to the last count",
+                )
+        })
+    });
+    assert!(shown, "{text}");
+    assert!(
+        text.contains("merged over") && text.contains("falls in le="),
+        "{text}"
+    );
+    assert!(matches!(value(&client, &ttft), Ok(v) if v > 1.0));
+    replicas[2].0.signal(libc::SIGCONT);
+
+    // Requests wait and none finishes: UNAVAILABLE once the window holds
+    // no finished request, never a 0.
+    for state in &states {
+        std::fs::write(state, "waiting=5 running=0 rate=0 ttft_now=1.2").unwrap();
+    }
+    let message = wait_for_error(
+        &client,
+        &rate,
+        grpcio::RpcStatusCode::UNAVAILABLE,
+        "no request finished in the 3s window",
+    );
+    assert!(
+        message.contains("wait") && message.contains("a 0 would scale it down"),
+        "{message}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Property tests of the three parsers that take untrusted bytes: the
 //! HTTP/1.1 response reader (`engine::http::get`, fed from a loopback
 //! listener on 127.0.0.1), the Prometheus text parser (`engine::prom`) and
-//! trigger metadata (`scaling::trigger::parse`). For every generated input:
+//! trigger metadata (`scaling::trigger::parse`); and what windowed
+//! triggers make of pages (histograms read, counters kept over resets).
+//! For every generated input:
 //! no panic, no hang (each case has a deadline, enforced by a watchdog),
 //! nothing kept beyond the caps, and every failure an `Err` with a message;
 //! pages generated from a known model parse back to that model.
@@ -1968,6 +1970,141 @@ fn trigger_metadata_gives_a_trigger_or_an_error_naming_a_key() {
         "trigger_metadata_gives_a_trigger_or_an_error_naming_a_key",
         case_count(10000),
         Duration::from_secs(5),
+        property,
+    );
+}
+
+/// Histogram pages as an engine might send them, damaged or not, read by
+/// a latency trigger, and counters that reset at random, kept over many
+/// reads: no panic; a reading is an `Err` naming its reason or a
+/// histogram with sorted bounds, non-decreasing counts and at most
+/// `MAX_BUCKETS` bounds; a history never holds more than `MAX_POINTS`
+/// reads and its increase is exactly what Prometheus' `increase()`
+/// counts; a quantile lies within the histogram's bounds.
+#[test]
+fn window_reads_and_increases_hold_their_invariants() {
+    use keda_gpu_scaler::engine::prom::families_and_names;
+    use keda_gpu_scaler::engine::signals::{self, Query};
+    use keda_gpu_scaler::engine::window::{
+        self, Busy, History, PageRead, Percentile, Reading, WindowQuery, MAX_BUCKETS, MAX_POINTS,
+    };
+    fn property(case: &mut Case) {
+        let family = "vllm:time_to_first_token_seconds";
+        let mut page = format!("# TYPE {family} histogram\n");
+        let rng = &mut case.rng;
+        // One page in three is damaged somewhere; the others must read.
+        let damaged = rng.one_in(3);
+        let mut clean = true;
+        let mut damage = |rng: &mut Rng, odds: usize| {
+            let hit = damaged && rng.one_in(odds);
+            clean &= !hit;
+            hit
+        };
+        for engine in 0..rng.range(1, 4) {
+            let bounds = rng.range(0, MAX_BUCKETS + 3);
+            let mut count = 0.0;
+            for b in 0..bounds {
+                count += rng.below(5) as f64;
+                let le = if damage(rng, 40) {
+                    String::from(*rng.pick(&["NaN", "x", ""]))
+                } else {
+                    format!("{}", (b + 1) as f64 * 0.05)
+                };
+                let value = if damage(rng, 50) {
+                    String::from(*rng.pick(&["NaN", "-3", "+Inf"]))
+                } else {
+                    format!("{count}")
+                };
+                page.push_str(&format!(
+                    "{family}_bucket{{engine=\"{engine}\",le=\"{le}\"}} {value}\n"
+                ));
+            }
+            if !damage(rng, 4) {
+                page.push_str(&format!(
+                    "{family}_bucket{{engine=\"{engine}\",le=\"+Inf\"}} {}\n",
+                    count + rng.below(3) as f64
+                ));
+            }
+            if !damage(rng, 4) {
+                page.push_str(&format!(
+                    "{family}_sum{{engine=\"{engine}\"}} {}\n",
+                    count * 0.3
+                ));
+            }
+        }
+        let too_many = page.matches("_bucket").count() > 0 && {
+            let mut les: Vec<&str> = page
+                .split("le=\"")
+                .skip(1)
+                .filter_map(|r| r.split('"').next())
+                .filter(|le| *le != "+Inf")
+                .collect();
+            les.sort();
+            les.dedup();
+            les.len() > MAX_BUCKETS
+        };
+        case.input(page.as_bytes());
+        let query = WindowQuery {
+            source: signals::window_source(Engine::Vllm, Signal::TtftSeconds).unwrap(),
+            model: None,
+            breakdown: None,
+            percentile: Percentile::DEFAULT,
+            percentile_given: false,
+            window: window::DEFAULT_WINDOW,
+            waiting: None::<Query>,
+            running: None,
+        };
+        let (found, declared) = families_and_names(&page, &[family], 100_000).unwrap();
+        match query.read(&found, &declared) {
+            Err(unread) => {
+                assert_shown_safely("a window read", &unread.to_string());
+                assert!(!clean || too_many, "a clean page was refused: {unread}");
+            }
+            Ok(PageRead::Gauge) => panic!("a histogram read as a gauge"),
+            Ok(PageRead::Reading(Reading::Counter(_))) => panic!("a histogram read as a counter"),
+            Ok(PageRead::Reading(Reading::Histogram(h))) => {
+                assert!(h.bounds.len() <= MAX_BUCKETS);
+                assert_eq!(h.counts.len(), h.bounds.len() + 1);
+                assert!(h.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", h.bounds);
+                assert!(h.counts.windows(2).all(|w| w[0] <= w[1]), "{:?}", h.counts);
+                if let Some(answer) = window::quantile(0.9, &h) {
+                    let (low, high) = (h.bounds[0].min(0.0), h.bounds[h.bounds.len() - 1]);
+                    assert!(
+                        answer.value >= low && answer.value <= high,
+                        "{answer:?} outside {low}..{high}"
+                    );
+                }
+            }
+        }
+
+        // A counter that climbs and resets at random, read many times.
+        let rng = &mut case.rng;
+        let start = Instant::now();
+        let mut raw = rng.below(1000) as f64;
+        let mut history = History::new(start, Reading::Counter(raw), Busy::default());
+        let mut expected = 0.0;
+        for i in 1..rng.range(1, 200) {
+            let next = if rng.one_in(10) {
+                rng.below(50) as f64
+            } else {
+                raw + rng.below(20) as f64
+            };
+            expected += if next < raw { next } else { next - raw };
+            raw = next;
+            history.push(
+                start + Duration::from_millis(i as u64),
+                Reading::Counter(raw),
+                Busy::default(),
+            );
+            assert!(history.points().len() <= MAX_POINTS);
+        }
+        let span = history.span(start).expect("reads in the window");
+        assert_eq!(span.increase.events(), expected);
+    }
+    check(
+        "window_reads_and_increases_hold_their_invariants",
+        case_count(2000),
+        Duration::from_secs(10),
         property,
     );
 }
