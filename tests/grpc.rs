@@ -89,6 +89,23 @@ fn tiny_target_never_reports_integer_zero() {
     assert_eq!(spec.metricSpecs()[0].targetSizeFloat(), 0.25);
 }
 
+/// `p95` and `p99` as the Go keda-gpu-scaler defines them: nearest rank,
+/// `sorted[ceil(p × N) − 1]`, over 20 GPUs at 1%..20% (p95 = 19, p99 = 20;
+/// an interpolating percentile would give 19.05 and 19.81).
+#[test]
+fn p95_and_p99_over_twenty_gpus_are_nearest_rank() {
+    let scenario: String = (0..20).map(|i| gpu_line(i, 20 - i)).collect();
+    let fake = FakeNvml::new(&scenario);
+    let server = start_server(&fake);
+    let client = client(server.port());
+    wait_for_value(&client, &[("aggregation", "max")], 20.0);
+    assert_eq!(value(&client, &[("aggregation", "p95")]), Ok(19.0));
+    assert_eq!(value(&client, &[("aggregation", "p99")]), Ok(20.0));
+    let so = scaled_object(&[("aggregation", "p95")]);
+    let spec = metric_spec(&client, &so).unwrap();
+    assert_eq!(spec.metricSpecs()[0].metricName(), "gpu-utilization-p95");
+}
+
 #[test]
 fn aggregations_over_the_node() {
     let fake = FakeNvml::new(&three_gpus(20, 70, 45));
