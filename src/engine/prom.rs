@@ -371,20 +371,23 @@ fn unescape(text: &str) -> Option<(String, &str)> {
 fn parse_value(text: &str) -> Result<f64, String> {
     let mut words = text.split([' ', '\t']).filter(|w| !w.is_empty());
     let value = words.next().ok_or_else(|| String::from("no value"))?;
-    let value = match value {
-        "NaN" => f64::NAN,
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        number => number
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .ok_or_else(|| format!("value {} is not a number", quoted(number)))?,
-    };
+    let value =
+        parse_number(value).ok_or_else(|| format!("value {} is not a number", quoted(value)))?;
     match (words.next(), words.next()) {
         (None, _) => Ok(value),
         (Some(timestamp), None) if timestamp.parse::<i64>().is_ok() => Ok(value),
         (Some(extra), _) => Err(format!("unexpected {} after the value", quoted(extra))),
+    }
+}
+
+/// A number as the text format writes one (a sample's value, a bucket's
+/// `le`): decimal, or `NaN`, `+Inf`, `Inf`, `-Inf`.
+pub(crate) fn parse_number(word: &str) -> Option<f64> {
+    match word {
+        "NaN" => Some(f64::NAN),
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        number => number.parse::<f64>().ok().filter(|v| v.is_finite()),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::aggregation::Aggregation;
-use crate::engine::prom::{prefix, Family, Kind, Want};
+use crate::engine::prom::{prefix, Family, Kind, Sample, Want};
 use crate::engine::window::WindowSource;
 use crate::untrusted::plain;
 
@@ -217,6 +217,57 @@ pub struct Query {
 /// Labels that repeat one engine's series once per tensor- or
 /// pipeline-parallel rank; those copies count once.
 const RANK_LABELS: [&str; 3] = ["tp_rank", "pp_rank", "moe_ep_rank"];
+
+/// Whether a sample is one of the series `wanted` names: its label
+/// matchers and the model's hold, and it is not one line of a breakdown
+/// (see [`Query::breakdown`]).
+pub(crate) fn selects(
+    sample: &Sample,
+    wanted: &Series,
+    model: Option<&(String, String)>,
+    breakdown: Option<&str>,
+) -> bool {
+    let labels_match = wanted
+        .matchers
+        .iter()
+        .chain(model)
+        .all(|(name, value)| sample.label(name) == Some(value.as_str()));
+    let in_breakdown =
+        breakdown.is_some_and(|label| sample.label(label).is_some_and(|v| !v.is_empty()));
+    labels_match && !in_breakdown
+}
+
+/// A sample's value must be a finite number >= 0: dropped or summed, any
+/// other would read lower than the truth.
+pub(crate) fn check_value(sample: &Sample) -> Result<(), Unread> {
+    if sample.value.is_finite() && sample.value >= 0.0 {
+        return Ok(());
+    }
+    let labels: Vec<String> = sample
+        .labels
+        .iter()
+        .map(|(n, v)| format!("{n}={v:?}"))
+        .collect();
+    Err(Unread::Invalid {
+        series: plain(&format!("{}{{{}}}", sample.name, labels.join(","))),
+        value: sample.value,
+    })
+}
+
+/// A series' labels less rank labels, sorted (borrowed from its sample).
+pub(crate) type SeriesKey<'s> = Vec<&'s (String, String)>;
+
+/// A sample's labels less rank labels (and `skip`, e.g. `le`), sorted:
+/// the rank copies of one series share a key.
+pub(crate) fn series_key<'s>(sample: &'s Sample, skip: Option<&str>) -> SeriesKey<'s> {
+    let mut key: Vec<&(String, String)> = sample
+        .labels
+        .iter()
+        .filter(|(n, _)| !RANK_LABELS.contains(&n.as_str()) && Some(n.as_str()) != skip)
+        .collect();
+    key.sort();
+    key
+}
 
 pub(crate) fn series(family: &str, matchers: &[(&str, &str)], scale: f64) -> Series {
     Series {
@@ -512,40 +563,16 @@ impl Query {
     /// number >= 0 makes the replica's value invalid: dropped or summed,
     /// it would read lower than the truth.
     fn matching(&self, wanted: &Series, family: &Family) -> Result<Vec<f64>, Unread> {
-        let mut groups: Vec<(Vec<&(String, String)>, f64)> = Vec::new();
+        let mut groups: Vec<(SeriesKey<'_>, f64)> = Vec::new();
         for sample in &family.samples {
             if sample.name != family.name {
                 continue;
             }
-            let wanted_labels = wanted.matchers.iter().chain(&self.model);
-            if !wanted_labels
-                .into_iter()
-                .all(|(name, value)| sample.label(name) == Some(value.as_str()))
-            {
+            if !selects(sample, wanted, self.model.as_ref(), self.breakdown) {
                 continue;
             }
-            if let Some(label) = self.breakdown {
-                if sample.label(label).is_some_and(|v| !v.is_empty()) {
-                    continue;
-                }
-            }
-            if !sample.value.is_finite() || sample.value < 0.0 {
-                let labels: Vec<String> = sample
-                    .labels
-                    .iter()
-                    .map(|(n, v)| format!("{n}={v:?}"))
-                    .collect();
-                return Err(Unread::Invalid {
-                    series: plain(&format!("{}{{{}}}", family.name, labels.join(","))),
-                    value: sample.value,
-                });
-            }
-            let mut key: Vec<&(String, String)> = sample
-                .labels
-                .iter()
-                .filter(|(name, _)| !RANK_LABELS.contains(&name.as_str()))
-                .collect();
-            key.sort();
+            check_value(sample)?;
+            let key = series_key(sample, None);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, value)) => *value = value.max(sample.value),
                 None => groups.push((key, sample.value)),

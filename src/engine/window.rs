@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::engine::prom::{Family, Kind, Sample, Want};
-use crate::engine::signals::{Query, Series, Unread};
+use crate::engine::prom::{parse_number, Family, Kind, Sample, Want};
+use crate::engine::signals::{check_value, selects, series_key, Query, Series, SeriesKey, Unread};
 use crate::untrusted::plain;
 
 /// `engineWindow` when none is given.
@@ -23,10 +23,6 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(600);
 pub const MAX_POINTS: usize = 32;
 /// Distinct bucket bounds per histogram; a page with more is refused.
 pub const MAX_BUCKETS: usize = 64;
-
-/// Labels that repeat one engine's series once per tensor- or
-/// pipeline-parallel rank: those copies count once.
-const RANK_LABELS: [&str; 3] = ["tp_rank", "pp_rank", "moe_ep_rank"];
 
 /// `percentile`: a quantile strictly between 0 and 1, or the mean.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -245,15 +241,7 @@ impl WindowQuery {
 
     /// Whether a sample is one of the series asked for.
     fn selected(&self, sample: &Sample, wanted: &Series) -> bool {
-        let labels_match = wanted
-            .matchers
-            .iter()
-            .chain(&self.model)
-            .all(|(name, value)| sample.label(name) == Some(value.as_str()));
-        let in_breakdown = self
-            .breakdown
-            .is_some_and(|label| sample.label(label).is_some_and(|v| !v.is_empty()));
-        labels_match && !in_breakdown
+        selects(sample, wanted, self.model.as_ref(), self.breakdown)
     }
 
     /// A counter's total over the replica's series.
@@ -266,15 +254,15 @@ impl WindowQuery {
             });
         }
         let total_name = format!("{}_total", family.name);
-        let mut groups: Vec<(Vec<(String, String)>, f64)> = Vec::new();
+        let mut groups: Vec<(SeriesKey<'_>, f64)> = Vec::new();
         for sample in &family.samples {
             if (sample.name != family.name && sample.name != total_name)
                 || !self.selected(sample, wanted)
             {
                 continue;
             }
-            check(sample)?;
-            let key = group_key(sample, None);
+            check_value(sample)?;
+            let key = series_key(sample, None);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, value)) => *value = value.max(sample.value),
                 None => groups.push((key, sample.value)),
@@ -307,21 +295,21 @@ impl WindowQuery {
             why,
         };
         // (series key, bound, count), rank copies once.
-        let mut buckets: Vec<(LabelKey, f64, f64)> = Vec::new();
-        let mut sums: Vec<(Vec<(String, String)>, f64)> = Vec::new();
+        let mut buckets: Vec<(SeriesKey<'_>, f64, f64)> = Vec::new();
+        let mut sums: Vec<(SeriesKey<'_>, f64)> = Vec::new();
         for sample in &family.samples {
             if !self.selected(sample, wanted) {
                 continue;
             }
             if sample.name == bucket_name {
-                check(sample)?;
+                check_value(sample)?;
                 let le = sample
                     .label("le")
                     .ok_or_else(|| malformed(String::from("a bucket has no le label")))?;
                 let bound = parse_bound(le).ok_or_else(|| {
                     malformed(format!("a bucket's le {:?} is not a number", plain(le)))
                 })?;
-                let key = group_key(sample, Some("le"));
+                let key = series_key(sample, Some("le"));
                 match buckets
                     .iter_mut()
                     .find(|(k, b, _)| *k == key && b.total_cmp(&bound).is_eq())
@@ -330,7 +318,7 @@ impl WindowQuery {
                     None => buckets.push((key, bound, sample.value)),
                 }
             } else if sample.name == sum_name {
-                let key = group_key(sample, None);
+                let key = series_key(sample, None);
                 match sums.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, value)) => *value = value.max(sample.value),
                     None => sums.push((key, sample.value)),
@@ -343,7 +331,7 @@ impl WindowQuery {
                 instead: crate::engine::signals::Instead::Series(Vec::new()),
             });
         }
-        let mut keys: Vec<&Vec<(String, String)>> = buckets.iter().map(|(k, _, _)| k).collect();
+        let mut keys: Vec<&SeriesKey<'_>> = buckets.iter().map(|(k, _, _)| k).collect();
         keys.sort();
         keys.dedup();
         for key in &keys {
@@ -397,43 +385,10 @@ impl WindowQuery {
     }
 }
 
-/// A series' labels less rank labels, sorted.
-type LabelKey = Vec<(String, String)>;
-
-/// A sample's labels less rank labels (and `skip`), sorted: rank copies
-/// of one series share a key.
-fn group_key(sample: &Sample, skip: Option<&str>) -> LabelKey {
-    let mut key: Vec<(String, String)> = sample
-        .labels
-        .iter()
-        .filter(|(n, _)| !RANK_LABELS.contains(&n.as_str()) && Some(n.as_str()) != skip)
-        .cloned()
-        .collect();
-    key.sort();
-    key
-}
-
-fn check(sample: &Sample) -> Result<(), Unread> {
-    if sample.value.is_finite() && sample.value >= 0.0 {
-        return Ok(());
-    }
-    let labels: Vec<String> = sample
-        .labels
-        .iter()
-        .map(|(n, v)| format!("{n}={v:?}"))
-        .collect();
-    Err(Unread::Invalid {
-        series: plain(&format!("{}{{{}}}", sample.name, labels.join(","))),
-        value: sample.value,
-    })
-}
-
-/// An `le` value: a number, or `+Inf`.
+/// An `le` value: a number in the text format's grammar, or `+Inf`; not
+/// `NaN` nor `-Inf`.
 fn parse_bound(le: &str) -> Option<f64> {
-    match le {
-        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
-        _ => le.parse::<f64>().ok().filter(|b| !b.is_nan()),
-    }
+    parse_number(le).filter(|b| !b.is_nan() && *b != f64::NEG_INFINITY)
 }
 
 /// Cumulative counts made non-decreasing, as Prometheus does before

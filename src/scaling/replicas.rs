@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::engine::scrape::{Replica, Resolution, Scrape, LAST_READ_TRUST};
 use crate::engine::signals::Unread;
-use crate::scaling::outcome::{Detail, EvalError, Fault, Outcome, ReplicaLine, ReplicaStatus};
+use crate::scaling::outcome::{
+    Detail, EvalError, Fault, Note, Outcome, ReplicaLine, ReplicaStatus,
+};
 use crate::scaling::trigger::{Aggregation, EngineSource, Trigger};
 
 /// Whether `engine_outcome` needs to know if the trigger's workload has
@@ -37,16 +39,63 @@ pub fn engine_outcome(
 ) -> Outcome {
     let mut lines = Vec::new();
     let value = evaluate(trigger, source, scrapes, pods, now, &mut lines);
+    outcome_of(value, lines, Vec::new(), detail)
+}
+
+/// An engine trigger's outcome: the value, and each replica's line and
+/// the notes only when explained.
+pub(crate) fn outcome_of(
+    value: Result<f64, EvalError>,
+    lines: Vec<ReplicaLine>,
+    notes: Vec<Note>,
+    detail: Detail,
+) -> Outcome {
+    let explained = detail == Detail::Explained;
     Outcome {
         value,
         explained: Vec::new(),
         selected: lines.iter().filter(|l| !l.address.is_empty()).count(),
-        notes: Vec::new(),
-        replicas: if detail == Detail::Explained {
-            lines
-        } else {
-            Vec::new()
-        },
+        notes: if explained { notes } else { Vec::new() },
+        replicas: if explained { lines } else { Vec::new() },
+    }
+}
+
+/// What DNS said of one endpoint, as its line when it has no address:
+/// `Ok(None)` with addresses, `Ok(Some(what))` with none (a workload at
+/// zero, unready replicas or a wrong name; `what` says which answer), and
+/// an error when the round could not learn its replicas.
+pub(crate) fn resolution(
+    scrape: &Scrape,
+    lines: &mut Vec<ReplicaLine>,
+) -> Result<Option<String>, EvalError> {
+    let endpoint = scrape.endpoint.to_string();
+    let (status, what) = match &scrape.resolution {
+        Resolution::Addresses => return Ok(None),
+        Resolution::NoAddress(error) => (
+            ReplicaStatus::NoAddress(error.clone()),
+            format!("{endpoint} has no address ({error})"),
+        ),
+        Resolution::NoSuchName(error) => (
+            ReplicaStatus::UnknownToDns(error.clone()),
+            format!("{endpoint} is unknown to DNS ({error})"),
+        ),
+        Resolution::Failed(failure) => (
+            ReplicaStatus::Unresolved(failure.clone()),
+            format!("cannot read engine endpoint {endpoint}: {failure}"),
+        ),
+    };
+    let failed = matches!(scrape.resolution, Resolution::Failed(_));
+    lines.push(ReplicaLine {
+        endpoint,
+        address: String::new(),
+        value: None,
+        counted: false,
+        status,
+    });
+    if failed {
+        Err(EvalError::Unavailable(what))
+    } else {
+        Ok(Some(what))
     }
 }
 
@@ -69,33 +118,9 @@ fn evaluate(
     let mut emptied: Vec<(String, &[Replica])> = Vec::new();
     for scrape in scrapes {
         let endpoint = scrape.endpoint.to_string();
-        let no_address = |status: ReplicaStatus| ReplicaLine {
-            endpoint: endpoint.clone(),
-            address: String::new(),
-            value: None,
-            counted: false,
-            status,
-        };
-        match &scrape.resolution {
-            Resolution::Addresses => {}
-            Resolution::NoAddress(error) => {
-                let what = format!("{endpoint} has no address ({error})");
-                emptied.push((what.clone(), &scrape.vanished));
-                empty.push(what);
-                lines.push(no_address(ReplicaStatus::NoAddress(error.clone())));
-            }
-            Resolution::NoSuchName(error) => {
-                let what = format!("{endpoint} is unknown to DNS ({error})");
-                emptied.push((what.clone(), &scrape.vanished));
-                empty.push(what);
-                lines.push(no_address(ReplicaStatus::UnknownToDns(error.clone())));
-            }
-            Resolution::Failed(failure) => {
-                lines.push(no_address(ReplicaStatus::Unresolved(failure.clone())));
-                return Err(EvalError::Unavailable(format!(
-                    "cannot read engine endpoint {endpoint}: {failure}"
-                )));
-            }
+        if let Some(what) = resolution(scrape, lines)? {
+            emptied.push((what.clone(), &scrape.vanished));
+            empty.push(what);
         }
         for replica in &scrape.replicas {
             let result = match &replica.page {
@@ -272,7 +297,8 @@ pub(crate) fn no_replica(
     }
 }
 
-fn endpoints(scrapes: &[Arc<Scrape>]) -> String {
+/// The endpoints' names, for messages.
+pub(crate) fn endpoints(scrapes: &[Arc<Scrape>]) -> String {
     let names: Vec<String> = scrapes.iter().map(|s| s.endpoint.to_string()).collect();
     names.join(", ")
 }

@@ -11,18 +11,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::scrape::{Resolution, Scrape, LAST_READ_TRUST};
+use crate::engine::scrape::{Scrape, LAST_READ_TRUST};
 use crate::engine::share::{Fit, Holder, Ledger};
 use crate::engine::signals::{Unread, Windowed};
 use crate::engine::window::{
-    self, Busy, History, PageRead, Percentile, Reading, Span, WindowQuery, WindowSource,
+    self, Busy, History, PageRead, Percentile, Reading, Span, WindowQuery,
 };
 use crate::scaling::duration::format_duration;
 use crate::scaling::outcome::{
     Detail, EvalError, Fault, Note, NoteKind, Outcome, ReplicaLine, ReplicaStatus, WindowLine,
     WindowNow,
 };
-use crate::scaling::replicas::{no_replica, none_read, with_missing};
+use crate::scaling::replicas::{no_replica, none_read, outcome_of, resolution, with_missing};
 use crate::scaling::trigger::{Aggregation, EngineReads, EngineSource, Trigger};
 
 /// Bytes every windowed trigger's reads may hold together.
@@ -103,21 +103,7 @@ impl Windows {
         let value = self.evaluate(
             trigger, source, query, scrapes, pods, now, &mut lines, &mut notes,
         )?;
-        Some(Outcome {
-            value,
-            explained: Vec::new(),
-            selected: lines.iter().filter(|l| !l.address.is_empty()).count(),
-            notes: if detail == Detail::Explained {
-                notes
-            } else {
-                Vec::new()
-            },
-            replicas: if detail == Detail::Explained {
-                lines
-            } else {
-                Vec::new()
-            },
-        })
+        Some(outcome_of(value, lines, notes, detail))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -136,34 +122,14 @@ impl Windows {
         let mut current: BTreeMap<(String, SocketAddr), NowStatus> = BTreeMap::new();
         let mut fresh: Vec<(String, Instant, Holder, SocketAddr, Reading, Busy)> = Vec::new();
         let mut empty = Vec::new();
-        let mut kind: Option<&'static str> = None;
+        // What the page's reading is (a rate or a latency), as read now.
+        let mut measured: Option<Measure> = None;
         for scrape in scrapes {
             let endpoint = scrape.endpoint.to_string();
-            match &scrape.resolution {
-                Resolution::Addresses => {}
-                Resolution::NoAddress(error) => {
-                    empty.push(format!("{endpoint} has no address ({error})"));
-                    lines.push(no_address(
-                        &endpoint,
-                        ReplicaStatus::NoAddress(error.clone()),
-                    ));
-                }
-                Resolution::NoSuchName(error) => {
-                    empty.push(format!("{endpoint} is unknown to DNS ({error})"));
-                    lines.push(no_address(
-                        &endpoint,
-                        ReplicaStatus::UnknownToDns(error.clone()),
-                    ));
-                }
-                Resolution::Failed(failure) => {
-                    lines.push(no_address(
-                        &endpoint,
-                        ReplicaStatus::Unresolved(failure.clone()),
-                    ));
-                    return Some(Err(EvalError::Unavailable(format!(
-                        "cannot read engine endpoint {endpoint}: {failure}"
-                    ))));
-                }
+            match resolution(scrape, lines) {
+                Ok(Some(what)) => empty.push(what),
+                Ok(None) => {}
+                Err(error) => return Some(Err(error)),
             }
             for replica in &scrape.replicas {
                 let key = (endpoint.clone(), replica.address);
@@ -175,10 +141,7 @@ impl Windows {
                             if let Some(refusal) = misfit(source, query, &reading) {
                                 return Some(Err(EvalError::InvalidArgument(refusal)));
                             }
-                            kind.get_or_insert(match reading {
-                                Reading::Counter(_) => "counter",
-                                Reading::Histogram(_) => "histogram",
-                            });
+                            measured.get_or_insert(Measure::of(&reading));
                             let busy = query.busy(&page.families, &page.declared);
                             fresh.push((
                                 endpoint.clone(),
@@ -285,8 +248,22 @@ impl Windows {
             );
         }
         let entry = state.entries.get(&key).expect("inserted above");
+        // A metricType says; an engineMetric's page does (now, or in the
+        // reads kept when no replica answers now).
+        let what = source
+            .windowed()
+            .map(Measure::from)
+            .or(measured)
+            .or_else(|| {
+                entry
+                    .replicas
+                    .values()
+                    .next()
+                    .map(|k| Measure::of(&k.history.latest().total))
+            })
+            .unwrap_or(Measure::Latency);
         let value = value_over(
-            trigger, source, query, entry, &current, &empty, pods, end, from, kind, lines, notes,
+            trigger, source, query, entry, &current, &empty, pods, end, from, what, lines, notes,
         );
         // Least recently asked triggers go past the count cap.
         while state.entries.len() > MAX_WINDOWED_TRIGGERS {
@@ -298,9 +275,7 @@ impl Windows {
                 .map(|(k, _)| k.clone());
             let Some(oldest) = oldest else { break };
             if let Some(gone) = state.entries.remove(&oldest) {
-                for kept in gone.replicas.values() {
-                    state.ledger.remove(&kept.holder, kept.bytes);
-                }
+                gone.release(&mut state.ledger);
             }
         }
         Some(value)
@@ -314,12 +289,19 @@ fn forget_idle(state: &mut State, now: Instant) {
     state.entries.retain(|_, entry| {
         let keep = now.saturating_duration_since(entry.last_used) < entry.window;
         if !keep {
-            for kept in entry.replicas.values() {
-                ledger.remove(&kept.holder, kept.bytes);
-            }
+            entry.release(ledger);
         }
         keep
     });
+}
+
+impl Entry {
+    /// Gives back the bytes its reads hold.
+    fn release(&self, ledger: &mut Ledger) {
+        for kept in self.replicas.values() {
+            ledger.remove(&kept.holder, kept.bytes);
+        }
+    }
 }
 
 /// Why a reading does not suit the trigger (an `engineMetric` counter
@@ -339,16 +321,6 @@ fn misfit(source: &EngineSource, query: &WindowQuery, reading: &Reading) -> Opti
     }
 }
 
-fn no_address(endpoint: &str, status: ReplicaStatus) -> ReplicaLine {
-    ReplicaLine {
-        endpoint: endpoint.to_string(),
-        address: String::new(),
-        value: None,
-        counted: false,
-        status,
-    }
-}
-
 /// The trigger's value from its entry's reads.
 #[allow(clippy::too_many_arguments)]
 fn value_over(
@@ -361,12 +333,11 @@ fn value_over(
     pods: Option<Result<Vec<String>, String>>,
     end: Instant,
     from: Instant,
-    kind: Option<&'static str>,
+    what: Measure,
     lines: &mut Vec<ReplicaLine>,
     notes: &mut Vec<Note>,
 ) -> Result<f64, EvalError> {
     let window_text = format_duration(query.window);
-    let what = what_is_read(source, query, kind, entry);
     let unit = match &source.reads {
         EngineReads::Signal(signal) => signal.unit(),
         EngineReads::Metric(_) => match what {
@@ -460,7 +431,8 @@ fn value_over(
             .filter(|s| matches!(s, NowStatus::Read))
             .count();
         if read_now == 0 && !unread.is_empty() {
-            return Err(none_read(&endpoints(source), &unread));
+            let names: Vec<String> = source.endpoints.iter().map(ToString::to_string).collect();
+            return Err(none_read(&names.join(", "), &unread));
         }
         return Err(EvalError::Unavailable(format!(
             "warming up: {} needs two reads of a replica inside its {window_text} window, and {} replica(s) have one so far (the next read comes one sample interval after the last; KEDA's fallback and the HPA's hold apply meanwhile)",
@@ -596,28 +568,20 @@ enum Measure {
     Latency,
 }
 
-fn what_is_read(
-    source: &EngineSource,
-    query: &WindowQuery,
-    kind: Option<&'static str>,
-    entry: &Entry,
-) -> Measure {
-    match (source.windowed(), &query.source) {
-        (Some(Windowed::Rate), _) => Measure::Rate,
-        (Some(Windowed::Latency), _) => Measure::Latency,
-        (None, WindowSource::Counter(_)) => Measure::Rate,
-        (None, _) => {
-            let counter = kind == Some("counter")
-                || (kind.is_none()
-                    && entry
-                        .replicas
-                        .values()
-                        .any(|k| matches!(k.history.latest().total, Reading::Counter(_))));
-            if counter {
-                Measure::Rate
-            } else {
-                Measure::Latency
-            }
+impl Measure {
+    fn of(reading: &Reading) -> Measure {
+        match reading {
+            Reading::Counter(_) => Measure::Rate,
+            Reading::Histogram(_) => Measure::Latency,
+        }
+    }
+}
+
+impl From<Windowed> for Measure {
+    fn from(windowed: Windowed) -> Measure {
+        match windowed {
+            Windowed::Rate => Measure::Rate,
+            Windowed::Latency => Measure::Latency,
         }
     }
 }
@@ -673,18 +637,6 @@ fn describe_merged(percentile: Percentile, merged: &window::Histogram, seconds: 
     text
 }
 
-fn endpoints(source: &EngineSource) -> String {
-    let names: Vec<String> = source.endpoints.iter().map(ToString::to_string).collect();
-    names.join(", ")
-}
-
-impl Fault {
-    /// A replica whose reads would go over the window budget.
-    pub fn window_full(budget: usize) -> Fault {
-        Fault::WindowFull { budget }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,7 +644,10 @@ mod tests {
     #[test]
     fn not_kept_faults_name_the_budget() {
         assert_eq!(
-            Fault::window_full(WINDOW_BUDGET_BYTES).to_string(),
+            Fault::WindowFull {
+                budget: WINDOW_BUDGET_BYTES
+            }
+            .to_string(),
             "not kept: its reads would go over the 8 MiB windowed triggers may hold (or its endpoint's or namespace's share of it)"
         );
     }

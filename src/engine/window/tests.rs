@@ -261,6 +261,19 @@ fn broken_histograms_and_wrong_types_are_named() {
         vllm:time_to_first_token_seconds_bucket{le=\"0.1\"} 1\n";
     let error = read(&query, no_inf).unwrap_err();
     assert!(error.to_string().contains("no le=\"+Inf\""), "{error}");
+    // A bound of -Inf or NaN is no bound (-Inf used to count as +Inf).
+    for le in ["-Inf", "NaN", "inf"] {
+        let bad = format!(
+            "# TYPE vllm:time_to_first_token_seconds histogram\n\
+             vllm:time_to_first_token_seconds_bucket{{le=\"{le}\"}} 1\n\
+             vllm:time_to_first_token_seconds_bucket{{le=\"+Inf\"}} 1\n"
+        );
+        let error = read(&query, &bad).unwrap_err();
+        assert!(
+            error.to_string().contains("is not a number"),
+            "{le}: {error}"
+        );
+    }
     let gauge =
         "# TYPE vllm:time_to_first_token_seconds gauge\nvllm:time_to_first_token_seconds 1\n";
     let error = read(&query, gauge).unwrap_err();
