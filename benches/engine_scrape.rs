@@ -128,12 +128,6 @@ fn main() {
     let (mut scraper_all, mut floor_all) = (Vec::new(), Vec::new());
     let mut p50s = Vec::new();
     let (mut scraper_cpu, mut floor_cpu) = (0.0, 0.0);
-    let timed = |run: &dyn Fn() -> Duration, cpu: &mut f64| -> Vec<f64> {
-        let before = cpu_seconds();
-        let latencies = (0..SCRAPES).map(|_| run().as_secs_f64() * 1e3).collect();
-        *cpu += cpu_seconds() - before;
-        latencies
-    };
     for round in 0..ROUNDS {
         let (s, f) = if round % 2 == 0 {
             let s = timed(&scrape, &mut scraper_cpu);
@@ -271,12 +265,6 @@ fn slo_against_gauges(scraper: &Arc<Scraper>, endpoint: &Endpoint) {
     }
     let (mut gauge_all, mut slo_all) = (Vec::new(), Vec::new());
     let (mut gauge_cpu, mut slo_cpu) = (0.0, 0.0);
-    let timed = |run: &dyn Fn() -> Duration, cpu: &mut f64| -> Vec<f64> {
-        let before = cpu_seconds();
-        let latencies = (0..SCRAPES).map(|_| run().as_secs_f64() * 1e3).collect();
-        *cpu += cpu_seconds() - before;
-        latencies
-    };
     for round in 0..ROUNDS {
         if round % 2 == 0 {
             gauge_all.extend(timed(&gauge_round, &mut gauge_cpu));
@@ -372,6 +360,14 @@ fn fetch(address: SocketAddr) -> Result<String, http::HttpError> {
         &budget,
     )
     .map(|page| page.text.clone())
+}
+
+/// `SCRAPES` runs' latencies in ms; their CPU (this process's) added to `cpu`.
+fn timed(run: &dyn Fn() -> Duration, cpu: &mut f64) -> Vec<f64> {
+    let before = cpu_seconds();
+    let latencies = (0..SCRAPES).map(|_| run().as_secs_f64() * 1e3).collect();
+    *cpu += cpu_seconds() - before;
+    latencies
 }
 
 fn percentile(samples: &[f64], p: f64) -> f64 {

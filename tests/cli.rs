@@ -64,20 +64,9 @@ impl Drop for Served {
 
 impl Served {
     fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let mut status = None;
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                status = self.child.try_wait().unwrap();
-                status.is_some()
-            }),
-            "serve did not exit within 10 s of SIGTERM"
-        );
-        (status.unwrap(), self.log.try_iter().collect())
+        let status = terminate(&mut self.child, Duration::from_secs(10))
+            .expect("serve did not exit within 10 s of SIGTERM");
+        (status, self.log.try_iter().collect())
     }
 }
 

@@ -10,12 +10,10 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::fleet::{Dns, Fleet};
+use common::fleet::{Dns, Fleet, Scaler};
 use common::*;
 use fake_engine::{Answer, Behaviour, Kind, Load};
 use grpcio::RpcStatusCode;
-use keda_gpu_scaler::grpc::server::{self, RunningServer};
-use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
 
 /// Long enough that a loaded 2-core machine does not miss it by accident;
 /// tests that stall a replica use it with [`SLOW_INTERVAL`].
@@ -28,45 +26,6 @@ fn load(waiting: u64, running: u64, kv: f64) -> Load {
         running,
         kv,
         ..Load::default()
-    }
-}
-
-/// A scaler with this DNS; its GPU side is one fake GPU held by nobody.
-struct Scaler {
-    server: RunningServer,
-    client: ExternalScalerClient,
-    _fake: FakeNvml,
-    _kubelet: Option<grpcio::Server>,
-}
-
-impl Scaler {
-    fn start(dns: &Dns) -> Scaler {
-        Self::start_with(dns, None, INTERVAL)
-    }
-
-    fn start_with(dns: &Dns, kubelet: Option<&FakeKubelet>, interval: Duration) -> Scaler {
-        let fake =
-            FakeNvml::new("gpu 0 uuid=GPU-0 util=10 mem_total_mib=81920 mem_used_mib=8192\n");
-        let mut config = local_config(&fake.library);
-        config.sample_interval = interval;
-        config.engine_resolver = Some(dns.resolver());
-        let kubelet = kubelet.map(|k| {
-            let socket = fake.dir.join("kubelet.sock");
-            config.pod_resources_socket = socket.clone();
-            k.serve(&socket)
-        });
-        let server = server::start(&config).expect("start server");
-        let client = client(server.port());
-        Scaler {
-            server,
-            client,
-            _fake: fake,
-            _kubelet: kubelet,
-        }
-    }
-
-    fn value(&self, pairs: &[(&str, &str)]) -> Result<f64, (RpcStatusCode, String)> {
-        value(&self.client, pairs)
     }
 }
 

@@ -55,39 +55,86 @@ fn replica(state: &Path) -> (Process, String) {
     (Process(child), address)
 }
 
+/// Three fake vLLM replica processes, each serving its own state file
+/// (starting as `state`), and a `serve` process that reads them (a 500 ms
+/// sample interval, the lab's endpoint policy, its log in serve.log).
+struct Lab {
+    fake: FakeNvml,
+    states: Vec<PathBuf>,
+    replicas: Vec<(Process, String)>,
+    /// The replicas' addresses, as `engineEndpoints`.
+    endpoints: String,
+    port: u16,
+    _serve: Process,
+}
+
+impl Lab {
+    fn start(state: &str) -> Lab {
+        let fake = FakeNvml::new(&gpu_line(0, 10));
+        let states: Vec<PathBuf> = (0..3)
+            .map(|i| fake.dir.join(format!("engine-{i}")))
+            .collect();
+        for path in &states {
+            std::fs::write(path, state).unwrap();
+        }
+        let replicas: Vec<(Process, String)> = states.iter().map(|s| replica(s)).collect();
+        let endpoints: Vec<&str> = replicas.iter().map(|(_, a)| a.as_str()).collect();
+        let endpoints = endpoints.join(",");
+        let port = free_port();
+        let log = std::fs::File::create(fake.dir.join("serve.log")).unwrap();
+        let serve = Process(
+            Command::new(BINARY)
+                .args([
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--sample-interval",
+                    "500ms",
+                ])
+                .args(LAB_POLICY_FLAGS)
+                .arg("--nvml-library")
+                .arg(&fake.library)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn serve"),
+        );
+        Lab {
+            fake,
+            states,
+            replicas,
+            endpoints,
+            port,
+            _serve: serve,
+        }
+    }
+}
+
+/// `keda-gpu-scaler query` against the scaler at `port`, as a user runs it.
+fn query(port: u16, pairs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(BINARY)
+        .args(["query", "--address", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .args(
+            pairs
+                .iter()
+                .flat_map(|(k, v)| ["--metadata".to_string(), format!("{k}={v}")]),
+        )
+        .output()
+        .expect("run query")
+}
+
 #[test]
 fn a_stopped_replica_counts_as_its_last_read_never_zero() {
-    let fake = FakeNvml::new(&gpu_line(0, 10));
-    let states: Vec<PathBuf> = (0..3)
-        .map(|i| fake.dir.join(format!("engine-{i}")))
-        .collect();
-    for state in &states {
-        std::fs::write(state, "waiting=2 running=1 kv=0.2").unwrap();
-    }
-    let replicas: Vec<(Process, String)> = states.iter().map(|s| replica(s)).collect();
-    let endpoints: Vec<&str> = replicas.iter().map(|(_, a)| a.as_str()).collect();
-    let endpoints = endpoints.join(",");
-
-    let port = free_port();
-    let log = std::fs::File::create(fake.dir.join("serve.log")).unwrap();
-    let _serve = Process(
-        Command::new(BINARY)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--sample-interval",
-                "500ms",
-            ])
-            .args(LAB_POLICY_FLAGS)
-            .arg("--nvml-library")
-            .arg(&fake.library)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn serve"),
-    );
+    let Lab {
+        fake,
+        states,
+        replicas,
+        endpoints,
+        port,
+        _serve,
+    } = Lab::start("waiting=2 running=1 kv=0.2");
     let client = client(port);
     let queue = [
         ("profile", "vllm-queue"),
@@ -119,22 +166,7 @@ fn a_stopped_replica_counts_as_its_last_read_never_zero() {
     assert_eq!(value(&client, &queue), Ok(27.0));
 
     // query --explain, as a user runs it, names the silent replica.
-    let output = Command::new(BINARY)
-        .args([
-            "query",
-            "--address",
-            &format!("127.0.0.1:{port}"),
-            "--replicas",
-            "3",
-            "--explain",
-        ])
-        .args(
-            queue
-                .iter()
-                .flat_map(|(k, v)| ["--metadata".to_string(), format!("{k}={v}")]),
-        )
-        .output()
-        .expect("run query");
+    let output = query(port, &queue, &["--replicas", "3", "--explain"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -281,34 +313,15 @@ fn a_service_name_without_addresses_through_system_dns() {
 
 #[test]
 fn an_slo_trigger_through_the_binary_follows_latency_and_holds_a_stopped_replica() {
-    let fake = FakeNvml::new(&gpu_line(0, 10));
-    let states: Vec<PathBuf> = (0..3).map(|i| fake.dir.join(format!("slo-{i}"))).collect();
     // Each replica finishes 40 requests a second, first tokens at 0.2 s.
-    for state in &states {
-        std::fs::write(state, "waiting=1 running=2 rate=40 ttft_now=0.2").unwrap();
-    }
-    let replicas: Vec<(Process, String)> = states.iter().map(|s| replica(s)).collect();
-    let endpoints: Vec<&str> = replicas.iter().map(|(_, a)| a.as_str()).collect();
-    let endpoints = endpoints.join(",");
-    let port = free_port();
-    let log = std::fs::File::create(fake.dir.join("serve.log")).unwrap();
-    let _serve = Process(
-        Command::new(BINARY)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--sample-interval",
-                "500ms",
-            ])
-            .args(LAB_POLICY_FLAGS)
-            .arg("--nvml-library")
-            .arg(&fake.library)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn serve"),
-    );
+    let Lab {
+        fake: _fake,
+        states,
+        replicas,
+        endpoints,
+        port,
+        _serve,
+    } = Lab::start("waiting=1 running=2 rate=40 ttft_now=0.2");
     let client = client(port);
     let ttft = [
         ("engine", "vllm"),
@@ -355,19 +368,7 @@ fn an_slo_trigger_through_the_binary_follows_latency_and_holds_a_stopped_replica
     replicas[2].0.signal(libc::SIGSTOP);
     let silent = replicas[2].1.clone();
     let explain = || {
-        let output = Command::new(BINARY)
-            .args([
-                "query",
-                "--address",
-                &format!("127.0.0.1:{port}"),
-                "--explain",
-            ])
-            .args(
-                ttft.iter()
-                    .flat_map(|(k, v)| ["--metadata".to_string(), format!("{k}={v}")]),
-            )
-            .output()
-            .expect("run query");
+        let output = query(port, &ttft, &["--explain"]);
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     let mut text = String::new();

@@ -110,16 +110,8 @@ fn sigterm_exits_promptly_while_slow_clients_hold_every_metrics_slot() {
     let slow: Vec<_> = (0..SLOTS).map(|_| slow_loris(metrics_port)).collect();
     // Accepted in order after the four, so over the cap.
     let fifth = ask(metrics_port);
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(
-        unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let mut status = None;
-    let exited = wait_until(Duration::from_secs(3), || {
-        status = child.0.try_wait().unwrap();
-        status.is_some()
-    });
+    let status = terminate(&mut child.0, Duration::from_secs(3));
+    let exited = status.is_some();
     assert!(
         exited,
         "serve did not exit within 3 s of SIGTERM with {SLOTS} slow /metrics clients: {}",

@@ -371,16 +371,8 @@ fn sigterm_stops_within_the_grace_period_while_a_peer_is_silent() {
         wait_until(PATIENCE, || connected_to(silent.port)),
         "no connection to the silent peer"
     );
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(
-        unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let mut status = None;
-    let exited = wait_until(Duration::from_secs(10), || {
-        status = child.0.try_wait().unwrap();
-        status.is_some()
-    });
+    let status = terminate(&mut child.0, Duration::from_secs(10));
+    let exited = status.is_some();
     assert!(
         exited,
         "serve did not exit within 10 s of SIGTERM with a silent peer: {}",

@@ -12,53 +12,29 @@ mod common;
 
 use std::time::Duration;
 
-use common::fleet::{Dns, Fleet};
+use common::fleet::{Dns, Fleet, Scaler};
 use common::*;
 use fake_engine::{Answer, Finished, Kind, Load};
 use grpcio::RpcStatusCode;
-use keda_gpu_scaler::grpc::server::{self, RunningServer};
-use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
 
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
-struct Scaler {
-    server: RunningServer,
-    client: ExternalScalerClient,
-    _fake: FakeNvml,
+/// `query --explain`'s reasons and notes, one string.
+fn explain_text(scaler: &Scaler, pairs: &[(&str, &str)]) -> String {
+    let response = explain(scaler.server.port(), pairs).unwrap();
+    let mut text: Vec<String> = response
+        .replicas()
+        .iter()
+        .map(|r| format!("{} {}", r.address(), r.reason()))
+        .collect();
+    text.extend(response.notes().iter().cloned());
+    text.join("\n")
 }
 
-impl Scaler {
-    fn start(dns: &Dns) -> Scaler {
-        let fake =
-            FakeNvml::new("gpu 0 uuid=GPU-0 util=10 mem_total_mib=81920 mem_used_mib=8192\n");
-        let mut config = local_config(&fake.library);
-        // Reads get half of it (250 ms), enough on a loaded machine.
-        config.sample_interval = SAMPLE_INTERVAL;
-        config.engine_resolver = Some(dns.resolver());
-        let server = server::start(&config).expect("start server");
-        let client = client(server.port());
-        Scaler {
-            server,
-            client,
-            _fake: fake,
-        }
-    }
-
-    fn value(&self, pairs: &[(&str, &str)]) -> Result<f64, (RpcStatusCode, String)> {
-        value(&self.client, pairs)
-    }
-
-    /// `query --explain`'s reasons and notes, one string.
-    fn explained(&self, pairs: &[(&str, &str)]) -> String {
-        let response = explain(self.server.port(), pairs).unwrap();
-        let mut text: Vec<String> = response
-            .replicas()
-            .iter()
-            .map(|r| format!("{} {}", r.address(), r.reason()))
-            .collect();
-        text.extend(response.notes().iter().cloned());
-        text.join("\n")
-    }
+/// A scaler reading once per 500 ms; reads get half of it (250 ms),
+/// enough on a loaded machine.
+fn start(dns: &Dns) -> Scaler {
+    Scaler::start_with(dns, None, SAMPLE_INTERVAL)
 }
 
 fn finished(requests: u64, ttft: &[(f64, u64)]) -> Finished {
@@ -116,7 +92,7 @@ fn rates_add_up_across_replicas_and_a_restart_counts_as_increase_does() {
         &[loaded(finished(100, &[])), loaded(finished(50, &[]))],
     );
     dns.set("vllm.ml", &fleet.ips());
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     let at = format!("vllm.ml:{}", fleet.port);
     let rate = [
         ("engine", "vllm"),
@@ -129,7 +105,7 @@ fn rates_add_up_across_replicas_and_a_restart_counts_as_increase_does() {
     fleet.replicas[0].set(|b| b.load.finished = finished(130, &[]));
     fleet.replicas[1].set(|b| b.load.finished = finished(20, &[]));
     let value = wait_for_ok(&scaler.client, &rate);
-    let explained = scaler.explained(&rate);
+    let explained = explain_text(&scaler, &rate);
     let (count, seconds) = stated(&explained, "requests");
     // Explain may have read once more: the increase stays 50.
     assert_eq!(count, 50.0, "{explained}");
@@ -153,7 +129,7 @@ fn rates_add_up_across_replicas_and_a_restart_counts_as_increase_does() {
     fleet.replicas[0].set(|b| b.load.finished = finished(140, &[]));
     let tokens = wait_for_ok(&scaler.client, &prompt);
     assert!(tokens > 0.0);
-    let (count, _) = stated(&scaler.explained(&prompt), "tokens");
+    let (count, _) = stated(&explain_text(&scaler, &prompt), "tokens");
     assert_eq!(count, 1000.0);
 }
 
@@ -165,7 +141,7 @@ fn a_percentile_is_of_the_merged_distribution_and_max_is_the_worst_replica() {
         &[loaded(finished(0, &[])), loaded(finished(0, &[]))],
     );
     dns.set("vllm.ml", &fleet.ips());
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     let at = format!("vllm.ml:{}", fleet.port);
     let ttft = |percentile: &'static str, aggregation: Option<&'static str>| {
         let mut pairs = vec![
@@ -199,7 +175,7 @@ fn a_percentile_is_of_the_merged_distribution_and_max_is_the_worst_replica() {
         "{mean}"
     );
     // A quantile in the +Inf bucket answers the highest finite bound.
-    let explained = scaler.explained(&ttft("0.99", None));
+    let explained = explain_text(&scaler, &ttft("0.99", None));
     assert!(explained.contains("rank 99.00 of 100"), "{explained}");
     let p99 = scaler.value(&ttft("0.99", None)).unwrap();
     assert!((p99 - (0.75 + 0.25 * 9.0 / 10.0)).abs() < 1e-9, "{p99}");
@@ -230,7 +206,7 @@ fn nothing_finished_is_zero_only_when_idle_and_unavailable_when_stuck() {
     let dns = Dns::default();
     let fleet = Fleet::start(Kind::Vllm, &[loaded(finished(7, &[(0.2, 7)]))]);
     dns.set("vllm.ml", &fleet.ips());
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     let at = format!("vllm.ml:{}", fleet.port);
     let p90 = [
         ("engine", "vllm"),
@@ -265,7 +241,7 @@ fn replicas_that_come_go_or_stall_keep_their_part() {
     );
     let ips = fleet.ips();
     dns.set("vllm.ml", &ips[..2]);
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     let at = format!("vllm.ml:{}", fleet.port);
     let rate = [
         ("engine", "vllm"),
@@ -282,7 +258,7 @@ fn replicas_that_come_go_or_stall_keep_their_part() {
     let first = {
         let mut text = String::new();
         let seen = wait_until(PATIENCE, || {
-            text = scaler.explained(&rate);
+            text = explain_text(&scaler, &rate);
             text.contains("first read: counts from its next read")
         });
         assert!(seen, "{text}");
@@ -295,7 +271,7 @@ fn replicas_that_come_go_or_stall_keep_their_part() {
     fleet.replicas[2].set(|b| b.load.finished = finished(14, &[]));
     let mut text = String::new();
     let seen = wait_until(PATIENCE, || {
-        text = scaler.explained(&rate);
+        text = explain_text(&scaler, &rate);
         text.contains("no longer named by DNS: its reads in the window count")
             && stated(&text, "requests").0 == 19.0
     });
@@ -303,7 +279,7 @@ fn replicas_that_come_go_or_stall_keep_their_part() {
     // The first replica stalls: its reads up to the last still count.
     fleet.replicas[0].set(|b| b.answer = Answer::Stall);
     let seen = wait_until(PATIENCE, || {
-        text = scaler.explained(&rate);
+        text = explain_text(&scaler, &rate);
         text.contains("not read now") && text.contains("its reads up to the last count")
     });
     assert!(seen, "{text}");
@@ -313,7 +289,7 @@ fn replicas_that_come_go_or_stall_keep_their_part() {
 #[test]
 fn each_engines_page_is_read_by_its_own_names() {
     let dns = Dns::default();
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     // (engine kind, engine key, metricType, percentile, name for DNS)
     let cases: [(Kind, &str, &str, &str); 6] = [
         (
@@ -361,7 +337,7 @@ fn each_engines_page_is_read_by_its_own_names() {
             replica.set(|b| b.load = load(14));
         }
         let value = wait_for_ok(&scaler.client, &pairs);
-        let explained = scaler.explained(&pairs);
+        let explained = explain_text(&scaler, &pairs);
         if metric == "request_rate" {
             assert_eq!(
                 stated(&explained, "requests").0,
@@ -393,7 +369,7 @@ fn engine_metric_reads_a_counter_as_a_rate_and_refuses_a_summary() {
     dns.set("app.ml", &pages.ips());
     let fleet = Fleet::start(Kind::Vllm, &[loaded(finished(10, &[]))]);
     dns.set("vllm.ml", &fleet.ips());
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     let at = format!("vllm.ml:{}", fleet.port);
     // The family as declared, without _total: the page's TYPE line has it.
     let counter = [
@@ -432,7 +408,7 @@ fn engine_metric_reads_a_counter_as_a_rate_and_refuses_a_summary() {
 #[test]
 fn bad_slo_metadata_is_refused_naming_the_key() {
     let dns = Dns::default();
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     let base = [
         ("engine", "vllm"),
         ("targetValue", "1"),
@@ -513,7 +489,7 @@ fn bad_slo_metadata_is_refused_naming_the_key() {
 #[test]
 fn a_windowed_trigger_needs_no_window_key_and_names_its_metric() {
     let dns = Dns::default();
-    let scaler = Scaler::start(&dns);
+    let scaler = start(&dns);
     let so = scaled_object(&[
         ("engine", "vllm"),
         ("metricType", "ttft_seconds"),

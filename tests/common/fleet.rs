@@ -1,6 +1,7 @@
 //! Fake engine replicas on loopback addresses that share one port (as a
-//! headless Service's pods do), and a table that stands in for cluster DNS
-//! (names with addresses, with none, failing, unknown). Test code only.
+//! headless Service's pods do), a table that stands in for cluster DNS
+//! (names with addresses, with none, failing, unknown), and an in-process
+//! scaler that resolves through it. Test code only.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,7 +11,13 @@ use fake_engine::{Behaviour, Kind, Load, Replica};
 use keda_gpu_scaler::engine::resolve::Resolved;
 use keda_gpu_scaler::engine::scrape::Resolver;
 
-use super::free_port;
+use std::time::Duration;
+
+use grpcio::RpcStatusCode;
+use keda_gpu_scaler::grpc::server::{self, RunningServer};
+use keda_gpu_scaler::proto::externalscaler_grpc::ExternalScalerClient;
+
+use super::{client, free_port, local_config, value, FakeKubelet, FakeNvml, INTERVAL};
 
 /// Cluster DNS as a table: a name with addresses, a name with none
 /// (NODATA), a name whose lookup fails (SERVFAIL: `None`), and any other
@@ -101,5 +108,44 @@ impl Fleet {
 
     pub fn hits(&self) -> u64 {
         self.replicas.iter().map(Replica::hits).sum()
+    }
+}
+
+/// A scaler with this DNS; its GPU side is one fake GPU held by nobody.
+pub struct Scaler {
+    pub server: RunningServer,
+    pub client: ExternalScalerClient,
+    _fake: FakeNvml,
+    _kubelet: Option<grpcio::Server>,
+}
+
+impl Scaler {
+    pub fn start(dns: &Dns) -> Scaler {
+        Self::start_with(dns, None, INTERVAL)
+    }
+
+    pub fn start_with(dns: &Dns, kubelet: Option<&FakeKubelet>, interval: Duration) -> Scaler {
+        let fake =
+            FakeNvml::new("gpu 0 uuid=GPU-0 util=10 mem_total_mib=81920 mem_used_mib=8192\n");
+        let mut config = local_config(&fake.library);
+        config.sample_interval = interval;
+        config.engine_resolver = Some(dns.resolver());
+        let kubelet = kubelet.map(|k| {
+            let socket = fake.dir.join("kubelet.sock");
+            config.pod_resources_socket = socket.clone();
+            k.serve(&socket)
+        });
+        let server = server::start(&config).expect("start server");
+        let client = client(server.port());
+        Scaler {
+            server,
+            client,
+            _fake: fake,
+            _kubelet: kubelet,
+        }
+    }
+
+    pub fn value(&self, pairs: &[(&str, &str)]) -> Result<f64, (RpcStatusCode, String)> {
+        value(&self.client, pairs)
     }
 }

@@ -371,6 +371,25 @@ pub fn status_of(error: grpcio::Error) -> (grpcio::RpcStatusCode, String) {
     }
 }
 
+/// Sends SIGTERM to `child` and waits up to `within` for it to exit: its
+/// status, or `None` if it is still running then.
+pub fn terminate(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child, with a valid signal.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let mut status = None;
+    wait_until(within, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status
+}
+
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
