@@ -254,6 +254,33 @@ pub(crate) fn check_value(sample: &Sample) -> Result<(), Unread> {
     })
 }
 
+/// The values of the family's samples named one of `names` that `wanted`
+/// selects (see [`selects`]), one per series once rank copies are folded
+/// (the largest copy). Any that is not a finite number >= 0 makes the
+/// whole read invalid: dropped or summed, it would read lower than the
+/// truth.
+pub(crate) fn one_per_series(
+    family: &Family,
+    names: &[&str],
+    wanted: &Series,
+    model: Option<&(String, String)>,
+    breakdown: Option<&str>,
+) -> Result<Vec<f64>, Unread> {
+    let mut groups: Vec<(SeriesKey<'_>, f64)> = Vec::new();
+    for sample in &family.samples {
+        if !names.contains(&sample.name.as_str()) || !selects(sample, wanted, model, breakdown) {
+            continue;
+        }
+        check_value(sample)?;
+        let key = series_key(sample, None);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, value)) => *value = value.max(sample.value),
+            None => groups.push((key, sample.value)),
+        }
+    }
+    Ok(groups.into_iter().map(|(_, value)| value).collect())
+}
+
 /// A series' labels less rank labels, sorted (borrowed from its sample).
 pub(crate) type SeriesKey<'s> = Vec<&'s (String, String)>;
 
@@ -563,22 +590,13 @@ impl Query {
     /// number >= 0 makes the replica's value invalid: dropped or summed,
     /// it would read lower than the truth.
     fn matching(&self, wanted: &Series, family: &Family) -> Result<Vec<f64>, Unread> {
-        let mut groups: Vec<(SeriesKey<'_>, f64)> = Vec::new();
-        for sample in &family.samples {
-            if sample.name != family.name {
-                continue;
-            }
-            if !selects(sample, wanted, self.model.as_ref(), self.breakdown) {
-                continue;
-            }
-            check_value(sample)?;
-            let key = series_key(sample, None);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, value)) => *value = value.max(sample.value),
-                None => groups.push((key, sample.value)),
-            }
-        }
-        Ok(groups.into_iter().map(|(_, value)| value).collect())
+        one_per_series(
+            family,
+            &[family.name.as_str()],
+            wanted,
+            self.model.as_ref(),
+            self.breakdown,
+        )
     }
 
     /// The series asked for, and what the page has instead: the family

@@ -9,8 +9,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::engine::prom::{parse_number, Family, Kind, Sample, Want};
-use crate::engine::signals::{check_value, selects, series_key, Query, Series, SeriesKey, Unread};
+use crate::engine::prom::{parse_number, Family, Kind, Want};
+use crate::engine::signals::{
+    check_value, one_per_series, selects, series_key, Query, Series, SeriesKey, Unread,
+};
 use crate::untrusted::plain;
 
 /// `engineWindow` when none is given.
@@ -239,11 +241,6 @@ impl WindowQuery {
         }
     }
 
-    /// Whether a sample is one of the series asked for.
-    fn selected(&self, sample: &Sample, wanted: &Series) -> bool {
-        selects(sample, wanted, self.model.as_ref(), self.breakdown)
-    }
-
     /// A counter's total over the replica's series.
     fn counter(&self, family: &Family, wanted: &Series) -> Result<f64, Unread> {
         if !matches!(family.kind, Kind::Counter | Kind::Untyped) {
@@ -254,27 +251,15 @@ impl WindowQuery {
             });
         }
         let total_name = format!("{}_total", family.name);
-        let mut groups: Vec<(SeriesKey<'_>, f64)> = Vec::new();
-        for sample in &family.samples {
-            if (sample.name != family.name && sample.name != total_name)
-                || !self.selected(sample, wanted)
-            {
-                continue;
-            }
-            check_value(sample)?;
-            let key = series_key(sample, None);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, value)) => *value = value.max(sample.value),
-                None => groups.push((key, sample.value)),
-            }
-        }
-        if groups.is_empty() {
+        let names = [family.name.as_str(), total_name.as_str()];
+        let values = one_per_series(family, &names, wanted, self.model.as_ref(), self.breakdown)?;
+        if values.is_empty() {
             return Err(Unread::Absent {
                 asked: vec![self.with_model(wanted)],
                 instead: crate::engine::signals::Instead::Series(Vec::new()),
             });
         }
-        Ok(groups.iter().map(|(_, v)| v).sum::<f64>() * wanted.scale)
+        Ok(values.iter().sum::<f64>() * wanted.scale)
     }
 
     /// A histogram's buckets summed over the replica's series by bound.
@@ -298,7 +283,7 @@ impl WindowQuery {
         let mut buckets: Vec<(SeriesKey<'_>, f64, f64)> = Vec::new();
         let mut sums: Vec<(SeriesKey<'_>, f64)> = Vec::new();
         for sample in &family.samples {
-            if !self.selected(sample, wanted) {
+            if !selects(sample, wanted, self.model.as_ref(), self.breakdown) {
                 continue;
             }
             if sample.name == bucket_name {
