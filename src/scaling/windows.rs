@@ -22,7 +22,9 @@ use crate::scaling::outcome::{
     Detail, EvalError, Fault, Note, NoteKind, Outcome, ReplicaLine, ReplicaStatus, WindowLine,
     WindowNow,
 };
-use crate::scaling::replicas::{no_replica, none_read, outcome_of, resolution, with_missing};
+use crate::scaling::replicas::{
+    no_replica, none_read, outcome_of, resolution, with_missing, WithMissing,
+};
 use crate::scaling::trigger::{Aggregation, EngineReads, EngineSource, Trigger};
 
 /// Bytes every windowed trigger's reads may hold together.
@@ -359,7 +361,8 @@ fn value_over(
     slots.sort();
     slots.dedup();
 
-    let mut spans: Vec<(&(String, SocketAddr), Span<'_>)> = Vec::new();
+    // Each replica's reads in the window, what it is now, and its line.
+    let mut spans: Vec<(Span<'_>, WindowNow, usize)> = Vec::new();
     let mut missing: Vec<usize> = Vec::new();
     let mut unread: Vec<(SocketAddr, Fault)> = Vec::new();
     let mut first_reads = 0;
@@ -391,6 +394,7 @@ fn value_over(
         if matches!(now_status, WindowNow::Missing { .. }) {
             missing.push(lines.len());
         }
+        let line = lines.len();
         let window_line = span.as_ref().map(|span| WindowLine {
             reads: span.reads,
             from_age: age(span.first.at),
@@ -400,11 +404,13 @@ fn value_over(
             resets: span.resets,
             now: now_status.clone(),
         });
+        let counts = span.as_ref().is_some_and(|s| s.reads >= 2)
+            && !matches!(now_status, WindowNow::Missing { .. });
         lines.push(ReplicaLine {
             endpoint: slot.0.clone(),
             address: slot.1.to_string(),
             value: None,
-            counted: span.as_ref().is_some_and(|s| s.reads >= 2),
+            counted: counts,
             status: match window_line {
                 Some(line) => ReplicaStatus::Window(line),
                 None => ReplicaStatus::Window(WindowLine {
@@ -414,52 +420,53 @@ fn value_over(
                     increase: 0.0,
                     unit,
                     resets: 0,
-                    now: now_status,
+                    now: now_status.clone(),
                 }),
             },
         });
         if let Some(span) = span {
-            spans.push((slot, span));
+            spans.push((span, now_status, line));
         }
     }
-    let counting: Vec<usize> = (0..spans.len())
-        .filter(|&i| spans[i].1.reads >= 2)
+    // As for gauges, at least one replica must answer now: recent reads
+    // of silent ones do not make a value on their own.
+    let read_now = current
+        .values()
+        .filter(|s| matches!(s, NowStatus::Read))
+        .count();
+    if read_now == 0 && !unread.is_empty() {
+        let names: Vec<String> = source.endpoints.iter().map(ToString::to_string).collect();
+        return Err(none_read(&names.join(", "), &unread));
+    }
+    // The replicas whose reads make the value: two or more in the
+    // window, and not missing (those count by the HPA's rule below).
+    let counting: Vec<&(Span<'_>, WindowNow, usize)> = spans
+        .iter()
+        .filter(|(span, now, _)| span.reads >= 2 && !matches!(now, WindowNow::Missing { .. }))
         .collect();
     if counting.is_empty() {
-        let read_now = current
-            .values()
-            .filter(|s| matches!(s, NowStatus::Read))
-            .count();
-        if read_now == 0 && !unread.is_empty() {
-            let names: Vec<String> = source.endpoints.iter().map(ToString::to_string).collect();
-            return Err(none_read(&names.join(", "), &unread));
-        }
         return Err(EvalError::Unavailable(format!(
             "warming up: {} needs two reads of a replica inside its {window_text} window, and {} replica(s) have one so far (the next read comes one sample interval after the last; KEDA's fallback and the HPA's hold apply meanwhile)",
             source.reads,
             first_reads.max(spans.len())
         )));
     }
-    let covered_from = counting
-        .iter()
-        .map(|&i| spans[i].1.first.at)
-        .min()
-        .expect("not empty");
-    let covered_to = counting
-        .iter()
-        .map(|&i| spans[i].1.last.at)
-        .max()
-        .expect("not empty");
-    let seconds = covered_to
-        .saturating_duration_since(covered_from)
-        .as_secs_f64();
-    let finished: f64 = counting.iter().map(|&i| spans[i].1.increase.events()).sum();
+    let covered_from = counting.iter().map(|(s, _, _)| s.first.at).min();
+    let covered_to = counting.iter().map(|(s, _, _)| s.last.at).max();
+    let seconds = match (covered_from, covered_to) {
+        (Some(from), Some(to)) => to.saturating_duration_since(from).as_secs_f64(),
+        _ => 0.0,
+    };
+    let finished: f64 = counting.iter().map(|(s, _, _)| s.increase.events()).sum();
+    let counted = counting.len();
 
-    if finished <= 0.0 {
+    // Each counting replica's own value (for --explain, and the HPA's
+    // rule), and the trigger's.
+    let (value, own): (f64, Vec<Option<f64>>) = if finished <= 0.0 {
         // Nothing finished: idle, or stuck.
-        let waiting: f64 = spans.iter().filter_map(|(_, s)| s.busiest.waiting).sum();
-        let running: f64 = spans.iter().filter_map(|(_, s)| s.busiest.running).sum();
-        let known = spans.iter().all(|(_, s)| s.all_busy_known);
+        let waiting: f64 = spans.iter().filter_map(|(s, _, _)| s.busiest.waiting).sum();
+        let running: f64 = spans.iter().filter_map(|(s, _, _)| s.busiest.running).sum();
+        let known = spans.iter().all(|(s, _, _)| s.all_busy_known);
         if waiting > 0.0 || running > 0.0 {
             return Err(EvalError::Unavailable(format!(
                 "no request finished in the {window_text} window while {waiting} wait and {running} run across the replicas (at most, per read): a stuck or starved engine, not an idle one; a 0 would scale it down"
@@ -473,73 +480,79 @@ fn value_over(
         notes.push(window_note(format!(
             "nothing finished in the {window_text} window and nothing waits or runs: idle, 0"
         )));
-        return Ok(0.0);
-    }
-    if seconds <= 0.0 {
+        (0.0, vec![Some(0.0); counted])
+    } else if seconds <= 0.0 {
         return Err(EvalError::Unavailable(format!(
             "warming up: the reads of {} inside its {window_text} window were all taken at one moment",
             source.reads
         )));
+    } else {
+        match what {
+            Measure::Rate => {
+                // A replica silent now, read under the trust window ago,
+                // stands in at its own rate over the span its reads cover
+                // (spread over the whole span it would read low); one that
+                // left DNS keeps only what it finished.
+                let rates: Vec<Option<f64>> = counting
+                    .iter()
+                    .map(|(span, now, _)| {
+                        let covers = span.covers().as_secs_f64();
+                        let over = match now {
+                            WindowNow::LastRead(_) if covers > 0.0 => covers,
+                            _ => seconds,
+                        };
+                        Some(span.increase.events() / over)
+                    })
+                    .collect();
+                let total: f64 = rates.iter().flatten().sum();
+                notes.push(window_note(format!(
+                    "{finished} {unit} finished over {seconds:.3}s covered by {counted} replica(s)' reads: {total:.4}/s"
+                )));
+                (total, rates)
+            }
+            Measure::Latency => {
+                let histograms: Vec<Option<&window::Histogram>> = counting
+                    .iter()
+                    .map(|(span, _, _)| match &span.increase {
+                        Reading::Histogram(h) => Some(h),
+                        Reading::Counter(_) => None,
+                    })
+                    .collect();
+                let answer = |h: &window::Histogram| -> Option<f64> {
+                    match query.percentile {
+                        Percentile::Mean => window::mean(h),
+                        Percentile::Quantile(q) => window::quantile(q, h).map(|a| a.value),
+                    }
+                };
+                let all: Vec<&window::Histogram> = histograms.iter().flatten().copied().collect();
+                let merged = window::merge(&all);
+                let own: Vec<Option<f64>> = histograms.iter().map(|h| h.and_then(answer)).collect();
+                let value = if source.worst_replica {
+                    own.iter().flatten().copied().fold(f64::NAN, f64::max)
+                } else {
+                    answer(&merged).unwrap_or(f64::NAN)
+                };
+                notes.push(window_note(describe_merged(
+                    query.percentile,
+                    &merged,
+                    seconds,
+                )));
+                (value, own)
+            }
+        }
+    };
+    for ((_, _, line), own) in counting.iter().zip(&own) {
+        lines[*line].value = *own;
     }
-    let counted = counting.len();
-    let (value, per_replica) = match what {
-        Measure::Rate => {
-            let rates: Vec<f64> = counting
-                .iter()
-                .map(|&i| spans[i].1.increase.events() / seconds)
-                .collect();
-            notes.push(window_note(format!(
-                "{finished} {unit} finished over {seconds:.3}s covered by {counted} replica(s)' reads: {:.4}/s",
-                finished / seconds
-            )));
-            (finished / seconds, rates)
-        }
-        Measure::Latency => {
-            let histograms: Vec<&window::Histogram> = counting
-                .iter()
-                .filter_map(|&i| match &spans[i].1.increase {
-                    Reading::Histogram(h) => Some(h),
-                    Reading::Counter(_) => None,
-                })
-                .collect();
-            let answer = |h: &window::Histogram| -> Option<f64> {
-                match query.percentile {
-                    Percentile::Mean => window::mean(h),
-                    Percentile::Quantile(q) => window::quantile(q, h).map(|a| a.value),
-                }
-            };
-            let merged = window::merge(&histograms);
-            let own: Vec<f64> = histograms.iter().filter_map(|h| answer(h)).collect();
-            let value = if source.worst_replica {
-                own.iter().copied().fold(f64::NAN, f64::max)
-            } else {
-                answer(&merged).unwrap_or(f64::NAN)
-            };
-            notes.push(window_note(describe_merged(
-                query.percentile,
-                &merged,
-                seconds,
-            )));
-            (value, own)
-        }
+    // Replicas missing now count by the HPA's rule for pods without
+    // metrics, as for gauges: rates as a sum of per-replica rates, a
+    // merged latency as the value each counted replica reads.
+    let (aggregation, read) = match (what, source.worst_replica) {
+        (Measure::Rate, _) => (Aggregation::Sum, own.iter().flatten().copied().collect()),
+        (Measure::Latency, true) => (Aggregation::Max, own.iter().flatten().copied().collect()),
+        (Measure::Latency, false) => (Aggregation::Avg, vec![value; counted]),
     };
-    // Each counting replica's own value, for --explain.
-    let mut own_values = per_replica.iter();
-    for line in lines.iter_mut() {
-        if line.counted {
-            line.value = own_values.next().copied();
-        }
-    }
-    let aggregation = match (what, source.worst_replica) {
-        (Measure::Rate, _) => Aggregation::Sum,
-        (Measure::Latency, true) => Aggregation::Max,
-        (Measure::Latency, false) => Aggregation::Avg,
-    };
-    let read = match (what, source.worst_replica) {
-        (Measure::Latency, false) => vec![value; counted],
-        _ => per_replica,
-    };
-    let with = with_missing(aggregation, trigger.target, &read, missing.len());
+    let with: WithMissing = with_missing(aggregation, trigger.target, &read, missing.len());
     for &i in &missing {
         if let ReplicaStatus::Window(WindowLine {
             now: WindowNow::Missing { stand_in, .. },
@@ -639,7 +652,14 @@ fn describe_merged(percentile: Percentile, merged: &window::Histogram, seconds: 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
     use super::*;
+    use crate::engine::endpoint::Endpoint;
+    use crate::engine::prom::families_wanted;
+    use crate::engine::scrape::{PageFamilies, ReadError, Replica};
+    use crate::scaling::trigger;
 
     #[test]
     fn not_kept_faults_name_the_budget() {
@@ -650,5 +670,179 @@ mod tests {
             .to_string(),
             "not kept: its reads would go over the 8 MiB windowed triggers may hold (or its endpoint's or namespace's share of it)"
         );
+    }
+
+    const A: &str = "10.0.0.1:8000";
+    const B: &str = "10.0.0.2:8000";
+
+    fn trigger(pairs: &[(&str, &str)]) -> Trigger {
+        let mut metadata: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        metadata.insert("engine".into(), "vllm".into());
+        metadata.insert("engineEndpoints".into(), "vllm.ml:8000".into());
+        metadata.insert("engineWindow".into(), "120s".into());
+        trigger::parse(&metadata, "ml").unwrap()
+    }
+
+    /// What a replica answers in one round: finished requests and TTFTs
+    /// (all at 0.05 s), and how many wait; `None`: no answer.
+    type Answer = Option<(u64, u64)>;
+
+    /// The trigger's outcome after rounds at these seconds, each with
+    /// A's and B's answers.
+    fn after(trigger: &Trigger, rounds: &[(u64, Answer, Answer)]) -> Outcome {
+        let windows = Windows::new(WINDOW_BUDGET_BYTES);
+        let source = trigger.engine().unwrap();
+        let query = source.window.as_ref().unwrap();
+        let wants = source.wants();
+        let start = Instant::now();
+        let mut outcome = None;
+        for (second, a, b) in rounds {
+            let at = start + Duration::from_secs(*second);
+            let replicas = [(A, a), (B, b)]
+                .into_iter()
+                .map(|(address, answer)| Replica {
+                    address: address.parse().unwrap(),
+                    page: match answer {
+                        Some((finished, waiting)) => {
+                            let page = format!(
+                                "# TYPE vllm:request_success_total counter\n\
+                                 vllm:request_success_total{{finished_reason=\"stop\"}} {finished}\n\
+                                 # TYPE vllm:time_to_first_token_seconds histogram\n\
+                                 vllm:time_to_first_token_seconds_bucket{{le=\"0.1\"}} {finished}\n\
+                                 vllm:time_to_first_token_seconds_bucket{{le=\"+Inf\"}} {finished}\n\
+                                 vllm:time_to_first_token_seconds_sum {}\n\
+                                 # TYPE vllm:num_requests_waiting gauge\n\
+                                 vllm:num_requests_waiting {waiting}\n\
+                                 # TYPE vllm:num_requests_running gauge\n\
+                                 vllm:num_requests_running 0\n",
+                                *finished as f64 * 0.05
+                            );
+                            let (families, declared) = families_wanted(&page, &wants, 100).unwrap();
+                            Ok(Arc::new(PageFamilies { families, declared }))
+                        }
+                        None => Err(ReadError::NoLongerNamed),
+                    },
+                    earlier: None,
+                })
+                .collect();
+            let endpoint = Endpoint {
+                host: "vllm.ml".into(),
+                port: 8000,
+                path: "/metrics".into(),
+            };
+            let round = Arc::new(Scrape::of(endpoint, at, replicas));
+            outcome = windows.outcome(
+                trigger,
+                source,
+                query,
+                &[round],
+                None,
+                Detail::Explained,
+                at,
+            );
+        }
+        outcome.unwrap()
+    }
+
+    #[test]
+    fn a_replica_silent_under_the_trust_window_stands_in_at_its_own_rate() {
+        let rate = trigger(&[("metricType", "request_rate"), ("targetValue", "50")]);
+        // A: 10 a second over 20 s. B: 10 a second until 10 s, then silent.
+        let outcome = after(
+            &rate,
+            &[
+                (0, Some((0, 0)), Some((0, 0))),
+                (10, Some((100, 0)), Some((100, 0))),
+                (20, Some((200, 0)), None),
+            ],
+        );
+        // Spread over the 20 s of A's reads, B would read 5 a second.
+        assert_eq!(outcome.value, Ok(20.0));
+    }
+
+    #[test]
+    fn a_replica_silent_longer_counts_by_the_hpa_rule_alone() {
+        let rate = trigger(&[("metricType", "request_rate"), ("targetValue", "50")]);
+        // B answered at 0 and 10 s, then not at 45 and 55 s (past the
+        // trust window); A answers from 45 s, 10 a second.
+        let outcome = after(
+            &rate,
+            &[
+                (0, None, Some((0, 0))),
+                (10, None, Some((100, 0))),
+                (45, Some((0, 0)), None),
+                (55, Some((100, 0)), None),
+            ],
+        );
+        // A reads 10, under the target of 50: B counts as 50, not as
+        // well its own old rate.
+        assert_eq!(outcome.value, Ok(60.0));
+    }
+
+    #[test]
+    fn an_idle_workload_with_a_missing_replica_is_not_zero() {
+        let rate = trigger(&[("metricType", "request_rate"), ("targetValue", "50")]);
+        let outcome = after(
+            &rate,
+            &[
+                (0, Some((7, 0)), Some((3, 0))),
+                (10, Some((7, 0)), Some((3, 0))),
+                (45, Some((7, 0)), None),
+            ],
+        );
+        // A finished nothing and nothing waits; B, silent 35 s, counts as
+        // the target (without it the answer was 0).
+        assert_eq!(outcome.value, Ok(50.0));
+    }
+
+    #[test]
+    fn no_replica_read_now_is_an_error_whatever_was_read_before() {
+        let rate = trigger(&[("metricType", "request_rate"), ("targetValue", "50")]);
+        let outcome = after(
+            &rate,
+            &[
+                (0, Some((0, 0)), Some((0, 0))),
+                (10, Some((100, 0)), Some((100, 0))),
+                (15, None, None),
+            ],
+        );
+        assert!(
+            matches!(&outcome.value, Err(EvalError::Unavailable(m)) if m.starts_with("no replica of")),
+            "{:?}",
+            outcome.value
+        );
+    }
+
+    #[test]
+    fn explained_values_stay_with_their_replicas() {
+        let ttft = trigger(&[
+            ("metricType", "ttft_seconds"),
+            ("targetValue", "0.5"),
+            ("aggregation", "max"),
+        ]);
+        // A saw no first token in the window, B saw 10.
+        let outcome = after(
+            &ttft,
+            &[
+                (0, Some((5, 0)), Some((0, 0))),
+                (10, Some((5, 0)), Some((10, 0))),
+            ],
+        );
+        let value_of = |address: &str| {
+            outcome
+                .replicas
+                .iter()
+                .find(|l| l.address == address)
+                .unwrap()
+                .value
+        };
+        // Only B has a percentile (rank 9 of 10 in (0, 0.1]); A has none,
+        // and B's is not shown on A's line.
+        assert_eq!(value_of(A), None);
+        assert_eq!(value_of(B), Some(0.09));
+        assert_eq!(outcome.value, Ok(0.09));
     }
 }

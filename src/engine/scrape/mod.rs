@@ -149,5 +149,21 @@ impl Scrape {
     }
 }
 
+/// A round that read these replicas, for tests of what is made of rounds.
+#[cfg(test)]
+impl Scrape {
+    pub(crate) fn of(endpoint: Endpoint, completed_at: Instant, replicas: Vec<Replica>) -> Self {
+        Self {
+            endpoint,
+            completed_at,
+            kept_wants: BTreeSet::new(),
+            resolution: Resolution::Addresses,
+            replicas,
+            vanished: Vec::new(),
+            share: SeriesShare::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
