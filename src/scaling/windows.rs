@@ -32,6 +32,9 @@ pub const WINDOW_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// Windowed triggers remembered; the one asked for least recently goes
 /// first.
 pub const MAX_WINDOWED_TRIGGERS: usize = 1024;
+/// What one trigger's entry holds besides its key (counted twice: the map
+/// and the evaluation's copy) and its reads.
+const ENTRY_BYTES: usize = 256;
 
 /// The reads of every windowed trigger.
 pub struct Windows {
@@ -50,6 +53,11 @@ struct State {
 struct Entry {
     last_used: Instant,
     window: Duration,
+    /// Who its own bytes (its key, its bookkeeping) are counted against,
+    /// and how many: a key holds the trigger's endpoints and query, which
+    /// a ScaledObject's author writes.
+    holder: Holder,
+    bytes: usize,
     /// The completion time of the last round recorded, per endpoint: a
     /// round shared by several calls is recorded once.
     recorded: HashMap<String, Instant>,
@@ -176,21 +184,33 @@ impl Windows {
         let from = end.checked_sub(query.window).unwrap_or(end);
 
         let mut state = self.lock();
-        // One history whatever percentile is asked of it.
-        let key = {
-            let mut reads = query.clone();
-            reads.percentile = Percentile::DEFAULT;
-            reads.percentile_given = false;
-            format!("{:?}|{:?}", source.endpoints, reads)
-        };
+        let key = key_of(source, query);
         let state = &mut *state;
         forget_idle(state, now);
-        let entry = state.entries.entry(key.clone()).or_insert_with(|| Entry {
-            last_used: now,
-            window: query.window,
-            recorded: HashMap::new(),
-            replicas: BTreeMap::new(),
-        });
+        if !state.entries.contains_key(&key) {
+            let holder = source.endpoints.first().map(Holder::of).unwrap_or_default();
+            let bytes = ENTRY_BYTES + 2 * key.len();
+            if state.ledger.fits(&holder, 0, bytes, self.limit) != Fit::Now {
+                return Some(Err(EvalError::Unavailable(format!(
+                    "cannot keep the reads of {}: {}",
+                    source.reads,
+                    Fault::WindowFull { budget: self.limit }
+                ))));
+            }
+            state.ledger.add(&holder, bytes);
+            state.entries.insert(
+                key.clone(),
+                Entry {
+                    last_used: now,
+                    window: query.window,
+                    holder,
+                    bytes,
+                    recorded: HashMap::new(),
+                    replicas: BTreeMap::new(),
+                },
+            );
+        }
+        let entry = state.entries.get_mut(&key).expect("inserted above");
         entry.last_used = now;
         // Record each endpoint's round once.
         let mut recorded_now: HashMap<String, Instant> = HashMap::new();
@@ -284,6 +304,15 @@ impl Windows {
     }
 }
 
+/// Which reads a trigger keeps: its endpoints and what it reads of them,
+/// one history whatever percentile is asked of it.
+fn key_of(source: &EngineSource, query: &WindowQuery) -> String {
+    let mut reads = query.clone();
+    reads.percentile = Percentile::DEFAULT;
+    reads.percentile_given = false;
+    format!("{:?}|{:?}", source.endpoints, reads)
+}
+
 /// Forgets triggers not asked for during their window: their reads would
 /// all be outside it when next asked.
 fn forget_idle(state: &mut State, now: Instant) {
@@ -298,8 +327,9 @@ fn forget_idle(state: &mut State, now: Instant) {
 }
 
 impl Entry {
-    /// Gives back the bytes its reads hold.
+    /// Gives back the bytes it and its reads hold.
     fn release(&self, ledger: &mut Ledger) {
+        ledger.remove(&self.holder, self.bytes);
         for kept in self.replicas.values() {
             ledger.remove(&kept.holder, kept.bytes);
         }
@@ -814,6 +844,74 @@ mod tests {
             "{:?}",
             outcome.value
         );
+    }
+
+    #[test]
+    fn a_trigger_whose_key_would_go_over_the_budget_is_not_kept() {
+        // An author's long label matcher makes a long key: counted, and
+        // refused past the endpoint's share, never held unbounded.
+        let long = format!("vllm:request_success{{x=\"{}\"}}", "y".repeat(4096));
+        let mut metadata: HashMap<String, String> = [
+            ("engine", "vllm"),
+            ("engineEndpoints", "vllm.ml:8000"),
+            ("targetValue", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        metadata.insert("engineMetric".into(), long);
+        let trigger = trigger::parse(&metadata, "ml").unwrap();
+        let source = trigger.engine().unwrap();
+        let endpoint = source.endpoints[0].clone();
+        let round = Arc::new(Scrape::of(endpoint, Instant::now(), Vec::new()));
+        let windows = Windows::new(16 * 1024);
+        let outcome = windows
+            .outcome(
+                &trigger,
+                source,
+                source.window.as_ref().unwrap(),
+                std::slice::from_ref(&round),
+                None,
+                Detail::ValueOnly,
+                Instant::now(),
+            )
+            .unwrap();
+        assert!(
+            matches!(&outcome.value, Err(EvalError::Unavailable(m)) if m.contains("not kept")),
+            "{:?}",
+            outcome.value
+        );
+        assert_eq!(windows.bytes(), 0);
+        // Within the budget it is kept, and counted; forgotten once idle
+        // past its window, it gives every byte back.
+        let roomy = Windows::new(WINDOW_BUDGET_BYTES);
+        let now = Instant::now();
+        let query = source.window.as_ref().unwrap();
+        let _ = roomy.outcome(
+            &trigger,
+            source,
+            query,
+            std::slice::from_ref(&round),
+            None,
+            Detail::ValueOnly,
+            now,
+        );
+        assert!(roomy.bytes() > 2 * 4096, "{}", roomy.bytes());
+        let other = self::trigger(&[("metricType", "request_rate"), ("targetValue", "5")]);
+        let other_source = other.engine().unwrap();
+        let later = now + query.window + Duration::from_secs(1);
+        let _ = roomy.outcome(
+            &other,
+            other_source,
+            other_source.window.as_ref().unwrap(),
+            &[round],
+            None,
+            Detail::ValueOnly,
+            later,
+        );
+        let one_entry =
+            ENTRY_BYTES + 2 * key_of(other_source, other_source.window.as_ref().unwrap()).len();
+        assert_eq!(roomy.bytes(), one_entry);
     }
 
     #[test]
