@@ -74,11 +74,10 @@ fn gauges_of(page: &Arc<PageFamilies>) -> Arc<PageFamilies> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use super::*;
     use crate::engine::endpoint::Endpoint;
-    use crate::engine::scrape::{ReadError, Replica, Resolution, SeriesShare};
+    use crate::engine::scrape::{ReadError, Replica};
 
     fn page() -> Arc<PageFamilies> {
         Arc::new(PageFamilies {
@@ -88,19 +87,12 @@ mod tests {
     }
 
     fn round(completed_at: Instant, replicas: Vec<Replica>) -> Scrape {
-        Scrape {
-            endpoint: Endpoint {
-                host: "vllm".into(),
-                port: 8000,
-                path: "/metrics".into(),
-            },
-            completed_at,
-            kept_wants: BTreeSet::new(),
-            resolution: Resolution::Addresses,
-            replicas,
-            vanished: Vec::new(),
-            share: SeriesShare::default(),
-        }
+        let endpoint = Endpoint {
+            host: "vllm".into(),
+            port: 8000,
+            path: "/metrics".into(),
+        };
+        Scrape::of(endpoint, completed_at, replicas)
     }
 
     #[test]
